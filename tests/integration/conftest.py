@@ -1,0 +1,92 @@
+"""Fixtures for the integration tests: a real lab fleet (tests/lab), driven through Ansible and Docker.
+
+Nothing here is mocked. When the lab is not up, the session fixture brings it up (never skips).
+"""
+
+import json
+import os
+import subprocess
+import pathlib
+
+import pytest
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+LAB = ROOT / "tests" / "lab"
+INVENTORY = LAB / "inventory.yml"
+DOCKER_INVENTORY = LAB / "inventory-docker.yml"
+
+
+def run(cmd, check=True, env=None, timeout=900, **kwargs):
+    """Run a command, returning the CompletedProcess; on failure the error shows its output."""
+    full_env = dict(os.environ, **(env or {}))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout, check=False, **kwargs)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{cmd} exited {proc.returncode}\n--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}"
+        )
+    return proc
+
+
+def lab_exec(host, *args, check=True):
+    """Run a command inside a lab host (through the outer Docker engine, not through Ansible)."""
+    return run(["docker", "exec", host, *args], check=check)
+
+
+def ansible_json_env():
+    return {
+        "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
+        "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+        "ANSIBLE_SHOW_CUSTOM_STATS": "1",
+        "ANSIBLE_HOST_KEY_CHECKING": "False",
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+    }
+
+
+def ansible_playbook(playbook, inventory=INVENTORY, extra_vars=None, check=True, limit=None):
+    """Run ansible-playbook with the JSON callback; return (returncode, parsed result)."""
+    cmd = ["ansible-playbook", "-i", str(inventory), str(playbook)]
+    if extra_vars:
+        cmd += ["-e", json.dumps(extra_vars)]
+    if limit:
+        cmd += ["--limit", limit]
+    proc = run(cmd, check=check, env=ansible_json_env())
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def ansible_adhoc(pattern, module, args="", inventory=INVENTORY, check=True):
+    """Run an ad-hoc module with the JSON callback; return {host: result}."""
+    cmd = ["ansible", pattern, "-i", str(inventory), "-m", module]
+    if args:
+        cmd += ["-a", args]
+    proc = run(cmd, check=check, env=ansible_json_env())
+    data = json.loads(proc.stdout)
+    return {host: res for play in data["plays"] for task in play["tasks"] for host, res in task["hosts"].items()}
+
+
+def inventory_hosts(path=INVENTORY):
+    """Host names listed in a generated lab inventory."""
+    hosts = []
+
+    def walk(group):
+        hosts.extend((group.get("hosts") or {}).keys())
+        for child in (group.get("children") or {}).values():
+            walk(child or {})
+
+    walk(yaml.safe_load(path.read_text())["all"])
+    return hosts
+
+
+@pytest.fixture(scope="session")
+def lab():
+    """The lab fleet, up; returns its host names (as in the generated inventory)."""
+    if not INVENTORY.exists():
+        run([str(LAB / "up.sh")], timeout=1800)
+    hosts = inventory_hosts()
+    assert hosts, f"{INVENTORY} lists no hosts"
+    return hosts
+
+
+@pytest.fixture(scope="session")
+def trixie_hosts(lab):
+    return [h for h in lab if not h.endswith("-bookworm")]
