@@ -43,9 +43,9 @@ def ansible_json_env():
     }
 
 
-def ansible_playbook(playbook, inventory=INVENTORY, extra_vars=None, check=True, limit=None):
+def ansible_playbook(playbook, inventory=INVENTORY, extra_vars=None, check=True, limit=None, options=()):
     """Run ansible-playbook with the JSON callback; return (returncode, parsed result)."""
-    cmd = ["ansible-playbook", "-i", str(inventory), str(playbook)]
+    cmd = ["ansible-playbook", "-i", str(inventory), str(playbook), *options]
     if extra_vars:
         cmd += ["-e", json.dumps(extra_vars)]
     if limit:
