@@ -1,11 +1,10 @@
 """docker_experimental on the lab: real dockerd, real systemd, real containers. Nothing mocked."""
 
-import hashlib
 import json
 
 import pytest
 
-from conftest import ROOT, ansible_adhoc, ansible_playbook, lab_exec, run
+from conftest import ROOT, ansible_playbook, lab_exec, run
 
 MODULE = "fleet.checkpoint.docker_experimental"
 DAEMON_JSON = "/etc/docker/daemon.json"
@@ -209,6 +208,9 @@ def test_install_playbook_enables_experimental_fleet_wide_without_stopping_workl
         assert container_state(name, "exp-workload") == before[name], f"{name}: the workload was restarted"
         # Docker now serves its checkpoint API.
         assert lab_exec(name, "docker", "checkpoint", "ls", "exp-workload").returncode == 0
+        module_results = [task["hosts"][name] for task in result["plays"][0]["tasks"]
+                          if "live_restored_containers" in task["hosts"].get(name, {})]
+        assert [r["live_restored_containers"] for r in module_results] == [["exp-workload"]], name
 
     pids = {name: docker_main_pid(name) for name in lab}
     rc, again = ansible_playbook(ROOT / "playbooks" / "install.yml")

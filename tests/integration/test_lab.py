@@ -77,9 +77,10 @@ def test_reboot_brings_a_host_back_with_docker_and_its_containers(trixie_hosts):
     lab_exec(host, "docker", "rm", "-f", "reboot-probe", check=False)
     lab_exec(host, "docker", "run", "-d", "--name", "reboot-probe", "--restart", "always", "fleet-lab-workload:busybox")
     before = lab_exec(host, "systemctl", "show", "-p", "UserspaceTimestamp", "--value").stdout.strip()
-    # ansible.builtin.reboot over SSH, with the lab's boot_time_command from the inventory.
+    # `systemctl reboot` through ansible.builtin.reboot over SSH, with the lab's boot_time_command from the inventory.
     results = ansible_adhoc(host, "ansible.builtin.reboot",
-                            "boot_time_command='{{ fleet_checkpoint_reboot_boot_time_command }}' reboot_timeout=180")
+                            "reboot_command='systemctl reboot' reboot_timeout=180 "
+                            "boot_time_command='{{ fleet_checkpoint_reboot_boot_time_command }}'")
     assert results[host].get("rebooted") is True, results[host]
     after = lab_exec(host, "systemctl", "show", "-p", "UserspaceTimestamp", "--value").stdout.strip()
     assert after != before
