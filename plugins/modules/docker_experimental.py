@@ -31,7 +31,7 @@ description:
     restarted again, and the module fails with the daemon's own error lines. The host ends as it began.
   - B(Caution:) a container kept running across a daemon restart this way (live-restored) cannot be stopped by
     Docker's own checkpoint API afterwards; C(docker checkpoint create) reports success and leaves it running. Such
-    containers are returned in RV(live_restored_containers); M(fleet.checkpoint.docker_checkpoint) handles them.
+    containers are returned in RV(live_restored_containers); they must be dumped another way (containerd's task API).
 author:
   - fleet.checkpoint maintainers (@fleet-checkpoint)
 extends_documentation_fragment:
@@ -203,7 +203,7 @@ containers_stopped:
 live_restored_containers:
   description:
     - Containers kept alive across this daemon restart by live-restore. Docker's own checkpoint API cannot stop them
-      (it leaves them running silently); M(fleet.checkpoint.docker_checkpoint) dumps them another way.
+      (it leaves them running silently); dump them another way (containerd's task API).
   returned: always
   type: list
   elements: str
