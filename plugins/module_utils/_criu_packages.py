@@ -1,0 +1,150 @@
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Package-manager command lines and apt source/pin files for CRIU, per OS family. Plain Python, unit-tested."""
+
+from __future__ import annotations
+
+import re
+
+FAMILIES = ("debian", "redhat", "suse")
+
+# OS ids (from /etc/os-release ID and ID_LIKE) to package-manager families.
+_FAMILY_OF_ID = {
+    "debian": "debian", "ubuntu": "debian", "raspbian": "debian", "linuxmint": "debian", "pop": "debian",
+    "rhel": "redhat", "centos": "redhat", "fedora": "redhat", "rocky": "redhat", "almalinux": "redhat",
+    "ol": "redhat", "amzn": "redhat",
+    "sles": "suse", "suse": "suse", "opensuse": "suse", "opensuse-leap": "suse", "opensuse-tumbleweed": "suse",
+}
+
+# What the "ubuntu_ppa" and "obs" source presets point at.
+UBUNTU_PPA_URI = "https://ppa.launchpadcontent.net/criu/ppa/ubuntu"
+OBS_URI = "https://download.opensuse.org/repositories/devel:/tools:/criu/{repo}/"
+
+SOURCE_FILE = "/etc/apt/sources.list.d/fleet-checkpoint-criu.sources"
+PIN_FILE = "/etc/apt/preferences.d/fleet-checkpoint-criu"
+_APT_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+
+
+def parse_os_release(text):
+    """KEY=value pairs of /etc/os-release (quotes removed)."""
+    data = {}
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and key and not key.startswith("#"):
+            data[key] = value.strip().strip("\"'")
+    return data
+
+
+def os_family(os_release):
+    """'debian', 'redhat' or 'suse' for parsed /etc/os-release data; None when unknown."""
+    ids = [os_release.get("ID", "")] + os_release.get("ID_LIKE", "").split()
+    for os_id in ids:
+        family = _FAMILY_OF_ID.get(os_id.lower())
+        if family:
+            return family
+    return None
+
+
+def install_command(family, packages, upgrade=False, manager="dnf"):
+    """argv that installs (or, with upgrade, upgrades to the newest) `packages` without prompting."""
+    packages = list(packages)
+    if family == "debian":
+        return ["apt-get", "install", "-y", "--no-install-recommends", "-o", "Dpkg::Options::=--force-confold"] + packages
+    if family == "redhat":
+        return [manager, "upgrade" if upgrade else "install", "-y"] + packages
+    if family == "suse":
+        return ["zypper", "--non-interactive", "update" if upgrade else "install", "--no-recommends"] + packages
+    raise ValueError(f"unsupported OS family {family!r}")
+
+
+def remove_command(family, packages, manager="dnf"):
+    packages = list(packages)
+    if family == "debian":
+        return ["apt-get", "remove", "-y"] + packages
+    if family == "redhat":
+        return [manager, "remove", "-y"] + packages
+    if family == "suse":
+        return ["zypper", "--non-interactive", "remove"] + packages
+    raise ValueError(f"unsupported OS family {family!r}")
+
+
+def refresh_command(family, manager="dnf"):
+    """argv that refreshes the package lists (metadata) before asking for a candidate."""
+    if family == "debian":
+        return ["apt-get", "update", "-q"]
+    if family == "redhat":
+        return [manager, "makecache", "-q"]
+    if family == "suse":
+        return ["zypper", "--non-interactive", "refresh"]
+    raise ValueError(f"unsupported OS family {family!r}")
+
+
+def candidate_command(family, package="criu", manager="dnf"):
+    """argv whose output tells the version the package manager would install."""
+    if family == "debian":
+        return ["apt-cache", "policy", package]
+    if family == "redhat":
+        return [manager, "-q", "info", package]
+    if family == "suse":
+        return ["zypper", "--non-interactive", "info", package]
+    raise ValueError(f"unsupported OS family {family!r}")
+
+
+def parse_candidate(family, text):
+    """The candidate version from candidate_command's output, or None when there is none."""
+    if family == "debian":
+        match = re.search(r"^\s*Candidate:\s*(\S+)", text, re.MULTILINE)
+        if not match or match.group(1) == "(none)":
+            return None
+        return match.group(1)
+    if family in ("redhat", "suse"):
+        versions = re.findall(r"^Version\s*:\s*(\S+)", text, re.MULTILINE)
+        return versions[-1] if versions else None
+    raise ValueError(f"unsupported OS family {family!r}")
+
+
+def validate_apt_names(packages):
+    bad = [name for name in packages if not _APT_NAME.match(str(name))]
+    if bad:
+        raise ValueError(f"not valid Debian package names: {', '.join(map(str, bad))}")
+    return list(packages)
+
+
+def apt_source(uri, suite, components=("main",), signed_by=None):
+    """A deb822 .sources file for one repository (a flat repository has suite '/' and no components)."""
+    if not re.match(r"^(https?|file)://\S+$", uri or ""):
+        raise ValueError(f"apt source uri must be an http(s):// or file:// URL, not {uri!r}")
+    if not suite or not re.match(r"^[A-Za-z0-9./_-]+$", suite):
+        raise ValueError(f"apt source suite {suite!r} is not a valid suite name")
+    lines = [
+        "# Managed by fleet.checkpoint.criu_install: a source for CRIU only (see the pin file beside it).",
+        "Types: deb",
+        f"URIs: {uri}",
+        f"Suites: {suite}",
+    ]
+    if suite != "/" and not suite.endswith("/"):
+        lines.append(f"Components: {' '.join(components)}")
+    if signed_by:
+        lines.append(f"Signed-By: {signed_by}")
+    return "\n".join(lines) + "\n"
+
+
+def apt_pin(suite, packages, priority=990):
+    """An apt preferences file: only `packages` may come from `suite`; nothing else ever does."""
+    packages = validate_apt_names(packages)
+    if not packages:
+        raise ValueError("apt pinning needs at least one package")
+    pin = "release a=now" if suite == "/" else f"release n={suite}"
+    return (
+        "# Managed by fleet.checkpoint.criu_install.\n"
+        f"# Only these packages may come from {suite}; every other package keeps coming from the host's release.\n"
+        f"Package: {' '.join(packages)}\n"
+        f"Pin: {pin}\n"
+        f"Pin-Priority: {int(priority)}\n"
+        "\n"
+        "Package: *\n"
+        f"Pin: {pin}\n"
+        "Pin-Priority: -1\n"
+    )

@@ -1,0 +1,110 @@
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.fleet.checkpoint.plugins.module_utils import _criu_packages as pk
+
+APT_POLICY = """criu:
+  Installed: (none)
+  Candidate: 4.1.1-1
+  Version table:
+     4.2.1-1 -1
+         -1 http://deb.debian.org/debian forky/main amd64 Packages
+     4.1.1-1 500
+        500 http://deb.debian.org/debian trixie/main amd64 Packages
+"""
+
+DNF_INFO = """Available Packages
+Name         : criu
+Version      : 3.19
+Release      : 1.el9
+Architecture : x86_64
+"""
+
+ZYPPER_INFO = """Information for package criu:
+-----------------------------
+Repository     : Main Repository
+Name           : criu
+Version        : 3.18-bp156.1.5
+Installed      : No
+"""
+
+
+@pytest.mark.parametrize(
+    "text, family",
+    [
+        ('PRETTY_NAME="Debian GNU/Linux 13 (trixie)"\nID=debian\nVERSION_CODENAME=trixie\n', "debian"),
+        ('ID=ubuntu\nID_LIKE=debian\n', "debian"),
+        ('ID="rocky"\nID_LIKE="rhel centos fedora"\n', "redhat"),
+        ("ID=fedora\n", "redhat"),
+        ('ID="opensuse-leap"\nID_LIKE="suse opensuse"\n', "suse"),
+        ('ID="sles"\n', "suse"),
+        ('ID=alpine\n', None),
+    ],
+)
+def test_os_family(text, family):
+    assert pk.os_family(pk.parse_os_release(text)) == family
+
+
+def test_install_commands_per_family():
+    assert pk.install_command("debian", ["criu"]) == [
+        "apt-get", "install", "-y", "--no-install-recommends", "-o", "Dpkg::Options::=--force-confold", "criu"]
+    assert pk.install_command("redhat", ["criu"]) == ["dnf", "install", "-y", "criu"]
+    assert pk.install_command("redhat", ["criu"], upgrade=True, manager="yum") == ["yum", "upgrade", "-y", "criu"]
+    assert pk.install_command("suse", ["criu"]) == ["zypper", "--non-interactive", "install", "--no-recommends", "criu"]
+    assert pk.install_command("suse", ["criu"], upgrade=True) == [
+        "zypper", "--non-interactive", "update", "--no-recommends", "criu"]
+
+
+def test_remove_refresh_and_candidate_commands():
+    assert pk.remove_command("debian", ["criu", "libcompel1"]) == ["apt-get", "remove", "-y", "criu", "libcompel1"]
+    assert pk.remove_command("redhat", ["criu"]) == ["dnf", "remove", "-y", "criu"]
+    assert pk.remove_command("suse", ["criu"]) == ["zypper", "--non-interactive", "remove", "criu"]
+    assert pk.refresh_command("debian") == ["apt-get", "update", "-q"]
+    assert pk.refresh_command("suse") == ["zypper", "--non-interactive", "refresh"]
+    assert pk.candidate_command("debian") == ["apt-cache", "policy", "criu"]
+    assert pk.candidate_command("redhat", manager="yum") == ["yum", "-q", "info", "criu"]
+
+
+def test_unknown_family_is_refused():
+    with pytest.raises(ValueError, match="unsupported OS family"):
+        pk.install_command("alpine", ["criu"])
+
+
+def test_parse_candidate():
+    assert pk.parse_candidate("debian", APT_POLICY) == "4.1.1-1"
+    assert pk.parse_candidate("debian", "criu:\n  Installed: (none)\n  Candidate: (none)\n") is None
+    assert pk.parse_candidate("debian", "") is None
+    assert pk.parse_candidate("redhat", DNF_INFO) == "3.19"
+    assert pk.parse_candidate("suse", ZYPPER_INFO) == "3.18-bp156.1.5"
+
+
+def test_apt_source_deb822():
+    text = pk.apt_source("http://deb.debian.org/debian", "forky")
+    assert "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: forky\nComponents: main\n" in text
+    flat = pk.apt_source(pk.OBS_URI.format(repo="Debian_12"), "/", signed_by="/usr/share/keyrings/criu.gpg")
+    assert "Suites: /\n" in flat and "Components" not in flat and "Signed-By: /usr/share/keyrings/criu.gpg" in flat
+
+
+@pytest.mark.parametrize("uri, suite", [("ftp://x/debian", "forky"), ("deb.debian.org", "forky"),
+                                        ("http://deb.debian.org/debian", "forky; rm -rf /"), ("http://x/d", "")])
+def test_apt_source_refuses_bad_input(uri, suite):
+    with pytest.raises(ValueError):
+        pk.apt_source(uri, suite)
+
+
+def test_apt_pin_limits_the_suite_to_the_named_packages():
+    text = pk.apt_pin("forky", ["criu", "libcompel1", "python3-pycriu", "libnet9", "libnl-3-200"])
+    blocks = text.split("\n\n")
+    assert "Package: criu libcompel1 python3-pycriu libnet9 libnl-3-200\nPin: release n=forky\nPin-Priority: 990" in blocks[0]
+    assert blocks[1] == "Package: *\nPin: release n=forky\nPin-Priority: -1\n"
+
+
+@pytest.mark.parametrize("packages", [[], ["criu", "Bad Name"], ["criu", "../x"]])
+def test_apt_pin_refuses_bad_package_lists(packages):
+    with pytest.raises(ValueError):
+        pk.apt_pin("forky", packages)
