@@ -10,8 +10,9 @@ cat <<'TEXT'
 
 == fleet.checkpoint demo ==
 The lab fleet is up: real Debian hosts (containers running systemd, sshd and Docker) reached over SSH.
-What exists today: turning on Docker's experimental mode without stopping containers, and a readiness report.
-The CRIU installer and the checkpoint/restore modules are not built yet, so nothing is checkpointed here.
+What exists today: installing a CRIU proven to work on the kernel, turning on Docker's experimental mode
+without stopping containers, and a readiness report. The checkpoint/restore modules and the reboot playbook
+are not built yet, so this demo does not checkpoint anything itself.
 
 TEXT
 tests/lab/status.sh
@@ -30,7 +31,7 @@ for host in "${hosts[@]}"; do
 done
 
 echo
-echo "== 2. fleet.checkpoint.install: experimental mode on, without stopping the counters =="
+echo "== 2. fleet.checkpoint.install: CRIU (self-tested), then experimental mode on without stopping the counters =="
 ansible-playbook -i "$inventory" fleet.checkpoint.install
 echo "Counters after: same pid and start time means the container never stopped."
 for host in "${hosts[@]}"; do

@@ -152,8 +152,9 @@ class CriuInstall:
     def _call(self, argv, what):
         rc, out, err = self.run_command(argv, environ_update={"DEBIAN_FRONTEND": "noninteractive"})
         if rc != 0:
-            tail = " | ".join((err or out).strip().splitlines()[-6:])
-            raise CriuInstallError(f"{what} failed ({' '.join(argv)}): {tail}")
+            lines = [line.strip() for line in (out + "\n" + err).splitlines() if line.strip()]
+            telling = [line for line in lines if "Depends:" in line or line.startswith("E:") or "rror" in line]
+            raise CriuInstallError(f"{what} failed ({' '.join(argv)}): {' | '.join((telling or lines)[-8:])}")
         return out
 
     def candidate(self, family, manager):
@@ -192,6 +193,12 @@ class CriuInstall:
         self.apt_changed = bool(previous_files)
         need = not path or not version or not at_least(version, minimum) or params["state"] == "latest"
         try:
+            if need and self.check_mode and self.apt_changed:
+                # The new source is not known to apt until it is written: say so rather than guess.
+                result.update(changed=True, criu_version=None, installed_now=True,
+                              check_mode_note="the apt source is not added in check mode, so the version it offers "
+                                              "is not known yet")
+                return result
             if need:
                 candidate = self.candidate(family, manager)
                 result["candidate_version"] = candidate

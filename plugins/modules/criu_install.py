@@ -196,6 +196,11 @@ self_test:
   returned: when the self-test ran or a cached result exists
   type: dict
   sample: {"tcp_listen": {"ok": false, "stage": "dump", "error": "Error (criu/sockets.c:...): sockets: Can't get 1:16 opt"}}
+check_mode_note:
+  description: What check mode could not predict (the version a source not yet added would offer).
+  returned: in check mode, when O(apt_source) is not in place yet
+  type: str
+  sample: the apt source is not added in check mode, so the version it offers is not known yet
 self_test_ran:
   description: The self-test ran in this run (otherwise the cached result is returned).
   returned: always
