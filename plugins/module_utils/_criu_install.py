@@ -108,11 +108,17 @@ class CriuInstall:
         source = self.params.get("apt_source")
         if not source:
             return {}
+        codename = packages.parse_os_release(_read("/etc/os-release") or "").get("VERSION_CODENAME")
+        if codename and source["suite"] == codename:
+            raise CriuInstallError(
+                f"apt_source suite {codename!r} is this host's own release: pinning it would hold back every other "
+                "package of the release. Give the other release's suite (e.g. forky), or leave apt_source out to use "
+                "the host's own packages; nothing was changed")
         try:
             return {
                 packages.SOURCE_FILE: packages.apt_source(source["uri"], source["suite"], source["components"],
                                                           source.get("signed_by")),
-                packages.PIN_FILE: packages.apt_pin(source["suite"], source["packages"], source["priority"]),
+                packages.PIN_FILE: packages.apt_pin(source["suite"], source["packages"], source["priority"], source["uri"]),
             }
         except ValueError as exc:
             raise CriuInstallError(f"apt_source: {exc}; nothing was changed") from exc
@@ -158,7 +164,7 @@ class CriuInstall:
         return out
 
     def candidate(self, family, manager):
-        if self.params["update_cache"] or self.apt_changed:
+        if (self.params["update_cache"] or self.apt_changed) and not self.check_mode:
             self._call(packages.refresh_command(family, manager), "refreshing the package lists")
         rc, out, _err = self.run_command(packages.candidate_command(family, "criu", manager))
         return packages.parse_candidate(family, out) if rc == 0 else None
@@ -189,6 +195,7 @@ class CriuInstall:
                           criu_version=None if self.changed else version)
             return result
 
+        path_before = path
         previous_files = self.sync_apt_files(wanted_files) if family == "debian" else {}
         self.apt_changed = bool(previous_files)
         need = not path or not version or not at_least(version, minimum) or params["state"] == "latest"
@@ -202,7 +209,7 @@ class CriuInstall:
             if need:
                 candidate = self.candidate(family, manager)
                 result["candidate_version"] = candidate
-                if candidate is None and not path:
+                if candidate is None and (not path or not version or not at_least(version, minimum)):
                     raise CriuInstallError(
                         f"no CRIU package is available from this host's package sources ({family}). Configure a "
                         "source that has it (apt_source on Debian/Ubuntu). Nothing was installed.")
@@ -232,16 +239,16 @@ class CriuInstall:
                     f"criu check fails with CRIU {version} on kernel {self.kernel}: {failing_line}. Fix: install a "
                     f"newer CRIU ({minimum_reason}), e.g. from a pinned Debian testing suite with apt_source.",
                     criu_check=check_text)
+            result["features"] = self.features(path)
+            missing = [name for name, ok in result["features"].items() if not ok]
+            if missing:
+                raise CriuInstallError(f"criu check --feature fails for {', '.join(missing)} with CRIU {version} on "
+                                       f"kernel {self.kernel}", features=result["features"])
+            self.self_test(path, version, result)
         except CriuInstallError:
             if not self.check_mode:
-                self.undo(family, manager, previous_files, result["installed_now"], path_before=result["criu_path"])
+                self.undo(family, manager, previous_files, result["installed_now"], path_before=path_before)
             raise
-        result["features"] = self.features(path)
-        missing = [name for name, ok in result["features"].items() if not ok]
-        if missing:
-            raise CriuInstallError(f"criu check --feature fails for {', '.join(missing)} with CRIU {version} on "
-                                   f"kernel {self.kernel}", features=result["features"])
-        self.self_test(path, version, result)
         result["changed"] = self.changed
         return result
 

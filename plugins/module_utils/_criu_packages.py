@@ -131,12 +131,29 @@ def apt_source(uri, suite, components=("main",), signed_by=None):
     return "\n".join(lines) + "\n"
 
 
-def apt_pin(suite, packages, priority=990):
+# Archive names (a=) as opposed to codenames (n=) in a Release file.
+ARCHIVE_NAMES = ("stable", "oldstable", "oldoldstable", "testing", "unstable", "experimental",
+                 "stable-backports", "stable-updates", "stable-security")
+
+
+def pin_selector(suite, uri=None):
+    """The apt `Pin:` value that matches `suite` of the source at `uri`."""
+    if suite == "/" or suite.endswith("/"):
+        host = re.sub(r"^[a-z]+://([^/:]+).*$", r"\1", uri or "")
+        if not host or host == uri:
+            raise ValueError("a flat repository (suite '/') needs its uri to pin it by origin")
+        return f"origin {host}"
+    if suite in ARCHIVE_NAMES:
+        return f"release a={suite}"
+    return f"release n={suite}"
+
+
+def apt_pin(suite, packages, priority=990, uri=None):
     """An apt preferences file: only `packages` may come from `suite`; nothing else ever does."""
     packages = validate_apt_names(packages)
     if not packages:
         raise ValueError("apt pinning needs at least one package")
-    pin = "release a=now" if suite == "/" else f"release n={suite}"
+    pin = pin_selector(suite, uri)
     return (
         "# Managed by fleet.checkpoint.criu_install.\n"
         f"# Only these packages may come from {suite}; every other package keeps coming from the host's release.\n"

@@ -26,7 +26,10 @@ class DockerService:
         self.timeout = timeout
 
     def managed_by_systemd(self):
-        rc, out, _err = self.run(["systemctl", "show", "-p", "LoadState", "--value", UNIT])
+        try:
+            rc, out, _err = self.run(["systemctl", "show", "-p", "LoadState", "--value", UNIT])
+        except OSError:
+            return False
         return rc == 0 and out.strip() == "loaded"
 
     def unit_text(self):

@@ -133,6 +133,7 @@ class ExperimentalMode:
         )
 
     def dockerd_validates(self):
+        """True when the installed dockerd has --validate (Docker 23 and later)."""
         try:
             rc, out, err = self.run_command(["dockerd", "--help"])
         except OSError:
@@ -141,16 +142,15 @@ class ExperimentalMode:
 
     def validate(self, config, data):
         """Check a candidate daemon.json with `dockerd --validate` in the target directory; raise when refused."""
-        directory = os.path.dirname(config.real_path)
-        if not os.path.isdir(directory):
-            directory = None
-        fd, tmp_path = tempfile.mkstemp(prefix=".daemon.json.validate.", dir=directory)
+        directory = tempfile.mkdtemp(prefix="fleet-daemon-json-")  # private (0700): check mode writes nothing in /etc
+        tmp_path = os.path.join(directory, "daemon.json")
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            with open(tmp_path, "w", encoding="utf-8") as handle:
                 handle.write(daemon_config.render(data, config.indent))
             rc, out, err = self.run_command(["dockerd", "--validate", "--config-file", tmp_path])
         finally:
             os.unlink(tmp_path)
+            os.rmdir(directory)
         if rc != 0:
             message = (err or out).strip().replace(tmp_path, config.path)
             raise ExperimentalModeError(
@@ -247,6 +247,12 @@ class ExperimentalMode:
     # ---- the whole run ----------------------------------------------------------------------------------------
 
     def run(self):
+        try:
+            return self._run()
+        except DockerAPIError as exc:
+            raise ExperimentalModeError(f"the Docker Engine API failed: {exc}") from exc
+
+    def _run(self):
         params = self.params
         try:
             config = daemon_config.read(params["path"])
@@ -283,7 +289,8 @@ class ExperimentalMode:
             "restart_mode": plan["mode"],
             "restart_required": plan["mode"] in ("skip", "unsafe"),
             "restarted": will_restart,
-            "reloaded": plan["reload"] or plan["reload_live_restore"],
+            "reloaded": bool(plan["reload"] or plan["reload_live_restore"]
+                             or (plan["intermediate"] is not None and "live-restore" in plan["final"])),
             "validated": validated,
             "backup_file": None,
             "containers_kept_running": [],
@@ -316,7 +323,9 @@ class ExperimentalMode:
         if self.check_mode or not result["changed"]:
             if will_restart:
                 names = sorted(c["name"] for c in running_before.values())
-                if plan["mode"] == "live_restore_first":
+                kept = plan["mode"] == "live_restore_first" or (
+                    daemon_before["live_restore"] and plan["final"].get("live-restore") is True)
+                if kept:
                     result["containers_kept_running"] = result["live_restored_containers"] = names
                 else:
                     result["containers_stopped"] = names

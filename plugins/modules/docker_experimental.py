@@ -25,10 +25,12 @@ description:
   - The new content is checked with C(dockerd --validate) where the installed dockerd supports it (Docker 23 and later).
   - "With O(restart=if_safe) and containers running while live-restore is off, the module first adds
     C(\"live-restore\": true) and reloads dockerd (live-restore is reloadable), then restarts dockerd: the containers
-    keep running with the same processes. With O(live_restore=keep), live-restore is taken out again afterwards by a
-    reload."
+    keep running with the same processes. With O(live_restore=keep), the extra key is taken out of the file again;
+    a reload does not change keys absent from the file, so the running daemon keeps live-restore on until its next
+    restart (RV(live_restore) reports it)."
   - If dockerd does not come back healthy within O(timeout), the previous C(daemon.json) is put back, dockerd is
-    restarted again, and the module fails with the daemon's own error lines. The host ends as it began.
+    restarted again, and the module fails with the daemon's own error lines. daemon.json ends as it began and dockerd
+    runs again (with live-restore on until its next restart when containers had to be kept running).
   - B(Caution:) a container kept running across a daemon restart this way (live-restored) cannot be stopped by
     Docker's own checkpoint API afterwards; C(docker checkpoint create) reports success and leaves it running. Such
     containers are returned in RV(live_restored_containers); they must be dumped another way (containerd's task API).
@@ -271,7 +273,8 @@ def main():
             module.fail_json(msg=f"{name} must be at least 1 second, not {params[name]}. Nothing was changed.")
 
     def run(argv):
-        return module.run_command(argv)
+        # OSError (no systemctl, no dockerd on this host) reaches the worker, which knows what it means.
+        return module.run_command(argv, handle_exceptions=False)
 
     try:
         api = DockerAPI(params["docker_host"], timeout=params["api_timeout"])

@@ -90,3 +90,11 @@ def lab():
 @pytest.fixture(scope="session")
 def trixie_hosts(lab):
     return [h for h in lab if not h.endswith("-bookworm")]
+
+
+def docker_restore(host, container, checkpoint):
+    """`docker start --checkpoint`, retried once on containerd's known 'content ... already exists' (LAB-FACTS)."""
+    proc = lab_exec(host, "docker", "start", "--checkpoint", checkpoint, container, check=False)
+    if proc.returncode != 0 and "already exists" in proc.stderr:
+        proc = lab_exec(host, "docker", "start", "--checkpoint", checkpoint, container, check=False)
+    assert proc.returncode == 0, proc.stderr

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import ROOT, ansible_playbook, lab_exec, run
+from conftest import ROOT, ansible_playbook, docker_restore, lab_exec, run
 
 MODULE = "fleet.checkpoint.criu_install"
 FORKY = {"suite": "forky", "packages": ["criu", "libcompel1", "python3-pycriu", "libnet9", "libnl-3-200"]}
@@ -25,7 +25,9 @@ def module(host, check=False, **args):
 
 def no_criu(host):
     """CRIU, our apt files, runc.conf, logs and the self-test cache all gone; the package lists refreshed."""
-    sh(host, f"DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq criu >/dev/null 2>&1; rm -f {SOURCE} {PIN}; "
+    # libcompel1 must go too: testing's 4.2 would block the distribution's criu 4.1 (it depends on its exact version).
+    sh(host, "DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq criu libcompel1 python3-pycriu libcriu2 >/dev/null 2>&1; "
+             f"rm -f {SOURCE} {PIN}; "
              "rm -rf /etc/criu /var/log/criu /var/lib/fleet-checkpoint; apt-get update -qq")
 
 
@@ -147,7 +149,8 @@ def test_install_playbook_gives_every_trixie_host_a_working_criu_and_experimenta
     # Docker really checkpoints through this CRIU, with runc.conf's options (its log is kept).
     host = trixie_hosts[0]
     sh(host, "docker rm -f criu-probe >/dev/null 2>&1; docker run -d --name criu-probe fleet-lab-workload:busybox; sleep 2")
-    sh(host, "docker checkpoint create criu-probe cp1 && docker start --checkpoint cp1 criu-probe")
+    sh(host, "docker checkpoint create criu-probe cp1")
+    docker_restore(host, "criu-probe", "cp1")
     assert lab_exec(host, "docker", "inspect", "-f", "{{.State.Running}}", "criu-probe").stdout.strip() == "true"
     assert sh(host, "test -s /var/log/criu/runc.log && echo kept").stdout.strip() == "kept"
     sh(host, "docker rm -f criu-probe")

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import ROOT, ansible_playbook, lab_exec, run
+from conftest import ROOT, ansible_playbook, docker_restore, lab_exec, run
 
 MODULE = "fleet.checkpoint.docker_experimental"
 DAEMON_JSON = "/etc/docker/daemon.json"
@@ -189,17 +189,17 @@ def test_check_mode_predicts_the_real_run_and_disable_restores_off(host):
     assert module(host, state="disabled")["changed"] is False
 
 
-def test_install_playbook_enables_experimental_fleet_wide_without_stopping_workloads(lab):
+def test_role_enables_experimental_fleet_wide_without_stopping_workloads(lab):
     for name in lab:
         reset(name)
     before = {name: workload(name) for name in lab}
     for name in lab:
         assert lab_exec(name, "docker", "checkpoint", "ls", "exp-workload", check=False).returncode != 0
 
-    rc, checked = ansible_playbook(ROOT / "playbooks" / "install.yml", options=["--check"])
+    rc, checked = ansible_playbook(ROOT / "tests" / "integration" / "playbooks" / "docker_experimental.yml", options=["--check"])
     assert rc == 0
     assert all(daemon(name)["experimental"] is False for name in lab)
-    rc, result = ansible_playbook(ROOT / "playbooks" / "install.yml")
+    rc, result = ansible_playbook(ROOT / "tests" / "integration" / "playbooks" / "docker_experimental.yml")
     assert rc == 0
     for name in lab:
         assert result["stats"][name]["changed"] == 1, name
@@ -213,7 +213,7 @@ def test_install_playbook_enables_experimental_fleet_wide_without_stopping_workl
         assert [r["live_restored_containers"] for r in module_results] == [["exp-workload"]], name
 
     pids = {name: docker_main_pid(name) for name in lab}
-    rc, again = ansible_playbook(ROOT / "playbooks" / "install.yml")
+    rc, again = ansible_playbook(ROOT / "tests" / "integration" / "playbooks" / "docker_experimental.yml")
     assert rc == 0
     assert all(again["stats"][name]["changed"] == 0 for name in lab)
     assert pids == {name: docker_main_pid(name) for name in lab}, "a second run restarted dockerd"
@@ -228,6 +228,7 @@ def test_checkpoint_create_works_once_experimental_is_on(trixie_hosts):
     sh(host, "docker checkpoint create cp-probe cp1")
     assert "cp1" in lab_exec(host, "docker", "checkpoint", "ls", "cp-probe").stdout
     assert container_state(host, "cp-probe").startswith("false")
-    sh(host, "docker start --checkpoint cp1 cp-probe")
+    docker_restore(host, "cp-probe", "cp1")
     assert container_state(host, "cp-probe").startswith("true")
-    sh(host, "docker rm -f cp-probe >/dev/null; DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq criu >/dev/null")
+    sh(host, "docker rm -f cp-probe >/dev/null; "
+             "DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq criu libcompel1 python3-pycriu libcriu2 >/dev/null")

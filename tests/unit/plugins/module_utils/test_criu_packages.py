@@ -108,3 +108,22 @@ def test_apt_pin_limits_the_suite_to_the_named_packages():
 def test_apt_pin_refuses_bad_package_lists(packages):
     with pytest.raises(ValueError):
         pk.apt_pin("forky", packages)
+
+
+@pytest.mark.parametrize(
+    "suite, uri, selector",
+    [
+        ("forky", None, "release n=forky"),
+        ("testing", None, "release a=testing"),
+        ("unstable", None, "release a=unstable"),
+        ("/", "https://download.opensuse.org/repositories/devel:/tools:/criu/Debian_12/", "origin download.opensuse.org"),
+    ],
+)
+def test_pin_selector_matches_codenames_archives_and_flat_repositories(suite, uri, selector):
+    assert pk.pin_selector(suite, uri) == selector
+    assert f"Pin: {selector}\n" in pk.apt_pin(suite, ["criu"], uri=uri)
+
+
+def test_flat_repository_without_uri_is_refused():
+    with pytest.raises(ValueError, match="flat repository"):
+        pk.pin_selector("/", None)
