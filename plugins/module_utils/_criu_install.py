@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
+
+from ansible.module_utils.urls import open_url
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils import _criu_packages as packages
 from ansible_collections.fleet.checkpoint.plugins.module_utils import _criu_selftest as selftest
@@ -45,6 +48,22 @@ def _write_private(path, text, mode=0o600):
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def _read_bytes(path):
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _write_bytes(path, content, mode):
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as handle:
+        handle.write(content)
     os.chmod(tmp, mode)
     os.replace(tmp, path)
 
@@ -98,36 +117,73 @@ class CriuInstall:
     def features(self, path):
         result = {}
         for name in self.params["features"] or []:
-            rc, _out, _err = self.run_command([path, "check", "--feature", name])
+            rc, out, err = self.run_command([path, "check", "--feature", name])
+            if "Unknown feature" in out + err:
+                raise CriuInstallError(f"CRIU does not know the feature {name!r} (criu check --feature {name}): check "
+                                       "the name against `criu check --help` or the CRIU release notes")
             result[name] = rc == 0
         return result
+
+    def installed_packages(self, family, names):
+        """Which of `names` are installed (CRIU's own packages, removed by state=absent)."""
+        found = []
+        for name in names:
+            if family == "debian":
+                rc, out, _err = self.run_command(["dpkg-query", "-W", "-f", "${Status}", name])
+                ok = rc == 0 and out.strip().endswith(" installed")
+            else:
+                rc, _out, _err = self.run_command(["rpm", "-q", name])
+                ok = rc == 0
+            if ok:
+                found.append(name)
+        return found
 
     # ---- apt source -------------------------------------------------------------------------------------------
 
     def wanted_apt_files(self):
+        """{path: bytes} of our apt source, pin and (downloaded) key files; {} without apt_source."""
         source = self.params.get("apt_source")
         if not source:
             return {}
-        codename = packages.parse_os_release(_read("/etc/os-release") or "").get("VERSION_CODENAME")
-        if codename and source["suite"] == codename:
-            raise CriuInstallError(
-                f"apt_source suite {codename!r} is this host's own release: pinning it would hold back every other "
-                "package of the release. Give the other release's suite (e.g. forky), or leave apt_source out to use "
-                "the host's own packages; nothing was changed")
+        os_release = packages.parse_os_release(_read("/etc/os-release") or "")
         try:
-            return {
-                packages.SOURCE_FILE: packages.apt_source(source["uri"], source["suite"], source["components"],
-                                                          source.get("signed_by")),
-                packages.PIN_FILE: packages.apt_pin(source["suite"], source["packages"], source["priority"], source["uri"]),
-            }
+            source = packages.expand_preset(source, os_release)
+            if not source.get("suite"):
+                raise ValueError("suite is required (or a preset)")
+            files = {}
+            signed_by = source.get("signed_by")
+            if source.get("key_url"):
+                key = self.download_key(source["key_url"])
+                armored = key.lstrip().startswith(b"-----BEGIN PGP")
+                signed_by = packages.KEY_FILE + (".asc" if armored else ".gpg")
+                files[signed_by] = key
+            files[packages.SOURCE_FILE] = packages.apt_source(
+                source["uri"], source["suite"], source["components"], signed_by).encode()
+            files[packages.PIN_FILE] = packages.apt_pin(
+                source["suite"], source["packages"], source["priority"], source["uri"],
+                os_release.get("VERSION_CODENAME")).encode()
+            return files
         except ValueError as exc:
             raise CriuInstallError(f"apt_source: {exc}; nothing was changed") from exc
 
+    def download_key(self, url):
+        try:
+            response = open_url(url, timeout=30)
+            key = response.read()
+        except Exception as exc:  # open_url raises many kinds: URLError, HTTPError, SSLError, socket errors...
+            raise CriuInstallError(f"apt_source: cannot download the signing key from {url}: {exc}; nothing was "
+                                   "changed") from exc
+        if not key.strip() or (b"PGP" not in key[:100] and key[:1] not in (b"\x99", b"\x98", b"\xc6")):
+            raise CriuInstallError(f"apt_source: {url} did not give an OpenPGP key; nothing was changed")
+        return key
+
+    MANAGED_FILES = (packages.SOURCE_FILE, packages.PIN_FILE, packages.KEY_FILE + ".asc", packages.KEY_FILE + ".gpg")
+
     def sync_apt_files(self, wanted):
-        """Write our source and pin files as wanted (or remove them); return {path: previous text or None}."""
+        """Write our source, pin and key files as wanted (or remove them); return {path: previous bytes or None}."""
         previous = {}
-        for path in (packages.SOURCE_FILE, packages.PIN_FILE):
-            current = _read(path)
+        for path in self.MANAGED_FILES:
+            current = _read_bytes(path)
             target = wanted.get(path)
             if current == target:
                 continue
@@ -138,20 +194,17 @@ class CriuInstall:
             if target is None:
                 os.unlink(path)
             else:
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                with open(path, "w", encoding="utf-8") as handle:
-                    handle.write(target)
-                os.chmod(path, 0o644)
+                os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+                _write_bytes(path, target, 0o644)
         return previous
 
     def restore_apt_files(self, previous):
-        for path, text in previous.items():
-            if text is None:
+        for path, content in previous.items():
+            if content is None:
                 if os.path.exists(path):
                     os.unlink(path)
             else:
-                with open(path, "w", encoding="utf-8") as handle:
-                    handle.write(text)
+                _write_bytes(path, content, 0o644)
 
     # ---- the run ----------------------------------------------------------------------------------------------
 
@@ -168,6 +221,43 @@ class CriuInstall:
             self._call(packages.refresh_command(family, manager), "refreshing the package lists")
         rc, out, _err = self.run_command(packages.candidate_command(family, "criu", manager))
         return packages.parse_candidate(family, out) if rc == 0 else None
+
+    def candidate_with_source(self, wanted_files):
+        """Check mode with a new apt source: ask apt in a private state directory, the host's apt left as it is."""
+        work = tempfile.mkdtemp(prefix="fleet-criu-apt-")
+        try:
+            parts = os.path.join(work, "sources.list.d")
+            prefs = os.path.join(work, "preferences.d")
+            lists = os.path.join(work, "lists")
+            for directory in (parts, prefs, os.path.join(lists, "partial")):
+                os.makedirs(directory)
+            for name in os.listdir("/etc/apt/sources.list.d"):
+                if os.path.join("/etc/apt/sources.list.d", name) not in self.MANAGED_FILES:
+                    shutil.copy(os.path.join("/etc/apt/sources.list.d", name), parts)
+            for name in os.listdir("/etc/apt/preferences.d") if os.path.isdir("/etc/apt/preferences.d") else []:
+                if os.path.join("/etc/apt/preferences.d", name) not in self.MANAGED_FILES:
+                    shutil.copy(os.path.join("/etc/apt/preferences.d", name), prefs)
+            signed_by = {}
+            for path, content in wanted_files.items():
+                if path.startswith(packages.KEY_FILE):
+                    key_copy = os.path.join(work, os.path.basename(path))
+                    _write_bytes(key_copy, content, 0o644)
+                    signed_by[path] = key_copy
+            for path, content in wanted_files.items():
+                text = content.decode()
+                for real, copy in signed_by.items():
+                    text = text.replace(real, copy)
+                if path == packages.SOURCE_FILE:
+                    _write_bytes(os.path.join(parts, os.path.basename(path)), text.encode(), 0o644)
+                elif path == packages.PIN_FILE:
+                    _write_bytes(os.path.join(prefs, os.path.basename(path)), text.encode(), 0o644)
+            options = ["-o", f"Dir::Etc::SourceParts={parts}", "-o", f"Dir::Etc::PreferencesParts={prefs}",
+                       "-o", f"Dir::State::Lists={lists}", "-o", f"Dir::Cache={work}"]
+            self._call(["apt-get", "update", "-q"] + options, "reading the new apt source (in a private directory)")
+            rc, out, _err = self.run_command(["apt-cache"] + options + ["policy", "criu"])
+            return packages.parse_candidate("debian", out) if rc == 0 else None
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
 
     def run(self):
         params = self.params
@@ -186,10 +276,13 @@ class CriuInstall:
             raise CriuInstallError(f"apt_source is for Debian/Ubuntu hosts; this one is {family}: nothing was changed")
 
         if params["state"] == "absent":
-            if path:
+            # CRIU's own packages, not just criu: a libcompel1 left from another source would block the
+            # distribution's criu later (it depends on its exact version).
+            present = self.installed_packages(family, packages.CRIU_OWN_PACKAGES[family])
+            if present:
                 self.changed = True
                 if not self.check_mode:
-                    self._call(packages.remove_command(family, ["criu"], manager), "removing CRIU")
+                    self._call(packages.remove_command(family, present, manager), "removing CRIU")
             self.sync_apt_files({})
             result.update(changed=self.changed, criu_path=None if self.changed else path,
                           criu_version=None if self.changed else version)
@@ -200,14 +293,11 @@ class CriuInstall:
         self.apt_changed = bool(previous_files)
         need = not path or not version or not at_least(version, minimum) or params["state"] == "latest"
         try:
-            if need and self.check_mode and self.apt_changed:
-                # The new source is not known to apt until it is written: say so rather than guess.
-                result.update(changed=True, criu_version=None, installed_now=True,
-                              check_mode_note="the apt source is not added in check mode, so the version it offers "
-                                              "is not known yet")
-                return result
             if need:
-                candidate = self.candidate(family, manager)
+                if self.check_mode and self.apt_changed:
+                    candidate = self.candidate_with_source(wanted_files)
+                else:
+                    candidate = self.candidate(family, manager)
                 result["candidate_version"] = candidate
                 if candidate is None and (not path or not version or not at_least(version, minimum)):
                     raise CriuInstallError(

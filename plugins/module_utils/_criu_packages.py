@@ -22,7 +22,64 @@ _FAMILY_OF_ID = {
 UBUNTU_PPA_URI = "https://ppa.launchpadcontent.net/criu/ppa/ubuntu"
 OBS_URI = "https://download.opensuse.org/repositories/devel:/tools:/criu/{repo}/"
 
+# Packages that belong to CRIU alone (shared libraries it pulls in, like libnl, are left in place).
+CRIU_OWN_PACKAGES = {
+    "debian": ["criu", "libcompel1", "python3-pycriu", "libcriu2"],
+    "redhat": ["criu", "criu-libs", "python3-criu", "crit"],
+    "suse": ["criu", "python3-criu"],
+}
+
 SOURCE_FILE = "/etc/apt/sources.list.d/fleet-checkpoint-criu.sources"
+KEY_FILE = "/etc/apt/keyrings/fleet-checkpoint-criu"
+
+# Ready-made apt sources that CRIU users use: uri, suite ({codename} is the host's), key.
+PRESETS = {
+    "ubuntu_ppa": {
+        "uri": UBUNTU_PPA_URI,
+        "suite": "{codename}",
+        "key_url": "https://keyserver.ubuntu.com/pks/lookup?op=get&search=0x4E2A48715C45AEEC077B48169B29EEC9246B6CE2",
+    },
+    "obs": {
+        "uri": "https://download.opensuse.org/repositories/devel:/tools:/criu/{obs_repo}/",
+        "suite": "/",
+        "key_url": "https://download.opensuse.org/repositories/devel:/tools:/criu/{obs_repo}/Release.key",
+    },
+}
+
+# Hosts of the distributions' own mirrors: their release may not be pinned by origin.
+DISTRIBUTION_MIRRORS = ("deb.debian.org", "security.debian.org", "archive.ubuntu.com", "security.ubuntu.com")
+
+
+def obs_repo(os_release):
+    """The OBS repository name for a Debian/Ubuntu release, e.g. Debian_12 or xUbuntu_24.04."""
+    os_id = os_release.get("ID", "")
+    version = os_release.get("VERSION_ID", "")
+    if os_id == "debian" and version:
+        return f"Debian_{version.split('.')[0]}"
+    if os_id == "ubuntu" and version:
+        return f"xUbuntu_{version}"
+    raise ValueError(f"no openSUSE Build Service CRIU repository is known for {os_id} {version}")
+
+
+def expand_preset(source, os_release):
+    """Fill uri, suite and key_url of an apt_source from its preset, for this host's release."""
+    preset = source.get("preset")
+    if not preset:
+        return dict(source)
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}: use one of {', '.join(sorted(PRESETS))}")
+    values = {"codename": os_release.get("VERSION_CODENAME", "")}
+    if preset == "obs":
+        values["obs_repo"] = obs_repo(os_release)
+    if preset == "ubuntu_ppa" and os_release.get("ID") != "ubuntu":
+        raise ValueError("the ubuntu_ppa preset is for Ubuntu hosts")
+    merged = dict(source)
+    for key, template in PRESETS[preset].items():
+        if not merged.get(key) or key in ("uri", "suite"):
+            merged[key] = template.format(**values)
+    return merged
+
+
 PIN_FILE = "/etc/apt/preferences.d/fleet-checkpoint-criu"
 _APT_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 
@@ -136,24 +193,32 @@ ARCHIVE_NAMES = ("stable", "oldstable", "oldoldstable", "testing", "unstable", "
                  "stable-backports", "stable-updates", "stable-security")
 
 
-def pin_selector(suite, uri=None):
-    """The apt `Pin:` value that matches `suite` of the source at `uri`."""
-    if suite == "/" or suite.endswith("/"):
-        host = re.sub(r"^[a-z]+://([^/:]+).*$", r"\1", uri or "")
-        if not host or host == uri:
-            raise ValueError("a flat repository (suite '/') needs its uri to pin it by origin")
+def _uri_host(uri):
+    host = re.sub(r"^[a-z]+://([^/:]+).*$", r"\1", uri or "")
+    return None if not host or host == uri else host
+
+
+def pin_selector(suite, uri=None, host_codename=None):
+    """The apt `Pin:` value that matches `suite` of the source at `uri` (and nothing of the host's own release)."""
+    if suite == "/" or suite.endswith("/") or (host_codename and suite == host_codename):
+        host = _uri_host(uri)
+        if not host:
+            raise ValueError(f"a source with suite {suite!r} must be pinned by origin, which needs its uri")
+        if host in DISTRIBUTION_MIRRORS:
+            raise ValueError(f"suite {suite!r} of {host} is this host's own release: pinning it would hold back every "
+                             "other package of the release; give another release's suite (e.g. forky)")
         return f"origin {host}"
     if suite in ARCHIVE_NAMES:
         return f"release a={suite}"
     return f"release n={suite}"
 
 
-def apt_pin(suite, packages, priority=990, uri=None):
+def apt_pin(suite, packages, priority=990, uri=None, host_codename=None):
     """An apt preferences file: only `packages` may come from `suite`; nothing else ever does."""
     packages = validate_apt_names(packages)
     if not packages:
         raise ValueError("apt pinning needs at least one package")
-    pin = pin_selector(suite, uri)
+    pin = pin_selector(suite, uri, host_codename)
     return (
         "# Managed by fleet.checkpoint.criu_install.\n"
         f"# Only these packages may come from {suite}; every other package keeps coming from the host's release.\n"

@@ -31,7 +31,9 @@ author:
   - fleet.checkpoint maintainers (@fleet-checkpoint)
 attributes:
   check_mode:
-    description: Reports what would be installed; runs C(criu check) on an installed CRIU and uses a cached self-test.
+    description:
+      - Reports what would be installed (a new O(apt_source) is read by apt in a private directory, the host's apt
+        state untouched); runs C(criu check) on an installed CRIU and uses a cached self-test.
     support: full
   diff_mode:
     description: Nothing to compare.
@@ -44,7 +46,8 @@ options:
   state:
     description:
       - V(present) installs CRIU when it is missing or older than the effective minimum; V(latest) also upgrades it to the
-        newest version the sources offer; V(absent) removes it (and the source files this module wrote).
+        newest version the sources offer; V(absent) removes CRIU's own packages (criu and its libcompel, pycriu and libcriu
+        packages; shared libraries stay) and the source, pin and key files this module wrote.
     type: str
     choices: [present, latest, absent]
     default: present
@@ -55,18 +58,32 @@ options:
   apt_source:
     description:
       - An apt source for CRIU on Debian/Ubuntu, pinned to the listed packages only.
-      - The Ubuntu CRIU PPA or the openSUSE Build Service C(devel:tools:criu) repositories can be given here too, with
-        their signing key placed on the host beforehand and named in O(apt_source.signed_by).
+      - Pinning matches the suite by codename or archive name; a flat repository, or a suite that is the host's own
+        codename (the PPA), is pinned by the repository's host name instead.
     type: dict
     suboptions:
       uri:
         description: The repository URL.
         type: str
         default: http://deb.debian.org/debian
-      suite:
-        description: The suite (for example V(forky) or V(testing)), or V(/) for a flat repository.
+      preset:
+        description:
+          - A ready-made source that CRIU users use; fills O(apt_source.uri), O(apt_source.suite) and
+            O(apt_source.key_url) for this host's release.
+          - V(ubuntu_ppa) is the CRIU PPA (C(ppa:criu/ppa)) on Ubuntu hosts; V(obs) is the openSUSE Build Service
+            C(devel:tools:criu) repository for this Debian or Ubuntu release.
         type: str
-        required: true
+        choices: [ubuntu_ppa, obs]
+      suite:
+        description:
+          - The suite (a codename like V(forky) or an archive name like V(testing)), or V(/) for a flat repository.
+          - Required unless O(apt_source.preset) is given.
+        type: str
+      key_url:
+        description:
+          - URL of the source's signing key (armored or binary). It is downloaded to
+            C(/etc/apt/keyrings/fleet-checkpoint-criu.asc) (or C(.gpg)) and named in the source's C(Signed-By).
+        type: str
       components:
         description: Components of the suite.
         type: list
@@ -127,6 +144,12 @@ EXAMPLES = r"""
       suite: forky
       packages: [criu, libcompel1, python3-pycriu, libnet9, libnl-3-200]
     required_capabilities: [tcp_listen]
+  become: true
+
+- name: On Ubuntu, take CRIU from the CRIU PPA
+  fleet.checkpoint.criu_install:
+    apt_source:
+      preset: ubuntu_ppa
   become: true
 
 - name: Fail unless CRIU can restore rseq users (glibc 2.35 and later)
@@ -196,11 +219,6 @@ self_test:
   returned: when the self-test ran or a cached result exists
   type: dict
   sample: {"tcp_listen": {"ok": false, "stage": "dump", "error": "Error (criu/sockets.c:...): sockets: Can't get 1:16 opt"}}
-check_mode_note:
-  description: What check mode could not predict (the version a source not yet added would offer).
-  returned: in check mode, when O(apt_source) is not in place yet
-  type: str
-  sample: the apt source is not added in check mode, so the version it offers is not known yet
 self_test_ran:
   description: The self-test ran in this run (otherwise the cached result is returned).
   returned: always
@@ -225,7 +243,9 @@ def argument_spec():
             "type": "dict",
             "options": {
                 "uri": {"type": "str", "default": "http://deb.debian.org/debian"},
-                "suite": {"type": "str", "required": True},
+                "preset": {"type": "str", "choices": ["ubuntu_ppa", "obs"]},
+                "suite": {"type": "str"},
+                "key_url": {"type": "str", "no_log": False},
                 "components": {"type": "list", "elements": "str", "default": ["main"]},
                 "packages": {"type": "list", "elements": "str", "default": ["criu"]},
                 "signed_by": {"type": "path"},

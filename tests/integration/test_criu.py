@@ -79,8 +79,9 @@ def test_pinned_testing_source_gives_a_criu_that_dumps_everything(trixie_hosts):
     no_criu(host)
     predicted = module(host, check=True, apt_source=FORKY, required_capabilities=["tcp_listen"])
     assert predicted["changed"] is True and predicted["installed_now"] is True
-    assert "check_mode_note" in predicted
+    assert predicted["criu_version"].startswith("4.2") and predicted["candidate_version"].startswith("4.2")
     untouched(host)
+    assert "forky" not in sh(host, "apt-cache policy").stdout  # the host's apt never saw the source
 
     result = module(host, apt_source=FORKY, required_capabilities=["tcp_listen"], self_test="always")
     assert result.get("failed") is not True, result.get("msg")
@@ -116,6 +117,49 @@ def test_a_source_that_cannot_work_on_bookworm_leaves_nothing_behind(lab):
     untouched(host)
 
 
+def test_latest_upgrades_and_absent_leaves_a_host_the_distribution_criu_installs_on(trixie_hosts):
+    host = trixie_hosts[2]
+    no_criu(host)
+    assert module(host)["criu_version"].startswith("4.1.")
+    upgraded = module(host, state="latest", apt_source=FORKY, self_test="never")
+    assert upgraded["changed"] is True and upgraded["criu_version"].startswith("4.2")
+    assert module(host, state="latest", apt_source=FORKY, self_test="never")["changed"] is False
+
+    removed = module(host, state="absent")
+    assert removed["changed"] is True
+    for package in ("criu", "libcompel1", "python3-pycriu"):
+        assert "ok installed" not in sh(host, f"dpkg-query -W -f '${{Status}}' {package} 2>/dev/null || true").stdout
+    untouched(host)
+    assert module(host, state="absent")["changed"] is False
+    # Nothing left from testing blocks the distribution's CRIU.
+    assert module(host, self_test="never")["criu_version"].startswith("4.1.")
+
+
+def test_features_are_checked_and_unknown_names_are_refused(trixie_hosts):
+    host = trixie_hosts[2]
+    result = module(host, features=["get_rseq_conf", "timens"], self_test="never")
+    assert result["features"] == {"get_rseq_conf": True, "timens": True}
+    unknown = module(host, features=["teleport"], self_test="never")
+    assert unknown.get("failed") is True and "does not know the feature 'teleport'" in unknown["msg"]
+
+
+def test_key_url_puts_the_signing_key_beside_the_source(trixie_hosts):
+    host = trixie_hosts[2]
+    no_criu(host)
+    keyed = dict(FORKY, key_url="file:///usr/share/keyrings/debian-archive-keyring.gpg")
+    result = module(host, apt_source=keyed, self_test="never")
+    assert result.get("failed") is not True, result.get("msg")
+    assert result["criu_version"].startswith("4.2")
+    assert "Signed-By: /etc/apt/keyrings/fleet-checkpoint-criu.gpg" in sh(host, f"cat {SOURCE}").stdout
+    assert sh(host, "cmp /usr/share/keyrings/debian-archive-keyring.gpg /etc/apt/keyrings/fleet-checkpoint-criu.gpg "
+                    "&& echo same").stdout.strip() == "same"
+    assert module(host, apt_source=keyed, self_test="never")["changed"] is False
+    module(host, apt_source=FORKY, self_test="never")
+    assert sh(host, "ls /etc/apt/keyrings/fleet-checkpoint-criu.gpg 2>/dev/null || echo gone").stdout.strip() == "gone"
+    bad = module(host, apt_source=dict(FORKY, key_url="file:///etc/hostname"), self_test="never")
+    assert bad.get("failed") is True and "did not give an OpenPGP key" in bad["msg"]
+
+
 def test_bad_input_is_refused_before_anything_changes(trixie_hosts):
     host = trixie_hosts[0]
     no_criu(host)
@@ -125,6 +169,9 @@ def test_bad_input_is_refused_before_anything_changes(trixie_hosts):
         ({"apt_source": {"suite": "forky", "uri": "ftp://example.org/debian"}}, "http(s)://"),
         ({"apt_source": {"suite": "forky", "packages": ["criu", "../etc"]}}, "not valid Debian package names"),
         ({"required_capabilities": ["teleport"]}, "required_capabilities"),
+        ({"apt_source": {"preset": "ubuntu_ppa"}}, "for Ubuntu hosts"),
+        ({"apt_source": {"suite": "trixie"}}, "own release"),
+        ({"apt_source": {"components": ["main"]}}, "suite is required"),
     ):
         result = module(host, **args)
         assert result.get("failed") is True and fragment in result["msg"], (args, result["msg"])

@@ -125,5 +125,37 @@ def test_pin_selector_matches_codenames_archives_and_flat_repositories(suite, ur
 
 
 def test_flat_repository_without_uri_is_refused():
-    with pytest.raises(ValueError, match="flat repository"):
+    with pytest.raises(ValueError, match="pinned by origin"):
         pk.pin_selector("/", None)
+
+
+NOBLE = {"ID": "ubuntu", "VERSION_ID": "24.04", "VERSION_CODENAME": "noble"}
+BOOKWORM = {"ID": "debian", "VERSION_ID": "12", "VERSION_CODENAME": "bookworm"}
+
+
+def test_ppa_preset_is_pinned_by_origin_not_by_the_host_release():
+    source = pk.expand_preset({"preset": "ubuntu_ppa", "uri": "http://deb.debian.org/debian"}, NOBLE)
+    assert source["uri"] == pk.UBUNTU_PPA_URI and source["suite"] == "noble"
+    assert "4E2A48715C45AEEC077B48169B29EEC9246B6CE2" in source["key_url"]
+    pin = pk.apt_pin(source["suite"], ["criu"], uri=source["uri"], host_codename="noble")
+    assert "Pin: origin ppa.launchpadcontent.net\n" in pin and "n=noble" not in pin
+
+
+def test_obs_preset_for_debian_is_a_flat_repository_with_its_release_key():
+    source = pk.expand_preset({"preset": "obs"}, BOOKWORM)
+    assert source["uri"] == "https://download.opensuse.org/repositories/devel:/tools:/criu/Debian_12/"
+    assert source["suite"] == "/" and source["key_url"].endswith("/Debian_12/Release.key")
+    assert pk.pin_selector("/", source["uri"]) == "origin download.opensuse.org"
+
+
+@pytest.mark.parametrize("preset, release, fragment", [("ubuntu_ppa", BOOKWORM, "for Ubuntu hosts"),
+                                                       ("obs", {"ID": "fedora"}, "no openSUSE Build Service"),
+                                                       ("ppa", NOBLE, "unknown preset")])
+def test_presets_refuse_what_they_cannot_do(preset, release, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        pk.expand_preset({"preset": preset}, release)
+
+
+def test_the_host_release_on_its_own_mirror_is_refused():
+    with pytest.raises(ValueError, match="own release"):
+        pk.pin_selector("trixie", "http://deb.debian.org/debian", host_codename="trixie")
