@@ -163,7 +163,7 @@ def parse_candidate(family, text):
 
 
 def validate_apt_names(packages):
-    bad = [name for name in packages if not _APT_NAME.match(str(name))]
+    bad = [name for name in packages if not _APT_NAME.fullmatch(str(name))]
     if bad:
         raise ValueError(f"not valid Debian package names: {', '.join(map(str, bad))}")
     return list(packages)
@@ -171,9 +171,9 @@ def validate_apt_names(packages):
 
 def apt_source(uri, suite, components=("main",), signed_by=None):
     """A deb822 .sources file for one repository (a flat repository has suite '/' and no components)."""
-    if not re.match(r"^(https?|file)://\S+$", uri or ""):
+    if not re.fullmatch(r"(https?|file)://\S+", uri or ""):
         raise ValueError(f"apt source uri must be an http(s):// or file:// URL, not {uri!r}")
-    if not suite or not re.match(r"^[A-Za-z0-9./_-]+$", suite):
+    if not suite or not re.fullmatch(r"[A-Za-z0-9./_-]+", suite):
         raise ValueError(f"apt source suite {suite!r} is not a valid suite name")
     lines = [
         "# Managed by fleet.checkpoint.criu_install: a source for CRIU only (see the pin file beside it).",

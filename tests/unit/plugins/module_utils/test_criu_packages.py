@@ -91,6 +91,7 @@ def test_apt_source_deb822():
 
 
 @pytest.mark.parametrize("uri, suite", [("ftp://x/debian", "forky"), ("deb.debian.org", "forky"),
+                                        ("http://deb.debian.org/debian\n", "forky"), ("http://x/d", "forky\n"),
                                         ("http://deb.debian.org/debian", "forky; rm -rf /"), ("http://x/d", "")])
 def test_apt_source_refuses_bad_input(uri, suite):
     with pytest.raises(ValueError):
@@ -104,7 +105,7 @@ def test_apt_pin_limits_the_suite_to_the_named_packages():
     assert blocks[1] == "Package: *\nPin: release n=forky\nPin-Priority: -1\n"
 
 
-@pytest.mark.parametrize("packages", [[], ["criu", "Bad Name"], ["criu", "../x"]])
+@pytest.mark.parametrize("packages", [[], ["criu", "Bad Name"], ["criu", "../x"], ["criu\n"]])
 def test_apt_pin_refuses_bad_package_lists(packages):
     with pytest.raises(ValueError):
         pk.apt_pin("forky", packages)

@@ -1,0 +1,123 @@
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The manifest of a checkpoint: what is needed to recreate its container elsewhere, and to trust its files.
+
+Built from the Engine's container inspect data; validated strictly when read back (an archive may come from
+anywhere), so that a malformed manifest is refused with a message naming the field.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_names import validate_checkpoint_name
+
+FORMAT = "fleet.checkpoint/manifest"
+FORMAT_VERSION = 1
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_METHODS = ("api", "containerd")
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be trusted; the message names the field."""
+
+
+def container_config(inspect):
+    """The parts of `GET /containers/{id}/json` needed to recreate the container on another host."""
+    config = inspect.get("Config") or {}
+    host = inspect.get("HostConfig") or {}
+    networks = (inspect.get("NetworkSettings") or {}).get("Networks") or {}
+    return {
+        "id": inspect.get("Id"),
+        "name": (inspect.get("Name") or "").lstrip("/"),
+        "image": {"id": inspect.get("Image"), "reference": config.get("Image")},
+        "cmd": config.get("Cmd"),
+        "entrypoint": config.get("Entrypoint"),
+        "env": list(config.get("Env") or []),
+        "labels": dict(config.get("Labels") or {}),
+        "working_dir": config.get("WorkingDir") or "",
+        "user": config.get("User") or "",
+        "hostname": config.get("Hostname") or "",
+        "tty": bool(config.get("Tty")),
+        "open_stdin": bool(config.get("OpenStdin")),
+        "exposed_ports": sorted((config.get("ExposedPorts") or {}).keys()),
+        "mounts": [
+            {key: mount.get(src) for key, src in (("type", "Type"), ("name", "Name"), ("source", "Source"),
+                                                  ("destination", "Destination"), ("rw", "RW"))}
+            for mount in inspect.get("Mounts") or []
+        ],
+        "networks": {name: {"aliases": (net or {}).get("Aliases") or []} for name, net in sorted(networks.items())},
+        "network_mode": host.get("NetworkMode") or "default",
+        "port_bindings": host.get("PortBindings") or {},
+        "restart_policy": dict(host.get("RestartPolicy") or {"Name": "no"}),
+    }
+
+
+def build(checkpoint, inspect, files, versions, method, created):
+    """A manifest dict for checkpoint `checkpoint` of the inspected container."""
+    validate_checkpoint_name(checkpoint)
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {', '.join(_METHODS)}, not {method!r}")
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "checkpoint": checkpoint,
+        "created": created,
+        "method": method,
+        "container": container_config(inspect),
+        "versions": {key: versions.get(key) for key in ("criu", "docker", "kernel")},
+        "files": dict(sorted(files.items())),
+        "size": sum(info["size"] for info in files.values()),
+    }
+
+
+def _require(data, key, kind, where="manifest"):
+    if key not in data:
+        raise ManifestError(f"{where} has no {key!r}")
+    if not isinstance(data[key], kind):
+        raise ManifestError(f"{where} field {key!r} must be {getattr(kind, '__name__', kind)}, not {type(data[key]).__name__}")
+    return data[key]
+
+
+def validate(data):
+    """Return the manifest when it can be trusted; raise ManifestError naming the first bad field."""
+    if not isinstance(data, dict):
+        raise ManifestError("manifest is not a JSON object")
+    if data.get("format") != FORMAT:
+        raise ManifestError(f"manifest format is {data.get('format')!r}, not {FORMAT!r}: not a fleet.checkpoint archive")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise ManifestError(f"manifest format_version {data.get('format_version')!r} is not supported "
+                            f"(this collection reads {FORMAT_VERSION})")
+    try:
+        validate_checkpoint_name(_require(data, "checkpoint", str))
+    except ManifestError:
+        raise
+    except ValueError as exc:
+        raise ManifestError(f"manifest field 'checkpoint': {exc}") from exc
+    if _require(data, "method", str) not in _METHODS:
+        raise ManifestError(f"manifest field 'method' must be one of {', '.join(_METHODS)}")
+    container = _require(data, "container", dict)
+    _require(container, "image", dict, "manifest container")
+    _require(container, "restart_policy", dict, "manifest container")
+    _require(data, "versions", dict)
+    files = _require(data, "files", dict)
+    if not files:
+        raise ManifestError("manifest lists no files")
+    total = 0
+    for name, info in files.items():
+        parts = name.split("/")
+        if name.startswith("/") or ".." in parts or "" in parts or "\\" in name:
+            raise ManifestError(f"manifest file name {name!r} is not a safe relative path")
+        if not isinstance(info, dict):
+            raise ManifestError(f"manifest entry for {name!r} is not an object")
+        size = info.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ManifestError(f"manifest size of {name!r} must be a non-negative integer")
+        if not isinstance(info.get("sha256"), str) or not _SHA256.fullmatch(info["sha256"]):
+            raise ManifestError(f"manifest sha256 of {name!r} must be 64 lowercase hex digits")
+        total += size
+    if data.get("size") != total:
+        raise ManifestError(f"manifest size {data.get('size')!r} is not the sum of its files ({total})")
+    return data
