@@ -33,6 +33,18 @@ def lab_exec(host, *args, check=True):
     return run(["docker", "exec", host, *args], check=check)
 
 
+def sh(host, script, check=True):
+    """Run a shell script inside a lab host."""
+    return lab_exec(host, "sh", "-c", script, check=check)
+
+
+def run_module(host, module, check=False, diff=False, **args):
+    """Run one module on one lab host over SSH (ad hoc, JSON callback); return its result."""
+    flags = (["--check"] if check else []) + (["--diff"] if diff else []) + (["-a", json.dumps(args)] if args else [])
+    proc = run(["ansible", host, "-i", str(INVENTORY), "-m", module, *flags], check=False, env=ansible_json_env())
+    return json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"][host]
+
+
 def ansible_json_env():
     return {
         "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",

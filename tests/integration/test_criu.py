@@ -1,10 +1,8 @@
 """criu_install and the criu role on the lab: real apt, real CRIU, real kernel. Nothing mocked."""
 
-import json
-
 import pytest
 
-from conftest import ROOT, ansible_playbook, docker_restore, lab_exec, run
+from conftest import ROOT, ansible_playbook, docker_restore, lab_exec, run_module, sh
 
 MODULE = "fleet.checkpoint.criu_install"
 FORKY = {"suite": "forky", "packages": ["criu", "libcompel1", "python3-pycriu", "libnet9", "libnl-3-200"]}
@@ -12,15 +10,8 @@ SOURCE = "/etc/apt/sources.list.d/fleet-checkpoint-criu.sources"
 PIN = "/etc/apt/preferences.d/fleet-checkpoint-criu"
 
 
-def sh(host, script, check=True):
-    return lab_exec(host, "sh", "-c", script, check=check)
-
-
-def module(host, check=False, **args):
-    flags = (["--check"] if check else []) + (["-a", json.dumps(args)] if args else [])
-    cmd = ["ansible", host, "-i", str(ROOT / "tests" / "lab" / "inventory.yml"), "-m", MODULE, *flags]
-    proc = run(cmd, check=False, env={"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json", "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1"})
-    return json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"][host]
+def module(host, check=False, diff=False, **args):
+    return run_module(host, MODULE, check=check, diff=diff, **args)
 
 
 def no_criu(host):

@@ -4,15 +4,11 @@ import json
 
 import pytest
 
-from conftest import ROOT, ansible_playbook, docker_restore, lab_exec, run
+from conftest import ROOT, ansible_playbook, docker_restore, lab_exec, run_module, sh
 
 MODULE = "fleet.checkpoint.docker_experimental"
 DAEMON_JSON = "/etc/docker/daemon.json"
 DROP_IN_DIR = "/etc/systemd/system/docker.service.d"
-
-
-def sh(host, script, check=True):
-    return lab_exec(host, "sh", "-c", script, check=check)
 
 
 def daemon(host):
@@ -40,12 +36,7 @@ def docker_main_pid(host):
 
 
 def module(host, check=False, diff=False, **args):
-    """Run the module on one host over SSH; return its result."""
-    flags = (["--check"] if check else []) + (["--diff"] if diff else []) + (["-a", json.dumps(args)] if args else [])
-    cmd = ["ansible", host, "-i", str(ROOT / "tests" / "lab" / "inventory.yml"), "-m", MODULE, *flags]
-    proc = run(cmd, check=False, env={"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json", "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1"})
-    data = json.loads(proc.stdout)
-    return data["plays"][0]["tasks"][0]["hosts"][host]
+    return run_module(host, MODULE, check=check, diff=diff, **args)
 
 
 def reset(host):
