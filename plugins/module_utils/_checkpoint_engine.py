@@ -1,0 +1,96 @@
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""What a checkpoint or restore needs from the host, checked before anything is touched, with the remedy named.
+
+Docker's checkpoint API exists only in experimental mode (fleet.checkpoint.docker_experimental turns it on) and runs
+CRIU through runc (fleet.checkpoint.criu_install installs a CRIU that works on the host's kernel).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+from ansible_collections.fleet.checkpoint.plugins.module_utils._criu_kernel import effective_minimum
+from ansible_collections.fleet.checkpoint.plugins.module_utils._criu_version import at_least, parse_criu_version
+
+RUNC_CONF = "/etc/criu/runc.conf"
+_HARMLESS = ("RLIMIT_NOFILE",)
+
+
+class PreflightError(Exception):
+    """The host cannot do what was asked; the message says what to do."""
+
+
+def criu_log_path(runc_conf=RUNC_CONF):
+    """The `log-file` CRIU is given through runc.conf (set by the criu role), or None."""
+    try:
+        with open(runc_conf, encoding="utf-8") as handle:
+            for line in handle:
+                parts = line.split(None, 1)
+                if len(parts) == 2 and parts[0] == "log-file":
+                    return parts[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def criu_log_excerpt(path, since=None, limit=15):
+    """Error and warning lines of CRIU's log (only when written after `since`), the harmless ones left out."""
+    if not path:
+        return []
+    try:
+        if since is not None and os.path.getmtime(path) < since:
+            return []
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return []
+    picked = [line.strip() for line in lines
+              if ("Error" in line or "Warn" in line) and not any(word in line for word in _HARMLESS)]
+    return picked[-limit:]
+
+
+def check_experimental(info):
+    if not info.get("ExperimentalBuild"):
+        raise PreflightError(
+            "Docker's experimental mode is off on this host, so its checkpoint API is not served: turn it on with "
+            "fleet.checkpoint.docker_experimental (or the fleet.checkpoint.docker_experimental role) first"
+        )
+
+
+def check_criu(run, criu_path, kernel_release=None):
+    """Return CRIU's version; raise PreflightError when it is missing or too old for the kernel."""
+    kernel_release = kernel_release or platform.release()
+    if not criu_path:
+        raise PreflightError(
+            "CRIU is not installed on this host (no criu in PATH): install a CRIU that works on this kernel with "
+            "fleet.checkpoint.criu_install (or the fleet.checkpoint.criu role)"
+        )
+    rc, out, err = run([criu_path, "--version"])
+    version = parse_criu_version(out) if rc == 0 else None
+    if not version:
+        raise PreflightError(f"`{criu_path} --version` failed ({(err or out).strip()}): reinstall CRIU with "
+                             "fleet.checkpoint.criu_install")
+    minimum, why = effective_minimum("2.0", kernel_release)
+    if not at_least(version, minimum):
+        raise PreflightError(f"CRIU {version} is too old: {why}. Install a newer one with fleet.checkpoint.criu_install")
+    return version
+
+
+def check_free_space(path, needed):
+    """Raise PreflightError when the filesystem holding path has less than `needed` bytes free."""
+    probe = path
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    stat = os.statvfs(probe)
+    free = stat.f_bavail * stat.f_frsize
+    if free < needed:
+        raise PreflightError(
+            f"not enough free disk for the dump: about {needed // (1024 * 1024)} MiB needed (the container's "
+            f"resident memory plus margin), {free // (1024 * 1024)} MiB free on the filesystem of {probe}; "
+            "free some space (for example remove old checkpoints with state=absent or keep_last)"
+        )
+    return free

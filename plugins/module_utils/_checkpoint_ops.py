@@ -1,0 +1,495 @@
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""One checkpoint operation on one container: present, absent, restored, exported, imported.
+
+Each returns a result dict and raises OpError (with what to do) when it cannot be done. Every Docker trap from
+the project's LAB-FACTS is handled here:
+- a restart policy cold-starts a checkpointed container: it is set to `no` before a stopping dump, recorded in the
+  checkpoint's metadata and put back after the restore;
+- `start?checkpoint=` on a running container does nothing: restores only ever start a stopped container;
+- a live-restored container stays running after a stopping API checkpoint: detected, redone through containerd;
+- restores into another container: the checkpoint is copied into that container's checkpoint directory;
+- containerd's transient `content ... already exists` on restore: retried once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+from ansible_collections.fleet.checkpoint.plugins.module_utils import _checkpoint_store as store
+from ansible_collections.fleet.checkpoint.plugins.module_utils import _checkpoint_transfer as transfer
+from ansible_collections.fleet.checkpoint.plugins.module_utils import _container_procs as procs
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_archive import (
+    ArchiveError,
+    file_inventory,
+    safe_extract,
+    verify_inventory,
+)
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_engine import (
+    PreflightError,
+    check_free_space,
+    criu_log_excerpt,
+)
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_manifest import ManifestError, build
+from ansible_collections.fleet.checkpoint.plugins.module_utils._docker_api import DockerAPIError
+
+NO_POLICY = {"Name": "no", "MaximumRetryCount": 0}
+
+
+class OpError(Exception):
+    """This container's operation failed; the message says why and what to do."""
+
+
+def _policy(inspect):
+    policy = dict((inspect.get("HostConfig") or {}).get("RestartPolicy") or {})
+    policy.setdefault("Name", "no")
+    if not policy["Name"]:
+        policy["Name"] = "no"
+    policy.setdefault("MaximumRetryCount", 0)
+    return policy
+
+
+def _is_no(policy):
+    return (policy or {}).get("Name") in (None, "", "no")
+
+
+def _images(path):
+    """The checkpoint's files without fleet.checkpoint's metadata."""
+    inventory = file_inventory(path)
+    inventory.pop(store.METADATA_NAME, None)
+    return inventory
+
+
+class CheckpointOps:
+    """Operations on one host. `ctx` carries: api, root_dir, run, check_mode, options (dict), versions (dict),
+    containerd (ContainerdTask or None), criu_log (path or None), zstd (path or None), host_time_ns."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.api = ctx.api
+        self.opts = ctx.options
+        self.name = ctx.options["name"]
+
+    # -- helpers ---------------------------------------------------------------------------------------------------
+    def inspect(self, ref):
+        try:
+            return self.api.get(f"/containers/{ref}/json")
+        except DockerAPIError as exc:
+            if exc.status == 404:
+                raise OpError(f"container {ref!r} not found on this host: check the name "
+                              "(`docker ps -a` lists the containers)") from exc
+            raise
+
+    def _result(self, inspect):
+        return {
+            "container": (inspect.get("Name") or "").lstrip("/"),
+            "id": inspect["Id"],
+            "checkpoint": self.name,
+            "changed": False,
+            "action": "none",
+            "warnings": [],
+        }
+
+    def _path(self, container_id):
+        return store.checkpoint_dir(self.ctx.root_dir, container_id, self.name)
+
+    def _pids(self, container_id):
+        return procs.host_pids(self.api.get(f"/containers/{container_id}/top") or {})
+
+    def _set_policy(self, container_id, policy):
+        self.api.post(f"/containers/{container_id}/update", body={"RestartPolicy": policy})
+
+    def _wait_state(self, container_id, running, seconds=10.0):
+        deadline = time.monotonic() + seconds
+        while True:
+            state = (self.inspect(container_id).get("State") or {})
+            if bool(state.get("Running")) == running or time.monotonic() > deadline:
+                return state
+            time.sleep(0.25)
+
+    def _criu_error(self, what, detail, since):
+        lines = criu_log_excerpt(self.ctx.criu_log, since=since)
+        text = f"{what}: {detail.strip()}"
+        if lines:
+            text += f" | CRIU log ({self.ctx.criu_log}): " + " / ".join(lines)
+        elif self.ctx.criu_log is None:
+            text += (" | CRIU's log is not kept on this host: the fleet.checkpoint.criu role sets log-file in "
+                     "/etc/criu/runc.conf so that failures can be explained")
+        return text
+
+    def _other_checkpoints(self, container_id):
+        return [item["name"] for item in store.list_checkpoints(self.ctx.root_dir, container_id)]
+
+    # -- present ---------------------------------------------------------------------------------------------------
+    def present(self, ref):
+        inspect = self.inspect(ref)
+        cid = inspect["Id"]
+        result = self._result(inspect)
+        path = self._path(cid)
+        result["path"] = path
+        exists = os.path.isdir(path)
+        leave_running = self.opts["leave_running"]
+        if exists and not self.opts["force"]:
+            result["method"] = store.read_metadata(path).get("method")
+            return result
+        state = inspect.get("State") or {}
+        if not state.get("Running") or state.get("Paused") or state.get("Restarting"):
+            raise OpError(f"container {result['container']} is {state.get('Status', 'not running')}: a checkpoint "
+                          "needs a running container (start it, or restore it with state=restored)")
+        pids = self._pids(cid)
+        needed = procs.dump_estimate(procs.rss_bytes(pids))
+        try:
+            check_free_space(store.checkpoints_dir(self.ctx.root_dir, cid), needed)
+        except PreflightError as exc:
+            raise OpError(str(exc)) from exc
+        method, why = self._choose_method(cid, state.get("Pid"))
+        policy = _policy(inspect)
+        result.update(method=method, leave_running=leave_running, restart_policy=policy)
+        if why:
+            result["method_reason"] = why
+        result["changed"] = True
+        result["action"] = "recreated" if exists else "created"
+        if self.ctx.check_mode:
+            return result
+        started = time.time()
+        processes = procs.process_tree(pids)
+        store.ensure_private_dir(os.path.dirname(path))
+        backup = None
+        if exists:
+            backup = os.path.join(os.path.dirname(path), f".{self.name}.fleet-old")
+            shutil.rmtree(backup, ignore_errors=True)
+            os.rename(path, backup)
+        policy_changed = False
+        try:
+            if not leave_running and not _is_no(policy):
+                self._set_policy(cid, NO_POLICY)
+                policy_changed = True
+            method = self._dump(cid, state.get("Pid"), path, method, not leave_running, started, result)
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            if backup:
+                os.rename(backup, path)
+            if policy_changed and self.inspect(cid).get("State", {}).get("Running"):
+                self._set_policy(cid, policy)
+            raise
+        if backup:
+            shutil.rmtree(backup, ignore_errors=True)
+        store.secure_tree(path)
+        metadata = {
+            "format": "fleet.checkpoint/checkpoint",
+            "name": self.name,
+            "created": started,
+            "method": method,
+            "leave_running": leave_running,
+            "container": {"id": cid, "name": result["container"], "image": inspect.get("Image")},
+            "restart_policy": policy,
+            "processes": processes,
+            "versions": dict(self.ctx.versions),
+        }
+        store.write_metadata(path, metadata)
+        result["method"] = method
+        result["size"] = store.tree_size(path)
+        result["stopped"] = not leave_running
+        result["duration"] = round(time.time() - started, 3)
+        result["pruned"] = self._prune(cid, started)
+        return result
+
+    def _choose_method(self, cid, pid):
+        wanted = self.opts["method"]
+        if wanted == "api":
+            return "api", ""
+        task = self.ctx.containerd
+        why = task.check(cid, pid) if task else "ctr (containerd's client) is not installed"
+        if not why:
+            return "containerd", ""
+        if wanted == "containerd":
+            raise OpError(f"method=containerd cannot be used for this container: {why}. Use method=auto or api")
+        return "api", f"containerd path not used: {why}"
+
+    def _dump(self, cid, pid, path, method, stop, since, result):
+        """Dump through the chosen path; make sure a stopping dump really stopped the container."""
+        timeout = self.opts["timeout"]
+        if method == "containerd":
+            self._dump_containerd(cid, path, stop, since)
+        else:
+            try:
+                self.api.post(f"/containers/{cid}/checkpoints", body={"CheckpointID": self.name, "Exit": stop},
+                              timeout=timeout)
+            except DockerAPIError as exc:
+                raise OpError(self._criu_error(f"checkpoint of {result['container']} failed", str(exc), since)) from exc
+        if not stop:
+            return method
+        state = self._wait_state(cid, running=False, seconds=10)
+        if not state.get("Running"):
+            return method
+        # Docker left it running: a container live-restored across a daemon restart (its runc options are lost).
+        shutil.rmtree(path, ignore_errors=True)
+        task = self.ctx.containerd
+        why = task.check(cid, state.get("Pid")) if task else "ctr (containerd's client) is not installed"
+        if method == "containerd" or why:
+            raise OpError(
+                f"container {result['container']} is still running after a stopping checkpoint through {method}, "
+                "so the checkpoint was discarded (nothing is reported stopped that still runs). This happens to "
+                "containers kept alive across a Docker daemon restart (live-restore). "
+                + (f"The containerd path cannot be used: {why}. " if why else "")
+                + "Remedy: install containerd's ctr and use method=auto, or restart the container once "
+                "(`docker restart`) before checkpointing it."
+            )
+        result["warnings"].append(
+            f"Docker's checkpoint API left {result['container']} running (it was live-restored across a daemon "
+            "restart); the checkpoint was redone through containerd's task API, which stops it"
+        )
+        result["live_restored"] = True
+        self._dump_containerd(cid, path, True, since)
+        state = self._wait_state(cid, running=False, seconds=10)
+        if state.get("Running"):
+            shutil.rmtree(path, ignore_errors=True)
+            raise OpError(f"container {result['container']} is still running after the containerd checkpoint with "
+                          "exit; the checkpoint was discarded. Restart the container and try again.")
+        return "containerd"
+
+    def _dump_containerd(self, cid, path, stop, since):
+        rc, out, err = self.ctx.containerd.checkpoint(cid, path, stop)
+        if rc != 0:
+            shutil.rmtree(path, ignore_errors=True)
+            raise OpError(self._criu_error("checkpoint through containerd failed", err or out, since))
+
+    def _prune(self, cid, now):
+        keep_last, max_age = self.opts.get("keep_last"), self.opts.get("max_age_seconds")
+        if keep_last is None and max_age is None:
+            return []
+        existing = store.list_checkpoints(self.ctx.root_dir, cid)
+        pruned = store.select_pruned(existing, self.name, keep_last=keep_last, max_age=max_age, now=now)
+        for name in pruned:
+            self.api.delete(f"/containers/{cid}/checkpoints/{name}")
+        return pruned
+
+    # -- absent ----------------------------------------------------------------------------------------------------
+    def absent(self, ref):
+        inspect = self.inspect(ref)
+        cid = inspect["Id"]
+        result = self._result(inspect)
+        path = self._path(cid)
+        if not os.path.isdir(path):
+            return result
+        metadata = store.read_metadata(path)
+        result.update(changed=True, action="removed", path=path)
+        recorded = metadata.get("restart_policy")
+        running = (inspect.get("State") or {}).get("Running")
+        if recorded and not _is_no(recorded) and not running and _is_no(_policy(inspect)):
+            result["warnings"].append(
+                f"{result['container']} is stopped with restart policy 'no' since this checkpoint; its recorded "
+                f"policy {recorded['Name']!r} is not put back (a restore would have). Set it with "
+                "`docker update --restart` if the container should start again at boot"
+            )
+        if self.ctx.check_mode:
+            return result
+        self.api.delete(f"/containers/{cid}/checkpoints/{self.name}")
+        return result
+
+    # -- restored --------------------------------------------------------------------------------------------------
+    def restored(self, ref):
+        source = self.inspect(ref)
+        target = self.inspect(self.opts["target"]) if self.opts.get("target") else source
+        tid = target["Id"]
+        result = self._result(target)
+        result["source"] = (source.get("Name") or "").lstrip("/")
+        src_path = self._path(source["Id"])
+        path = self._path(tid)
+        result["path"] = path
+        state = target.get("State") or {}
+        running = bool(state.get("Running"))
+        archive = self._archive_for(result["container"]) if self.opts.get("archive_mode") else None
+        if running and not self.opts["force"]:
+            if tid == source["Id"] and not archive:
+                result["msg"] = "already running; use force=true to stop it and restore from the checkpoint"
+                return result
+            last = store.read_metadata(path).get("last_restore") or {}
+            if last.get("started_at") and last.get("started_at") == state.get("StartedAt"):
+                result["msg"] = "already running from this checkpoint"
+                result["resumed"] = True
+                return result
+            raise OpError(f"target container {result['container']} is already running: a restore needs a stopped "
+                          "container (stop it, or use force=true to stop it and restore)")
+        if archive:
+            imported = self.imported(result["container"], _inspect=target)
+            result["imported"] = imported["changed"]
+            src_path = path
+        elif not os.path.isdir(src_path):
+            available = self._other_checkpoints(source["Id"])
+            raise OpError(f"checkpoint {self.name!r} not found for container {result['source']}"
+                          + (f" (it has: {', '.join(available)})" if available else " (it has none)"))
+        result["changed"] = True
+        result["action"] = "restored"
+        if self.ctx.check_mode:
+            return result
+        started = time.time()
+        if running:
+            self.api.post(f"/containers/{tid}/stop", t=10, timeout=self.opts["timeout"])
+        if src_path != path:
+            if os.path.isdir(path) and self.opts["force"]:
+                shutil.rmtree(path)
+            if not os.path.isdir(path):
+                store.copy_checkpoint(src_path, path)
+                result["copied_from"] = src_path
+        metadata = store.read_metadata(path)
+        self._start_from_checkpoint(tid, result, started)
+        state = self._wait_state(tid, running=True, seconds=5)
+        if not state.get("Running"):
+            raise OpError(self._criu_error(f"{result['container']} stopped right after its restore (exit code "
+                                           f"{state.get('ExitCode')})", state.get("Error") or "", started))
+        self._verify(tid, state, metadata, result)
+        recorded = metadata.get("restart_policy")
+        current = _policy(self.inspect(tid))
+        if recorded and recorded.get("Name") != current.get("Name"):
+            self._set_policy(tid, recorded)
+            result["restart_policy_restored"] = recorded
+        metadata["last_restore"] = {"started_at": state.get("StartedAt"), "at": time.time()}
+        store.write_metadata(path, metadata)
+        result["duration"] = round(time.time() - started, 3)
+        return result
+
+    def _start_from_checkpoint(self, tid, result, since):
+        for attempt in (1, 2):
+            try:
+                self.api.post(f"/containers/{tid}/start", timeout=self.opts["timeout"], checkpoint=self.name)
+                return
+            except DockerAPIError as exc:
+                if attempt == 1 and "already exists" in str(exc):
+                    result["warnings"].append(f"containerd reported {exc}; retried once (a known transient error)")
+                    time.sleep(1)
+                    continue
+                raise OpError(self._criu_error(f"restore of {result['container']} failed", str(exc), since)) from exc
+
+    def _verify(self, tid, state, metadata, result):
+        if not self.opts["verify"]:
+            result["resumed"] = None
+            return
+        current = procs.process_tree(self._pids(tid))
+        init_ns = procs.time_namespace(state.get("Pid"))
+        check = procs.compare(metadata.get("processes") or [], current, init_ns, self.ctx.host_time_ns)
+        result["processes"] = {"recorded": check["recorded"], "back": check["matched"]}
+        if not metadata.get("processes"):
+            result["resumed"] = None
+            result["warnings"].append("no process tree recorded with this checkpoint (not made by fleet.checkpoint):"
+                                      " the restore could not be verified beyond the container running")
+            return
+        if not check["resumed"]:
+            raise OpError(f"{result['container']} is running but did not resume from the checkpoint: "
+                          f"{check['reason']}")
+        result["resumed"] = True
+
+    # -- exported --------------------------------------------------------------------------------------------------
+    def _archive_for(self, container_name):
+        if self.opts.get("archive_path"):
+            return self.opts["archive_path"]
+        directory = self.opts["archive_dir"]
+        if self.ctx.state in ("imported", "restored"):
+            for compression in ("zstd", "gzip", "none"):
+                candidate = os.path.join(directory, transfer.archive_name(container_name, self.name, compression))
+                if os.path.exists(candidate):
+                    return candidate
+        return os.path.join(directory, transfer.archive_name(container_name, self.name, self.opts["compression"]))
+
+    def exported(self, ref):
+        inspect = self.inspect(ref)
+        cid = inspect["Id"]
+        result = self._result(inspect)
+        path = self._path(cid)
+        if not os.path.isdir(path):
+            available = self._other_checkpoints(cid)
+            raise OpError(f"checkpoint {self.name!r} not found for container {result['container']}"
+                          + (f" (it has: {', '.join(available)})" if available else " (it has none)"))
+        archive = self._archive_for(result["container"])
+        result["archive"] = archive
+        files = _images(path)
+        if os.path.exists(archive) and not self.opts["force"]:
+            try:
+                with transfer.Tarball(archive, self.ctx.run, self.ctx.zstd, os.path.dirname(archive)) as tar_path:
+                    existing = transfer.read_manifest(tar_path)
+            except (ArchiveError, ManifestError, OSError) as exc:
+                raise OpError(f"{archive} exists and is not a readable fleet.checkpoint archive ({exc}): move it "
+                              "away or use force=true to overwrite it") from exc
+            if existing["checkpoint"] == self.name and existing["files"] == files:
+                result["size"] = os.path.getsize(archive)
+                return result
+        result.update(changed=True, action="exported")
+        if self.ctx.check_mode:
+            return result
+        metadata = store.read_metadata(path)
+        versions = metadata.get("versions") or dict(self.ctx.versions)
+        manifest = build(self.name, inspect, files, versions, metadata.get("method") or "api",
+                         metadata.get("created") or os.path.getmtime(path))
+        if metadata.get("restart_policy"):
+            manifest["container"]["restart_policy"] = metadata["restart_policy"]
+        manifest["metadata"] = metadata
+        started = time.time()
+        try:
+            result["sha256"] = transfer.write_archive(path, manifest, archive, self.opts["compression"],
+                                                      self.ctx.run, self.ctx.zstd)
+        except (ArchiveError, OSError) as exc:
+            raise OpError(f"writing {archive} failed: {exc}") from exc
+        result["size"] = os.path.getsize(archive)
+        result["duration"] = round(time.time() - started, 3)
+        return result
+
+    # -- imported --------------------------------------------------------------------------------------------------
+    def imported(self, ref, _inspect=None):
+        inspect = _inspect or self.inspect(ref)
+        cid = inspect["Id"]
+        result = self._result(inspect)
+        path = self._path(cid)
+        archive = self._archive_for(result["container"])
+        result.update(archive=archive, path=path)
+        try:
+            with transfer.Tarball(archive, self.ctx.run, self.ctx.zstd, os.path.dirname(os.path.abspath(archive))) \
+                    as tar_path:
+                manifest = transfer.read_manifest(tar_path)
+                result["manifest"] = {key: manifest[key] for key in ("checkpoint", "created", "method", "size",
+                                                                     "versions")}
+                result["manifest"]["container"] = manifest["container"]
+                if os.path.isdir(path):
+                    if _images(path) == manifest["files"]:
+                        return result
+                    if not self.opts["force"]:
+                        raise OpError(f"container {result['container']} already has a checkpoint {self.name!r} "
+                                      f"that differs from {archive}: use force=true to replace it, or another name")
+                result.update(changed=True, action="imported")
+                if self.ctx.check_mode:
+                    problems = transfer.verify_stream(tar_path, manifest)
+                    if problems:
+                        raise OpError(f"{archive} fails its checksums: {'; '.join(problems[:5])}")
+                    return result
+                self._unpack(tar_path, manifest, path, archive)
+        except (ArchiveError, ManifestError) as exc:
+            raise OpError(f"{archive}: {exc}") from exc
+        return result
+
+    def _unpack(self, tar_path, manifest, path, archive):
+        parent = os.path.dirname(path)
+        store.ensure_private_dir(parent)
+        tmp = os.path.join(parent, f".{self.name}.fleet-import")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            safe_extract(tar_path, tmp)
+            os.remove(os.path.join(tmp, transfer.MANIFEST_NAME))
+            problems = verify_inventory(tmp, manifest["files"])
+            if problems:
+                raise OpError(f"{archive} fails its checksums, nothing imported: {'; '.join(problems[:5])}")
+            metadata = dict(manifest.get("metadata") or {})
+            metadata.setdefault("restart_policy", manifest["container"]["restart_policy"])
+            metadata.setdefault("method", manifest["method"])
+            metadata.setdefault("created", manifest.get("created"))
+            metadata.pop("last_restore", None)
+            metadata["imported"] = {"from": archive, "at": time.time()}
+            store.write_metadata(tmp, metadata)
+            store.secure_tree(tmp)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            os.rename(tmp, path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,172 @@
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Checkpoint archives: a tar (zstd, gzip or plain) holding manifest.json first, then the checkpoint's files.
+
+Writing is atomic and root-only; reading trusts nothing: the manifest is validated, every entry is checked before
+anything is written, and every file's size and sha256 must match the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_archive import (
+    MANIFEST_NAME,
+    ArchiveError,
+    check_member,
+)
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_manifest import ManifestError, validate
+
+EXTENSIONS = {"zstd": ".tar.zst", "gzip": ".tar.gz", "none": ".tar"}
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def archive_name(container_name, checkpoint, compression):
+    return f"{container_name}-{checkpoint}{EXTENSIONS[compression]}"
+
+
+def is_zstd(path):
+    with open(path, "rb") as handle:
+        return handle.read(4) == _ZSTD_MAGIC
+
+
+def _private_tmpdir(near):
+    parent = os.path.dirname(os.path.abspath(near)) or "."
+    return tempfile.mkdtemp(prefix=".fleet-checkpoint-", dir=parent)
+
+
+class Tarball:
+    """A readable tar for an archive path: zstd is decompressed into a private temporary directory first."""
+
+    def __init__(self, path, run, zstd_path, scratch=None):
+        self.path = path
+        self.run = run
+        self.zstd = zstd_path
+        self.scratch = scratch
+        self._tmp = None
+
+    def __enter__(self):
+        if not os.path.isfile(self.path):
+            raise ArchiveError(f"archive {self.path} does not exist or is not a file")
+        if not is_zstd(self.path):
+            return self.path
+        if not self.zstd:
+            raise ArchiveError(f"{self.path} is zstd-compressed and zstd is not installed: install the zstd package")
+        self._tmp = tempfile.mkdtemp(prefix=".fleet-checkpoint-", dir=self.scratch)
+        os.chmod(self._tmp, 0o700)
+        tar_path = os.path.join(self._tmp, "archive.tar")
+        rc, out, err = self.run([self.zstd, "-d", "-q", "-f", "-o", tar_path, self.path])
+        if rc != 0:
+            raise ArchiveError(f"{self.path} could not be decompressed: {(err or out).strip()}")
+        return tar_path
+
+    def __exit__(self, *exc):
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+        return False
+
+
+def read_manifest(tar_path):
+    """The validated manifest of an (uncompressed or gzip) archive; it must be the first entry."""
+    try:
+        with tarfile.open(tar_path, "r:*") as tar:
+            first = tar.next()
+            if first is None or check_member(first) != MANIFEST_NAME or not first.isfile():
+                raise ArchiveError(f"{tar_path} does not start with {MANIFEST_NAME}: not a fleet.checkpoint archive")
+            if first.size > 16 * 1024 * 1024:
+                raise ArchiveError(f"{MANIFEST_NAME} is {first.size} bytes: too large to be a manifest")
+            data = tar.extractfile(first).read()
+    except tarfile.TarError as exc:
+        raise ArchiveError(f"not a readable tar archive: {exc}") from exc
+    try:
+        return validate(json.loads(data.decode("utf-8")))
+    except (UnicodeDecodeError, ValueError) as exc:
+        if isinstance(exc, ManifestError):
+            raise
+        raise ManifestError(f"{MANIFEST_NAME} is not valid JSON: {exc}") from exc
+
+
+def verify_stream(tar_path, manifest):
+    """Check every entry and checksum without writing anything; return a list of problems (empty when sound)."""
+    problems = []
+    seen = set()
+    expected = manifest["files"]
+    try:
+        with tarfile.open(tar_path, "r:*") as tar:
+            for member in tar:
+                relative = check_member(member)
+                if not member.isfile() or relative == MANIFEST_NAME:
+                    continue
+                seen.add(relative)
+                info = expected.get(relative)
+                if info is None:
+                    problems.append(f"{relative} is not in the manifest")
+                    continue
+                digest = hashlib.sha256()
+                source = tar.extractfile(member)
+                for block in iter(lambda: source.read(1024 * 1024), b""):
+                    digest.update(block)
+                if member.size != info["size"]:
+                    problems.append(f"{relative} has {member.size} bytes, the manifest says {info['size']} (truncated?)")
+                elif digest.hexdigest() != info["sha256"]:
+                    problems.append(f"{relative} does not match its sha256 (corrupted)")
+    except tarfile.TarError as exc:
+        raise ArchiveError(f"not a readable tar archive: {exc}") from exc
+    problems.extend(f"{name} is missing" for name in sorted(set(expected) - seen))
+    return problems
+
+
+def _add_bytes(tar, name, data):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o600
+    info.mtime = 0
+    tar.addfile(info, io.BytesIO(data))
+
+
+def write_archive(source_dir, manifest, destination, compression, run, zstd_path):
+    """Write the archive atomically (0600, its directory created 0700); return the archive's sha256."""
+    if compression == "zstd" and not zstd_path:
+        raise ArchiveError("compression=zstd needs the zstd command on the managed host: install the zstd package, "
+                           "or use compression=gzip or none")
+    parent = os.path.dirname(os.path.abspath(destination))
+    if not os.path.isdir(parent):
+        os.makedirs(parent, mode=0o700)
+    tmpdir = _private_tmpdir(destination)
+    try:
+        os.chmod(tmpdir, 0o700)
+        tar_path = os.path.join(tmpdir, "archive.tar")
+        mode = "w:gz" if compression == "gzip" else "w"
+        fd = os.open(tar_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as raw:
+            kwargs = {"compresslevel": 1} if compression == "gzip" else {}
+            with tarfile.open(fileobj=raw, mode=mode, format=tarfile.PAX_FORMAT, **kwargs) as tar:
+                _add_bytes(tar, MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8"))
+                for relative in sorted(manifest["files"]):
+                    info = tar.gettarinfo(os.path.join(source_dir, *relative.split("/")), arcname=relative)
+                    info.mode, info.uid, info.gid, info.uname, info.gname = 0o600, 0, 0, "root", "root"
+                    with open(os.path.join(source_dir, *relative.split("/")), "rb") as handle:
+                        tar.addfile(info, handle)
+        final = tar_path
+        if compression == "zstd":
+            final = os.path.join(tmpdir, "archive.tar.zst")
+            rc, out, err = run([zstd_path, "-q", "-T0", "-f", "-o", final, tar_path])
+            if rc != 0:
+                raise ArchiveError(f"zstd failed: {(err or out).strip()}")
+        os.chmod(final, 0o600)
+        digest = hashlib.sha256()
+        with open(final, "rb") as handle:
+            for block in iter(lambda: handle.read(1024 * 1024), b""):
+                digest.update(block)
+        os.replace(final, destination)
+        return digest.hexdigest()
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)

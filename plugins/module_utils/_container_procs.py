@@ -1,0 +1,107 @@
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""A container's process tree as seen from the host, to prove that a restore really resumed it.
+
+Recorded at checkpoint time: each process's PID inside the container (the last NSpid field) and its command line.
+CRIU restores processes with the same in-container PIDs, and runc puts them in a new time namespace whose clock
+offsets carry the checkpointed clocks on; a cold start (a restart policy, or `docker start` ignoring the checkpoint)
+gives the host's time namespace and fresh PIDs. Both are checked.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def _read(path, binary=False):
+    with open(path, "rb" if binary else "r", encoding=None if binary else "utf-8") as handle:
+        return handle.read()
+
+
+def process_info(host_pid, proc="/proc"):
+    """{'pid': in-container pid, 'cmd': command line} for a host PID, or None when it is gone."""
+    try:
+        status = _read(os.path.join(proc, str(host_pid), "status"))
+        cmdline = _read(os.path.join(proc, str(host_pid), "cmdline"), binary=True)
+    except OSError:
+        return None
+    ns_pid = None
+    for line in status.splitlines():
+        if line.startswith("NSpid:"):
+            ns_pid = int(line.split()[-1])
+    if ns_pid is None:
+        ns_pid = int(host_pid)
+    cmd = " ".join(part.decode("utf-8", "replace") for part in cmdline.split(b"\0") if part)
+    return {"pid": ns_pid, "cmd": cmd}
+
+
+def host_pids(top):
+    """Host PIDs from the Engine's `GET /containers/{id}/top` answer."""
+    titles = top.get("Titles") or []
+    if "PID" not in titles:
+        return []
+    index = titles.index("PID")
+    return [int(row[index]) for row in top.get("Processes") or [] if len(row) > index and str(row[index]).isdigit()]
+
+
+def process_tree(pids, proc="/proc"):
+    """Processes for the given host PIDs, sorted by in-container PID (vanished ones left out)."""
+    tree = [info for info in (process_info(pid, proc) for pid in pids) if info]
+    return sorted(tree, key=lambda item: item["pid"])
+
+
+def time_namespace(host_pid, proc="/proc"):
+    """The time namespace link of a process ('time:[4026531834]'), or None when the kernel has none."""
+    try:
+        return os.readlink(os.path.join(proc, str(host_pid), "ns", "time"))
+    except OSError:
+        return None
+
+
+def compare(recorded, current, init_time_ns=None, host_time_ns=None):
+    """How a restored process tree compares with the recorded one.
+
+    Returns dict(resumed, matched, recorded, missing, reason). Resumed means: the container's first recorded process
+    is back with the same in-container PID and command line, and (when the kernel has time namespaces) the
+    container's init runs in its own time namespace rather than the host's, as after a CRIU restore. Short-lived
+    processes (a `sleep` that ended since) may be missing without failing the check; they are counted.
+    """
+    now = {(item["pid"], item["cmd"]) for item in current}
+    matched = [item for item in recorded if (item["pid"], item["cmd"]) in now]
+    missing = [item for item in recorded if (item["pid"], item["cmd"]) not in now]
+    result = {"matched": len(matched), "recorded": len(recorded), "missing": missing, "resumed": False, "reason": ""}
+    if not recorded:
+        result["reason"] = "no process tree was recorded at checkpoint time"
+        return result
+    first = recorded[0]
+    if (first["pid"], first["cmd"]) not in now:
+        result["reason"] = (f"the container's main process (pid {first['pid']} in the container, {first['cmd']!r}) "
+                            "is not back")
+        return result
+    if init_time_ns and host_time_ns and init_time_ns == host_time_ns:
+        result["reason"] = ("the container runs in the host's time namespace: it was started afresh, not restored "
+                            "by CRIU")
+        return result
+    result["resumed"] = True
+    return result
+
+
+def rss_bytes(pids, proc="/proc"):
+    """Resident memory of these processes in bytes (VmRSS summed; vanished processes count 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            status = _read(os.path.join(proc, str(pid), "status"))
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+def dump_estimate(rss, slack=0.1, floor=16 * 1024 * 1024):
+    """Bytes a dump of processes with this resident memory may need on disk."""
+    return int(rss * (1 + slack)) + floor

@@ -1,0 +1,90 @@
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The fast dump path: containerd's task API (through `ctr`), writing straight into Docker's checkpoint directory.
+
+Docker's own checkpoint copies the CRIU images through containerd's content store (about 95% of its time, see
+docs). `ctr -n moby task checkpoint --image-path DIR` has runc write them to DIR directly, and Docker restores from
+that directory. It also stops containers that Docker's API cannot stop (those live-restored across a daemon restart).
+It is used only when everything is exactly as expected: ctr present, containerd answering, a task in Docker's `moby`
+namespace with the container's id, running, with the PID Docker reports.
+"""
+
+from __future__ import annotations
+
+import os
+
+NAMESPACE = "moby"
+SOCKETS = (
+    "/run/containerd/containerd.sock",
+    "/var/run/docker/containerd/containerd.sock",
+    "/run/docker/containerd/containerd.sock",
+)
+
+
+def parse_task_list(text):
+    """{task id: {'pid': int, 'status': str}} from `ctr task ls` output."""
+    tasks = {}
+    for line in text.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 3 and parts[1].isdigit():
+            tasks[parts[0]] = {"pid": int(parts[1]), "status": parts[2]}
+    return tasks
+
+
+class ContainerdTask:
+    """Finds containerd and checks a container's task; `run(argv)` returns (rc, stdout, stderr)."""
+
+    def __init__(self, run, ctr_path, sockets=SOCKETS):
+        self.run = run
+        self.ctr = ctr_path
+        self.sockets = sockets
+        self._address = None
+        self.why_not = ""
+
+    def _ctr(self, address, *args):
+        return self.run([self.ctr, "--address", address, "--namespace", NAMESPACE, *args])
+
+    def address(self):
+        """The containerd socket that serves Docker's namespace, or None (why_not says why)."""
+        if self._address:
+            return self._address
+        if not self.ctr:
+            self.why_not = "ctr (containerd's client) is not installed"
+            return None
+        reasons = []
+        for socket_path in self.sockets:
+            if not os.path.exists(socket_path):
+                continue
+            rc, out, err = self._ctr(socket_path, "task", "ls")
+            if rc == 0:
+                self._address = socket_path
+                return socket_path
+            reasons.append(f"{socket_path}: {(err or out).strip()}")
+        self.why_not = "no containerd socket answered for namespace moby" + (f" ({'; '.join(reasons)})" if reasons else "")
+        return None
+
+    def check(self, container_id, pid):
+        """'' when the container's task is exactly as expected, else the reason the fast path cannot be used."""
+        address = self.address()
+        if not address:
+            return self.why_not
+        rc, out, err = self._ctr(address, "task", "ls")
+        if rc != 0:
+            return f"ctr task ls failed: {(err or out).strip()}"
+        task = parse_task_list(out).get(container_id)
+        if task is None:
+            return f"containerd has no task {container_id[:12]} in namespace {NAMESPACE}"
+        if task["status"] != "RUNNING":
+            return f"containerd's task {container_id[:12]} is {task['status']}, not RUNNING"
+        if task["pid"] != pid:
+            return f"containerd's task {container_id[:12]} has pid {task['pid']}, Docker says {pid}"
+        return ""
+
+    def checkpoint(self, container_id, image_path, exit_task):
+        """Dump the task into image_path; returns (rc, stdout, stderr)."""
+        args = ["task", "checkpoint", "--image-path", image_path]
+        if exit_task:
+            args.append("--exit")
+        return self._ctr(self.address(), *args, container_id)

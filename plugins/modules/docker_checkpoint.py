@@ -1,0 +1,568 @@
+#!/usr/bin/python
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: docker_checkpoint
+short_description: Checkpoint, restore, export and import running Docker containers with CRIU
+version_added: 0.1.0
+description:
+  - Creates, removes, restores, exports and imports checkpoints of Docker containers through the Docker Engine API
+    on the managed host (experimental mode must be on, see M(fleet.checkpoint.docker_experimental); CRIU must be
+    installed, see M(fleet.checkpoint.criu_install)).
+  - Many containers are handled in one call, in parallel, with a result per container. A failure of one container
+    does not stop the others; the module then fails and names every failed container.
+  - B(Restart policies.) A container checkpointed with a stop would be cold-started by Docker after a reboot (its
+    memory state lost) when its restart policy is C(always) or C(unless-stopped). The policy is therefore set to
+    C(no) before the dump, recorded with the checkpoint, and put back after a successful restore.
+  - B(Restores are real.) Docker's C(start --checkpoint) on a running container silently does nothing; this module
+    only ever restores a stopped container, and after the restore it checks that the container runs the recorded
+    process tree (same in-container PIDs and command lines) in its own time namespace, as after a CRIU restore.
+    It returns RV(results[].resumed) and fails when the container was started afresh instead.
+  - B(Stopped means stopped.) Docker's checkpoint API leaves a container running, silently, when that container was
+    kept alive across a daemon restart (live-restore). After every stopping checkpoint the module checks the
+    container stopped; if not, the checkpoint is discarded and redone through containerd's task API (which stops
+    it), or the module fails naming the cause.
+  - B(Fast path.) With O(method=auto), the dump goes through containerd's task API (C(ctr -n moby task checkpoint
+    --image-path)) straight into Docker's checkpoint directory, skipping the copy through containerd's content store
+    that takes most of Docker's own checkpoint time. It is used only when C(ctr), containerd's socket, Docker's
+    C(moby) namespace and the container's task (running, same PID) are exactly as expected; otherwise Docker's API
+    is used. RV(results[].method) says which path ran.
+  - Checkpoints hold the whole memory of the container's processes, secrets included. Checkpoint directories are
+    made root-only (0700, files 0600); archives are written 0600. Imported archives are checked entry by entry
+    (no absolute paths, no C(..), no links, no device files) and file by file (size and sha256 from the manifest).
+  - fleet.checkpoint keeps a small metadata file (C(fleet-checkpoint.json)) inside each checkpoint directory it makes
+    (restart policy, dump path, process tree, versions, creation time). Docker and CRIU ignore it.
+author:
+  - fleet.checkpoint maintainers (@fleet-checkpoint)
+extends_documentation_fragment:
+  - fleet.checkpoint._docker_host
+  - fleet.checkpoint._docker_host.attributes
+attributes:
+  check_mode:
+    description: Reports per container what would be done (and through which dump path); changes nothing.
+    support: full
+  diff_mode:
+    description: Shows per container the checkpoint, running state or archive before and after.
+    support: full
+options:
+  name:
+    description:
+      - Name of the checkpoint. It must start with a letter or digit and use only letters, digits, C(_), C(.) and
+        C(-), at least 2 and at most 128 characters, without C(..) (as Docker, plus the length limit).
+      - An invalid name fails the module before anything is touched.
+    type: str
+    required: true
+  state:
+    description:
+      - V(present) makes sure the checkpoint exists. A new checkpoint stops the container unless
+        O(leave_running=true). An existing checkpoint of that name is left alone unless O(force=true) recreates it.
+      - V(absent) removes the checkpoint.
+      - V(restored) makes sure the container runs from the checkpoint. A running container is left alone (never the
+        silent no-op of C(docker start --checkpoint)) unless O(force=true), which stops it and restores it, for
+        example to rewind it. With O(target), the checkpoint of O(container) is restored into the stopped container
+        O(target). With O(archive_path) or O(archive_dir), the checkpoint is first imported from the archive.
+      - V(exported) writes the checkpoint and a manifest into a portable archive (see O(compression)). An archive
+        that already holds exactly this checkpoint is left alone.
+      - V(imported) places the checkpoint from an archive into the container's checkpoint directory (the container
+        must exist; create it from RV(results[].manifest.container) first). It does not start the container.
+    type: str
+    choices: [present, absent, restored, exported, imported]
+    default: present
+  container:
+    description:
+      - Name or id of the container. Mutually exclusive with O(containers) and O(all_running).
+    type: str
+  containers:
+    description:
+      - Names or ids of several containers, handled in parallel.
+    type: list
+    elements: str
+  all_running:
+    description:
+      - With O(state=present), every running container (narrowed by O(filters) and O(exclude)).
+      - With any other state, every container that has the checkpoint O(name) (narrowed the same way), for example
+        to restore all containers of a host after a reboot.
+    type: bool
+    default: false
+  filters:
+    description:
+      - Docker Engine container filters applied with O(all_running), for example C({label: [app=web]}). Each value
+        is a string or a list of strings.
+    type: dict
+  exclude:
+    description:
+      - Names or ids of containers to leave out with O(all_running).
+    type: list
+    elements: str
+    default: []
+  leave_running:
+    description:
+      - With O(state=present), keep the container running after the dump (its restart policy is then not touched).
+    type: bool
+    default: false
+  force:
+    description:
+      - V(present) replaces an existing checkpoint of that name (the old one is kept until the new one is made).
+      - V(restored) stops a running container and restores it from the checkpoint.
+      - V(exported) overwrites an archive that holds something else.
+      - V(imported) replaces a different checkpoint of the same name.
+    type: bool
+    default: false
+  method:
+    description:
+      - Dump path for O(state=present).
+      - V(auto) uses containerd's task API when it is usable for the container, else Docker's checkpoint API.
+      - V(containerd) requires the containerd path and fails otherwise; V(api) always uses Docker's API (and still
+        switches to containerd when Docker's API leaves a stopping container running).
+    type: str
+    choices: [auto, api, containerd]
+    default: auto
+  target:
+    description:
+      - With O(state=restored), the stopped container to restore into (created beforehand, from the same image).
+        The checkpoint of O(container) is copied into its checkpoint directory first. Only with O(container).
+    type: str
+  archive_path:
+    description:
+      - The archive file for O(state=exported), O(state=imported) or O(state=restored) with one container.
+    type: path
+  archive_dir:
+    description:
+      - A directory of archives, named C(<container>-<name>.tar.zst) (C(.tar.gz), C(.tar)), for any number of
+        containers. Created 0700 when missing.
+    type: path
+  compression:
+    description:
+      - Compression of exported archives. V(zstd) needs the C(zstd) command on the managed host; V(gzip) uses
+        Python's own (fast level). Imports recognise the compression from the file itself.
+    type: str
+    choices: [zstd, gzip, none]
+    default: zstd
+  keep_last:
+    description:
+      - With O(state=present), after a successful new checkpoint, remove older checkpoints of the same container
+        (only those made by fleet.checkpoint) so that this many remain, the new one included.
+    type: int
+  max_age:
+    description:
+      - With O(state=present), after a successful new checkpoint, remove checkpoints of the same container made by
+        fleet.checkpoint that are older than this. Seconds, or a number with C(s), C(m), C(h), C(d) or C(w).
+    type: str
+  verify:
+    description:
+      - With O(state=restored), check that the container resumed from the checkpoint (recorded process tree back, own
+        time namespace) and fail otherwise.
+    type: bool
+    default: true
+  parallel:
+    description:
+      - How many containers are handled at once. Default is the number of CPUs of the managed host.
+    type: int
+  timeout:
+    description:
+      - Seconds to wait for one dump or restore.
+    type: int
+    default: 600
+notes:
+  - Needs root on the managed host (use C(become)).
+  - Talks to the Engine API with Python's standard library; the Docker SDK is not needed on the managed host.
+  - CRIU's error lines are included in failure messages when CRIU keeps a log (C(log-file) in
+    C(/etc/criu/runc.conf), set by the P(fleet.checkpoint.criu#role) role).
+seealso:
+  - module: fleet.checkpoint.docker_checkpoint_info
+  - module: fleet.checkpoint.docker_experimental
+  - module: fleet.checkpoint.criu_install
+"""
+
+EXAMPLES = r"""
+- name: Checkpoint a container and stop it (its restart policy is parked until the restore)
+  fleet.checkpoint.docker_checkpoint:
+    container: billing-worker
+    name: pre-reboot
+  become: true
+
+- name: Snapshot every running container labelled for it, leaving them running, keeping the last 3
+  fleet.checkpoint.docker_checkpoint:
+    all_running: true
+    filters:
+      label: [fleet.checkpoint=yes]
+    exclude: [traefik]
+    name: "snap-{{ ansible_date_time.epoch }}"
+    leave_running: true
+    keep_last: 3
+  become: true
+
+- name: Restore it where it left off
+  fleet.checkpoint.docker_checkpoint:
+    container: billing-worker
+    name: pre-reboot
+    state: restored
+  register: restored
+  become: true
+
+- name: Rewind a running container to an earlier checkpoint
+  fleet.checkpoint.docker_checkpoint:
+    container: billing-worker
+    name: known-good
+    state: restored
+    force: true
+  become: true
+
+- name: Restore every container that has the checkpoint (after a reboot)
+  fleet.checkpoint.docker_checkpoint:
+    all_running: true
+    name: pre-reboot
+    state: restored
+  become: true
+
+- name: Restore into a new container created from the same image
+  fleet.checkpoint.docker_checkpoint:
+    container: billing-worker
+    target: billing-worker-2
+    name: pre-reboot
+    state: restored
+  become: true
+
+- name: Export a checkpoint to carry it to another host
+  fleet.checkpoint.docker_checkpoint:
+    container: billing-worker
+    name: move
+    state: exported
+    archive_path: /var/lib/fleet-checkpoint/archives/billing-worker-move.tar.zst
+  become: true
+
+- name: On the other host, restore it into a container created beforehand
+  fleet.checkpoint.docker_checkpoint:
+    container: billing-worker
+    name: move
+    state: restored
+    archive_path: /var/lib/fleet-checkpoint/archives/billing-worker-move.tar.zst
+  become: true
+
+- name: Remove a checkpoint
+  fleet.checkpoint.docker_checkpoint:
+    container: billing-worker
+    name: pre-reboot
+    state: absent
+  become: true
+"""
+
+RETURN = r"""
+checkpoint:
+  description: The checkpoint name.
+  returned: always
+  type: str
+  sample: pre-reboot
+results:
+  description: One entry per container, in the order given (all_running - in the Engine's order).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    container:
+      description: Container name.
+      type: str
+      sample: billing-worker
+    id:
+      description: Container id.
+      type: str
+      returned: unless the container was not found
+      sample: 6cc94f80441f8008293c210b85b3f05cbd37c449d570ba3087f5b71cd953e127
+    changed:
+      description: Whether this container's checkpoint, state or archive changed (or would in check mode).
+      type: bool
+      sample: true
+    action:
+      description:
+        - What was done - V(created), V(recreated), V(removed), V(restored), V(exported), V(imported), V(none), or
+          V(failed).
+      type: str
+      sample: created
+    failed:
+      description: Present and true when this container failed.
+      type: bool
+      returned: on failure
+      sample: true
+    msg:
+      description: Why it failed, or why nothing was done.
+      type: str
+      returned: sometimes
+      sample: "container 'web' not found on this host: check the name (`docker ps -a` lists the containers)"
+    path:
+      description: The checkpoint directory on the managed host.
+      type: str
+      returned: success, except exported
+      sample: /var/lib/docker/containers/6cc9.../checkpoints/pre-reboot
+    method:
+      description: The dump path used (V(containerd) or V(api)); for an existing checkpoint, the one recorded.
+      type: str
+      returned: state=present
+      sample: containerd
+    method_reason:
+      description: Why O(method=auto) did not use the containerd path.
+      type: str
+      returned: when the API path was chosen by auto
+      sample: "containerd path not used: ctr (containerd's client) is not installed"
+    live_restored:
+      description: Docker's API left the container running (live-restored); the dump was redone through containerd.
+      type: bool
+      returned: when it happened
+      sample: true
+    stopped:
+      description: The container was stopped by the dump.
+      type: bool
+      returned: when a checkpoint was made
+      sample: true
+    leave_running:
+      description: Whether the dump left the container running.
+      type: bool
+      returned: state=present and changed
+      sample: false
+    restart_policy:
+      description: The container's restart policy before the dump (recorded in the checkpoint).
+      type: dict
+      returned: state=present and changed
+      sample: {"Name": "unless-stopped", "MaximumRetryCount": 0}
+    restart_policy_restored:
+      description: The recorded restart policy put back after the restore.
+      type: dict
+      returned: state=restored, when a policy was put back
+      sample: {"Name": "unless-stopped", "MaximumRetryCount": 0}
+    resumed:
+      description:
+        - V(true) when the restored container runs the recorded process tree in its own time namespace.
+        - V(null) when verification was off or the checkpoint holds no recorded process tree.
+      type: bool
+      returned: state=restored and restored
+      sample: true
+    processes:
+      description: How many recorded processes were found back after the restore.
+      type: dict
+      returned: state=restored and verified
+      sample: {"recorded": 2, "back": 2}
+    source:
+      description: The container whose checkpoint was restored.
+      type: str
+      returned: state=restored
+      sample: billing-worker
+    size:
+      description: Size in bytes of the new checkpoint, or of the archive.
+      type: int
+      returned: when a checkpoint or archive was written
+      sample: 268935168
+    duration:
+      description: Seconds the operation took on the host.
+      type: float
+      returned: when something was done
+      sample: 0.41
+    pruned:
+      description: Older checkpoints removed by O(keep_last) or O(max_age).
+      type: list
+      elements: str
+      returned: state=present and a checkpoint was made
+      sample: [snap-1763900000]
+    archive:
+      description: The archive written or read.
+      type: str
+      returned: state=exported, state=imported, or restored from an archive
+      sample: /var/lib/fleet-checkpoint/archives/billing-worker-move.tar.zst
+    sha256:
+      description: sha256 of the archive written.
+      type: str
+      returned: state=exported and changed
+      sample: 3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
+    manifest:
+      description: The archive's manifest (checkpoint, created, method, size, versions, container config).
+      type: dict
+      returned: state=imported
+      sample: {"checkpoint": "move", "method": "containerd", "size": 268935168, "versions": {"criu": "4.2.1"}}
+"""
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.fleet.checkpoint.plugins.module_utils import _checkpoint_results as results_mod
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_engine import (
+    PreflightError,
+    check_criu,
+    check_experimental,
+    criu_log_path,
+)
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_names import (
+    validate_checkpoint_name,
+    validate_container_ref,
+)
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_ops import CheckpointOps, OpError
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_selection import select_containers
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_store import parse_age
+from ansible_collections.fleet.checkpoint.plugins.module_utils._container_procs import time_namespace
+from ansible_collections.fleet.checkpoint.plugins.module_utils._containerd_task import ContainerdTask
+from ansible_collections.fleet.checkpoint.plugins.module_utils._docker_api import DockerAPI, DockerAPIError
+
+
+class Context:
+    """What every container's operation shares."""
+
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+
+def argument_spec():
+    return dict(
+        name=dict(type="str", required=True),
+        state=dict(type="str", default="present", choices=["present", "absent", "restored", "exported", "imported"]),
+        container=dict(type="str"),
+        containers=dict(type="list", elements="str"),
+        all_running=dict(type="bool", default=False),
+        filters=dict(type="dict"),
+        exclude=dict(type="list", elements="str", default=[]),
+        leave_running=dict(type="bool", default=False),
+        force=dict(type="bool", default=False),
+        method=dict(type="str", default="auto", choices=["auto", "api", "containerd"]),
+        target=dict(type="str"),
+        archive_path=dict(type="path"),
+        archive_dir=dict(type="path"),
+        compression=dict(type="str", default="zstd", choices=["zstd", "gzip", "none"]),
+        keep_last=dict(type="int"),
+        max_age=dict(type="str"),
+        verify=dict(type="bool", default=True),
+        parallel=dict(type="int"),
+        timeout=dict(type="int", default=600),
+        docker_host=dict(type="str", default="unix:///var/run/docker.sock"),
+        api_timeout=dict(type="int", default=60),
+    )
+
+
+def check_options(params):
+    """Every input problem the module can see before touching anything, as a list of messages."""
+    errors = []
+    state = params["state"]
+    try:
+        validate_checkpoint_name(params["name"])
+    except ValueError as exc:
+        errors.append(str(exc))
+    for ref in ([params["container"]] if params["container"] is not None else []) + (params["containers"] or []) \
+            + (params["exclude"] or []) + ([params["target"]] if params["target"] is not None else []):
+        try:
+            validate_container_ref(ref)
+        except ValueError as exc:
+            errors.append(str(exc))
+    if params["containers"] is not None and not params["containers"]:
+        errors.append("containers is an empty list: name at least one container, or use all_running=true")
+    single = params["container"] is not None
+    if params["target"] is not None and (state != "restored" or not single):
+        errors.append("target is used only with state=restored and a single container")
+    if params["archive_path"] and not single:
+        errors.append("archive_path is for one container; use archive_dir for several")
+    if state in ("exported", "imported") and not (params["archive_path"] or params["archive_dir"]):
+        errors.append(f"state={state} needs archive_path (one container) or archive_dir")
+    if (params["archive_path"] or params["archive_dir"]) and state not in ("exported", "imported", "restored"):
+        errors.append("archive_path and archive_dir are used only with state=exported, imported or restored")
+    if params["target"] is not None and (params["archive_path"] or params["archive_dir"]):
+        errors.append("target cannot be combined with an archive: import the archive into the target container "
+                      "itself (container=<target>)")
+    for key in ("keep_last", "max_age", "leave_running"):
+        if params[key] not in (None, False) and state != "present":
+            errors.append(f"{key} is used only with state=present")
+    if params["keep_last"] is not None and params["keep_last"] < 1:
+        errors.append(f"keep_last must be 1 or more (the new checkpoint counts), not {params['keep_last']}")
+    if params["max_age"] is not None:
+        try:
+            parse_age(params["max_age"])
+        except ValueError as exc:
+            errors.append(str(exc))
+    if (params["filters"] or params["exclude"]) and not params["all_running"]:
+        errors.append("filters and exclude are used only with all_running=true")
+    if params["parallel"] is not None and params["parallel"] < 1:
+        errors.append(f"parallel must be 1 or more, not {params['parallel']}")
+    if params["timeout"] < 1 or params["api_timeout"] < 1:
+        errors.append("timeout and api_timeout must be 1 second or more")
+    if params["archive_dir"] and os.path.exists(params["archive_dir"]) and not os.path.isdir(params["archive_dir"]):
+        errors.append(f"archive_dir {params['archive_dir']} exists and is not a directory")
+    if params["archive_path"] and os.path.isdir(params["archive_path"]):
+        errors.append(f"archive_path {params['archive_path']} is a directory: give a file name, or use archive_dir")
+    if state in ("imported",) and params["archive_path"] and not os.path.exists(params["archive_path"]):
+        errors.append(f"archive_path {params['archive_path']} does not exist on the managed host")
+    return errors
+
+
+def run_module():
+    module = AnsibleModule(
+        argument_spec=argument_spec(),
+        mutually_exclusive=[("container", "containers", "all_running"), ("archive_path", "archive_dir")],
+        required_one_of=[("container", "containers", "all_running")],
+        supports_check_mode=True,
+    )
+    params = module.params
+    errors = check_options(params)
+    if errors:
+        module.fail_json(msg="; ".join(errors), checkpoint=params["name"], results=[])
+    state = params["state"]
+
+    def run(argv):
+        return module.run_command(argv)
+
+    try:
+        api = DockerAPI(params["docker_host"], timeout=params["api_timeout"])
+        info = api.info()
+    except (ValueError, DockerAPIError) as exc:
+        module.fail_json(msg=f"cannot use the Docker Engine: {exc}", checkpoint=params["name"], results=[])
+    versions = {"docker": info.get("ServerVersion"), "kernel": info.get("KernelVersion"), "criu": None}
+    try:
+        if state in ("present", "restored", "absent"):
+            check_experimental(info)
+        if state in ("present", "restored"):
+            versions["criu"] = check_criu(run, module.get_bin_path("criu"))
+        if state == "exported" and params["compression"] == "zstd" and not module.get_bin_path("zstd"):
+            raise PreflightError("compression=zstd needs the zstd command on the managed host: install the zstd "
+                                 "package (or use compression=gzip or none)")
+        refs = select_containers(api, params, info.get("DockerRootDir") or "/var/lib/docker")
+    except (PreflightError, DockerAPIError) as exc:
+        module.fail_json(msg=str(exc), checkpoint=params["name"], results=[])
+
+    ctr = module.get_bin_path("ctr")
+    ctx = Context(
+        api=api, root_dir=info.get("DockerRootDir") or "/var/lib/docker", run=run, check_mode=module.check_mode,
+        state=state, versions=versions, containerd=ContainerdTask(run, ctr) if ctr else None,
+        criu_log=criu_log_path(), zstd=module.get_bin_path("zstd"), host_time_ns=time_namespace("self"),
+        options=dict(params, max_age_seconds=parse_age(params["max_age"]) if params["max_age"] else None,
+                     archive_mode=bool(params["archive_path"] or params["archive_dir"])),
+    )
+    ops = CheckpointOps(ctx)
+    operation = getattr(ops, state)
+
+    def one(ref):
+        try:
+            return operation(ref)
+        except OpError as exc:
+            return results_mod.failure(ref, str(exc))
+        except (DockerAPIError, OSError, ValueError) as exc:
+            return results_mod.failure(ref, f"{type(exc).__name__}: {exc}")
+
+    workers = max(1, min(params["parallel"] or os.cpu_count() or 1, len(refs) or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(one, refs))
+    changed, failed, message = results_mod.summarize(results)
+    for warning in results_mod.warnings(results):
+        module.warn(warning)
+    answer = dict(changed=changed, checkpoint=params["name"], results=results, msg=message)
+    difference = results_mod.diff(state, results)
+    if module._diff and difference:
+        answer["diff"] = difference
+    if failed:
+        module.fail_json(**answer)
+    module.exit_json(**answer)
+
+
+def main():
+    run_module()
+
+
+if __name__ == "__main__":
+    main()
