@@ -11,8 +11,8 @@ cat <<'TEXT'
 == fleet.checkpoint demo ==
 The lab fleet is up: real Debian hosts (containers running systemd, sshd and Docker) reached over SSH.
 What exists today: installing a CRIU proven to work on the kernel, turning on Docker's experimental mode
-without stopping containers, and a readiness report. The checkpoint/restore modules and the reboot playbook
-are not built yet, so this demo does not checkpoint anything itself.
+without stopping containers, a readiness report, and checkpoint/restore of containers with
+fleet.checkpoint.docker_checkpoint. The reboot and migrate playbooks are not built yet.
 
 TEXT
 tests/lab/status.sh
@@ -43,3 +43,23 @@ done
 echo
 echo "== 3. fleet.checkpoint.readiness =="
 ansible-playbook -i "$inventory" fleet.checkpoint.readiness
+
+echo
+echo "== 4. fleet.checkpoint.docker_checkpoint: checkpoint every counter (it stops), then restore it =="
+echo "The counters were kept alive across Docker's restart (live-restore): Docker's own checkpoint would leave them"
+echo "running; the module dumps them through containerd's task API, which stops them."
+ansible fleet_lab_trixie -i "$inventory" -m fleet.checkpoint.docker_checkpoint -a 'container=demo-counter name=demo force=true' -o
+declare -A last
+for host in $(ansible fleet_lab_trixie -i "$inventory" --list-hosts | tail -n +2); do
+  last[$host]="$(docker exec "$host" docker logs --tail 1 demo-counter)"
+  printf '  %-20s running=%s, last count %s\n' "$host" "$(docker exec "$host" docker inspect -f '{{.State.Running}}' demo-counter)" "${last[$host]}"
+done
+sleep 3
+ansible fleet_lab_trixie -i "$inventory" -m fleet.checkpoint.docker_checkpoint -a 'container=demo-counter name=demo state=restored' -o
+sleep 2
+echo "Counters after the restore: the next number follows the last one (a cold start would begin again at 1)."
+for host in "${!last[@]}"; do
+  next="$(docker exec "$host" docker logs demo-counter | awk -v n="${last[$host]}" 'found {print; exit} $0 == n {found=1}')"
+  verdict="continued"; [ "$next" = "$((last[$host] + 1))" ] || verdict="DID NOT CONTINUE"
+  printf '  %-20s last count before %s, next after restore %s: %s\n' "$host" "${last[$host]}" "$next" "$verdict"
+done

@@ -35,3 +35,13 @@ attributes:
     support: N/A
     platforms: posix
 """
+
+    INFO_MODULE = r"""
+attributes:
+  check_mode:
+    description: Never changes anything; runs the same in check mode.
+    support: full
+  diff_mode:
+    description: Nothing to compare.
+    support: N/A
+"""

@@ -35,6 +35,9 @@ def file_inventory(directory):
     """{relative path: {'size', 'sha256'}} for every regular file under directory (sorted, '/' separators)."""
     inventory = {}
     for root, dirs, files in os.walk(directory):
+        for name in dirs:
+            if os.path.islink(os.path.join(root, name)):
+                raise ArchiveError(f"{os.path.join(root, name)} is a link: checkpoints hold only regular files")
         dirs.sort()
         for name in sorted(files):
             full = os.path.join(root, name)

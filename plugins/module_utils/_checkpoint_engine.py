@@ -82,7 +82,7 @@ def check_criu(run, criu_path, kernel_release=None):
 
 def check_free_space(path, needed):
     """Raise PreflightError when the filesystem holding path has less than `needed` bytes free."""
-    probe = path
+    probe = os.path.abspath(path)
     while not os.path.exists(probe):
         probe = os.path.dirname(probe)
     stat = os.statvfs(probe)

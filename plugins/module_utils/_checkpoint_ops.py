@@ -157,6 +157,7 @@ class CheckpointOps:
             return result
         started = time.time()
         processes = procs.process_tree(pids)
+        created_parent = not os.path.isdir(os.path.dirname(path))
         store.ensure_private_dir(os.path.dirname(path))
         backup = None
         if exists:
@@ -173,6 +174,8 @@ class CheckpointOps:
             shutil.rmtree(path, ignore_errors=True)
             if backup:
                 os.rename(backup, path)
+            elif created_parent:
+                shutil.rmtree(os.path.dirname(path), ignore_errors=True)
             if policy_changed and self.inspect(cid).get("State", {}).get("Running"):
                 self._set_policy(cid, policy)
             raise
@@ -329,7 +332,8 @@ class CheckpointOps:
             return result
         started = time.time()
         if running:
-            self.api.post(f"/containers/{tid}/stop", t=10, timeout=self.opts["timeout"])
+            # Its current state is being replaced by the checkpoint's: a short grace period is enough.
+            self.api.post(f"/containers/{tid}/stop", t=3, timeout=self.opts["timeout"])
         if src_path != path:
             if os.path.isdir(path) and self.opts["force"]:
                 shutil.rmtree(path)
@@ -471,9 +475,11 @@ class CheckpointOps:
 
     def _unpack(self, tar_path, manifest, path, archive):
         parent = os.path.dirname(path)
+        created_parent = not os.path.isdir(parent)
         store.ensure_private_dir(parent)
         tmp = os.path.join(parent, f".{self.name}.fleet-import")
         shutil.rmtree(tmp, ignore_errors=True)
+        done = False
         try:
             safe_extract(tar_path, tmp)
             os.remove(os.path.join(tmp, transfer.MANIFEST_NAME))
@@ -491,5 +497,8 @@ class CheckpointOps:
             if os.path.isdir(path):
                 shutil.rmtree(path)
             os.rename(tmp, path)
+            done = True
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+            if created_parent and not done:
+                shutil.rmtree(parent, ignore_errors=True)

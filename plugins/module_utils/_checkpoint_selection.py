@@ -52,6 +52,7 @@ def select_containers(api, params, root_dir):
             continue
         if not running_only and not os.path.isdir(checkpoint_dir(root_dir, summary["Id"], params["name"])):
             continue
-        names = [name.lstrip("/") for name in summary.get("Names") or []]
+        # Legacy links add names like /web/db; the container's own name has no inner '/'.
+        names = [name.lstrip("/") for name in summary.get("Names") or [] if "/" not in name.lstrip("/")]
         refs.append(names[0] if names else summary["Id"])
     return refs

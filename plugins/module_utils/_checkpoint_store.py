@@ -60,7 +60,9 @@ def secure_tree(directory):
     os.chmod(directory, 0o700)
     for root, dirs, files in os.walk(directory):
         for name in dirs:
-            os.chmod(os.path.join(root, name), 0o700)
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o700)
         for name in files:
             path = os.path.join(root, name)
             if not os.path.islink(path):
@@ -119,6 +121,9 @@ def copy_checkpoint(source, destination):
             relative = os.path.relpath(root, source)
             target_root = tmp if relative == "." else os.path.join(tmp, relative)
             for name in dirs:
+                if os.path.islink(os.path.join(root, name)):
+                    raise ValueError(f"{os.path.join(root, name)} is a link, not a regular file: "
+                                     "checkpoints hold only regular files")
                 os.makedirs(os.path.join(target_root, name), mode=0o700, exist_ok=True)
             for name in files:
                 src = os.path.join(root, name)

@@ -65,6 +65,8 @@ class Tarball:
         tar_path = os.path.join(self._tmp, "archive.tar")
         rc, out, err = self.run([self.zstd, "-d", "-q", "-f", "-o", tar_path, self.path])
         if rc != 0:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
             raise ArchiveError(f"{self.path} could not be decompressed: {(err or out).strip()}")
         return tar_path
 

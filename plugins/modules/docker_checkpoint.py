@@ -68,7 +68,7 @@ options:
       - V(exported) writes the checkpoint and a manifest into a portable archive (see O(compression)). An archive
         that already holds exactly this checkpoint is left alone.
       - V(imported) places the checkpoint from an archive into the container's checkpoint directory (the container
-        must exist; create it from RV(results[].manifest.container) first). It does not start the container.
+        must exist; create it from the C(container) part of RV(results[].manifest) first). It does not start the container.
     type: str
     choices: [present, absent, restored, exported, imported]
     default: present
@@ -90,8 +90,8 @@ options:
     default: false
   filters:
     description:
-      - Docker Engine container filters applied with O(all_running), for example C({label: [app=web]}). Each value
-        is a string or a list of strings.
+      - Docker Engine container filters applied with O(all_running), for example a C(label) key with the list
+        C([app=web]). Each value is a string or a list of strings.
     type: dict
   exclude:
     description:
@@ -477,6 +477,10 @@ def check_options(params):
             parse_age(params["max_age"])
         except ValueError as exc:
             errors.append(str(exc))
+    from_archive = bool(params["archive_dir"] or params["archive_path"])
+    if params["all_running"] and (state == "imported" or (state == "restored" and from_archive)):
+        errors.append("all_running selects containers that already have the checkpoint, so it cannot import: name the "
+                      "containers to import into with container or containers")
     if (params["filters"] or params["exclude"]) and not params["all_running"]:
         errors.append("filters and exclude are used only with all_running=true")
     if params["parallel"] is not None and params["parallel"] < 1:

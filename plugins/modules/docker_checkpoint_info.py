@@ -1,0 +1,262 @@
+#!/usr/bin/python
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: docker_checkpoint_info
+short_description: List Docker checkpoints per container, and whether this host can restore them
+version_added: 0.1.0
+description:
+  - Lists the checkpoints of some or all containers on the managed host, from Docker's checkpoint directories
+    (C(<DockerRootDir>/containers/<id>/checkpoints)), with what fleet.checkpoint recorded for each (restart policy,
+    dump path, creation time, versions).
+  - Says for each checkpoint whether it is restorable on this host and, if not, why (experimental mode off, no CRIU,
+    CRIU too old for the kernel or older than the CRIU that made the checkpoint, container running).
+  - Works whether or not Docker's experimental mode is on; never changes anything.
+author:
+  - fleet.checkpoint maintainers (@fleet-checkpoint)
+extends_documentation_fragment:
+  - fleet.checkpoint._docker_host
+  - fleet.checkpoint._docker_host.attributes
+  - fleet.checkpoint._docker_host.info_module
+options:
+  container:
+    description:
+      - Name or id of one container. Without O(container) and O(containers), every container (running or not).
+    type: str
+  containers:
+    description:
+      - Names or ids of several containers.
+    type: list
+    elements: str
+  name:
+    description:
+      - Only checkpoints of this name.
+    type: str
+notes:
+  - Needs root on the managed host to read Docker's directories (use C(become)).
+seealso:
+  - module: fleet.checkpoint.docker_checkpoint
+"""
+
+EXAMPLES = r"""
+- name: List every checkpoint on the host
+  fleet.checkpoint.docker_checkpoint_info:
+  register: checkpoints
+  become: true
+
+- name: Show which checkpoints of billing-worker can be restored here
+  ansible.builtin.debug:
+    msg: "{{ item.name }}: {{ item.restorable }} {{ item.not_restorable_because | join(', ') }}"
+  loop: "{{ checkpoints.containers | selectattr('name', 'equalto', 'billing-worker') | map(attribute='checkpoints')
+            | flatten }}"
+
+- name: Containers that hold a pre-reboot checkpoint
+  fleet.checkpoint.docker_checkpoint_info:
+    name: pre-reboot
+  register: pre_reboot
+  become: true
+"""
+
+RETURN = r"""
+containers:
+  description: One entry per container looked at (containers with no checkpoints included when named explicitly).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Container name.
+      type: str
+      sample: billing-worker
+    id:
+      description: Container id.
+      type: str
+      sample: 6cc94f80441f8008293c210b85b3f05cbd37c449d570ba3087f5b71cd953e127
+    running:
+      description: Whether the container runs now.
+      type: bool
+      sample: false
+    restart_policy:
+      description: The container's current restart policy.
+      type: dict
+      sample: {"Name": "no", "MaximumRetryCount": 0}
+    checkpoints:
+      description: Its checkpoints, oldest first.
+      type: list
+      elements: dict
+      contains:
+        name:
+          description: Checkpoint name.
+          type: str
+          sample: pre-reboot
+        path:
+          description: Checkpoint directory.
+          type: str
+          sample: /var/lib/docker/containers/6cc9.../checkpoints/pre-reboot
+        created:
+          description: When it was made (ISO 8601, UTC); the directory's time when not made by fleet.checkpoint.
+          type: str
+          sample: "2026-11-23T16:24:03Z"
+        size:
+          description: Size on disk in bytes.
+          type: int
+          sample: 268935168
+        method:
+          description: The dump path that made it (V(api), V(containerd)), or null when not made by fleet.checkpoint.
+          type: str
+          sample: containerd
+        managed:
+          description: Whether fleet.checkpoint made (or imported) it and keeps metadata for it.
+          type: bool
+          sample: true
+        leave_running:
+          description: Whether the container was left running by the dump.
+          type: bool
+          sample: false
+        restart_policy:
+          description: The restart policy recorded at checkpoint time (put back by a restore).
+          type: dict
+          sample: {"Name": "unless-stopped", "MaximumRetryCount": 0}
+        versions:
+          description: CRIU, Docker and kernel versions when it was made.
+          type: dict
+          sample: {"criu": "4.2.1", "docker": "26.1.5", "kernel": "6.18.44"}
+        restorable:
+          description: Whether this host can restore it now.
+          type: bool
+          sample: true
+        not_restorable_because:
+          description: Why not (empty when restorable).
+          type: list
+          elements: str
+          sample: []
+host:
+  description: What this host offers for restores.
+  returned: always
+  type: dict
+  sample: {"experimental": true, "criu": "4.2.1", "docker": "26.1.5", "kernel": "6.18.44", "root_dir": "/var/lib/docker"}
+"""
+
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_engine import PreflightError, check_criu
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_names import (
+    validate_checkpoint_name,
+    validate_container_ref,
+)
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_store import list_checkpoints
+from ansible_collections.fleet.checkpoint.plugins.module_utils._criu_version import at_least
+from ansible_collections.fleet.checkpoint.plugins.module_utils._docker_api import DockerAPI, DockerAPIError
+
+
+def restorability(checkpoint, host, running):
+    """Reasons this host cannot restore the checkpoint now (empty list: restorable)."""
+    reasons = []
+    if not host["experimental"]:
+        reasons.append("Docker's experimental mode is off (fleet.checkpoint.docker_experimental turns it on)")
+    if not host["criu"]:
+        reasons.append(f"CRIU is not usable: {host['criu_problem']}")
+    made_with = ((checkpoint.get("metadata") or {}).get("versions") or {}).get("criu")
+    if host["criu"] and made_with and not at_least(host["criu"], made_with):
+        reasons.append(f"made with CRIU {made_with}, this host has the older CRIU {host['criu']}")
+    if running:
+        reasons.append("the container is running (restore with force=true to stop it first)")
+    return reasons
+
+
+def describe(checkpoint, host, running):
+    metadata = checkpoint["metadata"]
+    reasons = restorability(checkpoint, host, running)
+    return {
+        "name": checkpoint["name"],
+        "path": checkpoint["path"],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(checkpoint["created"])),
+        "size": checkpoint["size"],
+        "managed": bool(metadata),
+        "method": metadata.get("method"),
+        "leave_running": metadata.get("leave_running"),
+        "restart_policy": metadata.get("restart_policy"),
+        "versions": metadata.get("versions") or {},
+        "restorable": not reasons,
+        "not_restorable_because": reasons,
+    }
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            container=dict(type="str"),
+            containers=dict(type="list", elements="str"),
+            name=dict(type="str"),
+            docker_host=dict(type="str", default="unix:///var/run/docker.sock"),
+            api_timeout=dict(type="int", default=60),
+        ),
+        mutually_exclusive=[("container", "containers")],
+        supports_check_mode=True,
+    )
+    params = module.params
+    try:
+        if params["name"] is not None:
+            validate_checkpoint_name(params["name"])
+        refs = [params["container"]] if params["container"] is not None else params["containers"]
+        for ref in refs or []:
+            validate_container_ref(ref)
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
+    try:
+        api = DockerAPI(params["docker_host"], timeout=params["api_timeout"])
+        info = api.info()
+    except (ValueError, DockerAPIError) as exc:
+        module.fail_json(msg=f"cannot use the Docker Engine: {exc}")
+    host = {
+        "experimental": bool(info.get("ExperimentalBuild")),
+        "docker": info.get("ServerVersion"),
+        "kernel": info.get("KernelVersion"),
+        "root_dir": info.get("DockerRootDir") or "/var/lib/docker",
+        "criu": None,
+        "criu_problem": "",
+    }
+    try:
+        host["criu"] = check_criu(module.run_command, module.get_bin_path("criu"))
+    except PreflightError as exc:
+        host["criu_problem"] = str(exc)
+    try:
+        if refs:
+            inspects = []
+            for ref in refs:
+                try:
+                    inspects.append(api.get(f"/containers/{ref.lstrip('/')}/json"))
+                except DockerAPIError as exc:
+                    if exc.status == 404:
+                        module.fail_json(msg=f"container {ref!r} not found on this host", host=host)
+                    raise
+        else:
+            inspects = [api.get(f"/containers/{item['Id']}/json") for item in api.get("/containers/json", all="1") or []]
+    except DockerAPIError as exc:
+        module.fail_json(msg=f"cannot list containers: {exc}", host=host)
+    containers = []
+    for inspect in inspects:
+        running = bool((inspect.get("State") or {}).get("Running"))
+        checkpoints = [item for item in list_checkpoints(host["root_dir"], inspect["Id"])
+                       if params["name"] is None or item["name"] == params["name"]]
+        if not checkpoints and not refs:
+            continue
+        containers.append({
+            "name": (inspect.get("Name") or "").lstrip("/"),
+            "id": inspect["Id"],
+            "running": running,
+            "restart_policy": (inspect.get("HostConfig") or {}).get("RestartPolicy") or {"Name": "no"},
+            "checkpoints": [describe(item, host, running) for item in checkpoints],
+        })
+    host.pop("criu_problem")
+    module.exit_json(changed=False, containers=containers, host=host)
+
+
+if __name__ == "__main__":
+    main()

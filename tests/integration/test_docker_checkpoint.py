@@ -1,0 +1,500 @@
+"""docker_checkpoint and docker_checkpoint_info on the real lab fleet: Docker 26.1.5, CRIU 4.2.1, systemd, SSH.
+
+The workload is an in-memory counter (tests/lab/workload/counter) printing one number per tick: a restored
+container continues from its last number; a cold-started one starts again at 1. Every restore below checks that.
+"""
+
+import json
+import time
+
+import pytest
+
+from conftest import ROOT, ansible_adhoc, ansible_playbook, lab_exec, run, run_module, sh
+
+MODULE = "fleet.checkpoint.docker_checkpoint"
+INFO = "fleet.checkpoint.docker_checkpoint_info"
+IMAGE = "fleet-lab-workload:busybox"
+INSTALL = ROOT / "playbooks" / "install.yml"
+ARCHIVES = "/var/lib/fleet-checkpoint/archives"
+
+
+# -- helpers ---------------------------------------------------------------------------------------------------------
+def module(host, check=False, diff=False, **args):
+    return run_module(host, MODULE, check=check, diff=diff, **args)
+
+
+def ok(result):
+    assert not result.get("failed"), json.dumps(result, indent=1)[-4000:]
+    return result
+
+
+def only(result):
+    assert len(result["results"]) == 1, result
+    return result["results"][0]
+
+
+def start_counter(host, name, *options, command=()):
+    lab_exec(host, "docker", "rm", "-f", name, check=False)
+    lab_exec(host, "docker", "run", "-d", "--name", name, "-e", "COUNTER_INTERVAL=0.2", *options, IMAGE, *command)
+    wait_count(host, name, 5)
+
+
+def counts(host, name):
+    out = lab_exec(host, "docker", "logs", name).stdout
+    return [int(line) for line in out.split() if line.isdigit()]
+
+
+def wait_count(host, name, at_least, seconds=30):
+    deadline = time.monotonic() + seconds
+    while True:
+        numbers = counts(host, name)
+        if numbers and numbers[-1] >= at_least:
+            return numbers
+        assert time.monotonic() < deadline, f"{name} on {host} did not count to {at_least}: {numbers[-5:]}"
+        time.sleep(0.3)
+
+
+def inspect(host, name, fmt):
+    return lab_exec(host, "docker", "inspect", "-f", fmt, name).stdout.strip()
+
+
+def running(host, name):
+    return inspect(host, name, "{{.State.Running}}") == "true"
+
+
+def policy(host, name):
+    return inspect(host, name, "{{.HostConfig.RestartPolicy.Name}}")
+
+
+def checkpoint_path(host, name, checkpoint):
+    cid = inspect(host, name, "{{.Id}}")
+    return f"/var/lib/docker/containers/{cid}/checkpoints/{checkpoint}"
+
+
+def exists(host, path):
+    return lab_exec(host, "test", "-e", path, check=False).returncode == 0
+
+
+def assert_continued(host, name, before):
+    """After a restore of a container stopped by its checkpoint: the next number is the last one plus one."""
+    after = wait_count(host, name, before[-1] + 3)
+    new = after[len(before):]
+    assert new and new[0] == before[-1] + 1, f"{name}: counted {before[-3:]} then {new[:5]} (not a continuation)"
+
+
+def snapshot(host):
+    """Everything a failed call must leave as it was: containers (state, PID, policy), checkpoints, archives."""
+    return sh(host, "for c in $(docker ps -aq); do docker inspect -f "
+                    "'{{.Name}} {{.State.Status}} {{.State.Pid}} {{.HostConfig.RestartPolicy.Name}}' $c; done | sort; "
+                    "find /var/lib/docker/containers -path '*/checkpoints*' | sort; "
+                    f"find {ARCHIVES} /root/bad 2>/dev/null | sort").stdout
+
+
+def as_shipped(host):
+    """The lab host as the image ships it: no containers, no CRIU, no daemon.json, no archives."""
+    sh(host, "docker rm -f $(docker ps -aq) >/dev/null 2>&1; "
+             "DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq criu libcompel1 python3-pycriu libcriu2 "
+             ">/dev/null 2>&1; rm -rf /etc/criu /etc/apt/sources.list.d/fleet-checkpoint* "
+             "/etc/apt/preferences.d/fleet-checkpoint* /etc/docker/daemon.json* /var/lib/fleet-checkpoint /root/bad; "
+             "systemctl restart docker.service; true")
+
+
+@pytest.fixture(scope="module")
+def hosts(trixie_hosts):
+    """Hosts 1 and 2 with CRIU (criu role, lab overrides) and experimental mode; host 3 with experimental mode only."""
+    first, second, third = trixie_hosts[:3]
+    for host in (first, second, third):
+        as_shipped(host)
+    ansible_playbook(INSTALL, limit=f"{first},{second}")
+    assert not run_module(third, "fleet.checkpoint.docker_experimental").get("failed")
+    yield first, second, third
+    for host in (first, second, third):
+        as_shipped(host)
+
+
+# -- create and restore ----------------------------------------------------------------------------------------------
+def test_checkpoint_and_restore_in_place_with_check_mode_diff_and_idempotency(hosts):
+    host = hosts[0]
+    start_counter(host, "inplace")
+    pid = inspect(host, "inplace", "{{.State.Pid}}")
+
+    predicted = only(ok(module(host, check=True, diff=True, container="inplace", name="cp1")))
+    assert predicted["changed"] and predicted["action"] == "created"
+    assert running(host, "inplace") and inspect(host, "inplace", "{{.State.Pid}}") == pid
+    assert not exists(host, checkpoint_path(host, "inplace", "cp1"))
+
+    result = ok(module(host, diff=True, container="inplace", name="cp1"))
+    made = only(result)
+    assert made["changed"] and made["stopped"] and made["method"] == "containerd", made
+    assert result["diff"]["before"]["inplace"] == {"checkpoint": "absent", "running": True}
+    assert not running(host, "inplace")
+    before = counts(host, "inplace")
+    path = checkpoint_path(host, "inplace", "cp1")
+    assert sh(host, f"stat -c %a {path}; find {path} -type f ! -perm 600 | wc -l").stdout.split() == ["700", "0"]
+
+    again = only(ok(module(host, container="inplace", name="cp1")))
+    assert not again["changed"]
+
+    assert only(ok(module(host, check=True, container="inplace", name="cp1", state="restored")))["changed"]
+    assert not running(host, "inplace")
+
+    restored = only(ok(module(host, container="inplace", name="cp1", state="restored")))
+    assert restored["changed"] and restored["resumed"] is True, restored
+    assert_continued(host, "inplace", before)
+
+    again = only(ok(module(host, container="inplace", name="cp1", state="restored")))
+    assert not again["changed"] and "already running" in again["msg"]
+
+
+def test_leave_running_then_rewind_with_force(hosts):
+    host = hosts[0]
+    start_counter(host, "rewind")
+    pid = inspect(host, "rewind", "{{.State.Pid}}")
+    low = counts(host, "rewind")[-1]
+    made = only(ok(module(host, container="rewind", name="snap", leave_running=True)))
+    high = counts(host, "rewind")[-1]
+    assert made["changed"] and made["leave_running"] and not made["stopped"]
+    assert running(host, "rewind") and inspect(host, "rewind", "{{.State.Pid}}") == pid
+    wait_count(host, "rewind", high + 10)
+
+    assert only(ok(module(host, check=True, container="rewind", name="snap", state="restored", force=True)))["changed"]
+    assert inspect(host, "rewind", "{{.State.Pid}}") == pid
+
+    assert only(ok(module(host, container="rewind", name="snap", state="restored", force=True)))["resumed"] is True
+    time.sleep(1)
+    numbers = counts(host, "rewind")
+    drops = [index for index in range(1, len(numbers)) if numbers[index] <= numbers[index - 1]]
+    assert len(drops) == 1, f"expected one step back in {numbers}"
+    first = numbers[drops[0]]
+    assert low < first <= high + 1, f"rewound to {first}, the checkpoint was taken between {low} and {high}"
+
+
+def test_restore_into_a_new_container_on_the_same_host(hosts):
+    host = hosts[0]
+    start_counter(host, "origin")
+    ok(module(host, container="origin", name="clone"))
+    before = counts(host, "origin")
+    lab_exec(host, "docker", "rm", "-f", "copy", check=False)
+    lab_exec(host, "docker", "create", "--name", "copy", "-e", "COUNTER_INTERVAL=0.2", IMAGE)
+
+    assert only(ok(module(host, check=True, container="origin", target="copy", name="clone",
+                          state="restored")))["changed"]
+    assert not exists(host, checkpoint_path(host, "copy", "clone"))
+
+    result = only(ok(module(host, container="origin", target="copy", name="clone", state="restored")))
+    assert result["resumed"] is True and result["container"] == "copy" and result["source"] == "origin"
+    assert wait_count(host, "copy", before[-1] + 1)[0] == before[-1] + 1
+    assert not running(host, "origin")
+    assert not only(ok(module(host, container="origin", target="copy", name="clone", state="restored")))["changed"]
+
+
+def test_dump_paths_api_and_containerd_both_restore(hosts):
+    host = hosts[0]
+    for method in ("api", "containerd"):
+        name = f"via-{method}"
+        start_counter(host, name)
+        made = only(ok(module(host, container=name, name="mm", method=method)))
+        assert made["method"] == method, made
+        before = counts(host, name)
+        assert only(ok(module(host, container=name, name="mm", state="restored")))["resumed"] is True
+        assert_continued(host, name, before)
+
+
+def test_listening_tcp_socket_is_checkpointed_and_serves_after_restore(hosts):
+    host = hosts[0]
+    serve = "mkdir -p /www && echo fleet > /www/index.html && httpd -p 8080 -h /www && exec counter"
+    start_counter(host, "web", command=["sh", "-c", serve])
+    address = inspect(host, "web", "{{.NetworkSettings.IPAddress}}")
+    assert lab_exec(host, "docker", "exec", "web", "wget", "-qO-", "http://127.0.0.1:8080/").stdout.strip() == "fleet"
+    ok(module(host, container="web", name="tcp"))
+    before = counts(host, "web")
+    assert only(ok(module(host, container="web", name="tcp", state="restored")))["resumed"] is True
+    assert_continued(host, "web", before)
+    assert lab_exec(host, "docker", "exec", "web", "wget", "-qO-", f"http://{address}:8080/").stdout.strip() == "fleet"
+
+
+def test_absent_and_retention(hosts):
+    host = hosts[0]
+    start_counter(host, "keep")
+    for index in range(3):
+        ok(module(host, container="keep", name=f"k{index}", leave_running=True, keep_last=2))
+    listed = ok(run_module(host, INFO, container="keep"))["containers"][0]["checkpoints"]
+    assert [item["name"] for item in listed] == ["k1", "k2"]
+    assert all(item["managed"] and item["method"] == "containerd" for item in listed)
+
+    assert only(ok(module(host, check=True, container="keep", name="k1", state="absent")))["changed"]
+    assert exists(host, checkpoint_path(host, "keep", "k1"))
+    assert only(ok(module(host, container="keep", name="k1", state="absent")))["changed"]
+    assert not exists(host, checkpoint_path(host, "keep", "k1"))
+    assert not only(ok(module(host, container="keep", name="k1", state="absent")))["changed"]
+
+
+# -- many containers -------------------------------------------------------------------------------------------------
+def test_all_running_checkpoints_and_restores_five_containers_in_one_call(hosts):
+    host = hosts[1]
+    names = [f"fleet-{index}" for index in range(5)]
+    for name in names:
+        start_counter(host, name, "--label", "batch=five", "--restart", "unless-stopped")
+    start_counter(host, "bystander")
+    bystander_pid = inspect(host, "bystander", "{{.State.Pid}}")
+
+    args = dict(all_running=True, filters={"label": ["batch=five"]}, name="batch")
+    predicted = ok(module(host, check=True, **args))
+    assert sorted(item["container"] for item in predicted["results"]) == names
+    assert all(running(host, name) for name in names)
+
+    result = ok(module(host, **args))
+    assert sorted(item["container"] for item in result["results"]) == names
+    assert all(item["changed"] and item["stopped"] for item in result["results"])
+    assert not any(running(host, name) for name in names)
+    assert {policy(host, name) for name in names} == {"no"}
+    assert inspect(host, "bystander", "{{.State.Pid}}") == bystander_pid
+    before = {name: counts(host, name) for name in names}
+    assert not ok(module(host, **args))["changed"]
+
+    restore = dict(args, state="restored")
+    result = ok(module(host, **restore))
+    assert sorted(item["container"] for item in result["results"]) == names
+    assert all(item["resumed"] is True for item in result["results"]), result
+    for name in names:
+        assert_continued(host, name, before[name])
+        assert policy(host, name) == "unless-stopped"
+    assert not ok(module(host, **restore))["changed"]
+
+
+# -- across hosts ----------------------------------------------------------------------------------------------------
+def carry(source, destination, path, tmp_path):
+    local = tmp_path / "archive"
+    run(["docker", "cp", f"{source}:{path}", str(local)])
+    sh(destination, f"mkdir -p -m 0700 {ARCHIVES}")
+    run(["docker", "cp", str(local), f"{destination}:{path}"])
+
+
+def test_export_on_one_host_import_and_restore_on_another(hosts, tmp_path):
+    first, second = hosts[0], hosts[1]
+    start_counter(first, "mover", "--restart", "unless-stopped")
+    ok(module(first, container="mover", name="move"))
+    before = counts(first, "mover")
+    archive = f"{ARCHIVES}/mover-move.tar.zst"
+
+    assert only(ok(module(first, check=True, container="mover", name="move", state="exported",
+                          archive_path=archive)))["changed"]
+    assert not exists(first, archive)
+    exported = only(ok(module(first, container="mover", name="move", state="exported", archive_path=archive)))
+    assert exported["changed"] and len(exported["sha256"]) == 64
+    assert sh(first, f"stat -c %a {archive}; stat -c %a {ARCHIVES}").stdout.split() == ["600", "700"]
+    assert not only(ok(module(first, container="mover", name="move", state="exported",
+                              archive_path=archive)))["changed"]
+
+    carry(first, second, archive, tmp_path)
+    lab_exec(second, "docker", "rm", "-f", "mover", check=False)
+    lab_exec(second, "docker", "create", "--name", "mover", "-e", "COUNTER_INTERVAL=0.2", IMAGE)
+    args = dict(container="mover", name="move", archive_path=archive)
+    checked = only(ok(module(second, check=True, state="imported", **args)))
+    assert checked["changed"] and checked["manifest"]["container"]["restart_policy"]["Name"] == "unless-stopped"
+    assert not exists(second, checkpoint_path(second, "mover", "move"))
+    assert only(ok(module(second, state="imported", **args)))["changed"]
+    assert not only(ok(module(second, state="imported", **args)))["changed"]
+
+    restored = only(ok(module(second, container="mover", name="move", state="restored")))
+    assert restored["resumed"] is True and restored["restart_policy_restored"]["Name"] == "unless-stopped"
+    assert wait_count(second, "mover", before[-1] + 1)[0] == before[-1] + 1
+    assert policy(second, "mover") == "unless-stopped"
+
+    # The same in one step, gzip this time: restored straight from an archive directory.
+    ok(module(first, container="mover", name="move", state="exported", archive_dir=ARCHIVES, compression="gzip"))
+    carry(first, second, f"{ARCHIVES}/mover-move.tar.gz", tmp_path)
+    lab_exec(second, "docker", "rm", "-f", "mover", check=False)
+    lab_exec(second, "docker", "create", "--name", "mover", "-e", "COUNTER_INTERVAL=0.2", IMAGE)
+    sh(second, f"rm -f {archive}")
+    restored = only(ok(module(second, container="mover", name="move", state="restored", archive_dir=ARCHIVES)))
+    assert restored["imported"] and restored["resumed"] is True
+    assert wait_count(second, "mover", before[-1] + 1)[0] == before[-1] + 1
+    assert not only(ok(module(second, container="mover", name="move", state="restored",
+                              archive_dir=ARCHIVES)))["changed"]
+
+
+# -- traps -----------------------------------------------------------------------------------------------------------
+def test_unless_stopped_container_survives_a_reboot_as_a_checkpoint_and_restores(hosts):
+    host = hosts[0]
+    start_counter(host, "reboot-me", "--restart", "unless-stopped")
+    made = only(ok(module(host, container="reboot-me", name="pre-reboot")))
+    assert made["restart_policy"]["Name"] == "unless-stopped" and policy(host, "reboot-me") == "no"
+    before = counts(host, "reboot-me")
+
+    rebooted = ansible_adhoc(host, "ansible.builtin.reboot", "reboot_command='systemctl reboot' reboot_timeout=180 "
+                                                             "boot_time_command='{{ fleet_checkpoint_reboot_boot_time_command }}'")
+    assert rebooted[host].get("rebooted") is True, rebooted[host]
+    deadline = time.monotonic() + 60
+    while lab_exec(host, "docker", "info", check=False).returncode != 0:
+        assert time.monotonic() < deadline, "docker did not come back after the reboot"
+        time.sleep(1)
+    time.sleep(2)
+    assert not running(host, "reboot-me"), "the daemon cold-started the checkpointed container after the reboot"
+    assert counts(host, "reboot-me") == before
+
+    restored = only(ok(module(host, container="reboot-me", name="pre-reboot", state="restored")))
+    assert restored["resumed"] is True
+    assert_continued(host, "reboot-me", before)
+    assert policy(host, "reboot-me") == "unless-stopped"
+
+
+def test_live_restored_container_is_really_stopped_and_restores(hosts):
+    host = hosts[1]
+    start_counter(host, "survivor")
+    assert not run_module(host, "fleet.checkpoint.docker_experimental", live_restore=True).get("failed")
+    pid = inspect(host, "survivor", "{{.State.Pid}}")
+    sh(host, "systemctl restart docker.service")
+    assert inspect(host, "survivor", "{{.State.Pid}}") == pid, "live-restore did not keep the container"
+
+    made = only(ok(module(host, container="survivor", name="after-restart", method="api")))
+    assert made.get("live_restored") is True and made["method"] == "containerd", made
+    assert not running(host, "survivor")
+    before = counts(host, "survivor")
+    assert only(ok(module(host, container="survivor", name="after-restart", state="restored")))["resumed"] is True
+    assert_continued(host, "survivor", before)
+
+
+def test_info_reports_restorability(hosts):
+    first, third = hosts[0], hosts[2]
+    start_counter(first, "info-probe")
+    ok(module(first, container="info-probe", name="i1", leave_running=True))
+    listed = ok(run_module(first, INFO, name="i1"))
+    assert listed["host"]["criu"] and listed["host"]["experimental"]
+    entry = [item for item in listed["containers"] if item["name"] == "info-probe"][0]
+    checkpoint = entry["checkpoints"][0]
+    assert checkpoint["restorable"] is False and "running" in checkpoint["not_restorable_because"][0]
+    assert checkpoint["size"] > 0 and checkpoint["restart_policy"]["Name"] == "no"
+    lab_exec(first, "docker", "stop", "info-probe")
+    checkpoint = ok(run_module(first, INFO, container="info-probe"))["containers"][0]["checkpoints"][0]
+    assert checkpoint["restorable"] is True, checkpoint
+
+    third_view = ok(run_module(third, INFO))
+    assert third_view["host"]["criu"] is None and third_view["changed"] is False
+
+
+# -- bad input -------------------------------------------------------------------------------------------------------
+def _tar(path, entries, manifest_files=None, manifest=None):
+    """A crafted archive: manifest.json first (valid unless given), then entries (name, kind, data)."""
+    import hashlib
+    import io
+    import tarfile
+
+    files = manifest_files if manifest_files is not None else {
+        name: {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        for name, kind, data in entries if kind == "file"}
+    manifest = manifest or {
+        "format": "fleet.checkpoint/manifest", "format_version": 1, "checkpoint": "bad", "created": 0,
+        "method": "api", "container": {"image": {}, "restart_policy": {"Name": "no"}},
+        "versions": {}, "files": files, "size": sum(item["size"] for item in files.values()),
+    }
+    with tarfile.open(path, "w") as tar:
+        data = json.dumps(manifest).encode()
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+        for name, kind, payload in entries:
+            info = tarfile.TarInfo(name)
+            if kind == "file":
+                info.size = len(payload)
+                tar.addfile(info, io.BytesIO(payload))
+            elif kind == "symlink":
+                info.type, info.linkname = tarfile.SYMTYPE, payload
+                tar.addfile(info)
+            elif kind == "device":
+                info.type, info.devmajor, info.devminor = tarfile.CHRTYPE, 1, 3
+                tar.addfile(info)
+
+
+def bad_archives(tmp_path):
+    good = b"pages" * 100
+    crafted = {
+        "traversal.tar": [("../../../../etc/fleet-evil", "file", good)],
+        "absolute.tar": [("/etc/fleet-evil", "file", good)],
+        "symlink.tar": [("pages-1.img", "symlink", "/etc/shadow")],
+        "device.tar": [("pages-1.img", "device", None)],
+    }
+    for name, entries in crafted.items():
+        _tar(tmp_path / name, entries, manifest_files={"pages-1.img": {"size": 500, "sha256": "0" * 64}})
+    _tar(tmp_path / "corrupt.tar", [("pages-1.img", "file", good)],
+         manifest_files={"pages-1.img": {"size": len(good), "sha256": "1" * 64}})
+    _tar(tmp_path / "foreign.tar", [("pages-1.img", "file", good)], manifest={"format": "something/else"})
+    (tmp_path / "garbage.tar").write_bytes(b"this is not a tar archive" * 40)
+    return sorted(crafted) + ["corrupt.tar", "foreign.tar", "garbage.tar"]
+
+
+BAD_INPUTS = [
+    # (arguments, a fragment of the expected message)
+    (dict(container="victim", name="a/b"), "path separator"),
+    (dict(container="victim", name="../etc"), "path separator"),
+    (dict(container="victim", name="x..y"), "'..'"),
+    (dict(container="victim", name="has space"), "not valid"),
+    (dict(container="victim", name="x"), "at least 2"),
+    (dict(container="victim", name="-dash"), "start with a letter or digit"),
+    (dict(container="victim", name="n" * 200), "at most 128"),
+    (dict(container="no-such-container", name="cp"), "not found on this host"),
+    (dict(container="bad name!", name="cp"), "not a container name or id"),
+    (dict(container="sleeper", name="cp"), "needs a running container"),
+    (dict(container="sleeper", name="missing", state="restored"), "not found for container sleeper"),
+    (dict(container="victim", target="victim2", name="cp", state="restored"), "already running"),
+    (dict(container="victim", target="sleeper", name="cp", state="present"), "only with state=restored"),
+    (dict(containers=["victim", "sleeper"], name="cp", state="exported", archive_path="/tmp/x.tar"),
+     "archive_path is for one container"),
+    (dict(container="victim", name="cp", state="exported"), "needs archive_path"),
+    (dict(container="sleeper", name="cp", state="imported", archive_path="/root/bad/none.tar"), "does not exist"),
+    (dict(container="victim", name="cp", keep_last=0), "keep_last must be 1 or more"),
+    (dict(container="victim", name="cp", max_age="soon"), "not a duration"),
+    (dict(container="victim", name="cp", filters={"label": "x"}), "only with all_running"),
+    (dict(container="victim", name="cp", parallel=0), "parallel must be 1 or more"),
+    (dict(containers=[], name="cp"), "empty list"),
+    (dict(container="sleeper", name="cp", state="absent", leave_running=True), "only with state=present"),
+    (dict(container="victim", name="cp", docker_host="ssh://elsewhere"), "not supported"),
+    (dict(container="victim", name="cp", state="exported", archive_path="/root/bad"), "is a directory"),
+]
+
+BAD_ARCHIVES = {
+    "traversal.tar": "climbs out",
+    "absolute.tar": "absolute path",
+    "symlink.tar": "is a link",
+    "device.tar": "device",
+    "corrupt.tar": "sha256",
+    "foreign.tar": "not a fleet.checkpoint archive",
+    "garbage.tar": "not a readable tar archive",
+}
+
+
+def test_bad_inputs_fail_clearly_and_change_nothing(hosts, tmp_path):
+    host = hosts[0]
+    start_counter(host, "victim")
+    start_counter(host, "victim2")
+    lab_exec(host, "docker", "rm", "-f", "sleeper", check=False)
+    lab_exec(host, "docker", "create", "--name", "sleeper", IMAGE)
+    names = bad_archives(tmp_path)
+    sh(host, "mkdir -p -m 0700 /root/bad")
+    for name in names:
+        run(["docker", "cp", str(tmp_path / name), f"{host}:/root/bad/{name}"])
+    before = snapshot(host)
+    cases = list(BAD_INPUTS) + [
+        (dict(container="sleeper", name="cp", state="imported", archive_path=f"/root/bad/{name}"), fragment)
+        for name, fragment in BAD_ARCHIVES.items()
+    ]
+    for check in (True, False):
+        for args, fragment in cases:
+            result = module(host, check=check, **args)
+            assert result.get("failed"), f"{args} did not fail: {result}"
+            assert fragment in result["msg"], f"{args}: expected {fragment!r} in {result['msg']!r}"
+    assert len(cases) >= 30
+    assert snapshot(host) == before
+    assert not exists(host, "/etc/fleet-evil")
+
+
+def test_missing_prerequisites_are_named(hosts, lab):
+    third = hosts[2]
+    start_counter(third, "no-criu")
+    result = module(third, container="no-criu", name="cp")
+    assert result.get("failed") and "fleet.checkpoint.criu_install" in result["msg"], result
+    assert running(third, "no-criu")
+    bookworm = [host for host in lab if host.endswith("-bookworm")]
+    for host in bookworm:
+        result = module(host, container="anything", name="cp")
+        assert result.get("failed") and "fleet.checkpoint.docker_experimental" in result["msg"], result

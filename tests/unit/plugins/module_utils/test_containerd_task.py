@@ -1,0 +1,144 @@
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.fleet.checkpoint.plugins.module_utils._containerd_task import (
+    NAMESPACE,
+    SOCKETS,
+    ContainerdTask,
+    parse_task_list,
+)
+
+RUNNING_ID = "6cc94f80441f8008293c210b85b3f05cbd37c449d570ba3087f5b71cd953e127"
+STOPPED_ID = "21c88b68762f166d781187683a24ba404344ffb46121dc77392671d03deb5d1c"
+TASK_LS = (
+    "TASK                                                                PID     STATUS    \n"
+    f"{RUNNING_ID}    1354    RUNNING\n"
+    f"{STOPPED_ID}    1157    STOPPED\n"
+)
+CTR = "/usr/bin/ctr"
+
+
+class FakeRun:
+    """Records every argv; answers from a list of (rc, out, err), the last one repeated."""
+
+    def __init__(self, *answers):
+        self.answers = list(answers) or [(0, TASK_LS, "")]
+        self.calls = []
+
+    def __call__(self, argv):
+        self.calls.append(list(argv))
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+@pytest.fixture
+def socket(tmp_path):
+    path = tmp_path / "containerd.sock"
+    path.write_text("", encoding="utf-8")
+    return str(path)
+
+
+def task_ls_argv(address):
+    return [CTR, "--address", address, "--namespace", NAMESPACE, "task", "ls"]
+
+
+def test_default_sockets_and_namespace():
+    assert NAMESPACE == "moby"
+    assert "/run/containerd/containerd.sock" in SOCKETS
+
+
+def test_parse_task_list_real_output():
+    assert parse_task_list(TASK_LS) == {
+        RUNNING_ID: {"pid": 1354, "status": "RUNNING"},
+        STOPPED_ID: {"pid": 1157, "status": "STOPPED"},
+    }
+
+
+def test_parse_task_list_ignores_header_blank_and_odd_lines():
+    text = TASK_LS + "\n" + "garbage line\n" + "abc    -    UNKNOWN\n" + "def 12\n"
+    assert set(parse_task_list(text)) == {RUNNING_ID, STOPPED_ID}
+    assert not parse_task_list("TASK    PID    STATUS\n")
+    assert not parse_task_list("")
+    # The first line is always the header, even when it looks like a task.
+    assert parse_task_list(f"{RUNNING_ID} 1 RUNNING\n") == {}
+
+
+def test_check_without_ctr(socket):
+    run = FakeRun()
+    task = ContainerdTask(run, None, sockets=(socket,))
+    assert task.check(RUNNING_ID, 1354) == "ctr (containerd's client) is not installed"
+    assert run.calls == []
+
+
+def test_check_without_any_socket(tmp_path):
+    run = FakeRun()
+    task = ContainerdTask(run, CTR, sockets=(str(tmp_path / "a.sock"), str(tmp_path / "b.sock")))
+    assert task.check(RUNNING_ID, 1354) == "no containerd socket answered for namespace moby"
+    assert task.address() is None
+    assert run.calls == []
+
+
+def test_a_socket_that_does_not_answer_is_skipped_and_named(tmp_path, socket):
+    dead = tmp_path / "dead.sock"
+    dead.write_text("", encoding="utf-8")
+    run = FakeRun((1, "", "ctr: connection refused\n"), (0, TASK_LS, ""))
+    task = ContainerdTask(run, CTR, sockets=(str(tmp_path / "missing.sock"), str(dead), socket))
+    assert task.address() == socket
+    assert run.calls == [task_ls_argv(str(dead)), task_ls_argv(socket)]
+    assert task.address() == socket  # remembered: no further call
+    assert len(run.calls) == 2
+
+    run = FakeRun((1, "", "connection refused\n"))
+    task = ContainerdTask(run, CTR, sockets=(str(dead),))
+    reason = task.check(RUNNING_ID, 1354)
+    assert reason == f"no containerd socket answered for namespace moby ({dead}: connection refused)"
+
+
+def test_check_task_missing(socket):
+    task = ContainerdTask(FakeRun(), CTR, sockets=(socket,))
+    assert task.check("f" * 64, 1354) == "containerd has no task ffffffffffff in namespace moby"
+
+
+def test_check_task_not_running(socket):
+    task = ContainerdTask(FakeRun(), CTR, sockets=(socket,))
+    assert task.check(STOPPED_ID, 1157) == "containerd's task 21c88b68762f is STOPPED, not RUNNING"
+
+
+def test_check_pid_mismatch(socket):
+    task = ContainerdTask(FakeRun(), CTR, sockets=(socket,))
+    assert task.check(RUNNING_ID, 4242) == "containerd's task 6cc94f80441f has pid 1354, Docker says 4242"
+
+
+def test_check_all_good(socket):
+    run = FakeRun()
+    task = ContainerdTask(run, CTR, sockets=(socket,))
+    assert task.check(RUNNING_ID, 1354) == ""
+    assert task.why_not == ""
+    assert run.calls == [task_ls_argv(socket), task_ls_argv(socket)]
+
+
+def test_check_when_task_ls_fails_after_the_socket_answered(socket):
+    run = FakeRun((0, TASK_LS, ""), (1, "", "ctr: deadline exceeded\n"))
+    task = ContainerdTask(run, CTR, sockets=(socket,))
+    assert task.check(RUNNING_ID, 1354) == "ctr task ls failed: ctr: deadline exceeded"
+
+
+@pytest.mark.parametrize("exit_task, extra", [(True, ["--exit"]), (False, [])])
+def test_checkpoint_argv(socket, exit_task, extra):
+    run = FakeRun((0, TASK_LS, ""), (0, "", ""))
+    task = ContainerdTask(run, CTR, sockets=(socket,))
+    image_path = "/var/lib/docker/containers/x/checkpoints/pre-reboot"
+    assert task.checkpoint(RUNNING_ID, image_path, exit_task) == (0, "", "")
+    assert run.calls[-1] == [CTR, "--address", socket, "--namespace", "moby", "task", "checkpoint",
+                             "--image-path", image_path, *extra, RUNNING_ID]
+
+
+def test_checkpoint_passes_the_result_through(socket):
+    run = FakeRun((0, TASK_LS, ""), (0, TASK_LS, ""), (1, "", "criu failed: type NOTIFY errno 0\n"))
+    task = ContainerdTask(run, CTR, sockets=(socket,))
+    assert task.check(RUNNING_ID, 1354) == ""
+    assert task.checkpoint(RUNNING_ID, "/tmp/x", True) == (1, "", "criu failed: type NOTIFY errno 0\n")
