@@ -90,7 +90,7 @@ class CheckpointOps:
             "id": inspect["Id"],
             "checkpoint": self.name,
             "changed": False,
-            "action": "none",
+            "action": "unchanged",
             "warnings": [],
         }
 

@@ -62,7 +62,7 @@ def summarize(results):
         return changed, True, message
     counts = {}
     for result in results:
-        counts[result.get("action", "none")] = counts.get(result.get("action", "none"), 0) + 1
+        counts[result.get("action", "unchanged")] = counts.get(result.get("action", "unchanged"), 0) + 1
     parts = [f"{count} {action}" for action, count in sorted(counts.items())]
     return changed, False, f"{len(results)} containers: {', '.join(parts)}" if results else "no containers selected"
 

@@ -278,7 +278,7 @@ results:
       sample: true
     action:
       description:
-        - What was done - V(created), V(recreated), V(removed), V(restored), V(exported), V(imported), V(none), or
+        - What was done - V(created), V(recreated), V(removed), V(restored), V(exported), V(imported), V(unchanged), or
           V(failed).
       type: str
       sample: created

@@ -8,6 +8,7 @@ import json
 import time
 
 import pytest
+import yaml
 
 from conftest import ROOT, ansible_adhoc, ansible_playbook, lab_exec, run, run_module, sh
 
@@ -365,7 +366,7 @@ def test_info_reports_restorability(hosts):
     checkpoint = entry["checkpoints"][0]
     assert checkpoint["restorable"] is False and "running" in checkpoint["not_restorable_because"][0]
     assert checkpoint["size"] > 0 and checkpoint["restart_policy"]["Name"] == "no"
-    lab_exec(first, "docker", "stop", "info-probe")
+    lab_exec(first, "docker", "stop", "-t", "1", "info-probe")
     checkpoint = ok(run_module(first, INFO, container="info-probe"))["containers"][0]["checkpoints"][0]
     assert checkpoint["restorable"] is True, checkpoint
 
@@ -478,12 +479,21 @@ def test_bad_inputs_fail_clearly_and_change_nothing(hosts, tmp_path):
         (dict(container="sleeper", name="cp", state="imported", archive_path=f"/root/bad/{name}"), fragment)
         for name, fragment in BAD_ARCHIVES.items()
     ]
-    for check in (True, False):
-        for args, fragment in cases:
-            result = module(host, check=check, **args)
+    # One playbook runs every case, in check mode and for real (one SSH session instead of 60 ad-hoc runs).
+    tasks = [{"name": f"case {index}", MODULE: args, "ignore_errors": True}
+             for index, (args, _) in enumerate(cases)]
+    playbook = tmp_path / "bad-inputs.yml"
+    playbook.write_text(yaml.safe_dump([
+        {"hosts": host, "gather_facts": False, "check_mode": check, "tasks": tasks} for check in (True, False)
+    ]))
+    _, output = ansible_playbook(playbook)
+    for play in output["plays"]:
+        assert len(play["tasks"]) == len(cases)
+        for (args, fragment), task in zip(cases, play["tasks"]):
+            result = task["hosts"][host]
             assert result.get("failed"), f"{args} did not fail: {result}"
             assert fragment in result["msg"], f"{args}: expected {fragment!r} in {result['msg']!r}"
-    assert len(cases) >= 30
+    assert len(output["plays"]) == 2 and len(cases) >= 30
     assert snapshot(host) == before
     assert not exists(host, "/etc/fleet-evil")
 
@@ -498,3 +508,29 @@ def test_missing_prerequisites_are_named(hosts, lab):
     for host in bookworm:
         result = module(host, container="anything", name="cp")
         assert result.get("failed") and "fleet.checkpoint.docker_experimental" in result["msg"], result
+
+
+def test_criu_failure_carries_criu_log_lines_and_leaves_the_container_running(hosts):
+    """An established TCP connection without tcp-established in runc.conf: CRIU refuses, and says why."""
+    host = hosts[1]
+    serve = "mkdir -p /www && echo fleet > /www/index.html && exec httpd -f -p 8080 -h /www"
+    lab_exec(host, "docker", "rm", "-f", "tcp-server", check=False)
+    lab_exec(host, "docker", "run", "-d", "--name", "tcp-server", IMAGE, "sh", "-c", serve)
+    server = inspect(host, "tcp-server", "{{.NetworkSettings.IPAddress}}")
+    start_counter(host, "tcp-client", "--restart", "always",
+                  command=["sh", "-c", f"sleep 100000 | nc {server} 8080 & exec counter"])
+    sh(host, "cp /etc/criu/runc.conf /etc/criu/runc.conf.keep && sed -i '/^tcp-established/d' /etc/criu/runc.conf")
+    try:
+        before = snapshot(host)
+        result = module(host, container="tcp-client", name="conn")
+        assert result.get("failed"), result
+        assert "CRIU log" in result["msg"] and "tcp-established" in result["msg"], result["msg"]
+        assert snapshot(host) == before
+        assert running(host, "tcp-client") and policy(host, "tcp-client") == "always"
+    finally:
+        sh(host, "mv /etc/criu/runc.conf.keep /etc/criu/runc.conf")
+    made = only(ok(module(host, container="tcp-client", name="conn")))
+    assert made["stopped"]
+    before = counts(host, "tcp-client")
+    assert only(ok(module(host, container="tcp-client", name="conn", state="restored")))["resumed"] is True
+    assert_continued(host, "tcp-client", before)

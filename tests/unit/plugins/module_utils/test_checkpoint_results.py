@@ -32,7 +32,7 @@ def test_summarize_all_ok_counts_actions_sorted():
 
 def test_summarize_nothing_changed():
     results = [ok("web", "unchanged", changed=False), {"container": "db"}]
-    assert summarize(results) == (False, False, "2 containers: 1 none, 1 unchanged")
+    assert summarize(results) == (False, False, "2 containers: 2 unchanged")
 
 
 def test_summarize_mixed_failures_name_every_container():

@@ -1,0 +1,68 @@
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.fleet.checkpoint.plugins.modules.docker_checkpoint import argument_spec, check_options
+
+
+def params(**overrides):
+    values = {key: spec.get("default") for key, spec in argument_spec().items()}
+    values.update(name="pre-reboot", container="web")
+    values.update(overrides)
+    return values
+
+
+def test_good_options_have_no_errors():
+    assert check_options(params()) == []
+    assert check_options(params(container=None, all_running=True, filters={"label": "a=b"}, exclude=["db"])) == []
+    assert check_options(params(state="exported", archive_dir="/srv/archives")) == []
+    assert check_options(params(state="restored", target="web-2")) == []
+    assert check_options(params(keep_last=3, max_age="7d")) == []
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    (dict(name="a/b"), "path separator"),
+    (dict(name=".."), "'..'"),
+    (dict(container="no good"), "not a container name or id"),
+    (dict(container=None, containers=[]), "empty list"),
+    (dict(target="other"), "only with state=restored"),
+    (dict(container=None, containers=["a", "b"], state="exported", archive_path="/x.tar"), "for one container"),
+    (dict(state="exported"), "needs archive_path"),
+    (dict(state="imported"), "needs archive_path"),
+    (dict(state="absent", archive_dir="/srv"), "only with state=exported, imported or restored"),
+    (dict(state="restored", target="other", archive_path="/x.tar"), "cannot be combined with an archive"),
+    (dict(state="absent", keep_last=2), "keep_last is used only with state=present"),
+    (dict(state="restored", leave_running=True), "leave_running is used only with state=present"),
+    (dict(keep_last=0), "keep_last must be 1 or more"),
+    (dict(max_age="tomorrow"), "not a duration"),
+    (dict(max_age="0"), "longer than zero"),
+    (dict(filters={"label": "x"}), "only with all_running"),
+    (dict(container=None, all_running=True, state="imported", archive_dir="/srv"), "cannot import"),
+    (dict(container=None, all_running=True, state="restored", archive_dir="/srv"), "cannot import"),
+    (dict(parallel=0), "parallel must be 1 or more"),
+    (dict(timeout=0), "timeout and api_timeout"),
+])
+def test_each_bad_option_is_named(overrides, fragment):
+    errors = check_options(params(**overrides))
+    assert any(fragment in error for error in errors), errors
+
+
+def test_archive_path_that_is_a_directory_is_refused(tmp_path):
+    errors = check_options(params(state="exported", archive_path=str(tmp_path)))
+    assert any("is a directory" in error for error in errors)
+
+
+def test_archive_dir_that_is_a_file_is_refused(tmp_path):
+    plain = tmp_path / "file"
+    plain.write_text("x")
+    errors = check_options(params(state="exported", archive_dir=str(plain)))
+    assert any("is not a directory" in error for error in errors)
+
+
+def test_import_of_a_missing_archive_is_refused(tmp_path):
+    errors = check_options(params(state="imported", archive_path=str(tmp_path / "none.tar.zst")))
+    assert any("does not exist" in error for error in errors)
