@@ -481,12 +481,12 @@ def test_bad_inputs_fail_clearly_and_change_nothing(hosts, tmp_path):
     ]
     # One playbook runs every case, in check mode and for real (one SSH session instead of 60 ad-hoc runs).
     tasks = [{"name": f"case {index}", MODULE: args, "ignore_errors": True}
-             for index, (args, _) in enumerate(cases)]
+             for index, (args, _fragment) in enumerate(cases)]
     playbook = tmp_path / "bad-inputs.yml"
     playbook.write_text(yaml.safe_dump([
         {"hosts": host, "gather_facts": False, "check_mode": check, "tasks": tasks} for check in (True, False)
     ]))
-    _, output = ansible_playbook(playbook)
+    output = ansible_playbook(playbook)[1]
     for play in output["plays"]:
         assert len(play["tasks"]) == len(cases)
         for (args, fragment), task in zip(cases, play["tasks"]):
