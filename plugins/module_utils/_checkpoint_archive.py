@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tarfile
+import zlib
 
 MANIFEST_NAME = "manifest.json"
 
@@ -98,8 +99,8 @@ def safe_extract(archive_path, destination):
                         handle.write(block)
                 written.append(relative)
             return written
-    except tarfile.TarError as exc:
-        raise ArchiveError(f"{archive_path} is not a readable tar archive: {exc}") from exc
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
+        raise ArchiveError(f"{archive_path} is not a readable tar archive (truncated or damaged?): {exc}") from exc
 
 
 def verify_inventory(directory, expected):

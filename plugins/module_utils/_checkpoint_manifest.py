@@ -120,4 +120,36 @@ def validate(data):
         total += size
     if data.get("size") != total:
         raise ManifestError(f"manifest size {data.get('size')!r} is not the sum of its files ({total})")
+    _validate_policy(container["restart_policy"], "manifest container restart_policy")
+    for key, value in data["versions"].items():
+        if value is not None and not isinstance(value, str):
+            raise ManifestError(f"manifest version {key!r} must be a string")
+    if "metadata" in data:
+        _validate_metadata(data["metadata"])
     return data
+
+
+def _validate_policy(policy, where):
+    if not isinstance(policy.get("Name", "no"), str) or not isinstance(policy.get("MaximumRetryCount", 0), int):
+        raise ManifestError(f"{where} must have a string Name and an integer MaximumRetryCount")
+
+
+def _validate_metadata(metadata):
+    """The checkpoint metadata carried in an archive: only well-formed values reach the host."""
+    if not isinstance(metadata, dict):
+        raise ManifestError("manifest metadata must be an object")
+    if "restart_policy" in metadata:
+        if not isinstance(metadata["restart_policy"], dict):
+            raise ManifestError("manifest metadata restart_policy must be an object")
+        _validate_policy(metadata["restart_policy"], "manifest metadata restart_policy")
+    processes = metadata.get("processes", [])
+    if not isinstance(processes, list) or not all(
+            isinstance(item, dict) and isinstance(item.get("pid"), int) and not isinstance(item.get("pid"), bool)
+            and isinstance(item.get("cmd"), str) for item in processes):
+        raise ManifestError("manifest metadata processes must be a list of {pid: integer, cmd: string}")
+    created = metadata.get("created", 0)
+    if not isinstance(created, (int, float)) or isinstance(created, bool):
+        raise ManifestError("manifest metadata created must be a number (seconds since the epoch)")
+    versions = metadata.get("versions", {})
+    if not isinstance(versions, dict) or not all(value is None or isinstance(value, str) for value in versions.values()):
+        raise ManifestError("manifest metadata versions must map names to version strings")

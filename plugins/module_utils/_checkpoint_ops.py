@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils import _checkpoint_store as store
@@ -42,6 +43,10 @@ NO_POLICY = {"Name": "no", "MaximumRetryCount": 0}
 
 class OpError(Exception):
     """This container's operation failed; the message says why and what to do."""
+
+
+class DumpInDoubt(OpError):
+    """The Engine did not answer in time: the daemon may still be dumping. Nothing is cleaned up behind it."""
 
 
 def _policy(inspect):
@@ -73,6 +78,11 @@ class CheckpointOps:
         self.api = ctx.api
         self.opts = ctx.options
         self.name = ctx.options["name"]
+        self._local = threading.local()
+
+    def partial(self):
+        """The result being built by this thread's current operation (what was done before a failure), or None."""
+        return getattr(self._local, "result", None)
 
     # -- helpers ---------------------------------------------------------------------------------------------------
     def inspect(self, ref):
@@ -85,7 +95,7 @@ class CheckpointOps:
             raise
 
     def _result(self, inspect):
-        return {
+        self._local.result = {
             "container": (inspect.get("Name") or "").lstrip("/"),
             "id": inspect["Id"],
             "checkpoint": self.name,
@@ -93,6 +103,7 @@ class CheckpointOps:
             "action": "unchanged",
             "warnings": [],
         }
+        return self._local.result
 
     def _path(self, container_id):
         return store.checkpoint_dir(self.ctx.root_dir, container_id, self.name)
@@ -140,6 +151,10 @@ class CheckpointOps:
         if not state.get("Running") or state.get("Paused") or state.get("Restarting"):
             raise OpError(f"container {result['container']} is {state.get('Status', 'not running')}: a checkpoint "
                           "needs a running container (start it, or restore it with state=restored)")
+        if not leave_running and (inspect.get("HostConfig") or {}).get("AutoRemove"):
+            raise OpError(f"container {result['container']} was started with --rm: Docker would delete it, and its "
+                          "checkpoint with it, as soon as the dump stops it. Use leave_running=true (then "
+                          "state=exported to keep a copy elsewhere)")
         pids = self._pids(cid)
         needed = procs.dump_estimate(procs.rss_bytes(pids))
         try:
@@ -170,7 +185,10 @@ class CheckpointOps:
                 self._set_policy(cid, NO_POLICY)
                 policy_changed = True
             method = self._dump(cid, state.get("Pid"), path, method, not leave_running, started, result)
-        except BaseException:
+        except DumpInDoubt as exc:
+            result["modified"] = True
+            raise OpError(f"{exc} {self._aftermath(cid, policy)}") from exc
+        except BaseException as exc:
             shutil.rmtree(path, ignore_errors=True)
             if backup:
                 os.rename(backup, path)
@@ -178,12 +196,40 @@ class CheckpointOps:
                 shutil.rmtree(os.path.dirname(path), ignore_errors=True)
             if policy_changed and self.inspect(cid).get("State", {}).get("Running"):
                 self._set_policy(cid, policy)
+            aftermath = self._aftermath(cid, policy)
+            if aftermath and isinstance(exc, Exception):
+                result["modified"] = True
+                raise OpError(f"{exc} {aftermath}") from exc
             raise
         if backup:
             shutil.rmtree(backup, ignore_errors=True)
+        try:
+            self._finish_present(cid, path, inspect, result, policy, processes, method, started, leave_running)
+        except (OSError, DockerAPIError, ValueError) as exc:
+            result["modified"] = True
+            raise OpError(f"the checkpoint was made at {path}, but finishing it failed: {exc}. "
+                          f"{self._aftermath(cid, policy)} The recorded restart policy was "
+                          f"{policy['Name']!r}; put it back by hand after restoring if the metadata is missing.") from exc
+        return result
+
+    def _aftermath(self, cid, policy):
+        """What a failed operation left changed on the container, in words ('' when nothing)."""
+        try:
+            now = self.inspect(cid)
+        except (OpError, DockerAPIError):
+            return "The container's state could not be read afterwards: check it with `docker inspect`."
+        notes = []
+        if not (now.get("State") or {}).get("Running"):
+            notes.append("The container is now stopped")
+        current = _policy(now)
+        if current.get("Name") != policy.get("Name"):
+            notes.append(f"its restart policy is {current['Name']!r} (was {policy['Name']!r})")
+        return (", ".join(notes) + ".") if notes else ""
+
+    def _finish_present(self, cid, path, inspect, result, policy, processes, method, started, leave_running):
         store.secure_tree(path)
         metadata = {
-            "format": "fleet.checkpoint/checkpoint",
+            "format": store.METADATA_FORMAT,
             "name": self.name,
             "created": started,
             "method": method,
@@ -199,7 +245,6 @@ class CheckpointOps:
         result["stopped"] = not leave_running
         result["duration"] = round(time.time() - started, 3)
         result["pruned"] = self._prune(cid, started)
-        return result
 
     def _choose_method(self, cid, pid):
         wanted = self.opts["method"]
@@ -223,6 +268,11 @@ class CheckpointOps:
                 self.api.post(f"/containers/{cid}/checkpoints", body={"CheckpointID": self.name, "Exit": stop},
                               timeout=timeout)
             except DockerAPIError as exc:
+                if exc.status is None:
+                    raise DumpInDoubt(
+                        f"the Docker Engine did not answer the checkpoint of {result['container']} ({exc}); the daemon "
+                        f"may still be dumping it into {path}. Nothing was cleaned up: check `docker checkpoint ls` "
+                        "and the container, or raise timeout for large containers.") from exc
                 raise OpError(self._criu_error(f"checkpoint of {result['container']} failed", str(exc), since)) from exc
         if not stop:
             return method
@@ -247,6 +297,7 @@ class CheckpointOps:
             "restart); the checkpoint was redone through containerd's task API, which stops it"
         )
         result["live_restored"] = True
+        result.pop("method_reason", None)
         self._dump_containerd(cid, path, True, since)
         state = self._wait_state(cid, running=False, seconds=10)
         if state.get("Running"):
@@ -256,7 +307,11 @@ class CheckpointOps:
         return "containerd"
 
     def _dump_containerd(self, cid, path, stop, since):
-        rc, out, err = self.ctx.containerd.checkpoint(cid, path, stop)
+        rc, out, err = self.ctx.containerd.checkpoint(cid, path, stop, timeout=self.opts["timeout"])
+        if rc == 124:
+            raise DumpInDoubt(f"containerd did not finish the checkpoint within timeout={self.opts['timeout']}s; it "
+                              f"may still be dumping into {path}. Nothing was cleaned up: check the container and "
+                              "`docker checkpoint ls`, or raise timeout for large containers.")
         if rc != 0:
             shutil.rmtree(path, ignore_errors=True)
             raise OpError(self._criu_error("checkpoint through containerd failed", err or out, since))
@@ -306,8 +361,14 @@ class CheckpointOps:
         result["path"] = path
         state = target.get("State") or {}
         running = bool(state.get("Running"))
+        result["was_running"] = running
         archive = self._archive_for(result["container"]) if self.opts.get("archive_mode") else None
         if running and not self.opts["force"]:
+            failed = store.read_metadata(path).get("failed_restore") or {}
+            if failed.get("started_at") and failed.get("started_at") == state.get("StartedAt"):
+                raise OpError(f"{result['container']} runs since a restore that did not resume from the checkpoint "
+                              f"({failed.get('reason')}): its memory state is not the checkpoint's. Use force=true to "
+                              "stop it and restore again")
             if tid == source["Id"] and not archive:
                 result["msg"] = "already running; use force=true to stop it and restore from the checkpoint"
                 return result
@@ -335,27 +396,45 @@ class CheckpointOps:
             # Its current state is being replaced by the checkpoint's: a short grace period is enough.
             self.api.post(f"/containers/{tid}/stop", t=3, timeout=self.opts["timeout"])
         if src_path != path:
-            if os.path.isdir(path) and self.opts["force"]:
-                shutil.rmtree(path)
+            if os.path.isdir(path) and _images(path) != _images(src_path):
+                shutil.rmtree(path)  # an older copy: the source's checkpoint was made again since
             if not os.path.isdir(path):
                 store.copy_checkpoint(src_path, path)
                 result["copied_from"] = src_path
         metadata = store.read_metadata(path)
-        self._start_from_checkpoint(tid, result, started)
+        metadata.pop("failed_restore", None)
+        try:
+            self._start_from_checkpoint(tid, result, started)
+        except OpError as exc:
+            if running:
+                result["modified"] = True
+                raise OpError(f"{exc}. {result['container']} was running before and force=true stopped it for the "
+                              "restore: it is stopped now") from exc
+            raise
         state = self._wait_state(tid, running=True, seconds=5)
         if not state.get("Running"):
             raise OpError(self._criu_error(f"{result['container']} stopped right after its restore (exit code "
                                            f"{state.get('ExitCode')})", state.get("Error") or "", started))
-        self._verify(tid, state, metadata, result)
-        recorded = metadata.get("restart_policy")
-        current = _policy(self.inspect(tid))
-        if recorded and recorded.get("Name") != current.get("Name"):
-            self._set_policy(tid, recorded)
-            result["restart_policy_restored"] = recorded
+        try:
+            self._verify(tid, state, metadata, result)
+        except OpError:
+            result["modified"] = True
+            self._put_back_policy(tid, metadata, result)
+            metadata["failed_restore"] = {"started_at": state.get("StartedAt"), "at": time.time(), "reason": str(exc)}
+            store.write_metadata(path, metadata)
+            raise
+        self._put_back_policy(tid, metadata, result)
         metadata["last_restore"] = {"started_at": state.get("StartedAt"), "at": time.time()}
         store.write_metadata(path, metadata)
         result["duration"] = round(time.time() - started, 3)
         return result
+
+    def _put_back_policy(self, tid, metadata, result):
+        recorded = metadata.get("restart_policy")
+        current = _policy(self.inspect(tid))
+        if isinstance(recorded, dict) and recorded.get("Name") != current.get("Name"):
+            self._set_policy(tid, recorded)
+            result["restart_policy_restored"] = recorded
 
     def _start_from_checkpoint(self, tid, result, since):
         for attempt in (1, 2):
@@ -385,6 +464,11 @@ class CheckpointOps:
         if not check["resumed"]:
             raise OpError(f"{result['container']} is running but did not resume from the checkpoint: "
                           f"{check['reason']}")
+        if not (init_ns and self.ctx.host_time_ns):
+            result["resumed"] = None
+            result["warnings"].append(f"{result['container']}: its processes are back, but time namespaces cannot be "
+                                      "read on this host, so a cold start cannot be ruled out")
+            return
         result["resumed"] = True
 
     # -- exported --------------------------------------------------------------------------------------------------
@@ -410,15 +494,20 @@ class CheckpointOps:
                           + (f" (it has: {', '.join(available)})" if available else " (it has none)"))
         archive = self._archive_for(result["container"])
         result["archive"] = archive
-        files = _images(path)
-        if os.path.exists(archive) and not self.opts["force"]:
+        try:
+            files = _images(path)
+        except ArchiveError as exc:
+            raise OpError(f"checkpoint {path} cannot be archived: {exc}") from exc
+        if os.path.exists(archive):
             try:
                 with transfer.Tarball(archive, self.ctx.run, self.ctx.zstd, os.path.dirname(archive)) as tar_path:
                     existing = transfer.read_manifest(tar_path)
             except (ArchiveError, ManifestError, OSError) as exc:
-                raise OpError(f"{archive} exists and is not a readable fleet.checkpoint archive ({exc}): move it "
-                              "away or use force=true to overwrite it") from exc
-            if existing["checkpoint"] == self.name and existing["files"] == files:
+                if not self.opts["force"]:
+                    raise OpError(f"{archive} exists and is not a readable fleet.checkpoint archive ({exc}): move it "
+                                  "away or use force=true to overwrite it") from exc
+                existing = None
+            if existing and existing["checkpoint"] == self.name and existing["files"] == files:
                 result["size"] = os.path.getsize(archive)
                 return result
         result.update(changed=True, action="exported")
@@ -455,7 +544,17 @@ class CheckpointOps:
                 manifest = transfer.read_manifest(tar_path)
                 result["manifest"] = {key: manifest[key] for key in ("checkpoint", "created", "method", "size",
                                                                      "versions")}
-                result["manifest"]["container"] = manifest["container"]
+                # The environment usually holds secrets: its names only (the archive keeps the values).
+                shown = dict(manifest["container"])
+                shown["env"] = [str(item).split("=", 1)[0] for item in shown.get("env") or []]
+                result["manifest"]["container"] = shown
+                if manifest["checkpoint"] != self.name:
+                    result["warnings"].append(f"{archive} holds checkpoint {manifest['checkpoint']!r}; it is placed "
+                                              f"as {self.name!r}")
+                image = (manifest["container"].get("image") or {}).get("id")
+                if image and inspect.get("Image") and image != inspect.get("Image"):
+                    result["warnings"].append(f"{result['container']} runs image {inspect.get('Image')}, the "
+                                              f"checkpoint was made from {image}: the restore may fail")
                 if os.path.isdir(path):
                     if _images(path) == manifest["files"]:
                         return result
@@ -481,12 +580,16 @@ class CheckpointOps:
         shutil.rmtree(tmp, ignore_errors=True)
         done = False
         try:
+            problems = transfer.check_members(tar_path, manifest)
+            if problems:
+                raise OpError(f"{archive} does not match its manifest, nothing imported: {'; '.join(problems[:5])}")
             safe_extract(tar_path, tmp)
             os.remove(os.path.join(tmp, transfer.MANIFEST_NAME))
             problems = verify_inventory(tmp, manifest["files"])
             if problems:
                 raise OpError(f"{archive} fails its checksums, nothing imported: {'; '.join(problems[:5])}")
             metadata = dict(manifest.get("metadata") or {})
+            metadata.setdefault("format", store.METADATA_FORMAT)
             metadata.setdefault("restart_policy", manifest["container"]["restart_policy"])
             metadata.setdefault("method", manifest["method"])
             metadata.setdefault("created", manifest.get("created"))

@@ -15,9 +15,17 @@ DIFF_FIELDS = {
 }
 
 
-def failure(container, message):
-    return {"container": container, "changed": False, "failed": True, "msg": message, "action": "failed",
-            "warnings": []}
+def failure(container, message, partial=None):
+    """A failed container's result; `partial` is what the operation had recorded before failing (its `changed`
+    says whether something was already done to the container)."""
+    result = {"container": container, "changed": False, "warnings": []}
+    if partial:
+        result.update(partial)
+        result["container"] = partial.get("container") or container
+        result["changed"] = bool(partial.get("modified"))
+    result.pop("modified", None)
+    result.update(failed=True, msg=message, action="failed")
+    return result
 
 
 def _before_after(state, result):
@@ -28,7 +36,7 @@ def _before_after(state, result):
     elif state == "absent":
         before, after = {"checkpoint": "present"}, {"checkpoint": "absent"}
     elif state == "restored":
-        before, after = {"running": False}, {"running": True}
+        before, after = {"running": bool(result.get("was_running"))}, {"running": True}
     elif state == "exported":
         before, after = {"archive": "absent or outdated"}, {"archive": result.get("archive")}
     else:

@@ -39,6 +39,8 @@ def select_containers(api, params, root_dir):
                 seen.add(ref)
                 refs.append(ref)
         return refs
+    if not params.get("all_running"):
+        return []
     query = {}
     encoded = engine_filters(params.get("filters"))
     if encoded:
@@ -56,3 +58,22 @@ def select_containers(api, params, root_dir):
         names = [name.lstrip("/") for name in summary.get("Names") or [] if "/" not in name.lstrip("/")]
         refs.append(names[0] if names else summary["Id"])
     return refs
+
+
+def unique_by_id(api, refs):
+    """Drop references naming a container already listed (a name and its id): one worker per container.
+
+    References that cannot be inspected are kept, so that the operation reports them (not found).
+    """
+    seen, unique = set(), []
+    for ref in refs:
+        try:
+            cid = (api.get(f"/containers/{ref}/json") or {}).get("Id")
+        except Exception:  # pylint: disable=broad-exception-caught
+            cid = None
+        if cid and cid in seen:
+            continue
+        if cid:
+            seen.add(cid)
+        unique.append(ref)
+    return unique

@@ -20,6 +20,7 @@ import shutil
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_names import validate_checkpoint_name
 
 METADATA_NAME = "fleet-checkpoint.json"
+METADATA_FORMAT = "fleet.checkpoint/checkpoint"
 _AGE = re.compile(r"(\d+)\s*([smhdw]?)")
 _AGE_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -31,6 +32,11 @@ def checkpoints_dir(root_dir, container_id):
 def checkpoint_dir(root_dir, container_id, name):
     validate_checkpoint_name(name)
     return os.path.join(checkpoints_dir(root_dir, container_id), name)
+
+
+def is_managed(metadata):
+    """Whether fleet.checkpoint made (or imported) the checkpoint with this metadata."""
+    return isinstance(metadata, dict) and metadata.get("format") == METADATA_FORMAT
 
 
 def read_metadata(directory):
@@ -156,10 +162,10 @@ def parse_age(value):
 def select_pruned(checkpoints, keep, keep_last=None, max_age=None, now=None):
     """Names of checkpoints to prune after a new one, `keep`, was made.
 
-    Only checkpoints made by fleet.checkpoint (with metadata) are candidates; `keep` never is. keep_last counts the
+    Only checkpoints made by fleet.checkpoint (metadata with its format) are candidates; `keep` never is. keep_last counts the
     new checkpoint; max_age is in seconds. Either limit alone prunes; with both, a checkpoint goes when either says so.
     """
-    candidates = [item for item in checkpoints if item["metadata"] and item["name"] != keep]
+    candidates = [item for item in checkpoints if is_managed(item["metadata"]) and item["name"] != keep]
     candidates.sort(key=lambda item: (item["created"], item["name"]), reverse=True)  # newest first
     pruned = set()
     if keep_last is not None:

@@ -17,6 +17,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import zlib
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_archive import (
     MANIFEST_NAME,
@@ -86,8 +87,8 @@ def read_manifest(tar_path):
             if first.size > 16 * 1024 * 1024:
                 raise ArchiveError(f"{MANIFEST_NAME} is {first.size} bytes: too large to be a manifest")
             data = tar.extractfile(first).read()
-    except tarfile.TarError as exc:
-        raise ArchiveError(f"not a readable tar archive: {exc}") from exc
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
+        raise ArchiveError(f"not a readable tar archive (truncated or damaged?): {exc}") from exc
     try:
         return validate(json.loads(data.decode("utf-8")))
     except (UnicodeDecodeError, ValueError) as exc:
@@ -120,8 +121,35 @@ def verify_stream(tar_path, manifest):
                     problems.append(f"{relative} has {member.size} bytes, the manifest says {info['size']} (truncated?)")
                 elif digest.hexdigest() != info["sha256"]:
                     problems.append(f"{relative} does not match its sha256 (corrupted)")
-    except tarfile.TarError as exc:
-        raise ArchiveError(f"not a readable tar archive: {exc}") from exc
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
+        raise ArchiveError(f"not a readable tar archive (truncated or damaged?): {exc}") from exc
+    problems.extend(f"{name} is missing" for name in sorted(set(expected) - seen))
+    return problems
+
+
+def check_members(tar_path, manifest):
+    """Problems found from the tar's index alone (cheap, before anything is written): every entry safe, every file
+    listed in the manifest with its size, no entry twice, nothing missing. Raises ArchiveError on an unsafe entry."""
+    problems = []
+    seen = set()
+    expected = manifest["files"]
+    try:
+        with tarfile.open(tar_path, "r:*") as tar:
+            members = tar.getmembers()
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
+        raise ArchiveError(f"not a readable tar archive (truncated or damaged?): {exc}") from exc
+    for member in members:
+        relative = check_member(member)
+        if not member.isfile() or relative == MANIFEST_NAME:
+            continue
+        if relative in seen:
+            problems.append(f"{relative} appears twice")
+        seen.add(relative)
+        info = expected.get(relative)
+        if info is None:
+            problems.append(f"{relative} is not in the manifest")
+        elif member.size != info["size"]:
+            problems.append(f"{relative} has {member.size} bytes, the manifest says {info['size']}")
     problems.extend(f"{name} is missing" for name in sorted(set(expected) - seen))
     return problems
 

@@ -36,9 +36,10 @@ def parse_task_list(text):
 class ContainerdTask:
     """Finds containerd and checks a container's task; `run(argv)` returns (rc, stdout, stderr)."""
 
-    def __init__(self, run, ctr_path, sockets=SOCKETS):
+    def __init__(self, run, ctr_path, sockets=SOCKETS, timeout_path=None):
         self.run = run
         self.ctr = ctr_path
+        self.timeout_path = timeout_path
         self.sockets = sockets
         self._address = None
         self.why_not = ""
@@ -82,9 +83,12 @@ class ContainerdTask:
             return f"containerd's task {container_id[:12]} has pid {task['pid']}, Docker says {pid}"
         return ""
 
-    def checkpoint(self, container_id, image_path, exit_task):
-        """Dump the task into image_path; returns (rc, stdout, stderr)."""
+    def checkpoint(self, container_id, image_path, exit_task, timeout=None):
+        """Dump the task into image_path; returns (rc, stdout, stderr). rc 124: `timeout` stopped waiting."""
         args = ["task", "checkpoint", "--image-path", image_path]
         if exit_task:
             args.append("--exit")
-        return self._ctr(self.address(), *args, container_id)
+        argv = [self.ctr, "--address", self.address(), "--namespace", NAMESPACE, *args, container_id]
+        if timeout and self.timeout_path:
+            argv = [self.timeout_path, str(int(timeout)), *argv]
+        return self.run(argv)

@@ -83,11 +83,12 @@ options:
     elements: str
   all_running:
     description:
+      - V(true) selects containers by state instead of by name; V(false) or unset needs O(container) or
+        O(containers).
       - With O(state=present), every running container (narrowed by O(filters) and O(exclude)).
       - With any other state, every container that has the checkpoint O(name) (narrowed the same way), for example
         to restore all containers of a host after a reboot.
     type: bool
-    default: false
   filters:
     description:
       - Docker Engine container filters applied with O(all_running), for example a C(label) key with the list
@@ -399,7 +400,10 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_names
     validate_container_ref,
 )
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_ops import CheckpointOps, OpError
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_selection import select_containers
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_selection import (
+    select_containers,
+    unique_by_id,
+)
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_store import parse_age
 from ansible_collections.fleet.checkpoint.plugins.module_utils._container_procs import time_namespace
 from ansible_collections.fleet.checkpoint.plugins.module_utils._containerd_task import ContainerdTask
@@ -419,7 +423,7 @@ def argument_spec():
         state=dict(type="str", default="present", choices=["present", "absent", "restored", "exported", "imported"]),
         container=dict(type="str"),
         containers=dict(type="list", elements="str"),
-        all_running=dict(type="bool", default=False),
+        all_running=dict(type="bool"),
         filters=dict(type="dict"),
         exclude=dict(type="list", elements="str", default=[]),
         leave_running=dict(type="bool", default=False),
@@ -453,6 +457,12 @@ def check_options(params):
             validate_container_ref(ref)
         except ValueError as exc:
             errors.append(str(exc))
+    selectors = [key for key in ("container", "containers") if params[key] is not None]
+    selectors += ["all_running=true"] if params["all_running"] else []
+    if not selectors:
+        errors.append("no container selected: give container, containers, or all_running=true")
+    elif len(selectors) > 1:
+        errors.append(f"{' and '.join(selectors)} are mutually exclusive: select containers one way")
     if params["containers"] is not None and not params["containers"]:
         errors.append("containers is an empty list: name at least one container, or use all_running=true")
     single = params["container"] is not None
@@ -499,8 +509,7 @@ def check_options(params):
 def run_module():
     module = AnsibleModule(
         argument_spec=argument_spec(),
-        mutually_exclusive=[("container", "containers", "all_running"), ("archive_path", "archive_dir")],
-        required_one_of=[("container", "containers", "all_running")],
+        mutually_exclusive=[("archive_path", "archive_dir")],
         supports_check_mode=True,
     )
     params = module.params
@@ -509,8 +518,13 @@ def run_module():
         module.fail_json(msg="; ".join(errors), checkpoint=params["name"], results=[])
     state = params["state"]
 
+    if os.geteuid() != 0:
+        module.fail_json(msg="docker_checkpoint needs root on the managed host (Docker's checkpoint directories are "
+                             "root-only): use become: true", checkpoint=params["name"], results=[])
+
     def run(argv):
-        return module.run_command(argv)
+        # From worker threads: exceptions are raised (and reported per container), never fail_json in a thread.
+        return module.run_command(argv, handle_exceptions=False)
 
     try:
         api = DockerAPI(params["docker_host"], timeout=params["api_timeout"])
@@ -526,14 +540,15 @@ def run_module():
         if state == "exported" and params["compression"] == "zstd" and not module.get_bin_path("zstd"):
             raise PreflightError("compression=zstd needs the zstd command on the managed host: install the zstd "
                                  "package (or use compression=gzip or none)")
-        refs = select_containers(api, params, info.get("DockerRootDir") or "/var/lib/docker")
+        refs = unique_by_id(api, select_containers(api, params, info.get("DockerRootDir") or "/var/lib/docker"))
     except (PreflightError, DockerAPIError) as exc:
         module.fail_json(msg=str(exc), checkpoint=params["name"], results=[])
 
     ctr = module.get_bin_path("ctr")
     ctx = Context(
         api=api, root_dir=info.get("DockerRootDir") or "/var/lib/docker", run=run, check_mode=module.check_mode,
-        state=state, versions=versions, containerd=ContainerdTask(run, ctr) if ctr else None,
+        state=state, versions=versions,
+        containerd=ContainerdTask(run, ctr, timeout_path=module.get_bin_path("timeout")) if ctr else None,
         criu_log=criu_log_path(), zstd=module.get_bin_path("zstd"), host_time_ns=time_namespace("self"),
         options=dict(params, max_age_seconds=parse_age(params["max_age"]) if params["max_age"] else None,
                      archive_mode=bool(params["archive_path"] or params["archive_dir"])),
@@ -544,10 +559,10 @@ def run_module():
     def one(ref):
         try:
             return operation(ref)
-        except OpError as exc:
-            return results_mod.failure(ref, str(exc))
-        except (DockerAPIError, OSError, ValueError) as exc:
-            return results_mod.failure(ref, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # pylint: disable=broad-exception-caught
+            # One container's failure must not hide the others' results (some may have been changed already).
+            message = str(exc) if isinstance(exc, OpError) else f"{type(exc).__name__}: {exc}"
+            return results_mod.failure(ref, message, ops.partial())
 
     workers = max(1, min(params["parallel"] or os.cpu_count() or 1, len(refs) or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -141,6 +141,7 @@ host:
   sample: {"experimental": true, "criu": "4.2.1", "docker": "26.1.5", "kernel": "6.18.44", "root_dir": "/var/lib/docker"}
 """
 
+import os
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -150,7 +151,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_names
     validate_checkpoint_name,
     validate_container_ref,
 )
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_store import list_checkpoints
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_store import is_managed, list_checkpoints
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu_version import at_least
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker_api import DockerAPI, DockerAPIError
 
@@ -163,7 +164,11 @@ def restorability(checkpoint, host, running):
     if not host["criu"]:
         reasons.append(f"CRIU is not usable: {host['criu_problem']}")
     made_with = ((checkpoint.get("metadata") or {}).get("versions") or {}).get("criu")
-    if host["criu"] and made_with and not at_least(host["criu"], made_with):
+    try:
+        older = bool(host["criu"] and made_with and not at_least(host["criu"], str(made_with)))
+    except ValueError:
+        older = False
+    if older:
         reasons.append(f"made with CRIU {made_with}, this host has the older CRIU {host['criu']}")
     if running:
         reasons.append("the container is running (restore with force=true to stop it first)")
@@ -178,7 +183,7 @@ def describe(checkpoint, host, running):
         "path": checkpoint["path"],
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(checkpoint["created"])),
         "size": checkpoint["size"],
-        "managed": bool(metadata),
+        "managed": is_managed(metadata),
         "method": metadata.get("method"),
         "leave_running": metadata.get("leave_running"),
         "restart_policy": metadata.get("restart_policy"),
@@ -201,6 +206,9 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
+    if os.geteuid() != 0:
+        module.fail_json(msg="docker_checkpoint_info needs root on the managed host (Docker's checkpoint directories are "
+                             "root-only): use become: true")
     try:
         if params["name"] is not None:
             validate_checkpoint_name(params["name"])

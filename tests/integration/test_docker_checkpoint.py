@@ -214,6 +214,15 @@ def test_listening_tcp_socket_is_checkpointed_and_serves_after_restore(hosts):
     assert lab_exec(host, "docker", "exec", "web", "wget", "-qO-", f"http://{address}:8080/").stdout.strip() == "fleet"
 
 
+def test_a_container_named_twice_is_handled_once(hosts):
+    host = hosts[0]
+    start_counter(host, "twice")
+    short_id = inspect(host, "twice", "{{.Id}}")[:12]
+    result = ok(module(host, containers=["twice", short_id], name="once", leave_running=True))
+    assert [item["container"] for item in result["results"]] == ["twice"]
+    assert running(host, "twice")
+
+
 def test_absent_and_retention(hosts):
     host = hosts[0]
     start_counter(host, "keep")
@@ -436,6 +445,7 @@ BAD_INPUTS = [
     (dict(container="no-such-container", name="cp"), "not found on this host"),
     (dict(container="bad name!", name="cp"), "not a container name or id"),
     (dict(container="sleeper", name="cp"), "needs a running container"),
+    (dict(container="ephemeral", name="cp"), "--rm"),
     (dict(container="sleeper", name="missing", state="restored"), "not found for container sleeper"),
     (dict(container="victim", target="victim2", name="cp", state="restored"), "already running"),
     (dict(container="victim", target="sleeper", name="cp", state="present"), "only with state=restored"),
@@ -448,6 +458,9 @@ BAD_INPUTS = [
     (dict(container="victim", name="cp", filters={"label": "x"}), "only with all_running"),
     (dict(container="victim", name="cp", parallel=0), "parallel must be 1 or more"),
     (dict(containers=[], name="cp"), "empty list"),
+    (dict(name="cp"), "no container selected"),
+    (dict(name="cp", all_running=False, state="absent"), "no container selected"),
+    (dict(container="victim", all_running=True, name="cp"), "mutually exclusive"),
     (dict(container="sleeper", name="cp", state="absent", leave_running=True), "only with state=present"),
     (dict(container="victim", name="cp", docker_host="ssh://elsewhere"), "not supported"),
     (dict(container="victim", name="cp", state="exported", archive_path="/root/bad"), "is a directory"),
@@ -468,6 +481,7 @@ def test_bad_inputs_fail_clearly_and_change_nothing(hosts, tmp_path):
     host = hosts[0]
     start_counter(host, "victim")
     start_counter(host, "victim2")
+    start_counter(host, "ephemeral", "--rm")
     lab_exec(host, "docker", "rm", "-f", "sleeper", check=False)
     lab_exec(host, "docker", "create", "--name", "sleeper", IMAGE)
     names = bad_archives(tmp_path)

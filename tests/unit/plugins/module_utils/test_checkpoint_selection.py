@@ -11,7 +11,9 @@ import pytest
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_selection import (
     engine_filters,
     select_containers,
+    unique_by_id,
 )
+from ansible_collections.fleet.checkpoint.plugins.module_utils._docker_api import DockerAPIError
 
 WEB = "a1" * 32
 DB = "b2" * 32
@@ -41,8 +43,8 @@ SUMMARIES = [
 
 
 def params(**overrides):
-    base = {"container": None, "containers": None, "filters": None, "exclude": None, "state": "present",
-            "name": "pre-reboot"}
+    base = {"container": None, "containers": None, "all_running": True, "filters": None, "exclude": None,
+            "state": "present", "name": "pre-reboot"}
     base.update(overrides)
     return base
 
@@ -135,3 +137,25 @@ def test_restored_with_a_bad_checkpoint_name_is_refused(tmp_path):
 def test_all_running_prefers_the_container_own_name_over_a_link_name(tmp_path):
     api = FakeApi([{"Id": DB, "Names": ["/web/db-link", "/db"]}])
     assert select_containers(api, params(), str(tmp_path)) == ["db"]
+
+
+def test_nothing_is_selected_without_a_selector(tmp_path):
+    api = FakeApi([{"Id": "a" * 64, "Names": ["/web"]}])
+    assert select_containers(api, params(all_running=None), str(tmp_path)) == []
+    assert select_containers(api, params(all_running=False), str(tmp_path)) == []
+
+
+class InspectAPI:
+    def __init__(self, ids):
+        self.ids = ids
+
+    def get(self, path, **query):
+        ref = path.split("/")[2]
+        if ref not in self.ids:
+            raise DockerAPIError("no such container", status=404)
+        return {"Id": self.ids[ref]}
+
+
+def test_unique_by_id_drops_a_second_reference_to_the_same_container():
+    api = InspectAPI({"web": "a" * 64, "aaaaaaaaaaaa": "a" * 64, "db": "b" * 64})
+    assert unique_by_id(api, ["web", "db", "aaaaaaaaaaaa", "ghost", "ghost2"]) == ["web", "db", "ghost", "ghost2"]

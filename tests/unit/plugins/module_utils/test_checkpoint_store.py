@@ -233,7 +233,8 @@ def test_parse_age_refuses_booleans(value):
 
 
 def item(name, created, metadata=True):
-    return {"name": name, "created": created, "metadata": {"created": created} if metadata else {}, "path": name,
+    managed = {"format": "fleet.checkpoint/checkpoint", "created": created}
+    return {"name": name, "created": created, "metadata": managed if metadata else {}, "path": name,
             "size": 0}
 
 
@@ -306,3 +307,8 @@ def test_copy_checkpoint_refuses_a_link_to_a_directory(tmp_path):
     with pytest.raises(ValueError, match="not a regular file"):
         copy_checkpoint(str(source), str(tmp_path / "copy"))
     assert not (tmp_path / "copy").exists()
+
+
+def test_a_checkpoint_with_metadata_but_not_made_here_is_never_pruned():
+    foreign = {"name": "cli", "created": 1, "metadata": {"last_restore": {"at": 5}}, "path": "cli", "size": 0}
+    assert select_pruned([foreign, item("new", 400)], "new", keep_last=1, max_age=10, now=1000) == []

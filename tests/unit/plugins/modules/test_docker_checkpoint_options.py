@@ -22,6 +22,7 @@ def test_good_options_have_no_errors():
     assert check_options(params(state="exported", archive_dir="/srv/archives")) == []
     assert check_options(params(state="restored", target="web-2")) == []
     assert check_options(params(keep_last=3, max_age="7d")) == []
+    assert check_options(params(all_running=False)) == []
 
 
 @pytest.mark.parametrize("overrides, fragment", [
@@ -45,6 +46,10 @@ def test_good_options_have_no_errors():
     (dict(container=None, all_running=True, state="restored", archive_dir="/srv"), "cannot import"),
     (dict(parallel=0), "parallel must be 1 or more"),
     (dict(timeout=0), "timeout and api_timeout"),
+    (dict(container=None), "no container selected"),
+    (dict(container=None, all_running=False), "no container selected"),
+    (dict(all_running=True), "mutually exclusive"),
+    (dict(containers=["a"]), "mutually exclusive"),
 ])
 def test_each_bad_option_is_named(overrides, fragment):
     errors = check_options(params(**overrides))
