@@ -12,7 +12,8 @@ cat <<'TEXT'
 The lab fleet is up: real Debian hosts (containers running systemd, sshd and Docker) reached over SSH.
 What exists today: installing a CRIU proven to work on the kernel, turning on Docker's experimental mode
 without stopping containers, a readiness report, and checkpoint/restore of containers with
-fleet.checkpoint.docker_checkpoint. The reboot and migrate playbooks are not built yet.
+fleet.checkpoint.docker_checkpoint, and fleet.checkpoint.host_reboot: every host rebooted in turn while its
+containers are checkpointed and restored where they left off.
 
 TEXT
 tests/lab/status.sh
@@ -45,21 +46,33 @@ echo "== 3. fleet.checkpoint.readiness =="
 ansible-playbook -i "$inventory" fleet.checkpoint.readiness
 
 echo
-echo "== 4. fleet.checkpoint.docker_checkpoint: checkpoint every counter (it stops), then restore it =="
-echo "The counters were kept alive across Docker's restart (live-restore): Docker's own checkpoint would leave them"
-echo "running; the module dumps them through containerd's task API, which stops them."
-ansible fleet_lab_trixie -i "$inventory" -m fleet.checkpoint.docker_checkpoint -a 'container=demo-counter name=demo force=true' -o
-declare -A last
-for host in $(ansible fleet_lab_trixie -i "$inventory" --list-hosts | tail -n +2); do
-  last[$host]="$(docker exec "$host" docker logs --tail 1 demo-counter)"
-  printf '  %-20s running=%s, last count %s\n' "$host" "$(docker exec "$host" docker inspect -f '{{.State.Running}}' demo-counter)" "${last[$host]}"
+echo "== 4. fleet.checkpoint.host_reboot: checkpoint every container, reboot the host, restore, one host at a time =="
+trixie=$(ansible fleet_lab_trixie -i "$inventory" --list-hosts | tail -n +2 | xargs)
+for host in $trixie; do
+  docker exec "$host" sh -c '[ "$(docker inspect -f "{{.State.Running}}" demo-always 2>/dev/null)" = true ] ||
+    { docker rm -f demo-always >/dev/null 2>&1; docker run -d --name demo-always --restart always fleet-lab-workload:busybox >/dev/null; sleep 2; }'
 done
+declare -A count_before boot_before
+for host in $trixie; do
+  boot_before[$host]="$(docker exec "$host" systemctl show -p UserspaceTimestamp --value)"
+  for c in demo-counter demo-always; do
+    count_before[$host/$c]="$(docker exec "$host" docker logs --tail 1 "$c")"
+  done
+done
+ansible-playbook -i "$inventory" fleet.checkpoint.host_reboot \
+  -e fleet_checkpoint_hosts=fleet_lab_trixie -e fleet_checkpoint_reboot=always
 sleep 3
-ansible fleet_lab_trixie -i "$inventory" -m fleet.checkpoint.docker_checkpoint -a 'container=demo-counter name=demo state=restored' -o
-sleep 2
-echo "Counters after the restore: the next number follows the last one (a cold start would begin again at 1)."
-for host in "${!last[@]}"; do
-  next="$(docker exec "$host" docker logs demo-counter | awk -v n="${last[$host]}" 'found {print; exit} $0 == n {found=1}')"
-  verdict="continued"; [ "$next" = "$((last[$host] + 1))" ] || verdict="DID NOT CONTINUE"
-  printf '  %-20s last count before %s, next after restore %s: %s\n' "$host" "${last[$host]}" "$next" "$verdict"
+echo
+echo "Before and after. A restored container's log is one unbroken count; a cold start would begin again at 1."
+printf '  %-14s %-13s %-9s %-14s %-12s %-10s %s\n' HOST CONTAINER REBOOTED "COUNT BEFORE" "COUNT NOW" POLICY VERDICT
+for host in $trixie; do
+  rebooted=no; [ "$(docker exec "$host" systemctl show -p UserspaceTimestamp --value)" != "${boot_before[$host]}" ] && rebooted=yes
+  for c in demo-counter demo-always; do
+    numbers="$(docker exec "$host" docker logs "$c" 2>/dev/null)"
+    now="$(printf '%s\n' "$numbers" | tail -1)"
+    breaks="$(printf '%s\n' "$numbers" | awk 'NR > 1 && $1 != prev + 1 {n++} {prev = $1} END {print n + 0}')"
+    policy="$(docker exec "$host" docker inspect -f '{{.HostConfig.RestartPolicy.Name}}' "$c")"
+    verdict="continued"; [ "$breaks" = 0 ] && [ "$now" -gt "${count_before[$host/$c]}" ] || verdict="DID NOT CONTINUE"
+    printf '  %-14s %-13s %-9s %-14s %-12s %-10s %s\n' "$host" "$c" "$rebooted" "${count_before[$host/$c]}" "$now" "$policy" "$verdict"
+  done
 done

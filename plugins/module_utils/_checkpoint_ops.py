@@ -36,6 +36,11 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_engin
     criu_log_excerpt,
 )
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_manifest import ManifestError, build
+from ansible_collections.fleet.checkpoint.plugins.module_utils._container_create import (
+    CreateError,
+    create,
+    missing_prerequisites,
+)
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker_api import DockerAPIError
 
 NO_POLICY = {"Name": "no", "MaximumRetryCount": 0}
@@ -69,6 +74,22 @@ def _images(path):
     return inventory
 
 
+def cold_start(api, ref, policy):
+    """Start a container afresh (its checkpoint could not be restored) and put its recorded restart policy back.
+
+    Returns (ok, message). A container already running is left as it is.
+    """
+    try:
+        inspect = api.get(f"/containers/{ref}/json")
+        if not (inspect.get("State") or {}).get("Running"):
+            api.post(f"/containers/{inspect['Id']}/start")
+        if isinstance(policy, dict) and not _is_no(policy) and _policy(inspect).get("Name") != policy.get("Name"):
+            api.post(f"/containers/{inspect['Id']}/update", body={"RestartPolicy": policy})
+    except DockerAPIError as exc:
+        return False, str(exc)
+    return True, "started afresh"
+
+
 class CheckpointOps:
     """Operations on one host. `ctx` carries: api, root_dir, run, check_mode, options (dict), versions (dict),
     containerd (ContainerdTask or None), criu_log (path or None), zstd (path or None), host_time_ns."""
@@ -94,6 +115,34 @@ class CheckpointOps:
                               "(`docker ps -a` lists the containers)") from exc
             raise
 
+    def _inspect_or_create(self, ref):
+        """Inspect the container; with create=true and an archive, create it first from the archive's manifest."""
+        try:
+            return self.inspect(ref)
+        except OpError:
+            if not (self.opts.get("create") and self.opts.get("archive_mode")):
+                raise
+        archive = self._archive_for(ref)
+        try:
+            with transfer.Tarball(archive, self.ctx.run, self.ctx.zstd, os.path.dirname(os.path.abspath(archive))) \
+                    as tar_path:
+                config = transfer.read_manifest(tar_path)["container"]
+        except (ArchiveError, ManifestError) as exc:
+            raise OpError(f"{archive}: {exc}") from exc
+        if self.ctx.check_mode:
+            problems = missing_prerequisites(self.api, config, os.path.exists)
+            if problems:
+                raise OpError(f"container {ref} cannot be created from {archive}: {'; '.join(problems)}")
+            self._local.created = True  # would be
+            return {"Id": "0" * 64, "Name": f"/{ref}", "State": {}, "HostConfig": {}, "Image": None}
+        try:
+            create(self.api, ref, config, os.path.exists)
+        except (CreateError, DockerAPIError) as exc:
+            raise OpError(f"container {ref} cannot be created from {archive}: {exc}") from exc
+        inspect = self.inspect(ref)
+        self._local.created = True
+        return inspect
+
     def _result(self, inspect):
         self._local.result = {
             "container": (inspect.get("Name") or "").lstrip("/"),
@@ -103,6 +152,10 @@ class CheckpointOps:
             "action": "unchanged",
             "warnings": [],
         }
+        if getattr(self._local, "created", False):
+            self._local.result["created"] = True
+            self._local.result["changed"] = True
+            self._local.created = False
         return self._local.result
 
     def _path(self, container_id):
@@ -351,7 +404,8 @@ class CheckpointOps:
 
     # -- restored --------------------------------------------------------------------------------------------------
     def restored(self, ref):
-        source = self.inspect(ref)
+        self._local.created = False
+        source = self._inspect_or_create(ref)
         target = self.inspect(self.opts["target"]) if self.opts.get("target") else source
         tid = target["Id"]
         result = self._result(target)
@@ -426,6 +480,7 @@ class CheckpointOps:
         self._put_back_policy(tid, metadata, result)
         metadata["last_restore"] = {"started_at": state.get("StartedAt"), "at": time.time()}
         store.write_metadata(path, metadata)
+        result["pruned"] = self._prune(tid, time.time())
         result["duration"] = round(time.time() - started, 3)
         return result
 
@@ -532,7 +587,9 @@ class CheckpointOps:
 
     # -- imported --------------------------------------------------------------------------------------------------
     def imported(self, ref, _inspect=None):
-        inspect = _inspect or self.inspect(ref)
+        if _inspect is None:
+            self._local.created = False
+        inspect = _inspect or self._inspect_or_create(ref)
         cid = inspect["Id"]
         result = self._result(inspect)
         path = self._path(cid)

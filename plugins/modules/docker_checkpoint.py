@@ -54,8 +54,8 @@ options:
       - Name of the checkpoint. It must start with a letter or digit and use only letters, digits, C(_), C(.) and
         C(-), at least 2 and at most 128 characters, without C(..) (as Docker, plus the length limit).
       - An invalid name fails the module before anything is touched.
+      - Required, except with O(state=restored) and O(manifest_path) (the manifest names the checkpoint).
     type: str
-    required: true
   state:
     description:
       - V(present) makes sure the checkpoint exists. A new checkpoint stops the container unless
@@ -145,14 +145,45 @@ options:
     default: zstd
   keep_last:
     description:
-      - With O(state=present), after a successful new checkpoint, remove older checkpoints of the same container
-        (only those made by fleet.checkpoint) so that this many remain, the new one included.
+      - With O(state=present) or O(state=restored), after success, remove older checkpoints of the same container
+        (only those made by fleet.checkpoint) so that this many remain, the new or restored one included.
     type: int
   max_age:
     description:
-      - With O(state=present), after a successful new checkpoint, remove checkpoints of the same container made by
+      - With O(state=present) or O(state=restored), after success, remove checkpoints of the same container made by
         fleet.checkpoint that are older than this. Seconds, or a number with C(s), C(m), C(h), C(d) or C(w).
     type: str
+  create:
+    description:
+      - With O(state=imported) or O(state=restored) from an archive, create the container when it does not exist,
+        from the configuration in the archive's manifest - image, command, entrypoint, environment, labels, hostname,
+        working directory, user, ports, mounts and networks (restart policy C(no) until the restore puts the recorded
+        one back).
+      - The image, user-defined networks and bind mount sources must already exist on the host; what is missing is
+        named in the error and nothing is created.
+    type: bool
+    default: false
+  manifest_path:
+    description:
+      - A host manifest (JSON, root-only) recording a checkpoint run and what became of each container.
+      - With O(state=present), written after the run - the containers found, their checkpoint, restart policy, dump
+        path, size and result. While it lists containers not restored yet, another O(state=present) run with the
+        same O(manifest_path) checkpoints nothing (unless O(force=true)), so a re-run cannot overwrite them.
+      - With O(state=restored), read - the containers still to restore and the checkpoint name come from it (no
+        O(container), O(containers), O(all_running) or O(name)); afterwards each container's outcome is recorded
+        (C(restored), C(cold_started), C(left_stopped), C(restore_failed)). C(left_stopped) and C(restore_failed) are
+        tried again by the next run; once none is left, further runs change nothing. No manifest - nothing to do.
+    type: path
+  fallback:
+    description:
+      - With O(manifest_path) and O(state=restored), what to do with a container whose restore fails.
+      - V(cold_start) starts it afresh (its memory state is lost) with its recorded restart policy, reports it as
+        C(cold_started) with a warning, and does not fail the task.
+      - V(leave_stopped) leaves it stopped (C(left_stopped)) for a later attempt, without failing the task.
+      - V(fail) records C(restore_failed) and fails the task.
+    type: str
+    choices: [cold_start, leave_stopped, fail]
+    default: fail
   verify:
     description:
       - With O(state=restored), check that the container resumed from the checkpoint (recorded process tree back, own
@@ -244,6 +275,22 @@ EXAMPLES = r"""
     archive_path: /var/lib/fleet-checkpoint/archives/billing-worker-move.tar.zst
   become: true
 
+- name: Before a reboot - checkpoint every running container and record them in a host manifest
+  fleet.checkpoint.docker_checkpoint:
+    all_running: true
+    name: "reboot-{{ ansible_date_time.epoch }}"
+    manifest_path: /var/lib/fleet-checkpoint/manifest.json
+  become: true
+
+- name: After the reboot - restore what the manifest lists; start afresh what cannot be restored
+  fleet.checkpoint.docker_checkpoint:
+    state: restored
+    manifest_path: /var/lib/fleet-checkpoint/manifest.json
+    fallback: cold_start
+    keep_last: 3
+  register: restore
+  become: true
+
 - name: Remove a checkpoint
   fleet.checkpoint.docker_checkpoint:
     container: billing-worker
@@ -258,6 +305,20 @@ checkpoint:
   returned: always
   type: str
   sample: pre-reboot
+manifest:
+  description: The host manifest after this run (as written to O(manifest_path), or as it would be in check mode).
+  returned: with manifest_path
+  type: dict
+  sample: {"format": "fleet.checkpoint/host-manifest", "checkpoint": "fleet-20261123T165000Z", "state": "restored",
+           "containers": [{"container": "web", "status": "restored", "resumed": true}]}
+summary:
+  description: One row per container of the manifest - container, checkpoint, status, resumed, size, method,
+    dump_seconds, restore_seconds, msg.
+  returned: with manifest_path
+  type: list
+  elements: dict
+  sample: [{"container": "web", "checkpoint": "fleet-20261123T165000Z", "status": "restored", "resumed": true,
+            "size": 173450, "method": "containerd", "dump_seconds": 0.27, "restore_seconds": 0.42, "msg": ""}]
 results:
   description: One entry per container, in the order given (all_running - in the Engine's order).
   returned: always
@@ -366,6 +427,11 @@ results:
       elements: str
       returned: state=present and a checkpoint was made
       sample: [snap-1763900000]
+    created:
+      description: The container was created from the archive's manifest (O(create=true)), or would be in check mode.
+      type: bool
+      returned: when it happened
+      sample: true
     archive:
       description: The archive written or read.
       type: str
@@ -384,11 +450,14 @@ results:
 """
 
 import os
+import platform
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils import _checkpoint_results as results_mod
+from ansible_collections.fleet.checkpoint.plugins.module_utils import _host_manifest as host_manifest
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_engine import (
     PreflightError,
     check_criu,
@@ -399,7 +468,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_names
     validate_checkpoint_name,
     validate_container_ref,
 )
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_ops import CheckpointOps, OpError
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_ops import CheckpointOps, OpError, cold_start
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_selection import (
     select_containers,
     unique_by_id,
@@ -419,7 +488,7 @@ class Context:
 
 def argument_spec():
     return dict(
-        name=dict(type="str", required=True),
+        name=dict(type="str"),
         state=dict(type="str", default="present", choices=["present", "absent", "restored", "exported", "imported"]),
         container=dict(type="str"),
         containers=dict(type="list", elements="str"),
@@ -438,6 +507,9 @@ def argument_spec():
         verify=dict(type="bool", default=True),
         parallel=dict(type="int"),
         timeout=dict(type="int", default=600),
+        manifest_path=dict(type="path"),
+        create=dict(type="bool", default=False),
+        fallback=dict(type="str", default="fail", choices=["cold_start", "leave_stopped", "fail"]),
         docker_host=dict(type="str", default="unix:///var/run/docker.sock"),
         api_timeout=dict(type="int", default=60),
     )
@@ -447,10 +519,19 @@ def check_options(params):
     """Every input problem the module can see before touching anything, as a list of messages."""
     errors = []
     state = params["state"]
-    try:
-        validate_checkpoint_name(params["name"])
-    except ValueError as exc:
-        errors.append(str(exc))
+    from_manifest = state == "restored" and params["manifest_path"]
+    if params["name"] is None and not from_manifest:
+        errors.append("name is required (the checkpoint's name), except for state=restored with manifest_path")
+    elif params["name"] is not None:
+        try:
+            validate_checkpoint_name(params["name"])
+        except ValueError as exc:
+            errors.append(str(exc))
+    if params["manifest_path"] and state not in ("present", "restored"):
+        errors.append("manifest_path is used only with state=present (written) or state=restored (read)")
+    if params["fallback"] != "fail" and not from_manifest:
+        errors.append("fallback is used only with state=restored and manifest_path (the manifest records what to "
+                      "cold-start and with which restart policy)")
     for ref in ([params["container"]] if params["container"] is not None else []) + (params["containers"] or []) \
             + (params["exclude"] or []) + ([params["target"]] if params["target"] is not None else []):
         try:
@@ -459,7 +540,10 @@ def check_options(params):
             errors.append(str(exc))
     selectors = [key for key in ("container", "containers") if params[key] is not None]
     selectors += ["all_running=true"] if params["all_running"] else []
-    if not selectors:
+    if from_manifest and selectors:
+        errors.append(f"{', '.join(selectors)} cannot be combined with manifest_path for state=restored: the manifest "
+                      "says which containers to restore")
+    elif not selectors and not from_manifest:
         errors.append("no container selected: give container, containers, or all_running=true")
     elif len(selectors) > 1:
         errors.append(f"{' and '.join(selectors)} are mutually exclusive: select containers one way")
@@ -474,12 +558,17 @@ def check_options(params):
         errors.append(f"state={state} needs archive_path (one container) or archive_dir")
     if (params["archive_path"] or params["archive_dir"]) and state not in ("exported", "imported", "restored"):
         errors.append("archive_path and archive_dir are used only with state=exported, imported or restored")
+    if params["create"] and not (state in ("imported", "restored") and (params["archive_path"] or params["archive_dir"])):
+        errors.append("create is used only with state=imported or restored from an archive (archive_path or "
+                      "archive_dir): the archive's manifest describes the container to create")
     if params["target"] is not None and (params["archive_path"] or params["archive_dir"]):
         errors.append("target cannot be combined with an archive: import the archive into the target container "
                       "itself (container=<target>)")
-    for key in ("keep_last", "max_age", "leave_running"):
-        if params[key] not in (None, False) and state != "present":
-            errors.append(f"{key} is used only with state=present")
+    if params["leave_running"] and state != "present":
+        errors.append("leave_running is used only with state=present")
+    for key in ("keep_last", "max_age"):
+        if params[key] is not None and state not in ("present", "restored"):
+            errors.append(f"{key} is used only with state=present or restored (pruning after success)")
     if params["keep_last"] is not None and params["keep_last"] < 1:
         errors.append(f"keep_last must be 1 or more (the new checkpoint counts), not {params['keep_last']}")
     if params["max_age"] is not None:
@@ -506,6 +595,54 @@ def check_options(params):
     return errors
 
 
+def manifest_shortcut(params, manifest):
+    """The module's answer when the manifest alone settles it (nothing to restore, or a restore still pending)."""
+    path = params["manifest_path"]
+    if params["state"] == "restored":
+        if manifest is None:
+            return dict(changed=False, results=[], summary=[], manifest=None, checkpoint=None,
+                        msg=f"no manifest at {path}: nothing to restore")
+        if not host_manifest.pending(manifest):
+            return dict(changed=False, results=[], summary=host_manifest.summary(manifest), manifest=manifest,
+                        checkpoint=manifest["checkpoint"], msg="every container of the manifest is settled already")
+    elif manifest is not None and manifest.get("state") == "checkpointed" and not params["force"]:
+        return dict(changed=False, results=[], summary=host_manifest.summary(manifest), manifest=manifest,
+                    checkpoint=manifest["checkpoint"],
+                    msg=f"{path} lists checkpoints not restored yet ({', '.join(host_manifest.pending(manifest))}): "
+                        "nothing is checkpointed again; restore them first (or force=true)")
+    return None
+
+
+def record_manifest(module, ctx, manifest, results, answer):
+    """Write the manifest for a present run, or apply a restore run (with its fallback); True when a container is
+    left neither restored nor started."""
+    params = module.params
+    if params["state"] == "present":
+        updated = host_manifest.new(platform.node(), params["name"], time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                    results, params["leave_running"])
+        failed = answer.get("failed", False) or any(result.get("failed") for result in results)
+    else:
+        cold = {}
+        if params["fallback"] == "cold_start" and not module.check_mode:
+            recorded = {item["container"]: item.get("restart_policy") for item in manifest["containers"]}
+            for result in results:
+                if result.get("failed"):
+                    cold[result["container"]] = cold_start(ctx.api, result["container"], recorded.get(result["container"]))
+        updated = host_manifest.apply_restore(manifest, results, params["fallback"], cold)
+        failed = any(item["status"] == "restore_failed" for item in updated["containers"])
+        answer["changed"] = answer["changed"] or any(started[0] for started in cold.values())
+        for name, (ok, _message) in cold.items():
+            if ok:
+                module.warn(f"{name} could not be restored from its checkpoint and was started afresh (cold start): "
+                            "its memory state is lost")
+    if not module.check_mode:
+        host_manifest.write(params["manifest_path"], updated)
+        answer["changed"] = True
+    answer["manifest"] = updated
+    answer["summary"] = host_manifest.summary(updated)
+    return failed
+
+
 def run_module():
     module = AnsibleModule(
         argument_spec=argument_spec(),
@@ -521,6 +658,17 @@ def run_module():
     if os.geteuid() != 0:
         module.fail_json(msg="docker_checkpoint needs root on the managed host (Docker's checkpoint directories are "
                              "root-only): use become: true", checkpoint=params["name"], results=[])
+    manifest = None
+    if params["manifest_path"]:
+        try:
+            manifest = host_manifest.read(params["manifest_path"])
+        except host_manifest.HostManifestError as exc:
+            module.fail_json(msg=f"manifest_path {exc}: move it away to start afresh", results=[])
+        early = manifest_shortcut(params, manifest)
+        if early:
+            module.exit_json(**early)
+        if state == "restored":
+            params["name"] = manifest["checkpoint"]
 
     def run(argv):
         # From worker threads: exceptions are raised (and reported per container), never fail_json in a thread.
@@ -540,7 +688,10 @@ def run_module():
         if state == "exported" and params["compression"] == "zstd" and not module.get_bin_path("zstd"):
             raise PreflightError("compression=zstd needs the zstd command on the managed host: install the zstd "
                                  "package (or use compression=gzip or none)")
-        refs = unique_by_id(api, select_containers(api, params, info.get("DockerRootDir") or "/var/lib/docker"))
+        if state == "restored" and manifest is not None:
+            refs = host_manifest.pending(manifest)
+        else:
+            refs = unique_by_id(api, select_containers(api, params, info.get("DockerRootDir") or "/var/lib/docker"))
     except (PreflightError, DockerAPIError) as exc:
         module.fail_json(msg=str(exc), checkpoint=params["name"], results=[])
 
@@ -571,10 +722,16 @@ def run_module():
     for warning in results_mod.warnings(results):
         module.warn(warning)
     answer = dict(changed=changed, checkpoint=params["name"], results=results, msg=message)
+    if params["manifest_path"]:
+        failed = record_manifest(module, ctx, manifest, results, answer)
+        if failed:
+            answer["msg"] = f"{message}; manifest: " + "; ".join(
+                f"{row['container']} {row['status']}" for row in answer["summary"])
     difference = results_mod.diff(state, results)
     if module._diff and difference:
         answer["diff"] = difference
-    if failed:
+    if failed or answer.get("failed"):
+        answer.pop("failed", None)
         module.fail_json(**answer)
     module.exit_json(**answer)
 

@@ -38,6 +38,20 @@ def sh(host, script, check=True):
     return lab_exec(host, "sh", "-c", script, check=check)
 
 
+def as_shipped(host):
+    """A lab host as the image ships it: no containers or volumes, no CRIU, no daemon.json, no fleet.checkpoint state."""
+    sh(host, "docker rm -f $(docker ps -aq) >/dev/null 2>&1; docker volume prune -af >/dev/null 2>&1; "
+             "DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq criu libcompel1 python3-pycriu libcriu2 "
+             ">/dev/null 2>&1; rm -rf /etc/criu /etc/apt/sources.list.d/fleet-checkpoint* "
+             "/etc/apt/preferences.d/fleet-checkpoint* /etc/docker/daemon.json* /var/lib/fleet-checkpoint /root/bad "
+             "/run/reboot-required; systemctl restart docker.service; true")
+
+
+def prepared(hosts):
+    """CRIU (criu role with the lab's overrides) and experimental mode on these hosts, through the install playbook."""
+    ansible_playbook(ROOT / "playbooks" / "install.yml", limit=",".join(hosts))
+
+
 def run_module(host, module, check=False, diff=False, **args):
     """Run one module on one lab host over SSH (ad hoc, JSON callback); return its result."""
     flags = (["--check"] if check else []) + (["--diff"] if diff else []) + (["-a", json.dumps(args)] if args else [])

@@ -10,7 +10,7 @@ import time
 import pytest
 import yaml
 
-from conftest import ROOT, ansible_adhoc, ansible_playbook, lab_exec, run, run_module, sh
+from conftest import ROOT, ansible_adhoc, ansible_playbook, as_shipped, lab_exec, run, run_module, sh
 
 MODULE = "fleet.checkpoint.docker_checkpoint"
 INFO = "fleet.checkpoint.docker_checkpoint_info"
@@ -89,15 +89,6 @@ def snapshot(host):
                     "'{{.Name}} {{.State.Status}} {{.State.Pid}} {{.HostConfig.RestartPolicy.Name}}' $c; done | sort; "
                     "find /var/lib/docker/containers -path '*/checkpoints*' | sort; "
                     f"find {ARCHIVES} /root/bad 2>/dev/null | sort").stdout
-
-
-def as_shipped(host):
-    """The lab host as the image ships it: no containers, no CRIU, no daemon.json, no archives."""
-    sh(host, "docker rm -f $(docker ps -aq) >/dev/null 2>&1; "
-             "DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq criu libcompel1 python3-pycriu libcriu2 "
-             ">/dev/null 2>&1; rm -rf /etc/criu /etc/apt/sources.list.d/fleet-checkpoint* "
-             "/etc/apt/preferences.d/fleet-checkpoint* /etc/docker/daemon.json* /var/lib/fleet-checkpoint /root/bad; "
-             "systemctl restart docker.service; true")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,107 @@
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Recreating a container on another host from a checkpoint manifest's container configuration.
+
+The new container gets the same image, command, environment, labels, hostname, ports, mounts and networks, and the
+restart policy `no` (the restore puts the recorded one back once the container runs from its checkpoint).
+"""
+
+from __future__ import annotations
+
+DEFAULT_NETWORKS = ("bridge", "host", "none", "default")
+
+
+class CreateError(Exception):
+    """The container cannot be recreated here; the message says what is missing."""
+
+
+def _mount(mount):
+    kind = mount.get("type")
+    target = mount.get("destination")
+    if not target:
+        raise CreateError(f"a mount in the manifest has no destination: {mount}")
+    read_only = mount.get("rw") is False
+    if kind == "volume":
+        return {"Type": "volume", "Source": mount.get("name") or "", "Target": target, "ReadOnly": read_only}
+    if kind == "bind":
+        return {"Type": "bind", "Source": mount.get("source"), "Target": target, "ReadOnly": read_only}
+    if kind == "tmpfs":
+        return {"Type": "tmpfs", "Target": target}
+    raise CreateError(f"mount type {kind!r} at {target} cannot be recreated")
+
+
+def create_body(config):
+    """The Engine's `POST /containers/create` body for a manifest's `container` section."""
+    image = (config.get("image") or {})
+    reference = image.get("reference") or image.get("id")
+    if not reference:
+        raise CreateError("the manifest names no image")
+    body = {
+        "Image": reference,
+        "Cmd": config.get("cmd"),
+        "Entrypoint": config.get("entrypoint"),
+        "Env": list(config.get("env") or []),
+        "Labels": dict(config.get("labels") or {}),
+        "WorkingDir": config.get("working_dir") or "",
+        "User": config.get("user") or "",
+        "Hostname": config.get("hostname") or "",
+        "Tty": bool(config.get("tty")),
+        "OpenStdin": bool(config.get("open_stdin")),
+        "ExposedPorts": {port: {} for port in config.get("exposed_ports") or []},
+        "HostConfig": {
+            "PortBindings": config.get("port_bindings") or {},
+            "RestartPolicy": {"Name": "no"},
+            "NetworkMode": config.get("network_mode") or "default",
+            "Mounts": [_mount(mount) for mount in config.get("mounts") or []],
+        },
+    }
+    networks = {name: value for name, value in (config.get("networks") or {}).items()
+                if name not in DEFAULT_NETWORKS}
+    if networks:
+        body["NetworkingConfig"] = {"EndpointsConfig": {
+            name: {"Aliases": [alias for alias in (value or {}).get("aliases") or []
+                               if not str(config.get("id") or "").startswith(alias)]}
+            for name, value in sorted(networks.items())}}
+    return body
+
+
+def missing_prerequisites(api, config, path_exists):
+    """What the host lacks to recreate the container (image, user networks, bind mount sources), as messages."""
+    problems = []
+    image = config.get("image") or {}
+    wanted = image.get("id") or image.get("reference")
+    found = None
+    for ref in [ref for ref in (image.get("id"), image.get("reference")) if ref]:
+        try:
+            found = api.get(f"/images/{ref}/json")
+            break
+        except Exception:  # pylint: disable=broad-exception-caught
+            continue
+    if found is None:
+        problems.append(f"image {image.get('reference') or wanted} is not on this host: load it first "
+                        "(`docker save` on the source, `docker load` here) or pull it")
+    elif image.get("id") and found.get("Id") != image.get("id"):
+        problems.append(f"image {image.get('reference')} here is {found.get('Id')}, the checkpoint was made from "
+                        f"{image.get('id')}: load the same image")
+    for name in config.get("networks") or {}:
+        if name in DEFAULT_NETWORKS:
+            continue
+        try:
+            api.get(f"/networks/{name}")
+        except Exception:  # pylint: disable=broad-exception-caught
+            problems.append(f"network {name} does not exist on this host: create it first")
+    for mount in config.get("mounts") or []:
+        if mount.get("type") == "bind" and not path_exists(mount.get("source") or ""):
+            problems.append(f"bind mount source {mount.get('source')} does not exist on this host")
+    return problems
+
+
+def create(api, name, config, path_exists):
+    """Create the container `name`; return its id. Raise CreateError naming what is missing."""
+    problems = missing_prerequisites(api, config, path_exists)
+    if problems:
+        raise CreateError("; ".join(problems))
+    answer = api.post("/containers/create", body=create_body(config), name=name)
+    return (answer or {}).get("Id")

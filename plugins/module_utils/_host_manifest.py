@@ -1,0 +1,166 @@
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The host manifest: what a checkpoint run found running, what became of each container, and what a restore did.
+
+Written root-only on the host by docker_checkpoint (manifest_path) so that a restore after a reboot, or a re-run after
+a partial failure, knows exactly which containers to bring back from which checkpoint, and with which restart policy.
+
+A container's status moves:  checkpointed -> restored | cold_started | left_stopped | restore_failed.
+left_stopped and restore_failed are tried again by the next restore; restored and cold_started are final.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+FORMAT = "fleet.checkpoint/host-manifest"
+FORMAT_VERSION = 1
+RETRY = ("checkpointed", "left_stopped", "restore_failed")
+FINAL = ("restored", "cold_started", "checkpoint_failed", "skipped")
+FALLBACKS = ("cold_start", "leave_stopped", "fail")
+_KEPT = ("id", "restart_policy", "method", "size", "leave_running", "path")
+
+
+class HostManifestError(ValueError):
+    """The manifest file cannot be used; the message says why."""
+
+
+def new(host, checkpoint, created, results, leave_running):
+    """The manifest of a checkpoint run, from docker_checkpoint's per-container results."""
+    containers = []
+    for result in results:
+        entry = {"container": result.get("container"), "checkpoint": checkpoint}
+        entry.update({key: result[key] for key in _KEPT if key in result})
+        entry["dump_seconds"] = result.get("duration")
+        if result.get("failed"):
+            entry.update(status="checkpoint_failed", msg=result.get("msg", ""))
+        else:
+            entry["status"] = "checkpointed"
+        containers.append(entry)
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "host": host,
+        "checkpoint": checkpoint,
+        "created": created,
+        "leave_running": bool(leave_running),
+        "state": state_of(containers),
+        "containers": containers,
+    }
+
+
+def state_of(containers):
+    """'checkpointed' while some container still waits for its restore, else 'restored'."""
+    return "checkpointed" if any(item.get("status") in RETRY for item in containers) else "restored"
+
+
+def load(text):
+    """Parse and check a manifest file's text; raise HostManifestError naming the problem."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise HostManifestError(f"not valid JSON: {exc}") from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise HostManifestError(f"not a fleet.checkpoint host manifest (format must be {FORMAT!r})")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise HostManifestError(f"format_version {data.get('format_version')!r} is not supported")
+    if not isinstance(data.get("checkpoint"), str) or not isinstance(data.get("containers"), list):
+        raise HostManifestError("it needs a checkpoint name and a list of containers")
+    for item in data["containers"]:
+        if not isinstance(item, dict) or not isinstance(item.get("container"), str) or "status" not in item:
+            raise HostManifestError("every container entry needs a container name and a status")
+    return data
+
+
+def read(path):
+    """The manifest at path, or None when there is none."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise HostManifestError(f"{path} cannot be read: {exc}") from exc
+    try:
+        return load(text)
+    except HostManifestError as exc:
+        raise HostManifestError(f"{path}: {exc}") from exc
+
+
+def write(path, manifest):
+    """Write atomically, root-only (directory 0700, file 0600)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    os.chmod(directory, 0o700)
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(manifest, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def pending(manifest):
+    """Names of the containers a restore still has to bring back."""
+    return [item["container"] for item in manifest["containers"] if item.get("status") in RETRY]
+
+
+def apply_restore(manifest, results, fallback, cold_starts=None):
+    """A new manifest after a restore run.
+
+    results: docker_checkpoint's per-container results for state=restored. cold_starts: {container: (ok, message)}
+    for the containers the cold_start fallback started afresh.
+    """
+    if fallback not in FALLBACKS:
+        raise ValueError(f"fallback must be one of {', '.join(FALLBACKS)}")
+    cold_starts = cold_starts or {}
+    by_name = {result.get("container"): result for result in results}
+    containers = []
+    for item in manifest["containers"]:
+        item = dict(item)
+        result = by_name.get(item["container"])
+        if result is not None and item.get("status") in RETRY:
+            item["restore_seconds"] = result.get("duration")
+            item["resumed"] = result.get("resumed")
+            if not result.get("failed"):
+                item["status"] = "restored"
+                item.pop("restore_msg", None)
+            else:
+                item["restore_msg"] = result.get("msg", "")
+                started = cold_starts.get(item["container"])
+                if fallback == "cold_start" and started and started[0]:
+                    item["status"] = "cold_started"
+                    item["resumed"] = False
+                elif fallback == "cold_start" and started:
+                    item["status"] = "restore_failed"
+                    item["restore_msg"] += f" | cold start failed too: {started[1]}"
+                elif fallback == "leave_stopped":
+                    item["status"] = "left_stopped"
+                else:
+                    item["status"] = "restore_failed"
+        containers.append(item)
+    updated = dict(manifest, containers=containers)
+    updated["state"] = state_of(containers)
+    return updated
+
+
+def summary(manifest):
+    """One row per container for reports: container, status, resumed, sizes and seconds, message."""
+    rows = []
+    for item in manifest.get("containers", []):
+        rows.append({
+            "container": item.get("container"),
+            "checkpoint": item.get("checkpoint", manifest.get("checkpoint")),
+            "status": item.get("status"),
+            "resumed": item.get("resumed"),
+            "size": item.get("size"),
+            "method": item.get("method"),
+            "dump_seconds": item.get("dump_seconds"),
+            "restore_seconds": item.get("restore_seconds"),
+            "msg": item.get("restore_msg") or item.get("msg") or "",
+        })
+    return rows

@@ -1,0 +1,201 @@
+"""Fleet operations on the lab: host_reboot across 3 hosts with several workloads, restore idempotency.
+
+Every workload counts in memory and prints each number to its log: after a reboot through fleet.checkpoint the log
+must read as one unbroken count (a cold start would begin again at 1).
+"""
+
+import time
+
+import pytest
+
+from conftest import ROOT, ansible_playbook, as_shipped, lab_exec, prepared, run_module, sh
+
+IMAGE = "fleet-lab-workload:busybox"
+PLAYBOOKS = ROOT / "playbooks"
+SERVE = "mkdir -p /www && echo fleet > /www/index.html && httpd -p 8080 -h /www && exec counter"
+WORKLOADS = {
+    # name: docker run options, command
+    "plain": ([], []),
+    "always": (["--restart", "always"], []),
+    "unless": (["--restart", "unless-stopped", "-v", "fleet-data:/data"], []),
+    "published": (["--restart", "on-failure:3", "-p", "18080:8080"], ["sh", "-c", SERVE]),
+}
+
+
+def counts(host, name):
+    return [int(line) for line in lab_exec(host, "docker", "logs", name).stdout.split() if line.isdigit()]
+
+
+def start_workloads(host):
+    for name, (options, command) in WORKLOADS.items():
+        lab_exec(host, "docker", "rm", "-f", name, check=False)
+        lab_exec(host, "docker", "run", "-d", "--name", name, "-e", "COUNTER_INTERVAL=0.2", *options, IMAGE, *command)
+    deadline = time.monotonic() + 30
+    while not all(counts(host, name)[-1:] >= [5] for name in WORKLOADS):
+        assert time.monotonic() < deadline, f"workloads on {host} do not count"
+        time.sleep(0.3)
+
+
+def policies(host):
+    return {name: lab_exec(host, "docker", "inspect", "-f",
+                           "{{.HostConfig.RestartPolicy.Name}}:{{.HostConfig.RestartPolicy.MaximumRetryCount}}",
+                           name).stdout.strip() for name in WORKLOADS}
+
+
+def boot_time(host):
+    return lab_exec(host, "systemctl", "show", "-p", "UserspaceTimestamp", "--value").stdout.strip()
+
+
+def assert_unbroken(host, name, before):
+    """The count went on from where it was: one step at a time, past the number seen before the reboot."""
+    deadline = time.monotonic() + 20
+    while counts(host, name)[-1] < before + 5:
+        assert time.monotonic() < deadline, f"{host}/{name} stopped counting"
+        time.sleep(0.3)
+    numbers = counts(host, name)
+    breaks = [(a, b) for a, b in zip(numbers, numbers[1:]) if b != a + 1]
+    assert not breaks, f"{host}/{name}: the count broke at {breaks[:3]} (cold start or lost state)"
+
+
+def served(host):
+    return sh(host, "python3 -c \"import urllib.request; "
+                    "print(urllib.request.urlopen('http://127.0.0.1:18080/', timeout=5).read().decode())\"",
+              check=False).stdout.strip()
+
+
+def playbook_output(*args, **kwargs):
+    return ansible_playbook(*args, **kwargs)[1]
+
+
+def playbook_rc(*args, **kwargs):
+    return ansible_playbook(*args, **kwargs)[0]
+
+
+def changed_tasks(output):
+    return {host: stats["changed"] for host, stats in output["stats"].items()}
+
+
+@pytest.fixture(scope="module")
+def fleet(trixie_hosts):
+    hosts = trixie_hosts[:3]
+    for host in hosts:
+        as_shipped(host)
+    prepared(hosts)
+    yield hosts
+    for host in hosts:
+        as_shipped(host)
+
+
+def reboot_fleet(hosts, extra_vars):
+    for host in hosts:
+        start_workloads(host)
+    before = {host: {name: counts(host, name)[-1] for name in WORKLOADS} for host in hosts}
+    booted = {host: boot_time(host) for host in hosts}
+    wanted = {host: policies(host) for host in hosts}
+    output = playbook_output(PLAYBOOKS / "host_reboot.yml", check=True,
+                             extra_vars=dict({"fleet_checkpoint_hosts": ",".join(hosts)}, **extra_vars))
+    for host in hosts:
+        assert boot_time(host) != booted[host], f"{host} was not rebooted"
+        for name in WORKLOADS:
+            assert_unbroken(host, name, before[host][name])
+        assert policies(host) == wanted[host]
+        assert served(host) == "fleet"
+    return output
+
+
+def test_host_reboot_one_host_at_a_time_keeps_every_count(fleet):
+    for host in fleet:
+        sh(host, "touch /run/reboot-required")
+    output = reboot_fleet(fleet, {})
+    stats = output["global_custom_stats"]["fleet_checkpoint_host_reboot"]
+    for host in fleet:
+        rows = {row["container"]: row for row in stats[host]["containers"]}
+        assert stats[host]["rebooted"] is True
+        assert set(rows) == set(WORKLOADS)
+        assert all(row["status"] == "restored" and row["resumed"] is True for row in rows.values()), rows
+        assert all(row["size"] > 0 and row["dump_seconds"] is not None for row in rows.values()), rows
+
+    # Nothing left to do: no reboot flag, every manifest settled.
+    again = playbook_output(PLAYBOOKS / "host_reboot.yml", options=["--check"],
+                            extra_vars={"fleet_checkpoint_hosts": ",".join(fleet)})
+    assert set(changed_tasks(again).values()) == {0}, changed_tasks(again)
+    restore = playbook_output(PLAYBOOKS / "restore.yml", extra_vars={"fleet_checkpoint_hosts": ",".join(fleet)})
+    assert set(changed_tasks(restore).values()) == {0}, changed_tasks(restore)
+
+
+def test_host_reboot_all_hosts_at_once(fleet):
+    reboot_fleet(fleet, {"fleet_checkpoint_serial": len(fleet), "fleet_checkpoint_reboot": "always"})
+
+
+def test_restore_falls_back_to_a_cold_start_and_says_so(fleet):
+    host = fleet[0]
+    start_workloads(host)
+    ansible_playbook(PLAYBOOKS / "checkpoint.yml", extra_vars={"fleet_checkpoint_hosts": host,
+                                                               "checkpoint_containers": ["plain", "always"]})
+    manifest = run_module(host, "ansible.builtin.slurp", src="/var/lib/fleet-checkpoint/manifest.json")
+    assert manifest.get("content"), manifest
+    assert sh(host, "stat -c %a /var/lib/fleet-checkpoint/manifest.json").stdout.strip() == "600"
+    # The checkpoint of "plain" disappears (a disk cleanup, say): its restore must fail, and it must still run after.
+    lab_exec(host, "docker", "checkpoint", "rm", "plain",
+             sh(host, "ls /var/lib/docker/containers/$(docker inspect -f {{.Id}} plain)/checkpoints").stdout.split()[0])
+    rc, output = ansible_playbook(PLAYBOOKS / "restore.yml", check=False, extra_vars={"fleet_checkpoint_hosts": host})
+    assert rc == 0
+    assert lab_exec(host, "docker", "inspect", "-f", "{{.State.Running}}", "plain").stdout.strip() == "true"
+    assert lab_exec(host, "docker", "inspect", "-f", "{{.State.Running}}", "always").stdout.strip() == "true"
+    again = playbook_output(PLAYBOOKS / "restore.yml", extra_vars={"fleet_checkpoint_hosts": host})
+    assert changed_tasks(again)[host] == 0
+    summary = run_module(host, "fleet.checkpoint.docker_checkpoint", state="restored",
+                         manifest_path="/var/lib/fleet-checkpoint/manifest.json")["summary"]
+    status = {row["container"]: row["status"] for row in summary}
+    assert status == {"plain": "cold_started", "always": "restored"}, summary
+    assert policies(host)["always"] == "always:0"
+
+
+def test_migrate_moves_a_running_container_with_its_count(fleet):
+    source, target = fleet[0], fleet[1]
+    lab_exec(target, "docker", "rm", "-f", "mover", check=False)
+    lab_exec(source, "docker", "rm", "-f", "mover", check=False)
+    lab_exec(source, "docker", "run", "-d", "--name", "mover", "--restart", "unless-stopped", "--label", "app=mover",
+             "-e", "COUNTER_INTERVAL=0.2", IMAGE)
+    time.sleep(2)
+    ansible_playbook(PLAYBOOKS / "migrate.yml", extra_vars={
+        "fleet_checkpoint_migrate_source": source, "fleet_checkpoint_migrate_target": target,
+        "fleet_checkpoint_migrate_containers": ["mover"]})
+    last = counts(source, "mover")[-1]
+    assert lab_exec(source, "docker", "inspect", "-f", "{{.State.Running}}", "mover").stdout.strip() == "false"
+    deadline = time.monotonic() + 20
+    while len(counts(target, "mover")) < 3:
+        assert time.monotonic() < deadline, "the moved container does not count on the target"
+        time.sleep(0.3)
+    moved = counts(target, "mover")
+    assert moved[0] == last + 1, f"the count on the target starts at {moved[0]}, it stopped at {last} on the source"
+    assert policies_of(target, "mover") == "unless-stopped:0"
+    assert lab_exec(target, "docker", "inspect", "-f", "{{index .Config.Labels \"app\"}}", "mover").stdout.strip() == "mover"
+    assert sh(target, "test -e /var/lib/fleet-checkpoint/migrate", check=False).returncode != 0
+
+
+def test_migrate_to_a_host_that_cannot_restore_leaves_it_running_on_the_source(fleet):
+    source, target = fleet[2], fleet[1]
+    lab_exec(target, "docker", "rm", "-f", "stayer", check=False)
+    lab_exec(source, "docker", "rm", "-f", "stayer", check=False)
+    lab_exec(source, "docker", "run", "-d", "--name", "stayer", "-e", "COUNTER_INTERVAL=0.2", IMAGE)
+    time.sleep(2)
+    criu = sh(target, "command -v criu").stdout.strip()
+    sh(target, f"chmod -x {criu}")  # CRIU unusable on the target
+    try:
+        rc = playbook_rc(PLAYBOOKS / "migrate.yml", check=False, extra_vars={
+            "fleet_checkpoint_migrate_source": source, "fleet_checkpoint_migrate_target": target,
+            "fleet_checkpoint_migrate_containers": ["stayer"]})
+    finally:
+        sh(target, f"chmod +x {criu}")
+    assert rc != 0, "a migration that did not happen must fail the run"
+    assert lab_exec(source, "docker", "inspect", "-f", "{{.State.Running}}", "stayer").stdout.strip() == "true"
+    numbers = counts(source, "stayer")
+    assert all(b == a + 1 for a, b in zip(numbers, numbers[1:])), "the count on the source broke"
+    assert lab_exec(target, "docker", "inspect", "stayer", check=False).returncode != 0, "left a container on the target"
+
+
+def policies_of(host, name):
+    return lab_exec(host, "docker", "inspect", "-f",
+                    "{{.HostConfig.RestartPolicy.Name}}:{{.HostConfig.RestartPolicy.MaximumRetryCount}}",
+                    name).stdout.strip()
