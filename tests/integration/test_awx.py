@@ -19,7 +19,7 @@ def test_execution_environment_builds_a_valid_context(tmp_path):
     run([str(ROOT / ".venv" / "bin" / "ansible-builder"), "create", "-f", str(ROOT / "meta" / "execution-environment.yml"),
          "-c", str(context)])
     containerfile = (context / "Dockerfile").read_text()
-    assert "FROM quay.io/centos/centos:stream9" in containerfile
+    assert 'ARG EE_BASE_IMAGE="quay.io/centos/centos:stream9"' in containerfile and "FROM $EE_BASE_IMAGE" in containerfile
     requirements = yaml.safe_load((context / "_build" / "requirements.yml").read_text())
     assert {"name": "fleet.checkpoint", "version": ">=0.1.0"} in requirements["collections"]
     assert "zstd [platform:rpm]" in (context / "_build" / "bindep.txt").read_text()
@@ -40,6 +40,7 @@ def test_host_reboot_through_ansible_runner(ready_host, tmp_path):
     lab_exec(host, "docker", "run", "-d", "--name", "awx-counter", "--restart", "unless-stopped",
              "-e", "COUNTER_INTERVAL=0.2", IMAGE)
     time.sleep(2)
+    booted = lab_exec(host, "systemctl", "show", "-p", "UserspaceTimestamp", "--value").stdout
     (tmp_path / "inventory").mkdir()
     shutil.copy(INVENTORY, tmp_path / "inventory" / "hosts.yml")
     # As an AWX job template sends them: extra vars only, nothing prompted.
@@ -57,6 +58,7 @@ def test_host_reboot_through_ansible_runner(ready_host, tmp_path):
     assert stats and stats[0]["event_data"]["failures"] == {}
     summary = stats[0]["event_data"]["artifact_data"]["fleet_checkpoint_host_reboot"][host]
     assert summary["rebooted"] is True
+    assert lab_exec(host, "systemctl", "show", "-p", "UserspaceTimestamp", "--value").stdout != booted
     row = [item for item in summary["containers"] if item["container"] == "awx-counter"][0]
     assert row["status"] == "restored" and row["resumed"] is True, row
     artifacts = tmp_path / "artifacts"
