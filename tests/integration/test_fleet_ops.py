@@ -4,11 +4,12 @@ Every workload counts in memory and prints each number to its log: after a reboo
 must read as one unbroken count (a cold start would begin again at 1).
 """
 
+import json
 import time
 
 import pytest
 
-from conftest import ROOT, ansible_playbook, as_shipped, lab_exec, prepared, run_module, sh
+from conftest import ROOT, ansible_playbook, as_shipped, lab_exec, prepared, run, run_module, sh
 
 IMAGE = "fleet-lab-workload:busybox"
 PLAYBOOKS = ROOT / "playbooks"
@@ -199,3 +200,52 @@ def policies_of(host, name):
     return lab_exec(host, "docker", "inspect", "-f",
                     "{{.HostConfig.RestartPolicy.Name}}:{{.HostConfig.RestartPolicy.MaximumRetryCount}}",
                     name).stdout.strip()
+
+
+def test_bad_job_variables_stop_the_playbooks_before_anything_is_touched(fleet):
+    host = fleet[0]
+    booted = boot_time(host)
+    rc, output = ansible_playbook(PLAYBOOKS / "host_reboot.yml", check=False, extra_vars={
+        "fleet_checkpoint_hosts": host, "fleet_checkpoint_reboot": "sometimes"})
+    assert rc != 0
+    failed = [result for play in output["plays"] for task in play["tasks"] for result in task["hosts"].values()
+              if result.get("failed")]
+    assert failed and "fleet_checkpoint_reboot must be one of: if_required, always" in failed[0]["msg"]
+    assert boot_time(host) == booted
+    rc, output = ansible_playbook(PLAYBOOKS / "migrate.yml", check=False, extra_vars={
+        "fleet_checkpoint_migrate_source": host, "fleet_checkpoint_migrate_target": fleet[1],
+        "fleet_checkpoint_migrate_containers": ["plain"], "fleet_checkpoint_migrate_image": "carry"})
+    assert rc != 0
+    assert "fleet_checkpoint_migrate_image must be one of: load, pull" in json.dumps(output)
+
+
+def test_migrate_straight_from_host_to_host_over_ssh(fleet):
+    """When the source can SSH to the target by itself, the checkpoint goes there directly (scp), not via the
+    controller; the far side must present the target's SSH host key."""
+    source, target = fleet[1], fleet[0]
+    address = run(["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", target]
+                  ).stdout.strip()
+    key = "/var/lib/fleet-lab/ssh/id_ed25519"
+    run(["docker", "cp", key, f"{source}:/root/.ssh/id_ed25519"])
+    sh(source, "chmod 600 /root/.ssh/id_ed25519")
+    lab_exec(target, "docker", "rm", "-f", "direct", check=False)
+    lab_exec(source, "docker", "rm", "-f", "direct", check=False)
+    lab_exec(source, "docker", "run", "-d", "--name", "direct", "-e", "COUNTER_INTERVAL=0.2", IMAGE)
+    time.sleep(2)
+    try:
+        output = playbook_output(PLAYBOOKS / "migrate.yml", extra_vars={
+            "fleet_checkpoint_migrate_source": source, "fleet_checkpoint_migrate_target": target,
+            "fleet_checkpoint_migrate_containers": ["direct"], "fleet_checkpoint_migrate_transfer": "direct",
+            "fleet_checkpoint_migrate_target_address": address})
+    finally:
+        sh(source, "rm -f /root/.ssh/id_ed25519 /root/.ssh/known_hosts")
+    tasks = {task["task"]["name"]: task["hosts"] for play in output["plays"] for task in play["tasks"]}
+    assert tasks["Copy archives and images straight to the target (scp over SSH)"][source].get("changed") is True
+    assert tasks["Bring archives and images to the controller (the hosts do not reach each other)"][source].get(
+        "skipped") is True
+    last = counts(source, "direct")[-1]
+    deadline = time.monotonic() + 20
+    while len(counts(target, "direct")) < 2:
+        assert time.monotonic() < deadline, "the moved container does not count on the target"
+        time.sleep(0.3)
+    assert counts(target, "direct")[0] == last + 1
