@@ -80,6 +80,17 @@ def check_criu(run, criu_path, kernel_release=None):
     return version
 
 
+def check_criu_works(run, criu_path):
+    """`criu check` on this host; raise PreflightError with CRIU's own lines when it does not pass."""
+    rc, out, err = run([criu_path, "check"])
+    text = f"{out}\n{err}"
+    if rc != 0 or "Looks good" not in text:
+        lines = [line.strip() for line in text.splitlines()
+                 if line.strip() and not any(word in line for word in _HARMLESS)]
+        raise PreflightError(f"`criu check` does not pass on this host ({' / '.join(lines[-5:]) or f'exit {rc}'}): "
+                             "install a CRIU that works on this kernel with fleet.checkpoint.criu_install")
+
+
 def check_free_space(path, needed):
     """Raise PreflightError when the filesystem holding path has less than `needed` bytes free."""
     probe = os.path.abspath(path)

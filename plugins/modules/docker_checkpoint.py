@@ -461,6 +461,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils import _host_mani
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_engine import (
     PreflightError,
     check_criu,
+    check_criu_works,
     check_experimental,
     criu_log_path,
 )
@@ -685,6 +686,8 @@ def run_module():
             check_experimental(info)
         if state in ("present", "restored"):
             versions["criu"] = check_criu(run, module.get_bin_path("criu"))
+        if state == "present":
+            check_criu_works(run, module.get_bin_path("criu"))
         if state == "exported" and params["compression"] == "zstd" and not module.get_bin_path("zstd"):
             raise PreflightError("compression=zstd needs the zstd command on the managed host: install the zstd "
                                  "package (or use compression=gzip or none)")

@@ -11,6 +11,7 @@ import pytest
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_engine import (
     PreflightError,
     check_criu,
+    check_criu_works,
     check_experimental,
     check_free_space,
     criu_log_excerpt,
@@ -180,3 +181,14 @@ def test_check_free_space_with_a_missing_relative_path(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os.path, "dirname", guarded_dirname)
     assert check_free_space("missing/dir", 1) > 0
+
+
+def test_criu_check_passing_is_accepted():
+    check_criu_works(FakeRun(0, "Warn (criu/kerndat.c:1): rlimit: Can't setup RLIMIT_NOFILE\nLooks good.\n", ""),
+                     "/usr/sbin/criu")
+
+
+def test_criu_check_failing_names_criu_lines_and_the_remedy():
+    with pytest.raises(PreflightError, match="vdso: Unexpected rt vDSO area bounds.*criu_install"):
+        check_criu_works(FakeRun(1, "", "Error (criu/vdso.c:1): vdso: Unexpected rt vDSO area bounds\n"),
+                         "/usr/sbin/criu")
