@@ -153,6 +153,13 @@ options:
       - With O(state=present) or O(state=restored), after success, remove checkpoints of the same container made by
         fleet.checkpoint that are older than this. Seconds, or a number with C(s), C(m), C(h), C(d) or C(w).
     type: str
+  lock_timeout:
+    description:
+      - One fleet.checkpoint change at a time per host - a run waits this many seconds for another one (another
+        playbook, another AWX job) to finish, then fails naming it. The lock is C(/var/lib/fleet-checkpoint/lock).
+      - Not taken in check mode.
+    type: int
+    default: 300
   create:
     description:
       - With O(state=imported) or O(state=restored) from an archive, create the container when it does not exist,
@@ -478,6 +485,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_store
 from ansible_collections.fleet.checkpoint.plugins.module_utils._container_procs import time_namespace
 from ansible_collections.fleet.checkpoint.plugins.module_utils._containerd_task import ContainerdTask
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker_api import DockerAPI, DockerAPIError
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host_lock import HostLock, LockTimeout
 
 
 class Context:
@@ -509,6 +517,7 @@ def argument_spec():
         parallel=dict(type="int"),
         timeout=dict(type="int", default=600),
         manifest_path=dict(type="path"),
+        lock_timeout=dict(type="int", default=300),
         create=dict(type="bool", default=False),
         fallback=dict(type="str", default="fail", choices=["cold_start", "leave_stopped", "fail"]),
         docker_host=dict(type="str", default="unix:///var/run/docker.sock"),
@@ -585,6 +594,8 @@ def check_options(params):
         errors.append("filters and exclude are used only with all_running=true")
     if params["parallel"] is not None and params["parallel"] < 1:
         errors.append(f"parallel must be 1 or more, not {params['parallel']}")
+    if params["lock_timeout"] < 0:
+        errors.append(f"lock_timeout must be 0 or more seconds, not {params['lock_timeout']}")
     if params["timeout"] < 1 or params["api_timeout"] < 1:
         errors.append("timeout and api_timeout must be 1 second or more")
     if params["archive_dir"] and os.path.exists(params["archive_dir"]) and not os.path.isdir(params["archive_dir"]):
@@ -659,6 +670,14 @@ def run_module():
     if os.geteuid() != 0:
         module.fail_json(msg="docker_checkpoint needs root on the managed host (Docker's checkpoint directories are "
                              "root-only): use become: true", checkpoint=params["name"], results=[])
+    if not module.check_mode:
+        # Held until the module exits (an flock: released with the process, even if it is killed).
+        try:
+            lock = HostLock(timeout=params["lock_timeout"], what=f"docker_checkpoint state={state}").__enter__()
+        except (LockTimeout, OSError) as exc:
+            module.fail_json(msg=f"{exc}", checkpoint=params["name"], results=[])
+        if lock.waited >= 1:
+            module.warn(f"waited {lock.waited}s for another fleet.checkpoint run on this host to finish")
     manifest = None
     if params["manifest_path"]:
         try:

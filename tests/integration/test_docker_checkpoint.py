@@ -539,3 +539,19 @@ def test_criu_failure_carries_criu_log_lines_and_leaves_the_container_running(ho
     before = counts(host, "tcp-client")
     assert only(ok(module(host, container="tcp-client", name="conn", state="restored")))["resumed"] is True
     assert_continued(host, "tcp-client", before)
+
+
+def test_a_second_run_waits_for_the_first_and_refuses_after_lock_timeout(hosts):
+    host = hosts[0]
+    start_counter(host, "locked")
+    # Hold the host's lock the way a running docker_checkpoint does (flock), for 60 s, in the background.
+    sh(host, "mkdir -p -m 0700 /var/lib/fleet-checkpoint; "
+             "(flock /var/lib/fleet-checkpoint/lock sleep 61 >/dev/null 2>&1 &) ; sleep 0.5")
+    try:
+        result = module(host, container="locked", name="cp", lock_timeout=2)
+        assert result.get("failed") and "another fleet.checkpoint run holds" in result["msg"], result
+        assert running(host, "locked") and not exists(host, checkpoint_path(host, "locked", "cp"))
+        assert only(ok(module(host, check=True, container="locked", name="cp", lock_timeout=2)))["changed"]
+    finally:
+        sh(host, "pkill -f '^flock /var/lib/fleet-checkpoint/lock'; pkill -x -f 'sleep 61'; true")
+    assert only(ok(module(host, container="locked", name="cp", leave_running=True, lock_timeout=5)))["changed"]
