@@ -198,6 +198,10 @@ class CheckpointOps:
         exists = os.path.isdir(path)
         leave_running = self.opts["leave_running"]
         if exists and not self.opts["force"]:
+            if self.opts.get("manifest_path"):
+                raise OpError(f"container {result['container']} already has a checkpoint {self.name!r}: a run recorded "
+                              "in a host manifest needs a new checkpoint name (an old checkpoint would be restored "
+                              "instead of the state at this run), or force=true to replace it")
             result["method"] = store.read_metadata(path).get("method")
             return result
         state = inspect.get("State") or {}

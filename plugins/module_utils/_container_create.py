@@ -32,10 +32,25 @@ def _mount(mount):
     raise CreateError(f"mount type {kind!r} at {target} cannot be recreated")
 
 
-def create_body(config):
+def choose_image(api, config):
+    """The image to create from: the manifest's reference when it names the recorded image id here, else the id
+    (a tag may point to another image on this host)."""
+    image = config.get("image") or {}
+    reference, image_id = image.get("reference"), image.get("id")
+    if reference and image_id:
+        try:
+            if (api.get(f"/images/{reference}/json") or {}).get("Id") == image_id:
+                return reference
+        except Exception:  # pylint: disable=broad-exception-caught
+            pass
+        return image_id
+    return reference or image_id
+
+
+def create_body(config, image_ref=None):
     """The Engine's `POST /containers/create` body for a manifest's `container` section."""
     image = (config.get("image") or {})
-    reference = image.get("reference") or image.get("id")
+    reference = image_ref or image.get("reference") or image.get("id")
     if not reference:
         raise CreateError("the manifest names no image")
     body = {
@@ -103,5 +118,5 @@ def create(api, name, config, path_exists):
     problems = missing_prerequisites(api, config, path_exists)
     if problems:
         raise CreateError("; ".join(problems))
-    answer = api.post("/containers/create", body=create_body(config), name=name)
+    answer = api.post("/containers/create", body=create_body(config, choose_image(api, config)), name=name)
     return (answer or {}).get("Id")

@@ -7,8 +7,10 @@
 Written root-only on the host by docker_checkpoint (manifest_path) so that a restore after a reboot, or a re-run after
 a partial failure, knows exactly which containers to bring back from which checkpoint, and with which restart policy.
 
-A container's status moves:  checkpointed -> restored | cold_started | left_stopped | restore_failed.
-left_stopped and restore_failed are tried again by the next restore; restored and cold_started are final.
+A container's status moves:  checkpointed -> restored | cold_started | left_stopped | restore_failed | found_running
+| skipped. left_stopped and restore_failed are tried again by the next restore; the others are final.
+A container whose dump failed (checkpoint_failed) is settled by the restore: kept_running, or cold_started when the
+failed dump left it stopped. A leave_running run records `snapshot`: nothing to restore.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import os
 FORMAT = "fleet.checkpoint/host-manifest"
 FORMAT_VERSION = 1
 RETRY = ("checkpointed", "left_stopped", "restore_failed")
-FINAL = ("restored", "cold_started", "checkpoint_failed", "skipped")
+FINAL = ("restored", "cold_started", "found_running", "kept_running", "skipped", "snapshot")
 FALLBACKS = ("cold_start", "leave_stopped", "fail")
 _KEPT = ("id", "restart_policy", "method", "size", "leave_running", "path")
 
@@ -37,6 +39,8 @@ def new(host, checkpoint, created, results, leave_running):
         entry["dump_seconds"] = result.get("duration")
         if result.get("failed"):
             entry.update(status="checkpoint_failed", msg=result.get("msg", ""))
+        elif leave_running:
+            entry["status"] = "snapshot"
         else:
             entry["status"] = "checkpointed"
         containers.append(entry)
@@ -53,8 +57,15 @@ def new(host, checkpoint, created, results, leave_running):
 
 
 def state_of(containers):
-    """'checkpointed' while some container still waits for its restore, else 'restored'."""
-    return "checkpointed" if any(item.get("status") in RETRY for item in containers) else "restored"
+    """'checkpointed' while some container still waits for its restore (or a failed dump is not settled yet),
+    else 'restored'."""
+    waiting = RETRY + ("checkpoint_failed",)
+    return "checkpointed" if any(item.get("status") in waiting for item in containers) else "restored"
+
+
+def failed_dumps(manifest):
+    """Names of containers whose dump failed and that the restore has not settled yet."""
+    return [item["container"] for item in manifest["containers"] if item.get("status") == "checkpoint_failed"]
 
 
 def load(text):
@@ -109,11 +120,12 @@ def pending(manifest):
     return [item["container"] for item in manifest["containers"] if item.get("status") in RETRY]
 
 
-def apply_restore(manifest, results, fallback, cold_starts=None):
+def apply_restore(manifest, results, fallback, cold_starts=None, failed_dumps_now=None):
     """A new manifest after a restore run.
 
     results: docker_checkpoint's per-container results for state=restored. cold_starts: {container: (ok, message)}
-    for the containers the cold_start fallback started afresh.
+    for the containers the cold_start fallback started afresh. failed_dumps_now: {container: 'kept_running' or
+    (ok, message) of its cold start} for the containers whose dump had failed.
     """
     if fallback not in FALLBACKS:
         raise ValueError(f"fallback must be one of {', '.join(FALLBACKS)}")
@@ -123,12 +135,27 @@ def apply_restore(manifest, results, fallback, cold_starts=None):
     for item in manifest["containers"]:
         item = dict(item)
         result = by_name.get(item["container"])
-        if result is not None and item.get("status") in RETRY:
+        settled = (failed_dumps_now or {}).get(item["container"])
+        if settled is not None and item.get("status") == "checkpoint_failed":
+            if settled == "kept_running":
+                item["status"] = "kept_running"
+            elif settled[0]:
+                item.update(status="cold_started", resumed=False,
+                            restore_msg="its dump had failed and left it stopped: started afresh")
+            else:
+                item.update(status="restore_failed", restore_msg=f"its dump had failed; cold start failed: {settled[1]}")
+        elif result is not None and item.get("status") in RETRY:
             item["restore_seconds"] = result.get("duration")
             item["resumed"] = result.get("resumed")
-            if not result.get("failed"):
+            if not result.get("failed") and result.get("action") == "unchanged" and result.get("resumed") is not True:
+                # Running before the restore: started by hand or by Docker, not from this checkpoint.
+                item.update(status="found_running", resumed=None,
+                            restore_msg="it was already running (not restored from this checkpoint)")
+            elif not result.get("failed"):
                 item["status"] = "restored"
                 item.pop("restore_msg", None)
+            elif "not found on this host" in result.get("msg", ""):
+                item.update(status="skipped", restore_msg=result.get("msg", ""))
             else:
                 item["restore_msg"] = result.get("msg", "")
                 started = cold_starts.get(item["container"])

@@ -614,7 +614,7 @@ def manifest_shortcut(params, manifest):
         if manifest is None:
             return dict(changed=False, results=[], summary=[], manifest=None, checkpoint=None,
                         msg=f"no manifest at {path}: nothing to restore")
-        if not host_manifest.pending(manifest):
+        if not host_manifest.pending(manifest) and not host_manifest.failed_dumps(manifest):
             return dict(changed=False, results=[], summary=host_manifest.summary(manifest), manifest=manifest,
                         checkpoint=manifest["checkpoint"], msg="every container of the manifest is settled already")
     elif manifest is not None and manifest.get("state") == "checkpointed" and not params["force"]:
@@ -634,15 +634,20 @@ def record_manifest(module, ctx, manifest, results, answer):
                                     results, params["leave_running"])
         failed = answer.get("failed", False) or any(result.get("failed") for result in results)
     else:
-        cold = {}
+        cold, dumps = {}, {}
+        recorded = {item["container"]: item.get("restart_policy") for item in manifest["containers"]}
         if params["fallback"] == "cold_start" and not module.check_mode:
-            recorded = {item["container"]: item.get("restart_policy") for item in manifest["containers"]}
             for result in results:
-                if result.get("failed"):
+                if result.get("failed") and "not found on this host" not in result.get("msg", ""):
                     cold[result["container"]] = cold_start(ctx.api, result["container"], recorded.get(result["container"]))
-        updated = host_manifest.apply_restore(manifest, results, params["fallback"], cold)
+        if not module.check_mode:
+            # Containers whose dump failed: still running (CRIU rolled back), or started afresh if the dump stopped them.
+            for name in host_manifest.failed_dumps(manifest):
+                dumps[name] = settle_failed_dump(ctx.api, name, recorded.get(name))
+        updated = host_manifest.apply_restore(manifest, results, params["fallback"], cold, dumps)
         failed = any(item["status"] == "restore_failed" for item in updated["containers"])
-        answer["changed"] = answer["changed"] or any(started[0] for started in cold.values())
+        answer["changed"] = answer["changed"] or any(started[0] for started in cold.values()) or any(
+            value != "kept_running" and value[0] for value in dumps.values())
         for name, (ok, _message) in cold.items():
             if ok:
                 module.warn(f"{name} could not be restored from its checkpoint and was started afresh (cold start): "
@@ -653,6 +658,15 @@ def record_manifest(module, ctx, manifest, results, answer):
     answer["manifest"] = updated
     answer["summary"] = host_manifest.summary(updated)
     return failed
+
+
+def settle_failed_dump(api, name, policy):
+    """'kept_running' when the container runs, else the (ok, message) of starting it afresh."""
+    try:
+        running = (api.get(f"/containers/{name}/json").get("State") or {}).get("Running")
+    except DockerAPIError as exc:
+        return False, str(exc)
+    return "kept_running" if running else cold_start(api, name, policy)
 
 
 def run_module():

@@ -249,3 +249,53 @@ def test_migrate_straight_from_host_to_host_over_ssh(fleet):
         assert time.monotonic() < deadline, "the moved container does not count on the target"
         time.sleep(0.3)
     assert counts(target, "direct")[0] == last + 1
+
+
+def test_a_host_that_fails_preflight_stops_the_reboot_before_anything_is_touched(fleet):
+    host = fleet[2]
+    start_workloads(host)
+    lab_exec(host, "docker", "run", "-d", "--rm", "--name", "ephemeral", IMAGE)
+    pids = {name: lab_exec(host, "docker", "inspect", "-f", "{{.State.Pid}}", name).stdout for name in WORKLOADS}
+    booted = boot_time(host)
+    try:
+        rc, output = ansible_playbook(PLAYBOOKS / "host_reboot.yml", check=False, extra_vars={
+            "fleet_checkpoint_hosts": host, "fleet_checkpoint_reboot": "always"})
+    finally:
+        lab_exec(host, "docker", "rm", "-f", "ephemeral", check=False)
+    assert rc != 0
+    assert "--rm" in json.dumps(output)
+    assert boot_time(host) == booted
+    assert {name: lab_exec(host, "docker", "inspect", "-f", "{{.State.Pid}}", name).stdout
+            for name in WORKLOADS} == pids
+
+
+def test_a_dump_failing_midway_brings_the_stopped_containers_back(fleet):
+    """CRIU refuses one container (established TCP connection without tcp-established): the others, already
+    stopped by their dump, are restored at once, and the run fails saying so."""
+    host = fleet[1]
+    sh(host, "docker rm -f $(docker ps -aq) >/dev/null 2>&1; rm -f /var/lib/fleet-checkpoint/manifest.json; true")
+    lab_exec(host, "docker", "run", "-d", "--name", "tcp-server", IMAGE, "sh", "-c", "mkdir -p /www && exec httpd -f -p 8080 -h /www")
+    server = lab_exec(host, "docker", "inspect", "-f", "{{.NetworkSettings.IPAddress}}", "tcp-server").stdout.strip()
+    lab_exec(host, "docker", "run", "-d", "--name", "tcp-client", "-e", "COUNTER_INTERVAL=0.2", IMAGE,
+             "sh", "-c", f"sleep 100000 | nc {server} 8080 & exec counter")
+    lab_exec(host, "docker", "run", "-d", "--name", "plain", "-e", "COUNTER_INTERVAL=0.2", "--restart", "always", IMAGE)
+    time.sleep(2)
+    sh(host, "cp /etc/criu/runc.conf /etc/criu/runc.conf.keep && sed -i '/^tcp-established/d' /etc/criu/runc.conf")
+    try:
+        rc, output = ansible_playbook(PLAYBOOKS / "checkpoint.yml", check=False, extra_vars={
+            "fleet_checkpoint_hosts": host, "checkpoint_containers": ["plain", "tcp-client"]})
+    finally:
+        sh(host, "mv /etc/criu/runc.conf.keep /etc/criu/runc.conf")
+    assert rc != 0
+    text = json.dumps(output)
+    assert "the checkpoint failed" in text and "plain restored" in text, text[-3000:]
+    for name in ("plain", "tcp-client", "tcp-server"):
+        assert lab_exec(host, "docker", "inspect", "-f", "{{.State.Running}}", name).stdout.strip() == "true", name
+    numbers = counts(host, "plain")
+    assert all(b == a + 1 for a, b in zip(numbers, numbers[1:])), "plain was not restored where it stopped"
+    assert policies_of(host, "plain") == "always:0"
+    summary = run_module(host, "fleet.checkpoint.docker_checkpoint", state="restored",
+                         manifest_path="/var/lib/fleet-checkpoint/manifest.json")
+    assert not summary.get("changed") and {row["container"]: row["status"] for row in summary["summary"]} == {
+        "plain": "restored", "tcp-client": "kept_running"}, summary
+    sh(host, "docker rm -f tcp-server tcp-client plain >/dev/null 2>&1; rm -f /var/lib/fleet-checkpoint/manifest.json")

@@ -102,7 +102,14 @@ def test_create_posts_once_everything_is_there():
     api = FakeApi(images={IMAGE_ID: IMAGE_ID}, networks=["appnet"])
     assert create(api, "web", config(), lambda path: True) == "cd" * 32
     path, body, query = api.posts[0]
-    assert path == "/containers/create" and query == {"name": "web"} and body["Image"] == "fleet-lab-workload:busybox"
+    # The tag is not on this host (the image came by id): created from the id.
+    assert path == "/containers/create" and query == {"name": "web"} and body["Image"] == IMAGE_ID
+
+
+def test_create_uses_the_tag_when_it_names_the_recorded_image():
+    api = FakeApi(images={IMAGE_ID: IMAGE_ID, "fleet-lab-workload:busybox": IMAGE_ID}, networks=["appnet"])
+    create(api, "web", config(), lambda path: True)
+    assert api.posts[0][1]["Image"] == "fleet-lab-workload:busybox"
 
 
 def test_create_changes_nothing_when_something_is_missing():

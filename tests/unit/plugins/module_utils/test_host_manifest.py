@@ -35,9 +35,36 @@ def test_new_records_every_container_and_is_open():
     assert hm.pending(manifest) == ["web"]
 
 
-def test_new_with_nothing_checkpointed_is_already_settled():
-    assert checkpointed("db", failed=("db",))["state"] == "restored"
+def test_a_failed_dump_waits_for_the_restore_to_settle_it():
+    manifest = checkpointed("db", failed=("db",))
+    assert manifest["state"] == "checkpointed" and hm.failed_dumps(manifest) == ["db"] and hm.pending(manifest) == []
+    kept = hm.apply_restore(manifest, [], "fail", failed_dumps_now={"db": "kept_running"})
+    assert kept["containers"][0]["status"] == "kept_running" and kept["state"] == "restored"
+    started = hm.apply_restore(manifest, [], "fail", failed_dumps_now={"db": (True, "started afresh")})
+    assert started["containers"][0]["status"] == "cold_started" and started["containers"][0]["resumed"] is False
+    lost = hm.apply_restore(manifest, [], "fail", failed_dumps_now={"db": (False, "no such container")})
+    assert lost["containers"][0]["status"] == "restore_failed"
     assert checkpointed()["state"] == "restored"
+
+
+def test_a_snapshot_run_leaves_nothing_to_restore():
+    results = [{"container": "web", "action": "created", "changed": True, "stopped": False}]
+    manifest = hm.new("host-1", "snap", "2026-11-23T16:00:00Z", results, True)
+    assert manifest["containers"][0]["status"] == "snapshot" and manifest["state"] == "restored"
+    assert hm.pending(manifest) == []
+
+
+def test_a_container_found_running_is_not_called_restored():
+    after = hm.apply_restore(checkpointed("web"), [{"container": "web", "action": "unchanged",
+                                                    "msg": "already running"}], "fail")
+    entry = after["containers"][0]
+    assert entry["status"] == "found_running" and entry["resumed"] is None and after["state"] == "restored"
+
+
+def test_a_container_removed_since_is_skipped_not_retried_forever():
+    after = hm.apply_restore(checkpointed("web"), [{"container": "web", "failed": True,
+                                                    "msg": "container 'web' not found on this host: check"}], "fail")
+    assert after["containers"][0]["status"] == "skipped" and after["state"] == "restored"
 
 
 def test_successful_restore_closes_the_manifest():
