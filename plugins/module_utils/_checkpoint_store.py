@@ -49,9 +49,8 @@ def read_metadata(directory):
     return data if isinstance(data, dict) else {}
 
 
-def write_metadata(directory, data):
-    """Write the metadata atomically, root-only."""
-    path = os.path.join(directory, METADATA_NAME)
+def write_private_json(path, data):
+    """Write JSON atomically, root-only (0600)."""
     tmp = f"{path}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -59,6 +58,11 @@ def write_metadata(directory, data):
         handle.write("\n")
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
+
+
+def write_metadata(directory, data):
+    """Write the metadata atomically, root-only."""
+    write_private_json(os.path.join(directory, METADATA_NAME), data)
 
 
 def secure_tree(directory):

@@ -18,6 +18,11 @@ from __future__ import annotations
 import json
 import os
 
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_store import (
+    ensure_private_dir,
+    write_private_json,
+)
+
 FORMAT = "fleet.checkpoint/host-manifest"
 FORMAT_VERSION = 1
 RETRY = ("checkpointed", "left_stopped", "restore_failed")
@@ -103,16 +108,8 @@ def read(path):
 
 def write(path, manifest):
     """Write atomically, root-only (directory 0700, file 0600)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    os.chmod(directory, 0o700)
-    tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(manifest, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    ensure_private_dir(os.path.dirname(os.path.abspath(path)))
+    write_private_json(path, manifest)
 
 
 def pending(manifest):

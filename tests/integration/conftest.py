@@ -38,6 +38,11 @@ def sh(host, script, check=True):
     return lab_exec(host, "sh", "-c", script, check=check)
 
 
+def counts(host, name):
+    """The numbers a lab counter workload has printed (its docker logs), in order."""
+    return [int(line) for line in lab_exec(host, "docker", "logs", name).stdout.split() if line.isdigit()]
+
+
 def as_shipped(host):
     """A lab host as the image ships it: no containers or volumes, no CRIU, no daemon.json, no fleet.checkpoint state."""
     sh(host, "docker rm -f $(docker ps -aq) >/dev/null 2>&1; docker volume prune -af >/dev/null 2>&1; "

@@ -10,7 +10,7 @@ import time
 import pytest
 import yaml
 
-from conftest import ROOT, ansible_adhoc, ansible_playbook, as_shipped, lab_exec, run, run_module, sh
+from conftest import ROOT, ansible_adhoc, ansible_playbook, as_shipped, counts, lab_exec, run, run_module, sh
 
 MODULE = "fleet.checkpoint.docker_checkpoint"
 INFO = "fleet.checkpoint.docker_checkpoint_info"
@@ -38,11 +38,6 @@ def start_counter(host, name, *options, command=()):
     lab_exec(host, "docker", "rm", "-f", name, check=False)
     lab_exec(host, "docker", "run", "-d", "--name", name, "-e", "COUNTER_INTERVAL=0.2", *options, IMAGE, *command)
     wait_count(host, name, 5)
-
-
-def counts(host, name):
-    out = lab_exec(host, "docker", "logs", name).stdout
-    return [int(line) for line in out.split() if line.isdigit()]
 
 
 def wait_count(host, name, at_least, seconds=30):

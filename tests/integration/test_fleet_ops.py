@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, ansible_playbook, as_shipped, lab_exec, prepared, run, run_module, sh
+from conftest import ROOT, ansible_playbook, as_shipped, counts, lab_exec, prepared, run, run_module, sh
 
 IMAGE = "fleet-lab-workload:busybox"
 PLAYBOOKS = ROOT / "playbooks"
@@ -23,10 +23,6 @@ WORKLOADS = {
 }
 
 
-def counts(host, name):
-    return [int(line) for line in lab_exec(host, "docker", "logs", name).stdout.split() if line.isdigit()]
-
-
 def start_workloads(host):
     for name, (options, command) in WORKLOADS.items():
         lab_exec(host, "docker", "rm", "-f", name, check=False)
@@ -38,9 +34,7 @@ def start_workloads(host):
 
 
 def policies(host):
-    return {name: lab_exec(host, "docker", "inspect", "-f",
-                           "{{.HostConfig.RestartPolicy.Name}}:{{.HostConfig.RestartPolicy.MaximumRetryCount}}",
-                           name).stdout.strip() for name in WORKLOADS}
+    return {name: policies_of(host, name) for name in WORKLOADS}
 
 
 def boot_time(host):
