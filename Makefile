@@ -19,7 +19,7 @@ export ANSIBLE_DEPRECATION_WARNINGS := False
 export ANSIBLE_FORCE_COLOR := False
 export PY_COLORS := 0
 
-.PHONY: help setup collection sanity units lint docs-lint galaxy integration molecule test demo \
+.PHONY: help setup collection sanity units lint docs-lint galaxy integration test-faults soak molecule test demo \
         lab-up lab-down lab-status lock clean
 
 help: ## List the targets
@@ -69,18 +69,27 @@ lab-status: ## Show every lab host's state
 
 integration: collection ## Integration tests on a fresh lab fleet (real Docker, systemd, SSH)
 	LAB_FRESH=1 LAB_BOOKWORM=1 tests/lab/up.sh
-	pytest -p no:cacheprovider tests/integration
+	pytest -p no:cacheprovider -m "not fault and not soak" tests/integration
+
+test-faults: collection ## Fault injection and bad-input corpus on the lab; prints the reliability table
+	LAB_BOOKWORM=1 tests/lab/up.sh
+	pytest -p no:cacheprovider -m fault tests/integration
+
+soak: collection ## SOAK_CYCLES (default 20) host_reboot cycles over 3 lab hosts x 4 counters; records the figures
+	tests/lab/up.sh
+	pytest -p no:cacheprovider -m soak tests/integration
 
 molecule: collection ## Molecule scenarios on the lab image
 	cd $(COLLECTION) && molecule test --all
 
-test: setup ## Every gate, in order: sanity, units, lint, docs-lint, galaxy, integration, molecule
+test: setup ## Every gate, in order: sanity, units, lint, docs-lint, galaxy, integration, test-faults, molecule
 	@tools/timed.sh sanity $(MAKE) --no-print-directory sanity
 	@tools/timed.sh units $(MAKE) --no-print-directory units
 	@tools/timed.sh lint $(MAKE) --no-print-directory lint
 	@tools/timed.sh docs-lint $(MAKE) --no-print-directory docs-lint
 	@tools/timed.sh galaxy $(MAKE) --no-print-directory galaxy
 	@tools/timed.sh integration $(MAKE) --no-print-directory integration
+	@tools/timed.sh test-faults $(MAKE) --no-print-directory test-faults
 	@tools/timed.sh molecule $(MAKE) --no-print-directory molecule
 	@tools/timed.sh --summary
 

@@ -50,6 +50,11 @@ class OpError(Exception):
     """This container's operation failed; the message says why and what to do."""
 
 
+class DaemonUnavailable(OpError):
+    """The Docker daemon went away during the operation (killed, restarting): nothing can be concluded about the
+    checkpoint; a later run tries again (no fallback applies)."""
+
+
 class DumpInDoubt(OpError):
     """The Engine did not answer in time: the daemon may still be dumping. Nothing is cleaned up behind it."""
 
@@ -72,6 +77,24 @@ def _images(path):
     inventory = file_inventory(path)
     inventory.pop(store.METADATA_NAME, None)
     return inventory
+
+
+def _damage(metadata, actual):
+    """What differs between the files recorded at dump time (size, sha256) and the files there now."""
+    recorded = metadata.get("files")
+    if not isinstance(recorded, dict):
+        return []  # not made by this version of fleet.checkpoint: nothing to compare with
+    problems = []
+    for name, info in sorted(recorded.items()):
+        found = actual.get(name)
+        if found is None:
+            problems.append(f"{name} is missing")
+        elif found["size"] != info.get("size"):
+            problems.append(f"{name} has {found['size']} bytes, {info.get('size')} at dump time (truncated?)")
+        elif found["sha256"] != info.get("sha256"):
+            problems.append(f"{name} does not match its sha256 from dump time (corrupted)")
+    problems.extend(f"{name} was added after the dump" for name in sorted(set(actual) - set(recorded)))
+    return problems
 
 
 def cold_start(api, ref, policy):
@@ -124,7 +147,8 @@ class CheckpointOps:
                 raise
         archive = self._archive_for(ref)
         try:
-            with transfer.Tarball(archive, self.ctx.run, self.ctx.zstd, os.path.dirname(os.path.abspath(archive))) \
+            with transfer.Tarball(archive, self.ctx.run, self.ctx.zstd, os.path.dirname(os.path.abspath(archive)),
+                                  self.opts.get("secret")) \
                     as tar_path:
                 config = transfer.read_manifest(tar_path)["container"]
         except (ArchiveError, ManifestError) as exc:
@@ -295,6 +319,9 @@ class CheckpointOps:
             "restart_policy": policy,
             "processes": processes,
             "versions": dict(self.ctx.versions),
+            # Size and sha256 of every file, checked before a restore or an export: a damaged checkpoint is
+            # refused instead of restored into a process with corrupted memory.
+            "files": _images(path),
         }
         store.write_metadata(path, metadata)
         result["method"] = method
@@ -445,6 +472,8 @@ class CheckpointOps:
             available = self._other_checkpoints(source["Id"])
             raise OpError(f"checkpoint {self.name!r} not found for container {result['source']}"
                           + (f" (it has: {', '.join(available)})" if available else " (it has none)"))
+        if not archive:  # an imported archive was just checked against its manifest
+            self._check_intact(src_path, store.read_metadata(src_path), result["source"])
         result["changed"] = True
         result["action"] = "restored"
         if self.ctx.check_mode:
@@ -475,18 +504,29 @@ class CheckpointOps:
                                            f"{state.get('ExitCode')})", state.get("Error") or "", started))
         try:
             self._verify(tid, state, metadata, result)
-        except OpError:
+        except OpError as exc:
             result["modified"] = True
             self._put_back_policy(tid, metadata, result)
             metadata["failed_restore"] = {"started_at": state.get("StartedAt"), "at": time.time(), "reason": str(exc)}
             store.write_metadata(path, metadata)
             raise
         self._put_back_policy(tid, metadata, result)
+        result["started_at"] = state.get("StartedAt")
         metadata["last_restore"] = {"started_at": state.get("StartedAt"), "at": time.time()}
         store.write_metadata(path, metadata)
         result["pruned"] = self._prune(tid, time.time())
         result["duration"] = round(time.time() - started, 3)
         return result
+
+    def _check_intact(self, path, metadata, container, actual=None):
+        try:
+            problems = _damage(metadata, _images(path) if actual is None else actual)
+        except ArchiveError as exc:
+            problems = [str(exc)]
+        if problems:
+            raise OpError(f"checkpoint {self.name!r} of {container} is damaged since its dump, so it was not used: "
+                          f"{'; '.join(problems[:5])}. Its files changed on disk (disk fault, full disk or tampering): "
+                          "restore an older checkpoint, or start the container afresh")
 
     def _put_back_policy(self, tid, metadata, result):
         recorded = metadata.get("restart_policy")
@@ -501,6 +541,9 @@ class CheckpointOps:
                 self.api.post(f"/containers/{tid}/start", timeout=self.opts["timeout"], checkpoint=self.name)
                 return
             except DockerAPIError as exc:
+                if exc.status is None:
+                    raise DaemonUnavailable(f"the Docker daemon did not answer during the restore of "
+                                            f"{result['container']} ({exc}): run the restore again once it is up") from exc
                 if attempt == 1 and "already exists" in str(exc):
                     result["warnings"].append(f"containerd reported {exc}; retried once (a known transient error)")
                     time.sleep(1)
@@ -537,10 +580,12 @@ class CheckpointOps:
         directory = self.opts["archive_dir"]
         if self.ctx.state in ("imported", "restored"):
             for compression in ("zstd", "gzip", "none"):
-                candidate = os.path.join(directory, transfer.archive_name(container_name, self.name, compression))
+                candidate = os.path.join(directory, transfer.archive_name(container_name, self.name, compression,
+                                                                          self.opts.get("secret") is not None))
                 if os.path.exists(candidate):
                     return candidate
-        return os.path.join(directory, transfer.archive_name(container_name, self.name, self.opts["compression"]))
+        return os.path.join(directory, transfer.archive_name(container_name, self.name, self.opts["compression"],
+                                                             self.opts.get("secret") is not None))
 
     def exported(self, ref):
         inspect = self.inspect(ref)
@@ -559,7 +604,8 @@ class CheckpointOps:
             raise OpError(f"checkpoint {path} cannot be archived: {exc}") from exc
         if os.path.exists(archive):
             try:
-                with transfer.Tarball(archive, self.ctx.run, self.ctx.zstd, os.path.dirname(archive)) as tar_path:
+                with transfer.Tarball(archive, self.ctx.run, self.ctx.zstd, os.path.dirname(archive),
+                                      self.opts.get("secret")) as tar_path:
                     existing = transfer.read_manifest(tar_path)
             except (ArchiveError, ManifestError, OSError) as exc:
                 if not self.opts["force"]:
@@ -573,6 +619,8 @@ class CheckpointOps:
         if self.ctx.check_mode:
             return result
         metadata = store.read_metadata(path)
+        self._check_intact(path, metadata, result["container"], actual=files)
+        metadata.pop("files", None)  # the manifest lists them
         versions = metadata.get("versions") or dict(self.ctx.versions)
         manifest = build(self.name, inspect, files, versions, metadata.get("method") or "api",
                          metadata.get("created") or os.path.getmtime(path))
@@ -582,7 +630,8 @@ class CheckpointOps:
         started = time.time()
         try:
             result["sha256"] = transfer.write_archive(path, manifest, archive, self.opts["compression"],
-                                                      self.ctx.run, self.ctx.zstd)
+                                                      self.ctx.run, self.ctx.zstd, self.opts.get("secret"))
+            result["encrypted"] = self.opts.get("secret") is not None
         except (ArchiveError, OSError) as exc:
             raise OpError(f"writing {archive} failed: {exc}") from exc
         result["size"] = os.path.getsize(archive)
@@ -600,7 +649,8 @@ class CheckpointOps:
         archive = self._archive_for(result["container"])
         result.update(archive=archive, path=path)
         try:
-            with transfer.Tarball(archive, self.ctx.run, self.ctx.zstd, os.path.dirname(os.path.abspath(archive))) \
+            with transfer.Tarball(archive, self.ctx.run, self.ctx.zstd, os.path.dirname(os.path.abspath(archive)),
+                                  self.opts.get("secret")) \
                     as tar_path:
                 manifest = transfer.read_manifest(tar_path)
                 result["manifest"] = {key: manifest[key] for key in ("checkpoint", "created", "method", "size",
@@ -655,6 +705,7 @@ class CheckpointOps:
             metadata.setdefault("method", manifest["method"])
             metadata.setdefault("created", manifest.get("created"))
             metadata.pop("last_restore", None)
+            metadata["files"] = manifest["files"]
             metadata["imported"] = {"from": archive, "at": time.time()}
             store.write_metadata(tmp, metadata)
             store.secure_tree(tmp)

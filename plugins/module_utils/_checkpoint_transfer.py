@@ -24,14 +24,24 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_archi
     ArchiveError,
     check_member,
 )
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_crypto import (
+    CryptoError,
+    decrypt_file,
+    encrypt_file,
+    is_encrypted,
+    require_cryptography,
+)
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_manifest import ManifestError, validate
 
 EXTENSIONS = {"zstd": ".tar.zst", "gzip": ".tar.gz", "none": ".tar"}
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
-def archive_name(container_name, checkpoint, compression):
-    return f"{container_name}-{checkpoint}{EXTENSIONS[compression]}"
+ENCRYPTED_SUFFIX = ".enc"
+
+
+def archive_name(container_name, checkpoint, compression, encrypted=False):
+    return f"{container_name}-{checkpoint}{EXTENSIONS[compression]}{ENCRYPTED_SUFFIX if encrypted else ''}"
 
 
 def is_zstd(path):
@@ -45,35 +55,62 @@ def _private_tmpdir(near):
 
 
 class Tarball:
-    """A readable tar for an archive path: zstd is decompressed into a private temporary directory first."""
+    """A readable tar for an archive path: an encrypted archive is authenticated and decrypted, a zstd one
+    decompressed, into a private temporary directory first (nothing unauthenticated is ever read as a tar)."""
 
-    def __init__(self, path, run, zstd_path, scratch=None):
+    def __init__(self, path, run, zstd_path, scratch=None, secret=None):
         self.path = path
         self.run = run
         self.zstd = zstd_path
         self.scratch = scratch
+        self.secret = secret
         self._tmp = None
 
+    def _private(self):
+        if not self._tmp:
+            self._tmp = tempfile.mkdtemp(prefix=".fleet-checkpoint-", dir=self.scratch)
+            os.chmod(self._tmp, 0o700)
+        return self._tmp
+
     def __enter__(self):
+        try:
+            return self._open()
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def _open(self):
         if not os.path.isfile(self.path):
             raise ArchiveError(f"archive {self.path} does not exist or is not a file")
-        if not is_zstd(self.path):
-            return self.path
+        source = self.path
+        if is_encrypted(source):
+            if self.secret is None:
+                raise ArchiveError(f"{self.path} is encrypted: give encryption_key or encryption_key_file")
+            try:
+                require_cryptography()
+                source = os.path.join(self._private(), "archive.decrypted")
+                decrypt_file(self.path, source, self.secret)
+            except CryptoError as exc:
+                raise ArchiveError(str(exc)) from exc
+        elif self.secret is not None:
+            raise ArchiveError(f"{self.path} is not encrypted, but an encryption key was given: refusing an "
+                               "unprotected archive where an encrypted one is expected (leave the key out to import it)")
+        if not is_zstd(source):
+            return source
         if not self.zstd:
             raise ArchiveError(f"{self.path} is zstd-compressed and zstd is not installed: install the zstd package")
-        self._tmp = tempfile.mkdtemp(prefix=".fleet-checkpoint-", dir=self.scratch)
-        os.chmod(self._tmp, 0o700)
-        tar_path = os.path.join(self._tmp, "archive.tar")
-        rc, out, err = self.run([self.zstd, "-d", "-q", "-f", "-o", tar_path, self.path])
+        tar_path = os.path.join(self._private(), "archive.tar")
+        rc, out, err = self.run([self.zstd, "-d", "-q", "-f", "-o", tar_path, source])
         if rc != 0:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
             raise ArchiveError(f"{self.path} could not be decompressed: {(err or out).strip()}")
+        if source != self.path:
+            os.remove(source)
         return tar_path
 
     def __exit__(self, *exc):
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
         return False
 
 
@@ -162,8 +199,9 @@ def _add_bytes(tar, name, data):
     tar.addfile(info, io.BytesIO(data))
 
 
-def write_archive(source_dir, manifest, destination, compression, run, zstd_path):
-    """Write the archive atomically (0600, its directory created 0700); return the archive's sha256."""
+def write_archive(source_dir, manifest, destination, compression, run, zstd_path, secret=None):
+    """Write the archive atomically (0600, its directory created 0700), encrypted when a secret is given (see
+    _checkpoint_crypto); return the archive's sha256."""
     if compression == "zstd" and not zstd_path:
         raise ArchiveError("compression=zstd needs the zstd command on the managed host: install the zstd package, "
                            "or use compression=gzip or none")
@@ -191,6 +229,14 @@ def write_archive(source_dir, manifest, destination, compression, run, zstd_path
             rc, out, err = run([zstd_path, "-q", "-T0", "-f", "-o", final, tar_path])
             if rc != 0:
                 raise ArchiveError(f"zstd failed: {(err or out).strip()}")
+        if secret is not None:
+            try:
+                require_cryptography()
+                encrypt_file(final, final + ENCRYPTED_SUFFIX, secret)
+            except CryptoError as exc:
+                raise ArchiveError(str(exc)) from exc
+            os.remove(final)
+            final += ENCRYPTED_SUFFIX
         os.chmod(final, 0o600)
         digest = hashlib.sha256()
         with open(final, "rb") as handle:

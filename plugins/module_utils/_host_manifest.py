@@ -150,7 +150,10 @@ def apply_restore(manifest, results, fallback, cold_starts=None, failed_dumps_no
                             restore_msg="it was already running (not restored from this checkpoint)")
             elif not result.get("failed"):
                 item["status"] = "restored"
+                item["started_at"] = result.get("started_at")
                 item.pop("restore_msg", None)
+            elif result.get("daemon_unavailable"):
+                item.update(status="restore_failed", restore_msg=result.get("msg", ""))
             elif "not found on this host" in result.get("msg", ""):
                 item.update(status="skipped", restore_msg=result.get("msg", ""))
             else:
@@ -170,6 +173,57 @@ def apply_restore(manifest, results, fallback, cold_starts=None, failed_dumps_no
     updated = dict(manifest, containers=containers)
     updated["state"] = state_of(containers)
     return updated
+
+
+def confirm_restored(manifest, states):
+    """After a restore run: states {container: (running, started_at) or None when Docker did not answer} for the
+    containers this run restored. One no longer running as the restored process is set back to be restored again
+    (checkpointed); one Docker could not be asked about is restore_failed (tried again). Returns (manifest, [lost])."""
+    containers, lost = [], []
+    for item in manifest["containers"]:
+        item = dict(item)
+        if item.get("status") == "restored" and item["container"] in states:
+            found = states[item["container"]]
+            if found is None:
+                item.update(status="restore_failed", restore_msg="restored, but Docker did not answer afterwards: "
+                                                                 "checked again by the next restore")
+                lost.append(item["container"])
+            elif not found[0] or item.get("started_at") not in (None, found[1]):
+                item.update(status="checkpointed", resumed=None, restore_msg=(
+                    "restored, then stopped before the restore run ended (Docker daemon restarted?): restored again "
+                    "by the next restore"))
+                lost.append(item["container"])
+        containers.append(item)
+    updated = dict(manifest, containers=containers)
+    updated["state"] = state_of(containers)
+    return updated, lost
+
+
+def reopen_lost(manifest, states):
+    """Containers an unfinished restore run brought back but that are no longer that process (stopped, or started
+    afresh, e.g. by a Docker daemon killed and restarted without live-restore): set back to be restored again.
+
+    states: {container: (running, started_at)} for the containers the manifest calls restored or cold_started.
+    A finished manifest (every container settled by a run that ended cleanly) is left alone: a container stopped
+    by hand after a good restore is not brought back. Returns (manifest, [names reopened]).
+    """
+    if manifest.get("state") != "checkpointed":
+        return manifest, []
+    containers, reopened = [], []
+    for item in manifest["containers"]:
+        item = dict(item)
+        if item.get("status") in ("restored", "cold_started") and item["container"] in states:
+            running, started_at = states[item["container"]]
+            ours = item.get("status") == "cold_started" or item.get("started_at") in (None, started_at)
+            if not (running and ours):
+                item.update(status="checkpointed", resumed=None, restore_msg=(
+                    f"was {item['status']}, then {'stopped' if not running else 'started afresh'} before the restore "
+                    "run ended (Docker daemon restarted?): restored again"))
+                reopened.append(item["container"])
+        containers.append(item)
+    updated = dict(manifest, containers=containers)
+    updated["state"] = state_of(containers)
+    return updated, reopened
 
 
 def summary(manifest):

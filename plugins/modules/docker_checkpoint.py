@@ -143,6 +143,23 @@ options:
     type: str
     choices: [zstd, gzip, none]
     default: zstd
+  encryption_key:
+    description:
+      - Encrypt exported archives at rest with this passphrase (at least 16 characters; for example the output of
+        C(openssl rand -base64 32), kept in Ansible Vault or an AWX credential), and decrypt archives on import or
+        restore with it.
+      - AES-256-GCM in 1 MiB chunks (a key derived with scrypt, a random salt per archive); any change to the archive,
+        a truncation or a wrong key makes the import fail before anything is written. Encrypted archives are named
+        C(<container>-<name>.tar.zst.enc).
+      - With a key, an archive that is not encrypted is refused. Needs the Python C(cryptography) library on the
+        managed host (Debian package C(python3-cryptography)).
+      - Never logged or returned.
+    type: str
+  encryption_key_file:
+    description:
+      - Like O(encryption_key), the passphrase read from this file on the managed host (mode C(0600) or stricter,
+        one trailing newline ignored).
+    type: path
   keep_last:
     description:
       - With O(state=present) or O(state=restored), after success, remove older checkpoints of the same container
@@ -449,6 +466,17 @@ results:
       type: str
       returned: state=exported and changed
       sample: 3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
+    encrypted:
+      description: Whether the archive written is encrypted (O(encryption_key) or O(encryption_key_file)).
+      type: bool
+      returned: state=exported and changed
+      sample: true
+    started_at:
+      description: Docker's start time of the restored container (a later run compares it to tell whether the
+        container is still the process restored from the checkpoint).
+      type: str
+      returned: state=restored and restored
+      sample: "2026-11-23T19:05:35.878697882Z"
     manifest:
       description: The archive's manifest (checkpoint, created, method, size, versions, container config).
       type: dict
@@ -465,6 +493,11 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils import _checkpoint_results as results_mod
 from ansible_collections.fleet.checkpoint.plugins.module_utils import _host_manifest as host_manifest
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_crypto import (
+    CryptoError,
+    normalize_secret,
+    require_cryptography,
+)
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_engine import (
     PreflightError,
     check_criu,
@@ -476,7 +509,12 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_names
     validate_checkpoint_name,
     validate_container_ref,
 )
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_ops import CheckpointOps, OpError, cold_start
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_ops import (
+    CheckpointOps,
+    DaemonUnavailable,
+    OpError,
+    cold_start,
+)
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_selection import (
     select_containers,
     unique_by_id,
@@ -511,6 +549,8 @@ def argument_spec():
         archive_path=dict(type="path"),
         archive_dir=dict(type="path"),
         compression=dict(type="str", default="zstd", choices=["zstd", "gzip", "none"]),
+        encryption_key=dict(type="str", no_log=True),
+        encryption_key_file=dict(type="path", no_log=False),
         keep_last=dict(type="int"),
         max_age=dict(type="str"),
         verify=dict(type="bool", default=True),
@@ -574,6 +614,10 @@ def check_options(params):
     if params["target"] is not None and (params["archive_path"] or params["archive_dir"]):
         errors.append("target cannot be combined with an archive: import the archive into the target container "
                       "itself (container=<target>)")
+    if (params.get("encryption_key") is not None or params.get("encryption_key_file")) \
+            and not (params["archive_path"] or params["archive_dir"]):
+        errors.append("encryption_key and encryption_key_file are used only with an archive (state=exported, imported "
+                      "or restored with archive_path or archive_dir)")
     if params["leave_running"] and state != "present":
         errors.append("leave_running is used only with state=present")
     for key in ("keep_last", "max_age"):
@@ -638,14 +682,19 @@ def record_manifest(module, ctx, manifest, results, answer):
         recorded = {item["container"]: item.get("restart_policy") for item in manifest["containers"]}
         if params["fallback"] == "cold_start" and not module.check_mode:
             for result in results:
-                if result.get("failed") and "not found on this host" not in result.get("msg", ""):
+                if result.get("failed") and "not found on this host" not in result.get("msg", "") \
+                        and not result.get("daemon_unavailable"):
                     cold[result["container"]] = cold_start(ctx.api, result["container"], recorded.get(result["container"]))
         if not module.check_mode:
             # Containers whose dump failed: still running (CRIU rolled back), or started afresh if the dump stopped them.
             for name in host_manifest.failed_dumps(manifest):
                 dumps[name] = settle_failed_dump(ctx.api, name, recorded.get(name))
         updated = host_manifest.apply_restore(manifest, results, params["fallback"], cold, dumps)
-        failed = any(item["status"] == "restore_failed" for item in updated["containers"])
+        if not module.check_mode:
+            updated = confirm_restored(module, ctx.api, updated, results)
+        # Not done while a container waits for its restore (a daemon outage, a container lost after its restore).
+        failed = any(item["status"] == "restore_failed" for item in updated["containers"]) or (
+            not module.check_mode and bool(host_manifest.pending(updated)))
         answer["changed"] = answer["changed"] or any(started[0] for started in cold.values()) or any(
             value != "kept_running" and value[0] for value in dumps.values())
         for name, (ok, _message) in cold.items():
@@ -660,6 +709,51 @@ def record_manifest(module, ctx, manifest, results, answer):
     return failed
 
 
+def confirm_restored(module, api, manifest, results):
+    """At the end of a restore run: are the containers it restored still running as the restored process? A Docker
+    daemon killed and restarted during the run (without live-restore) kills them; they are restored again next run."""
+    restored = [r["container"] for r in results if not r.get("failed") and r.get("action") == "restored"]
+    states = {}
+    for name in restored:
+        try:
+            found = api.get(f"/containers/{name}/json").get("State") or {}
+            states[name] = (bool(found.get("Running")), found.get("StartedAt"))
+        except DockerAPIError:
+            states[name] = None
+    updated, lost = host_manifest.confirm_restored(manifest, states)
+    for name in lost:
+        module.warn(f"{name} was restored, then stopped before this run ended (its Docker daemon restarted?): run the "
+                    "restore again to bring it back from the same checkpoint")
+    return updated
+
+
+def reopen_lost(module, params, manifest):
+    """An unfinished restore run (e.g. its Docker daemon was killed midway): containers it had restored that are no
+    longer running from their checkpoint are stopped and restored again (see _host_manifest.reopen_lost)."""
+    if manifest.get("state") != "checkpointed":
+        return manifest
+    try:
+        api = DockerAPI(params["docker_host"], timeout=params["api_timeout"])
+        states = {}
+        for item in manifest["containers"]:
+            if item.get("status") in ("restored", "cold_started"):
+                try:
+                    found = api.get(f"/containers/{item['container']}/json").get("State") or {}
+                except DockerAPIError:
+                    continue  # gone: nothing to bring back
+                states[item["container"]] = (bool(found.get("Running")), found.get("StartedAt"))
+        updated, reopened = host_manifest.reopen_lost(manifest, states)
+        for name in reopened:
+            if states[name][0] and not module.check_mode:
+                api.post(f"/containers/{name}/stop", t=3, timeout=params["timeout"])
+    except (ValueError, DockerAPIError) as exc:
+        module.fail_json(msg=f"cannot use the Docker Engine: {exc}", checkpoint=params["name"], results=[])
+    for name in reopened:
+        module.warn(f"{name} was restored by an earlier run that did not finish, and is no longer running from its "
+                    "checkpoint (its Docker daemon restarted?): it is restored again from the same checkpoint")
+    return updated
+
+
 def settle_failed_dump(api, name, policy):
     """'kept_running' when the container runs, else the (ok, message) of starting it afresh."""
     try:
@@ -672,7 +766,7 @@ def settle_failed_dump(api, name, policy):
 def run_module():
     module = AnsibleModule(
         argument_spec=argument_spec(),
-        mutually_exclusive=[("archive_path", "archive_dir")],
+        mutually_exclusive=[("archive_path", "archive_dir"), ("encryption_key", "encryption_key_file")],
         supports_check_mode=True,
     )
     params = module.params
@@ -680,6 +774,13 @@ def run_module():
     if errors:
         module.fail_json(msg="; ".join(errors), checkpoint=params["name"], results=[])
     state = params["state"]
+    secret = None
+    if params["encryption_key"] is not None or params["encryption_key_file"]:
+        try:
+            secret = normalize_secret(params["encryption_key"], params["encryption_key_file"])
+            require_cryptography()
+        except CryptoError as exc:
+            module.fail_json(msg=str(exc), checkpoint=params["name"], results=[])
 
     if os.geteuid() != 0:
         module.fail_json(msg="docker_checkpoint needs root on the managed host (Docker's checkpoint directories are "
@@ -698,6 +799,8 @@ def run_module():
             manifest = host_manifest.read(params["manifest_path"])
         except host_manifest.HostManifestError as exc:
             module.fail_json(msg=f"manifest_path {exc}: move it away to start afresh", results=[])
+        if state == "restored" and manifest is not None:
+            manifest = reopen_lost(module, params, manifest)
         early = manifest_shortcut(params, manifest)
         if early:
             module.exit_json(**early)
@@ -737,7 +840,7 @@ def run_module():
         state=state, versions=versions,
         containerd=ContainerdTask(run, ctr, timeout_path=module.get_bin_path("timeout")) if ctr else None,
         criu_log=criu_log_path(), zstd=module.get_bin_path("zstd"), host_time_ns=time_namespace("self"),
-        options=dict(params, max_age_seconds=parse_age(params["max_age"]) if params["max_age"] else None,
+        options=dict(params, secret=secret, max_age_seconds=parse_age(params["max_age"]) if params["max_age"] else None,
                      archive_mode=bool(params["archive_path"] or params["archive_dir"])),
     )
     ops = CheckpointOps(ctx)
@@ -749,7 +852,10 @@ def run_module():
         except Exception as exc:  # pylint: disable=broad-exception-caught
             # One container's failure must not hide the others' results (some may have been changed already).
             message = str(exc) if isinstance(exc, OpError) else f"{type(exc).__name__}: {exc}"
-            return results_mod.failure(ref, message, ops.partial())
+            result = results_mod.failure(ref, message, ops.partial())
+            if isinstance(exc, DaemonUnavailable) or (isinstance(exc, DockerAPIError) and exc.status is None):
+                result["daemon_unavailable"] = True  # no conclusion about the checkpoint: no fallback, try again
+            return result
 
     workers = max(1, min(params["parallel"] or os.cpu_count() or 1, len(refs) or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -129,3 +129,61 @@ def docker_restore(host, container, checkpoint):
     if proc.returncode != 0 and "already exists" in proc.stderr:
         proc = lab_exec(host, "docker", "start", "--checkpoint", checkpoint, container, check=False)
     assert proc.returncode == 0, proc.stderr
+
+
+# -- The reliability table (issue: faults survived, bad input refused, nothing lost) ----------------------------------
+# Tests marked fault(number, title) are the fault-injection suite (`make test-faults`); bad-input tests report their
+# counts through record_bad_inputs. At the end of the session the table is printed and written to
+# .build/reliability.json, from what really ran.
+
+RELIABILITY = {"faults": {}, "bad_inputs": {}}
+RELIABILITY_FILE = ROOT / ".build" / "reliability.json"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "fault(number, title): a fault-injection test (make test-faults)")
+    config.addinivalue_line("markers", "soak: the host_reboot soak (make soak)")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    marker = item.get_closest_marker("fault")
+    if marker and (report.when == "call" or report.failed):
+        number, title = marker.args
+        entry = RELIABILITY["faults"].setdefault(number, {"title": title, "tests": {}})
+        entry["tests"][item.name] = "survived" if report.passed and entry["tests"].get(item.name) != "FAILED" \
+            else "FAILED"
+
+
+@pytest.fixture
+def record_bad_inputs():
+    """record_bad_inputs(suite, tried, refused_with_host_unchanged): the counts of one bad-input test."""
+    def record(suite, tried, refused):
+        RELIABILITY["bad_inputs"][suite] = {"tried": tried, "refused_host_unchanged": refused}
+    return record
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not (RELIABILITY["faults"] or RELIABILITY["bad_inputs"]):
+        return
+    write = terminalreporter.write_line
+    write("")
+    write("== reliability ==")
+    write("| fault | injected | survived |")
+    write("| --- | --- | --- |")
+    for number in sorted(RELIABILITY["faults"]):
+        entry = RELIABILITY["faults"][number]
+        outcomes = list(entry["tests"].values())
+        write(f"| {number}. {entry['title']} | {len(outcomes)} | {outcomes.count('survived')} |")
+    if RELIABILITY["bad_inputs"]:
+        write("")
+        write("| bad inputs | tried | refused, host unchanged |")
+        write("| --- | --- | --- |")
+        for suite, counts_ in sorted(RELIABILITY["bad_inputs"].items()):
+            write(f"| {suite} | {counts_['tried']} | {counts_['refused_host_unchanged']} |")
+        total = [sum(c[key] for c in RELIABILITY["bad_inputs"].values()) for key in ("tried", "refused_host_unchanged")]
+        write(f"| all | {total[0]} | {total[1]} |")
+    RELIABILITY_FILE.parent.mkdir(parents=True, exist_ok=True)
+    RELIABILITY_FILE.write_text(json.dumps(RELIABILITY, indent=2, sort_keys=True, default=str))

@@ -307,3 +307,35 @@ def test_archive_name(compression, name):
 def test_archive_name_refuses_an_unknown_compression():
     with pytest.raises(KeyError):
         archive_name("web", "pre-reboot", "bzip2")
+
+
+def test_an_encrypted_archive_round_trips_and_refuses_the_wrong_key_or_no_key(tmp_path, monkeypatch):
+    from ansible_collections.fleet.checkpoint.plugins.module_utils import _checkpoint_crypto as crypto
+    from ansible_collections.fleet.checkpoint.plugins.module_utils import _checkpoint_transfer as tr
+    monkeypatch.setattr(crypto, "SCRYPT_LOG2N", 10)
+    source = tmp_path / "cp"
+    source.mkdir()
+    (source / "pages-1.img").write_bytes(b"secret-memory" * 1000)
+    from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_archive import file_inventory
+    files = file_inventory(str(source))
+    manifest = {"format": "fleet.checkpoint/archive", "files": files}
+    destination = tmp_path / "out" / tr.archive_name("web", "cp", "gzip", encrypted=True)
+    assert destination.name == "web-cp.tar.gz.enc"
+    key = b"correct horse battery staple"
+    tr.write_archive(str(source), manifest, str(destination), "gzip", None, None, secret=key)
+    assert crypto.is_encrypted(str(destination)) and (destination.stat().st_mode & 0o777) == 0o600
+    assert b"secret-memory" not in destination.read_bytes()
+    with tr.Tarball(str(destination), None, None, str(tmp_path), secret=key) as tar_path:
+        import tarfile
+        with tarfile.open(tar_path) as tar:
+            assert "pages-1.img" in tar.getnames()
+    for secret, fragment in ((b"wrong horse battery staple", "could not be decrypted"), (None, "is encrypted")):
+        with pytest.raises(tr.ArchiveError, match=fragment):
+            with tr.Tarball(str(destination), None, None, str(tmp_path), secret=secret):
+                pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cp", "out"]  # no decrypted leftovers
+    plain = tmp_path / "out" / "web-cp.tar.gz"
+    tr.write_archive(str(source), manifest, str(plain), "gzip", None, None)
+    with pytest.raises(tr.ArchiveError, match="is not encrypted"):
+        with tr.Tarball(str(plain), None, None, str(tmp_path), secret=key):
+            pass

@@ -150,3 +150,54 @@ def test_summary_rows():
         "container": "web", "checkpoint": "pre-reboot", "status": "restored", "resumed": True, "size": 1000,
         "method": "api", "dump_seconds": 0.5, "restore_seconds": 0.3, "msg": "",
     }]
+
+
+def _restored_then(statuses, state="checkpointed"):
+    manifest = checkpointed(*statuses)
+    for item in manifest["containers"]:
+        item["status"] = statuses[item["container"]]
+        item["started_at"] = "T1" if item["status"] == "restored" else None
+    manifest["state"] = state
+    return manifest
+
+
+def test_an_unfinished_run_restores_again_what_lost_its_restored_process():
+    manifest = _restored_then({"stopped": "restored", "afresh": "restored", "fine": "restored",
+                               "cold": "cold_started", "waiting": "restore_failed"})
+    states = {"stopped": (False, "T1"), "afresh": (True, "T2"), "fine": (True, "T1"), "cold": (False, "T3")}
+    updated, reopened = hm.reopen_lost(manifest, states)
+    assert reopened == ["stopped", "afresh", "cold"]
+    assert sorted(hm.pending(updated)) == ["afresh", "cold", "stopped", "waiting"]
+    assert {item["container"]: item["status"] for item in updated["containers"]}["fine"] == "restored"
+    assert "restored again" in updated["containers"][0]["restore_msg"]
+    assert manifest["containers"][0]["status"] == "restored"  # the input is not modified
+
+
+def test_a_finished_manifest_is_left_alone_even_if_a_container_was_stopped_since():
+    manifest = _restored_then({"stopped": "restored"}, state="restored")
+    updated, reopened = hm.reopen_lost(manifest, {"stopped": (False, "T1")})
+    assert reopened == [] and updated is manifest
+
+
+def test_a_successful_restore_records_the_start_time_it_checks_later():
+    manifest = checkpointed("web")
+    updated = hm.apply_restore(manifest, [{"container": "web", "action": "restored", "changed": True, "resumed": True,
+                                           "started_at": "T9"}], "fail")
+    assert updated["containers"][0]["started_at"] == "T9" and updated["state"] == "restored"
+
+
+def test_a_daemon_outage_is_retried_not_sent_to_the_fallback():
+    manifest = checkpointed("web")
+    updated = hm.apply_restore(manifest, [{"container": "web", "failed": True, "daemon_unavailable": True,
+                                           "msg": "the Docker daemon did not answer"}], "cold_start", {})
+    assert updated["containers"][0]["status"] == "restore_failed" and hm.pending(updated) == ["web"]
+
+
+def test_containers_lost_before_the_run_ends_are_restored_again():
+    manifest = hm.apply_restore(checkpointed("a", "b", "c"), [
+        {"container": name, "action": "restored", "changed": True, "resumed": True, "started_at": "T1"}
+        for name in ("a", "b", "c")], "fail")
+    updated, lost = hm.confirm_restored(manifest, {"a": (True, "T1"), "b": (False, "T1"), "c": None})
+    assert lost == ["b", "c"]
+    assert [item["status"] for item in updated["containers"]] == ["restored", "checkpointed", "restore_failed"]
+    assert updated["state"] == "checkpointed" and hm.pending(updated) == ["b", "c"]

@@ -23,6 +23,7 @@ def test_good_options_have_no_errors():
     assert check_options(params(state="restored", target="web-2")) == []
     assert check_options(params(keep_last=3, max_age="7d")) == []
     assert check_options(params(all_running=False)) == []
+    assert check_options(params(state="exported", archive_dir="/srv/archives", encryption_key="k" * 20)) == []
 
 
 @pytest.mark.parametrize("overrides, fragment", [
@@ -38,6 +39,8 @@ def test_good_options_have_no_errors():
     (dict(state="restored", target="other", archive_path="/x.tar"), "cannot be combined with an archive"),
     (dict(state="absent", keep_last=2), "keep_last is used only with state=present"),
     (dict(state="restored", leave_running=True), "leave_running is used only with state=present"),
+    (dict(encryption_key="k" * 20), "used only with an archive"),
+    (dict(state="present", encryption_key_file="/root/key"), "used only with an archive"),
     (dict(keep_last=0), "keep_last must be 1 or more"),
     (dict(max_age="tomorrow"), "not a duration"),
     (dict(max_age="0"), "longer than zero"),
