@@ -579,11 +579,15 @@ class CheckpointOps:
             return self.opts["archive_path"]
         directory = self.opts["archive_dir"]
         if self.ctx.state in ("imported", "restored"):
-            for compression in ("zstd", "gzip", "none"):
-                candidate = os.path.join(directory, transfer.archive_name(container_name, self.name, compression,
-                                                                          self.opts.get("secret") is not None))
-                if os.path.exists(candidate):
-                    return candidate
+            # The encrypted name first when a key is given; either way the other kind is found too, and refused
+            # with a message saying why (a key missing, or an unprotected archive where an encrypted one is expected).
+            keyed = self.opts.get("secret") is not None
+            for encrypted in (keyed, not keyed):
+                for compression in ("zstd", "gzip", "none"):
+                    candidate = os.path.join(directory, transfer.archive_name(container_name, self.name, compression,
+                                                                              encrypted))
+                    if os.path.exists(candidate):
+                        return candidate
         return os.path.join(directory, transfer.archive_name(container_name, self.name, self.opts["compression"],
                                                              self.opts.get("secret") is not None))
 

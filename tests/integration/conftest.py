@@ -143,6 +143,7 @@ RELIABILITY_FILE = ROOT / ".build" / "reliability.json"
 def pytest_configure(config):
     config.addinivalue_line("markers", "fault(number, title): a fault-injection test (make test-faults)")
     config.addinivalue_line("markers", "soak: the host_reboot soak (make soak)")
+    config.addinivalue_line("markers", "bad_inputs: a bad-input corpus test (make test-faults)")
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -171,8 +172,9 @@ def pytest_terminal_summary(terminalreporter):
     write = terminalreporter.write_line
     write("")
     write("== reliability ==")
-    write("| fault | injected | survived |")
-    write("| --- | --- | --- |")
+    if RELIABILITY["faults"]:
+        write("| fault | injected | survived |")
+        write("| --- | --- | --- |")
     for number in sorted(RELIABILITY["faults"]):
         entry = RELIABILITY["faults"][number]
         outcomes = list(entry["tests"].values())

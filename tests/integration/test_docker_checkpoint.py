@@ -463,7 +463,8 @@ BAD_ARCHIVES = {
 }
 
 
-def test_bad_inputs_fail_clearly_and_change_nothing(hosts, tmp_path):
+@pytest.mark.bad_inputs
+def test_bad_inputs_fail_clearly_and_change_nothing(hosts, tmp_path, record_bad_inputs):
     host = hosts[0]
     start_counter(host, "victim")
     start_counter(host, "victim2")
@@ -496,6 +497,7 @@ def test_bad_inputs_fail_clearly_and_change_nothing(hosts, tmp_path):
     assert len(output["plays"]) == 2 and len(cases) >= 30
     assert snapshot(host) == before
     assert not exists(host, "/etc/fleet-evil")
+    record_bad_inputs("docker_checkpoint options and crafted archives", len(cases), len(cases))
 
 
 def test_missing_prerequisites_are_named(hosts, lab):
@@ -510,6 +512,7 @@ def test_missing_prerequisites_are_named(hosts, lab):
         assert result.get("failed") and "fleet.checkpoint.docker_experimental" in result["msg"], result
 
 
+@pytest.mark.fault(1, "CRIU cannot dump one of the containers")
 def test_criu_failure_carries_criu_log_lines_and_leaves_the_container_running(hosts):
     """An established TCP connection without tcp-established in runc.conf: CRIU refuses, and says why."""
     host = hosts[1]
@@ -536,6 +539,7 @@ def test_criu_failure_carries_criu_log_lines_and_leaves_the_container_running(ho
     assert_continued(host, "tcp-client", before)
 
 
+@pytest.mark.fault(7, "two runs on the same host at once")
 def test_a_second_run_waits_for_the_first_and_refuses_after_lock_timeout(hosts):
     host = hosts[0]
     start_counter(host, "locked")

@@ -169,6 +169,7 @@ def test_migrate_moves_a_running_container_with_its_count(fleet):
     assert sh(target, "test -e /var/lib/fleet-checkpoint/migrate", check=False).returncode != 0
 
 
+@pytest.mark.fault(8, "migration target unreachable or out of disk mid-transfer")
 def test_migrate_to_a_host_that_cannot_restore_leaves_it_running_on_the_source(fleet):
     source, target = fleet[2], fleet[1]
     lab_exec(target, "docker", "rm", "-f", "stayer", check=False)
@@ -194,23 +195,6 @@ def policies_of(host, name):
     return lab_exec(host, "docker", "inspect", "-f",
                     "{{.HostConfig.RestartPolicy.Name}}:{{.HostConfig.RestartPolicy.MaximumRetryCount}}",
                     name).stdout.strip()
-
-
-def test_bad_job_variables_stop_the_playbooks_before_anything_is_touched(fleet):
-    host = fleet[0]
-    booted = boot_time(host)
-    rc, output = ansible_playbook(PLAYBOOKS / "host_reboot.yml", check=False, extra_vars={
-        "fleet_checkpoint_hosts": host, "fleet_checkpoint_reboot": "sometimes"})
-    assert rc != 0
-    failed = [result for play in output["plays"] for task in play["tasks"] for result in task["hosts"].values()
-              if result.get("failed")]
-    assert failed and "fleet_checkpoint_reboot must be one of: if_required, always" in failed[0]["msg"]
-    assert boot_time(host) == booted
-    rc, output = ansible_playbook(PLAYBOOKS / "migrate.yml", check=False, extra_vars={
-        "fleet_checkpoint_migrate_source": host, "fleet_checkpoint_migrate_target": fleet[1],
-        "fleet_checkpoint_migrate_containers": ["plain"], "fleet_checkpoint_migrate_image": "carry"})
-    assert rc != 0
-    assert "fleet_checkpoint_migrate_image must be one of: load, pull" in json.dumps(output)
 
 
 def test_migrate_straight_from_host_to_host_over_ssh(fleet):
@@ -263,6 +247,7 @@ def test_a_host_that_fails_preflight_stops_the_reboot_before_anything_is_touched
             for name in WORKLOADS} == pids
 
 
+@pytest.mark.fault(1, "CRIU cannot dump one of the containers")
 def test_a_dump_failing_midway_brings_the_stopped_containers_back(fleet):
     """CRIU refuses one container (established TCP connection without tcp-established): the others, already
     stopped by their dump, are restored at once, and the run fails saying so."""

@@ -1,0 +1,158 @@
+"""Security on the lab: checkpoints hold whole process memory, so everything fleet.checkpoint writes is root-only;
+archives can be encrypted at rest; hosts talk to each other only over SSH (no port is opened).
+"""
+
+import json
+import threading
+import time
+
+import pytest
+
+from conftest import ROOT, ansible_playbook, as_shipped, counts, lab_exec, prepared, run, run_module, sh
+
+IMAGE = "fleet-lab-workload:busybox"
+PLAYBOOKS = ROOT / "playbooks"
+MODULE = "fleet.checkpoint.docker_checkpoint"
+SECRET = "s3cr3t-in-memory-7b1f"
+KEY_FILE = "/root/archive.key"
+ARCHIVES = "/srv/fleet-archives"
+# Everything fleet.checkpoint writes on a host: checkpoint directories, its state directory (manifest, locks,
+# transfer files), archives, and the CRIU log the criu role configures.
+WALK = ("/var/lib/docker/containers/*/checkpoints", "/var/lib/fleet-checkpoint", ARCHIVES, "/var/log/criu")
+
+
+def walk(host):
+    """(mode, owner, path) of every file and directory under WALK."""
+    lines = sh(host, f"for p in {' '.join(WALK)}; do [ -e \"$p\" ] && find \"$p\" -printf '%m %u %y %p\\n'; done; true"
+               ).stdout.splitlines()
+    return [line.split(" ", 3) for line in lines]
+
+
+def start(host, name, *options):
+    lab_exec(host, "docker", "rm", "-f", name, check=False)
+    lab_exec(host, "docker", "run", "-d", "--name", name, "-e", "COUNTER_INTERVAL=0.2", "-e", f"TOKEN={SECRET}",
+             *options, IMAGE)
+    deadline = time.monotonic() + 30
+    while counts(host, name)[-1:] < [5]:
+        assert time.monotonic() < deadline, f"{name} does not count"
+        time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def hosts(trixie_hosts):
+    first, second = trixie_hosts[:2]
+    for host in (first, second):
+        as_shipped(host)
+    prepared([first, second])
+    for host in (first, second):
+        sh(host, "apt-get install -y -qq python3-cryptography >/dev/null 2>&1 || "
+                 "(apt-get update -qq && apt-get install -y -qq python3-cryptography) >/dev/null")
+        sh(host, f"head -c 32 /dev/urandom | base64 > {KEY_FILE} && chmod 600 {KEY_FILE}")
+    yield first, second
+    for host in (first, second):
+        as_shipped(host)
+        sh(host, f"rm -rf {KEY_FILE} {ARCHIVES}")
+
+
+def test_every_file_fleet_checkpoint_writes_is_root_only(hosts, tmp_path):
+    first, second = hosts
+    for name in ("walk-api", "walk-ctr", "walk-role"):
+        start(first, name, "--restart", "unless-stopped")
+    # Both dump paths, a host manifest through the role, plain and encrypted archives, an import on another host.
+    assert not run_module(first, MODULE, container="walk-api", name="cp", method="api", leave_running=True).get("failed")
+    assert not run_module(first, MODULE, container="walk-ctr", name="cp", method="containerd",
+                          leave_running=True).get("failed")
+    for args in ({"compression": "none"}, {"compression": "gzip", "encryption_key_file": KEY_FILE}):
+        result = run_module(first, MODULE, container="walk-api", name="cp", state="exported", archive_dir=ARCHIVES,
+                            **args)
+        assert result.get("changed") and not result.get("failed"), result
+    ansible_playbook(PLAYBOOKS / "checkpoint.yml", extra_vars={"fleet_checkpoint_hosts": first,
+                                                               "checkpoint_containers": ["walk-role"]})
+    # A run lock as a playbook holds it.
+    assert not run_module(first, "fleet.checkpoint.run_lock", owner="walk").get("failed")
+    run(["docker", "cp", f"{first}:{ARCHIVES}/walk-api-cp.tar", str(tmp_path / "walk-api-cp.tar")])
+    sh(second, f"mkdir -p -m 0700 {ARCHIVES}")
+    run(["docker", "cp", str(tmp_path / "walk-api-cp.tar"), f"{second}:{ARCHIVES}/walk-api-cp.tar"])
+    sh(second, f"chmod 600 {ARCHIVES}/walk-api-cp.tar")
+    lab_exec(second, "docker", "create", "--name", "walk-api", IMAGE)
+    imported = run_module(second, MODULE, container="walk-api", name="cp", state="imported",
+                          archive_path=f"{ARCHIVES}/walk-api-cp.tar")
+    assert imported.get("changed") and not imported.get("failed"), imported
+
+    for host in (first, second):
+        entries = walk(host)
+        kinds = {kind for _mode, _owner, kind, _path in entries}
+        assert "f" in kinds and "d" in kinds, entries
+        paths = " ".join(path for *_rest, path in entries)
+        if host == first:
+            for expected in ("fleet-checkpoint.json", "pages-", "manifest.json", "run.lock", ".tar.gz.enc",
+                             "runc.log"):
+                assert expected in paths, f"{expected} is not among the files walked: the walk misses something"
+        loose = [entry for entry in entries if int(entry[0], 8) & 0o077 or entry[1] != "root"]
+        assert not loose, f"{host}: readable by others or not root's: {loose}"
+    assert not run_module(first, "fleet.checkpoint.run_lock", owner="walk", state="absent").get("failed")
+
+
+def test_an_encrypted_archive_hides_memory_moves_and_restores(hosts, tmp_path):
+    first, second = hosts
+    start(first, "sealed")
+    done = run_module(first, MODULE, container="sealed", name="move", leave_running=False)
+    assert not done.get("failed"), done
+    last = counts(first, "sealed")[-1]
+    for args in ({"compression": "none", "archive_path": f"{ARCHIVES}/sealed-plain.tar"},
+                 {"compression": "none", "archive_dir": ARCHIVES, "encryption_key_file": KEY_FILE}):
+        result = run_module(first, MODULE, container="sealed", name="move", state="exported", **args)
+        assert not result.get("failed"), result
+    # The plain archive carries the container's secret (its environment, its memory); the encrypted one does not.
+    assert sh(first, f"grep -c {SECRET} {ARCHIVES}/sealed-plain.tar", check=False).stdout.strip() not in ("", "0")
+    assert sh(first, f"grep -c {SECRET} {ARCHIVES}/sealed-move.tar.enc", check=False).stdout.strip() == "0"
+
+    run(["docker", "cp", f"{first}:{ARCHIVES}/sealed-move.tar.enc", str(tmp_path / "sealed-move.tar.enc")])
+    sh(second, f"mkdir -p -m 0700 {ARCHIVES}")
+    run(["docker", "cp", str(tmp_path / "sealed-move.tar.enc"), f"{second}:{ARCHIVES}/sealed-move.tar.enc"])
+    key = sh(first, f"cat {KEY_FILE}").stdout.strip()
+    restored = run_module(second, MODULE, container="sealed", name="move", state="restored", create=True,
+                          archive_dir=ARCHIVES, encryption_key=key)
+    assert restored.get("changed") and not restored.get("failed"), restored
+    assert restored["results"][0]["resumed"] is True
+    assert key not in json.dumps(restored)
+    deadline = time.monotonic() + 20
+    while len(counts(second, "sealed")) < 3:
+        assert time.monotonic() < deadline, "the restored container does not count"
+        time.sleep(0.3)
+    assert counts(second, "sealed")[0] == last + 1
+    # No decrypted or temporary leftovers next to the archive.
+    assert not [name for name in sh(second, f"ls -A {ARCHIVES}").stdout.split() if name.startswith(".")]
+
+
+def listening(host):
+    return set(sh(host, "ss -H -ltnu | awk '{print $1, $5}'").stdout.splitlines())
+
+
+def test_a_migration_opens_no_listening_port(hosts):
+    first, second = hosts
+    sh(second, "docker rm -f sealed portless >/dev/null 2>&1; true")
+    start(first, "portless")
+    baseline = {host: listening(host) for host in hosts}
+    seen = {host: set() for host in hosts}
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            for host in hosts:
+                seen[host] |= listening(host)
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        ansible_playbook(PLAYBOOKS / "migrate.yml", extra_vars={
+            "fleet_checkpoint_migrate_source": first, "fleet_checkpoint_migrate_target": second,
+            "fleet_checkpoint_migrate_containers": ["portless"]})
+    finally:
+        stop.set()
+        sampler.join()
+    assert lab_exec(second, "docker", "inspect", "-f", "{{.State.Running}}", "portless").stdout.strip() == "true"
+    for host in hosts:
+        assert seen[host], f"nothing sampled on {host}"
+        assert seen[host] <= baseline[host], f"{host} listened on {sorted(seen[host] - baseline[host])} during the move"
