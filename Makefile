@@ -71,13 +71,13 @@ integration: collection ## Integration tests on a fresh lab fleet (real Docker, 
 	LAB_FRESH=1 LAB_BOOKWORM=1 tests/lab/up.sh
 	pytest -p no:cacheprovider -m "not fault and not bad_inputs and not soak" tests/integration
 
-test-faults: collection ## Fault injection and bad-input corpus on the lab; prints the reliability table
+test-faults: collection ## Fault injection, bad-input corpus, a 2-cycle soak on the lab; prints the reliability table
 	LAB_BOOKWORM=1 tests/lab/up.sh
-	pytest -p no:cacheprovider -m "fault or bad_inputs" tests/integration
+	SOAK_CYCLES=2 pytest -p no:cacheprovider -m "fault or bad_inputs or soak" tests/integration
 
 soak: collection ## SOAK_CYCLES (default 20) host_reboot cycles over 3 lab hosts x 4 counters; records the figures
 	tests/lab/up.sh
-	pytest -p no:cacheprovider -m soak tests/integration
+	SOAK_CYCLES=$${SOAK_CYCLES:-20} pytest -p no:cacheprovider -s -m soak tests/integration
 
 molecule: collection ## Molecule scenarios on the lab image
 	cd $(COLLECTION) && molecule test --all

@@ -167,7 +167,7 @@ def record_bad_inputs():
 
 
 def pytest_terminal_summary(terminalreporter):
-    if not (RELIABILITY["faults"] or RELIABILITY["bad_inputs"]):
+    if not (RELIABILITY["faults"] or RELIABILITY["bad_inputs"] or RELIABILITY.get("soak")):
         return
     write = terminalreporter.write_line
     write("")
@@ -187,5 +187,12 @@ def pytest_terminal_summary(terminalreporter):
             write(f"| {suite} | {counts_['tried']} | {counts_['refused_host_unchanged']} |")
         total = [sum(c[key] for c in RELIABILITY["bad_inputs"].values()) for key in ("tried", "refused_host_unchanged")]
         write(f"| all | {total[0]} | {total[1]} |")
+    soak = RELIABILITY.get("soak")
+    if soak:
+        write("")
+        write("| soak cycles | hosts x containers | containers lost | counters reset | median s/cycle |")
+        write("| --- | --- | --- | --- | --- |")
+        write(f"| {soak['cycles']} | {soak['hosts']} x {soak['containers'] // soak['hosts']} | "
+              f"{soak['containers_lost']} | {soak['counters_reset']} | {soak['seconds_per_cycle']} |")
     RELIABILITY_FILE.parent.mkdir(parents=True, exist_ok=True)
     RELIABILITY_FILE.write_text(json.dumps(RELIABILITY, indent=2, sort_keys=True, default=str))
