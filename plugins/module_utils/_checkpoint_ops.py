@@ -76,6 +76,7 @@ def _images(path):
     """The checkpoint's files without fleet.checkpoint's metadata."""
     inventory = file_inventory(path)
     inventory.pop(store.METADATA_NAME, None)
+    inventory.pop(store.METADATA_NAME + ".tmp", None)  # left by a metadata write that was interrupted
     return inventory
 
 

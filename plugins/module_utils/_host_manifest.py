@@ -199,27 +199,36 @@ def confirm_restored(manifest, states):
     return updated, lost
 
 
-def reopen_lost(manifest, states):
-    """Containers an unfinished restore run brought back but that are no longer that process (stopped, or started
-    afresh, e.g. by a Docker daemon killed and restarted without live-restore): set back to be restored again.
+KILLED = 137  # SIGKILL: what a Docker daemon starting without live-restore does to the containers it finds running
 
-    states: {container: (running, started_at)} for the containers the manifest calls restored or cold_started.
-    A finished manifest (every container settled by a run that ended cleanly) is left alone: a container stopped
-    by hand after a good restore is not brought back. Returns (manifest, [names reopened]).
+
+def reopen_lost(manifest, states):
+    """Containers an unfinished restore run brought back that a Docker daemon restart killed since: set back to be
+    restored again (from the same checkpoint). Nothing is stopped here.
+
+    states: {container: (running, started_at, exit_code)} for the containers the manifest calls restored.
+    Only a container still the restored one (same start time), stopped, killed by SIGKILL is restored again; one
+    that exited by itself (a batch job) or was stopped by hand is left alone. One that runs but was started afresh
+    since (restart policy, `docker restart`) is reported cold_started: its restored memory is gone. A finished
+    manifest is left alone. Returns (manifest, [names restored again]).
     """
     if manifest.get("state") != "checkpointed":
         return manifest, []
     containers, reopened = [], []
     for item in manifest["containers"]:
         item = dict(item)
-        if item.get("status") in ("restored", "cold_started") and item["container"] in states:
-            running, started_at = states[item["container"]]
-            ours = item.get("status") == "cold_started" or item.get("started_at") in (None, started_at)
-            if not (running and ours):
+        found = states.get(item["container"])
+        if item.get("status") == "restored" and found:
+            running, started_at, exit_code = found
+            same = item.get("started_at") in (None, started_at)
+            if not running and same and exit_code == KILLED:
                 item.update(status="checkpointed", resumed=None, restore_msg=(
-                    f"was {item['status']}, then {'stopped' if not running else 'started afresh'} before the restore "
-                    "run ended (Docker daemon restarted?): restored again"))
+                    "restored, then killed before the restore run ended (Docker daemon restarted?): restored again"))
                 reopened.append(item["container"])
+            elif running and not same:
+                item.update(status="cold_started", resumed=False, restore_msg=(
+                    "restored, then started afresh by Docker before the restore run ended (daemon restart and "
+                    "restart policy?): its restored memory state is lost"))
         containers.append(item)
     updated = dict(manifest, containers=containers)
     updated["state"] = state_of(containers)

@@ -12,6 +12,8 @@ abandoned (the run that took it died) and can be taken over; before that, only w
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import time
@@ -24,15 +26,33 @@ class LockHeld(Exception):
 
 
 def read(path):
-    """The lock's record, {} when there is none, {'unreadable': True} when the file cannot be parsed."""
+    """The lock's record, {} when there is none, {'unreadable': True, 'expires': mtime + 4 h} when the file cannot be
+    parsed (a run killed while writing it: it expires like any other)."""
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.loads(handle.read())
     except FileNotFoundError:
         return {}
     except (OSError, ValueError):
-        return {"unreadable": True}
-    return data if isinstance(data, dict) else {"unreadable": True}
+        data = None
+    if isinstance(data, dict):
+        return data
+    try:
+        return {"unreadable": True, "expires": os.path.getmtime(path) + 4 * 3600}
+    except OSError:
+        return {}
+
+
+@contextlib.contextmanager
+def _guard(path):
+    """Serialise the read-check-write of acquire and release between runs (an flock on a companion file)."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    fd = os.open(path + ".guard", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def describe(record, path):
@@ -44,10 +64,17 @@ def describe(record, path):
 
 
 def _create(path, record):
+    """Write the record to a private temporary file, then link it into place: the lock file appears complete or not
+    at all, and never replaces another run's."""
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(record, sort_keys=True))
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, sort_keys=True))
+        os.link(tmp, path)
+    finally:
+        os.remove(tmp)
 
 
 def acquire(path, record, timeout=0, force=False, check_mode=False, interval=1.0, clock=time.time, sleep=time.sleep):
@@ -58,19 +85,17 @@ def acquire(path, record, timeout=0, force=False, check_mode=False, interval=1.0
     """
     deadline = clock() + timeout
     while True:
-        current = read(path)
+        if check_mode:
+            current = read(path)
+        else:
+            with _guard(path):
+                current = read(path)
+                taken = _take(path, record, current, force, clock)
+            if taken is not None:
+                return taken
         if current and current.get("owner") == record["owner"]:
             return False, None
-        expired = bool(current) and not current.get("unreadable") and (current.get("expires") or 0) < clock()
-        if not current or expired or force:
-            if check_mode:
-                return True, current or None
-            if current:
-                os.remove(path)
-            try:
-                _create(path, record)
-            except FileExistsError:
-                continue  # another run took it between the read and the create: look again
+        if check_mode and (not current or _expired(current, clock) or force):
             return True, current or None
         if clock() >= deadline:
             raise LockHeld(
@@ -81,8 +106,33 @@ def acquire(path, record, timeout=0, force=False, check_mode=False, interval=1.0
         sleep(min(interval, max(deadline - clock(), 0.01)))
 
 
+def _expired(current, clock):
+    return (current.get("expires") or 0) < clock()
+
+
+def _take(path, record, current, force, clock):
+    """Under the guard: (changed, previous) when the lock is (already) ours now, None when another run keeps it."""
+    if current and current.get("owner") == record["owner"]:
+        return False, None
+    if current and not (_expired(current, clock) or force):
+        return None
+    if current:
+        os.remove(path)
+    _create(path, record)
+    return True, current or None
+
+
 def release(path, owner, force=False, check_mode=False):
     """Give the lock back. Returns (changed, previous record). Raises LockHeld when someone else holds it."""
+    if check_mode:
+        return _release(path, owner, force, True)
+    if not os.path.exists(path):
+        return False, None
+    with _guard(path):
+        return _release(path, owner, force, False)
+
+
+def _release(path, owner, force, check_mode):
     current = read(path)
     if not current:
         return False, None

@@ -694,7 +694,7 @@ def record_manifest(module, ctx, manifest, results, answer):
             updated = confirm_restored(module, ctx.api, updated, results)
         # Not done while a container waits for its restore (a daemon outage, a container lost after its restore).
         failed = any(item["status"] == "restore_failed" for item in updated["containers"]) or (
-            not module.check_mode and bool(host_manifest.pending(updated)))
+            not module.check_mode and any(item["status"] == "checkpointed" for item in updated["containers"]))
         answer["changed"] = answer["changed"] or any(started[0] for started in cold.values()) or any(
             value != "kept_running" and value[0] for value in dumps.values())
         for name, (ok, _message) in cold.items():
@@ -728,29 +728,29 @@ def confirm_restored(module, api, manifest, results):
 
 
 def reopen_lost(module, params, manifest):
-    """An unfinished restore run (e.g. its Docker daemon was killed midway): containers it had restored that are no
-    longer running from their checkpoint are stopped and restored again (see _host_manifest.reopen_lost)."""
+    """An unfinished restore run (e.g. its Docker daemon was killed midway): containers it had restored that the
+    daemon's restart killed are restored again (see _host_manifest.reopen_lost). Nothing is stopped."""
     if manifest.get("state") != "checkpointed":
         return manifest
     try:
         api = DockerAPI(params["docker_host"], timeout=params["api_timeout"])
         states = {}
         for item in manifest["containers"]:
-            if item.get("status") in ("restored", "cold_started"):
+            if item.get("status") == "restored":
                 try:
-                    found = api.get(f"/containers/{item['container']}/json").get("State") or {}
+                    found = api.get(f"/containers/{item['container']}/json")
                 except DockerAPIError:
                     continue  # gone: nothing to bring back
-                states[item["container"]] = (bool(found.get("Running")), found.get("StartedAt"))
+                if item.get("id") and found.get("Id") != item["id"]:
+                    continue  # another container by that name now
+                state = found.get("State") or {}
+                states[item["container"]] = (bool(state.get("Running")), state.get("StartedAt"), state.get("ExitCode"))
         updated, reopened = host_manifest.reopen_lost(manifest, states)
-        for name in reopened:
-            if states[name][0] and not module.check_mode:
-                api.post(f"/containers/{name}/stop", t=3, timeout=params["timeout"])
     except (ValueError, DockerAPIError) as exc:
         module.fail_json(msg=f"cannot use the Docker Engine: {exc}", checkpoint=params["name"], results=[])
     for name in reopened:
-        module.warn(f"{name} was restored by an earlier run that did not finish, and is no longer running from its "
-                    "checkpoint (its Docker daemon restarted?): it is restored again from the same checkpoint")
+        module.warn(f"{name} was restored by an earlier run that did not finish, then killed (its Docker daemon "
+                    "restarted?): it is restored again from the same checkpoint")
     return updated
 
 

@@ -123,6 +123,18 @@ def trixie_hosts(lab):
     return [h for h in lab if not h.endswith("-bookworm")]
 
 
+@pytest.fixture(scope="module")
+def fleet(trixie_hosts):
+    """Three lab hosts as shipped, then prepared (CRIU, experimental mode) by the install playbook; as shipped after."""
+    hosts = trixie_hosts[:3]
+    for host in hosts:
+        as_shipped(host)
+    prepared(hosts)
+    yield hosts
+    for host in hosts:
+        as_shipped(host)
+
+
 def docker_restore(host, container, checkpoint):
     """`docker start --checkpoint`, retried once on containerd's known 'content ... already exists' (LAB-FACTS)."""
     proc = lab_exec(host, "docker", "start", "--checkpoint", checkpoint, container, check=False)

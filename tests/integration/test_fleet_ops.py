@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, ansible_playbook, as_shipped, counts, lab_exec, prepared, run, run_module, sh
+from conftest import ROOT, ansible_playbook, counts, lab_exec, run, run_module, sh
 
 IMAGE = "fleet-lab-workload:busybox"
 PLAYBOOKS = ROOT / "playbooks"
@@ -68,17 +68,6 @@ def playbook_rc(*args, **kwargs):
 
 def changed_tasks(output):
     return {host: stats["changed"] for host, stats in output["stats"].items()}
-
-
-@pytest.fixture(scope="module")
-def fleet(trixie_hosts):
-    hosts = trixie_hosts[:3]
-    for host in hosts:
-        as_shipped(host)
-    prepared(hosts)
-    yield hosts
-    for host in hosts:
-        as_shipped(host)
 
 
 def reboot_fleet(hosts, extra_vars):

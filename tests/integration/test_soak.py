@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import RELIABILITY, ROOT, ansible_playbook, counts, lab_exec, sh
-from test_fleet_ops import WORKLOADS, boot_time, fleet, start_workloads  # noqa: F401  (fleet is a fixture)
+from test_fleet_ops import WORKLOADS, boot_time, start_workloads
 
 PLAYBOOKS = ROOT / "playbooks"
 AREA = "/var/lib/docker/containers/*/checkpoints /var/lib/fleet-checkpoint"
@@ -31,7 +31,7 @@ def broken(numbers):
 
 
 @pytest.mark.soak
-def test_host_reboot_soak(fleet):  # noqa: F811
+def test_host_reboot_soak(fleet):
     cycles = int(os.environ.get("SOAK_CYCLES", "2"))
     for host in fleet:
         start_workloads(host)
@@ -59,8 +59,8 @@ def test_host_reboot_soak(fleet):  # noqa: F811
                     reset.append(f"{host}/{name}")
         sizes = {host: area(host) for host in fleet}
         figures.append({"cycle": cycle, "rc": rc, "seconds": seconds, "lost": lost, "reset": reset,
-                        "area_bytes": sum(size for size, _ in sizes.values()),
-                        "checkpoints": sum(count for _, count in sizes.values())})
+                        "area_bytes": sum(size for size, _count in sizes.values()),
+                        "checkpoints": sum(count for _size, count in sizes.values())})
         lost_total += len(lost)
         reset_total += len(reset)
         print(f"soak cycle {cycle}/{cycles}: rc {rc}, {seconds}s, lost {lost}, reset {reset}, "

@@ -161,21 +161,24 @@ def _restored_then(statuses, state="checkpointed"):
     return manifest
 
 
-def test_an_unfinished_run_restores_again_what_lost_its_restored_process():
-    manifest = _restored_then({"stopped": "restored", "afresh": "restored", "fine": "restored",
-                               "cold": "cold_started", "waiting": "restore_failed"})
-    states = {"stopped": (False, "T1"), "afresh": (True, "T2"), "fine": (True, "T1"), "cold": (False, "T3")}
+def test_an_unfinished_run_restores_again_only_what_a_daemon_restart_killed():
+    manifest = _restored_then({"killed": "restored", "afresh": "restored", "fine": "restored", "exited": "restored",
+                               "other": "restored", "cold": "cold_started", "waiting": "restore_failed"})
+    states = {"killed": (False, "T1", 137), "afresh": (True, "T2", 0), "fine": (True, "T1", 0),
+              "exited": (False, "T1", 0), "other": (False, "T5", 137), "cold": (False, "T3", 137)}
     updated, reopened = hm.reopen_lost(manifest, states)
-    assert reopened == ["stopped", "afresh", "cold"]
-    assert sorted(hm.pending(updated)) == ["afresh", "cold", "stopped", "waiting"]
-    assert {item["container"]: item["status"] for item in updated["containers"]}["fine"] == "restored"
+    assert reopened == ["killed"]
+    status = {item["container"]: item["status"] for item in updated["containers"]}
+    assert status == {"killed": "checkpointed", "afresh": "cold_started", "fine": "restored", "exited": "restored",
+                      "other": "restored", "cold": "cold_started", "waiting": "restore_failed"}
+    assert sorted(hm.pending(updated)) == ["killed", "waiting"]
     assert "restored again" in updated["containers"][0]["restore_msg"]
     assert manifest["containers"][0]["status"] == "restored"  # the input is not modified
 
 
 def test_a_finished_manifest_is_left_alone_even_if_a_container_was_stopped_since():
     manifest = _restored_then({"stopped": "restored"}, state="restored")
-    updated, reopened = hm.reopen_lost(manifest, {"stopped": (False, "T1")})
+    updated, reopened = hm.reopen_lost(manifest, {"stopped": (False, "T1", 137)})
     assert reopened == [] and updated is manifest
 
 
@@ -188,8 +191,10 @@ def test_a_successful_restore_records_the_start_time_it_checks_later():
 
 def test_a_daemon_outage_is_retried_not_sent_to_the_fallback():
     manifest = checkpointed("web")
+    # Even if a cold start had been made for it, a daemon outage is not the checkpoint's fault: no fallback.
     updated = hm.apply_restore(manifest, [{"container": "web", "failed": True, "daemon_unavailable": True,
-                                           "msg": "the Docker daemon did not answer"}], "cold_start", {})
+                                           "msg": "the Docker daemon did not answer"}], "cold_start",
+                               {"web": (True, "")})
     assert updated["containers"][0]["status"] == "restore_failed" and hm.pending(updated) == ["web"]
 
 

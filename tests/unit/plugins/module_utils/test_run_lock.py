@@ -97,3 +97,18 @@ def test_an_unreadable_lock_is_held_until_forced(tmp_path):
     assert "cannot be read" in str(error.value)
     assert acquire(str(path), record("a"), force=True, clock=Clock(), sleep=Clock().sleep)[0]
     assert json.loads(path.read_text())["owner"] == "a"
+
+
+def test_an_unreadable_lock_expires_four_hours_after_it_was_written(tmp_path):
+    path = tmp_path / "run.lock"
+    path.write_text("")  # a run killed while writing it
+    later = Clock(os.path.getmtime(path) + 4 * 3600 + 1)
+    changed, previous = acquire(str(path), record("a"), clock=later, sleep=later.sleep)
+    assert changed and previous["unreadable"] and read(str(path))["owner"] == "a"
+
+
+def test_no_temporary_files_are_left_behind(tmp_path):
+    path = tmp_path / "run.lock"
+    acquire(str(path), record("a"), clock=Clock(), sleep=Clock().sleep)
+    release(str(path), "a")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.lock.guard"]
