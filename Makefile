@@ -9,6 +9,8 @@ COLLECTION  := $(BUILD)/ansible_collections/fleet/checkpoint
 VERSION     := $(shell sed -n 's/^version: *//p' galaxy.yml)
 TARBALL     := $(BUILD)/fleet-checkpoint-$(VERSION).tar.gz
 INVENTORY   := $(CURDIR)/tests/lab/inventory.yml
+# A lab test that hangs fails (with its stack) instead of eating CI's time: per test, and per pytest session.
+PYTEST_BOUNDS := --timeout=900 --session-timeout=1500
 
 # Tools run from the virtualenv, against the collection copy in .build (ansible-test needs a path that ends in
 # ansible_collections/fleet/checkpoint); the real Python 3.12 comes before any pyenv shim.
@@ -69,11 +71,11 @@ lab-status: ## Show every lab host's state
 
 integration: collection ## Integration tests on a fresh lab fleet (real Docker, systemd, SSH)
 	LAB_FRESH=1 LAB_BOOKWORM=1 tests/lab/up.sh
-	pytest -p no:cacheprovider -m "not fault and not bad_inputs and not soak" tests/integration
+	pytest -p no:cacheprovider $(PYTEST_BOUNDS) -m "not fault and not bad_inputs and not soak" tests/integration
 
 test-faults: collection ## Fault injection, bad-input corpus, a 2-cycle soak on the lab; prints the reliability table
 	LAB_BOOKWORM=1 tests/lab/up.sh
-	SOAK_CYCLES=2 pytest -p no:cacheprovider -m "fault or bad_inputs or soak" tests/integration
+	SOAK_CYCLES=2 pytest -p no:cacheprovider $(PYTEST_BOUNDS) -m "fault or bad_inputs or soak" tests/integration
 
 soak: collection ## SOAK_CYCLES (default 20) host_reboot cycles over 3 lab hosts x 4 counters; records the figures
 	tests/lab/up.sh

@@ -17,6 +17,7 @@ the project's LAB-FACTS is handled here:
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import threading
 import time
@@ -44,6 +45,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._container_create
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker_api import DockerAPIError
 
 NO_POLICY = {"Name": "no", "MaximumRetryCount": 0}
+STALE_BLOB = re.compile(r"content (sha256:[0-9a-f]{64}): already exists")
 
 
 class OpError(Exception):
@@ -546,10 +548,21 @@ class CheckpointOps:
                     raise DaemonUnavailable(f"the Docker daemon did not answer during the restore of "
                                             f"{result['container']} ({exc}): run the restore again once it is up") from exc
                 if attempt == 1 and "already exists" in str(exc):
-                    result["warnings"].append(f"containerd reported {exc}; retried once (a known transient error)")
-                    time.sleep(1)
+                    # Moby's known trap (LAB-FACTS): the checkpoint's blob, byte for byte the same, is still in
+                    # containerd's content store from an earlier restore, and the upload refuses to commit over it.
+                    self._drop_stale_blob(str(exc), result)
                     continue
                 raise OpError(self._criu_error(f"restore of {result['container']} failed", str(exc), since)) from exc
+
+    def _drop_stale_blob(self, message, result):
+        digest = STALE_BLOB.search(message)
+        why_not = self.ctx.containerd.remove_content(digest.group(1)) if digest and self.ctx.containerd else \
+            "no digest in the message, or ctr is not installed"
+        if why_not:
+            time.sleep(2)  # containerd's garbage collector may remove it meanwhile
+        result["warnings"].append(f"containerd reported {message}; "
+                                  + (f"retried after 2s ({why_not})" if why_not else
+                                     "removed that stale blob (identical content) and retried"))
 
     def _verify(self, tid, state, metadata, result):
         if not self.opts["verify"]:

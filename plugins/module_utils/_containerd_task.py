@@ -14,8 +14,10 @@ namespace with the container's id, running, with the PID Docker reports.
 from __future__ import annotations
 
 import os
+import re
 
 NAMESPACE = "moby"
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 SOCKETS = (
     "/run/containerd/containerd.sock",
     "/var/run/docker/containerd/containerd.sock",
@@ -82,6 +84,16 @@ class ContainerdTask:
         if task["pid"] != pid:
             return f"containerd's task {container_id[:12]} has pid {task['pid']}, Docker says {pid}"
         return ""
+
+    def remove_content(self, digest):
+        """Remove one blob from Docker's namespace of containerd's content store; returns '' or why it was not."""
+        if not DIGEST.fullmatch(digest or ""):
+            return f"not a content digest: {digest!r}"
+        address = self.address()
+        if not address:
+            return self.why_not
+        rc, out, err = self._ctr(address, "content", "rm", digest)
+        return "" if rc == 0 else f"ctr content rm {digest} failed: {(err or out).strip()}"
 
     def checkpoint(self, container_id, image_path, exit_task, timeout=None):
         """Dump the task into image_path; returns (rc, stdout, stderr). rc 124: `timeout` stopped waiting."""

@@ -45,9 +45,10 @@ def read(path):
 
 @contextlib.contextmanager
 def _guard(path):
-    """Serialise the read-check-write of acquire and release between runs (an flock on a companion file)."""
+    """Serialise the read-check-write of acquire and release between runs (an flock on the lock's directory, so
+    that no extra file is left behind)."""
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    fd = os.open(path + ".guard", os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

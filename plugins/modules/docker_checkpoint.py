@@ -522,6 +522,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_selec
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_store import parse_age
 from ansible_collections.fleet.checkpoint.plugins.module_utils._container_procs import time_namespace
 from ansible_collections.fleet.checkpoint.plugins.module_utils._containerd_task import ContainerdTask
+from ansible_collections.fleet.checkpoint.plugins.module_utils._daemon_watch import DaemonWatch
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker_api import DockerAPI, DockerAPIError
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host_lock import HostLock, LockTimeout
 
@@ -845,6 +846,7 @@ def run_module():
     )
     ops = CheckpointOps(ctx)
     operation = getattr(ops, state)
+    watch = DaemonWatch(enabled=params["docker_host"] == "unix:///var/run/docker.sock")
 
     def one(ref):
         try:
@@ -855,6 +857,11 @@ def run_module():
             result = results_mod.failure(ref, message, ops.partial())
             if isinstance(exc, DaemonUnavailable) or (isinstance(exc, DockerAPIError) and exc.status is None):
                 result["daemon_unavailable"] = True  # no conclusion about the checkpoint: no fallback, try again
+            elif watch.restarted():
+                # dockerd died and came back meanwhile (its restart kills running containers): not the checkpoint's
+                # fault either.
+                result["daemon_unavailable"] = True
+                result["msg"] += " (the Docker daemon restarted during this run: run the restore again)"
             return result
 
     workers = max(1, min(params["parallel"] or os.cpu_count() or 1, len(refs) or 1))

@@ -5,6 +5,7 @@ Nothing here is mocked. When the lab is not up, the session fixture brings it up
 
 import json
 import os
+import re
 import subprocess
 import pathlib
 
@@ -17,7 +18,7 @@ INVENTORY = LAB / "inventory.yml"
 DOCKER_INVENTORY = LAB / "inventory-docker.yml"
 
 
-def run(cmd, check=True, env=None, timeout=900, **kwargs):
+def run(cmd, check=True, env=None, timeout=600, **kwargs):
     """Run a command, returning the CompletedProcess; on failure the error shows its output."""
     full_env = dict(os.environ, **(env or {}))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout, check=False, **kwargs)
@@ -40,16 +41,49 @@ def sh(host, script, check=True):
 
 def counts(host, name):
     """The numbers a lab counter workload has printed (its docker logs), in order."""
-    return [int(line) for line in lab_exec(host, "docker", "logs", name).stdout.split() if line.isdigit()]
+    proc = lab_exec(host, "docker", "logs", name, check=False)
+    if proc.returncode != 0 and "Error grabbing logs" in proc.stderr:
+        # A Docker daemon killed mid-write leaves a broken line in the json-file log, and `docker logs` stops there:
+        # read the log file itself, line by line, skipping what is broken.
+        path = lab_exec(host, "docker", "inspect", "-f", "{{.LogPath}}", name).stdout.strip()
+        lines = []
+        for raw in lab_exec(host, "cat", path).stdout.splitlines():
+            try:
+                lines.append(json.loads(raw)["log"])
+            except (ValueError, KeyError):
+                continue
+        return [int(line) for line in "".join(lines).split() if line.isdigit()]
+    if proc.returncode != 0:
+        raise AssertionError(f"docker logs {name} on {host} exited {proc.returncode}: {proc.stderr[-2000:]}")
+    return [int(line) for line in proc.stdout.split() if line.isdigit()]
+
+
+# systemd refuses a 4th start of docker.service within 60 s (Debian's start limit) and then leaves docker.socket
+# holding clients forever; the tests restart Docker far more often than a host does, so they forget earlier starts.
+FORGET_STARTS = "systemctl reset-failed docker.service docker.socket"
+
+
+def docker_up(host, seconds=120):
+    """Docker answering on a lab host (started if systemd gave up on it); the unit's status in the error if not."""
+    proc = sh(host, f"{FORGET_STARTS}; systemctl start docker.socket docker.service; "
+                    f"timeout {seconds} sh -c 'until docker info >/dev/null 2>&1; do sleep 1; done'", check=False)
+    if proc.returncode != 0:
+        status = sh(host, "systemctl status --no-pager docker.service docker.socket 2>&1 | tail -n 30", check=False)
+        raise AssertionError(f"Docker did not come back on {host} within {seconds}s:\n{status.stdout}")
 
 
 def as_shipped(host):
     """A lab host as the image ships it: no containers or volumes, no CRIU, no daemon.json, no fleet.checkpoint state."""
-    sh(host, "docker rm -f $(docker ps -aq) >/dev/null 2>&1; docker volume prune -af >/dev/null 2>&1; "
+    docker_up(host)
+    # A container Docker cannot stop (see test_faults.clean) does not hold this up: the daemon is killed instead.
+    sh(host, "timeout 60 sh -c 'docker rm -f $(docker ps -aq) >/dev/null 2>&1; docker volume prune -af' "
+             f">/dev/null 2>&1 || {{ {FORGET_STARTS}; systemctl kill -s KILL docker.service; }}; umount /var/lib/fleet-checkpoint/migrate 2>/dev/null; "
              "DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq criu libcompel1 python3-pycriu libcriu2 "
              ">/dev/null 2>&1; rm -rf /etc/criu /etc/apt/sources.list.d/fleet-checkpoint* "
              "/etc/apt/preferences.d/fleet-checkpoint* /etc/docker/daemon.json* /var/lib/fleet-checkpoint /root/bad "
-             "/run/reboot-required; systemctl restart docker.service; true")
+             f"/run/reboot-required; {FORGET_STARTS}; systemctl restart docker.service; true")
+    docker_up(host)
+    sh(host, "timeout 60 sh -c 'docker rm -f $(docker ps -aq) >/dev/null 2>&1; true'", check=False)
 
 
 def prepared(hosts):
@@ -136,9 +170,12 @@ def fleet(trixie_hosts):
 
 
 def docker_restore(host, container, checkpoint):
-    """`docker start --checkpoint`, retried once on containerd's known 'content ... already exists' (LAB-FACTS)."""
+    """`docker start --checkpoint`, retried once on containerd's known 'content ... already exists' (LAB-FACTS): the
+    identical blob of an earlier restore is still in the content store; it is removed first, as the module does."""
     proc = lab_exec(host, "docker", "start", "--checkpoint", checkpoint, container, check=False)
-    if proc.returncode != 0 and "already exists" in proc.stderr:
+    stale = re.search(r"content (sha256:[0-9a-f]{64}): already exists", proc.stderr)
+    if proc.returncode != 0 and stale:
+        lab_exec(host, "ctr", "-n", "moby", "content", "rm", stale.group(1), check=False)
         proc = lab_exec(host, "docker", "start", "--checkpoint", checkpoint, container, check=False)
     assert proc.returncode == 0, proc.stderr
 
@@ -166,8 +203,11 @@ def pytest_runtest_makereport(item, call):
     if marker and (report.when == "call" or report.failed):
         number, title = marker.args
         entry = RELIABILITY["faults"].setdefault(number, {"title": title, "tests": {}})
-        entry["tests"][item.name] = "survived" if report.passed and entry["tests"].get(item.name) != "FAILED" \
-            else "FAILED"
+        if hasattr(report, "wasxfail"):
+            entry["tests"][item.name] = "known gap"
+        else:
+            entry["tests"][item.name] = "survived" if report.passed and entry["tests"].get(item.name) != "FAILED" \
+                else "FAILED"
 
 
 @pytest.fixture

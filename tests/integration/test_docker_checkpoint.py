@@ -340,7 +340,7 @@ def test_live_restored_container_is_really_stopped_and_restores(hosts):
     start_counter(host, "survivor")
     assert not run_module(host, "fleet.checkpoint.docker_experimental", live_restore=True).get("failed")
     pid = inspect(host, "survivor", "{{.State.Pid}}")
-    sh(host, "systemctl restart docker.service")
+    sh(host, "systemctl reset-failed docker.service docker.socket; systemctl restart docker.service")
     assert inspect(host, "survivor", "{{.State.Pid}}") == pid, "live-restore did not keep the container"
 
     made = only(ok(module(host, container="survivor", name="after-restart", method="api")))

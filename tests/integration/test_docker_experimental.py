@@ -85,7 +85,8 @@ def test_json_that_is_not_an_object_is_refused(host):
 def test_experimental_flag_on_the_command_line_is_a_conflict(host):
     sh(host, f"mkdir -p {DROP_IN_DIR} && printf '[Service]\\nExecStart=\\nExecStart=/usr/sbin/dockerd -H fd:// "
              f"--containerd=/run/containerd/containerd.sock --experimental\\n' > {DROP_IN_DIR}/experimental.conf && "
-             "printf '{\"debug\": false}\\n' > /etc/docker/daemon.json && systemctl daemon-reload && systemctl restart docker")
+             "printf '{\"debug\": false}\\n' > /etc/docker/daemon.json && systemctl daemon-reload && "
+             "systemctl reset-failed docker.service docker.socket && systemctl restart docker")
     before = file_state(host)
     pid = docker_main_pid(host)
     result = module(host)
@@ -98,7 +99,8 @@ def test_experimental_flag_on_the_command_line_is_a_conflict(host):
 
 
 def test_flag_in_etc_default_docker_is_a_conflict(host):
-    sh(host, "echo 'DOCKER_OPTS=\"--live-restore\"' > /etc/default/docker && systemctl restart docker")
+    sh(host, "echo 'DOCKER_OPTS=\"--live-restore\"' > /etc/default/docker && "
+             "systemctl reset-failed docker.service docker.socket && systemctl restart docker")
     before = file_state(host)
     result = module(host, live_restore=True)
     assert result.get("failed") is True
@@ -112,7 +114,8 @@ def test_failed_restart_is_rolled_back_and_the_daemon_runs_again(host):
     """Inject a fault: this host's dockerd cannot start once daemon.json turns experimental on."""
     sh(host, f"mkdir -p {DROP_IN_DIR} && printf '[Service]\\nExecStartPre=/bin/sh -c \"! grep -q experimental "
              f"/etc/docker/daemon.json\"\\n' > {DROP_IN_DIR}/fault.conf && "
-             "printf '{\\n    \"debug\": false\\n}\\n' > /etc/docker/daemon.json && systemctl daemon-reload && systemctl restart docker")
+             "printf '{\\n    \"debug\": false\\n}\\n' > /etc/docker/daemon.json && systemctl daemon-reload && "
+             "systemctl reset-failed docker.service docker.socket && systemctl restart docker")
     before_file = file_state(host)
     before_container = workload(host)
     result = module(host, timeout=20)

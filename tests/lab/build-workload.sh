@@ -7,7 +7,8 @@ busybox_bin="$(command -v busybox || true)"
 [ -n "$busybox_bin" ] || die "busybox is missing: apt-get install busybox-static (make setup does it)"
 file "$busybox_bin" 2>/dev/null | grep -q 'statically linked' || die "$busybox_bin is not static: apt-get install busybox-static"
 
-want="$(cat "$busybox_bin" "$LAB_DIR/workload/counter" "$LAB_DIR/build-workload.sh" | sha256sum | cut -c1-16)"
+want="$(cat "$busybox_bin" "$LAB_DIR/workload/counter" "$LAB_DIR/workload/memhog.c" "$LAB_DIR/build-workload.sh" \
+        | sha256sum | cut -c1-16)"
 tarball="$LAB_STATE/workload-busybox.tar"
 if [ -f "$tarball" ] && [ "$(cat "$tarball.definition" 2>/dev/null)" = "$want" ]; then
   log "workload image $WORKLOAD_IMAGE is up to date ($want)"
@@ -23,6 +24,9 @@ for applet in $("$busybox_bin" --list); do
   [ -e "$rootfs/bin/$applet" ] || ln -s busybox "$rootfs/bin/$applet"
 done
 install -m 0755 "$LAB_DIR/workload/counter" "$rootfs/usr/local/bin/counter"
+# memhog: touched, incompressible memory of a given size (benchmarks), static so that it runs on busybox.
+gcc -O2 -static -o "$rootfs/usr/local/bin/memhog" "$LAB_DIR/workload/memhog.c" \
+  || die "building memhog failed: apt-get install gcc libc6-dev (make setup does it)"
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$rootfs/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' >"$rootfs/etc/group"
 

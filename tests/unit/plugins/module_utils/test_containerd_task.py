@@ -142,3 +142,18 @@ def test_checkpoint_passes_the_result_through(socket):
     task = ContainerdTask(run, CTR, sockets=(socket,))
     assert task.check(RUNNING_ID, 1354) == ""
     assert task.checkpoint(RUNNING_ID, "/tmp/x", True) == (1, "", "criu failed: type NOTIFY errno 0\n")
+
+
+def test_remove_content_removes_one_blob_from_dockers_namespace(socket):
+    digest = "sha256:" + "ab" * 32
+    run = FakeRun((0, TASK_LS, ""), (0, "", ""))
+    assert ContainerdTask(run, CTR, sockets=[socket]).remove_content(digest) == ""
+    assert run.calls[-1] == [CTR, "--address", socket, "--namespace", NAMESPACE, "content", "rm", digest]
+
+
+def test_remove_content_refuses_what_is_not_a_digest_and_reports_a_failure(socket):
+    run = FakeRun((0, TASK_LS, ""), (1, "", "ctr: not found"))
+    task = ContainerdTask(run, CTR, sockets=[socket])
+    assert "not a content digest" in task.remove_content("sha256:../../etc")
+    assert run.calls == []
+    assert "ctr: not found" in task.remove_content("sha256:" + "0" * 64)
