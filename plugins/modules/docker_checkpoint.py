@@ -484,6 +484,7 @@ results:
       sample: {"checkpoint": "move", "method": "containerd", "size": 268935168, "versions": {"criu": "4.2.1"}}
 """
 
+import atexit
 import os
 import platform
 import time
@@ -792,6 +793,8 @@ def run_module():
             lock = HostLock(timeout=params["lock_timeout"], what=f"docker_checkpoint state={state}").__enter__()
         except (LockTimeout, OSError) as exc:
             module.fail_json(msg=f"{exc}", checkpoint=params["name"], results=[])
+        # exit_json and fail_json end the process: the holder's name is cleared then (the lock file is left empty).
+        atexit.register(lock.__exit__, None, None, None)
         if lock.waited >= 1:
             module.warn(f"waited {lock.waited}s for another fleet.checkpoint run on this host to finish")
     manifest = None
