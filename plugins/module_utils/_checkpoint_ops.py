@@ -25,6 +25,7 @@ import time
 from ansible_collections.fleet.checkpoint.plugins.module_utils import _checkpoint_store as store
 from ansible_collections.fleet.checkpoint.plugins.module_utils import _checkpoint_transfer as transfer
 from ansible_collections.fleet.checkpoint.plugins.module_utils import _container_procs as procs
+from ansible_collections.fleet.checkpoint.plugins.module_utils import _orphan_shims as shims
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_archive import (
     ArchiveError,
     file_inventory,
@@ -479,8 +480,20 @@ class CheckpointOps:
             self._check_intact(src_path, store.read_metadata(src_path), result["source"])
         result["changed"] = True
         result["action"] = "restored"
+        orphans = {} if running else shims.find_shims(tid)
+        if orphans:
+            result["warnings"].append(
+                f"{result['container']}: a copy Docker does not know of was running (containerd shim "
+                f"{', '.join(map(str, orphans))}, left by a restore the Docker daemon was killed in the middle of)"
+                + ("; it would be stopped before the restore" if self.ctx.check_mode else "; stopped it first"))
         if self.ctx.check_mode:
             return result
+        if orphans:
+            alive = shims.stop_shims(orphans)
+            if alive:
+                raise OpError(f"{result['container']}: the copy Docker does not know of (pids "
+                              f"{', '.join(map(str, alive))}) could not be stopped, so it was not restored again: "
+                              "kill those processes, then run the restore again")
         started = time.time()
         if running:
             # Its current state is being replaced by the checkpoint's: a short grace period is enough.

@@ -183,14 +183,9 @@ def test_a_restore_interrupted_by_a_killed_docker_daemon_is_finished_by_a_rerun(
 
     rc, output = ansible_playbook(PLAYBOOKS / "restore.yml", extra_vars={"fleet_checkpoint_hosts": host}, check=False)
     assert rc == 0, all_failed_messages(output)
-    orphans = orphan_processes(host)
-    if orphans:
-        # Known gap (issue 7 open): the restore the daemon was in the middle of can finish inside containerd after
-        # the daemon died; Docker never learns of that process (task UNKNOWN, it outlives `docker rm`), and the
-        # re-run restores the container again: two copies run. Reported here, not counted as survived.
-        sh(host, f"kill -9 {' '.join(orphans)}")
-        pytest.xfail(f"orphan copies left by the killed daemon's restore still run beside the restored containers "
-                     f"(shim and process pids {', '.join(orphans)}): not yet detected and stopped by the restore")
+    # The restore the daemon was in the middle of can finish inside containerd after the daemon died; Docker never
+    # learns of that copy (task UNKNOWN, it outlives `docker rm`). The re-run must have stopped it before restoring.
+    assert orphan_processes(host) == [], "a copy Docker does not know of still runs beside the restored containers"
     final = statuses(host)
     for name in names:
         assert running(host, name), f"{name} is not running after the re-run: {final}"
