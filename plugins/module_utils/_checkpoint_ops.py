@@ -25,6 +25,7 @@ import time
 from ansible_collections.fleet.checkpoint.plugins.module_utils import _checkpoint_store as store
 from ansible_collections.fleet.checkpoint.plugins.module_utils import _checkpoint_transfer as transfer
 from ansible_collections.fleet.checkpoint.plugins.module_utils import _container_procs as procs
+from ansible_collections.fleet.checkpoint.plugins.module_utils import _linked_pages as pages
 from ansible_collections.fleet.checkpoint.plugins.module_utils import _orphan_shims as shims
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_archive import (
     ArchiveError,
@@ -187,7 +188,10 @@ class CheckpointOps:
         return self._local.result
 
     def _path(self, container_id):
-        return store.checkpoint_dir(self.ctx.root_dir, container_id, self.name)
+        path = store.checkpoint_dir(self.ctx.root_dir, container_id, self.name)
+        if not self.ctx.check_mode:
+            pages.put_back(path)  # a run interrupted during a fast restore left the pages linked: put them back
+        return path
 
     def _pids(self, container_id):
         return procs.host_pids(self.api.get(f"/containers/{container_id}/top") or {})
@@ -201,7 +205,7 @@ class CheckpointOps:
             state = (self.inspect(container_id).get("State") or {})
             if bool(state.get("Running")) == running or time.monotonic() > deadline:
                 return state
-            time.sleep(0.25)
+            time.sleep(0.05)
 
     def _criu_error(self, what, detail, since):
         lines = criu_log_excerpt(self.ctx.criu_log, since=since)
@@ -350,11 +354,13 @@ class CheckpointOps:
         """Dump through the chosen path; make sure a stopping dump really stopped the container."""
         timeout = self.opts["timeout"]
         if method == "containerd":
-            self._dump_containerd(cid, path, stop, since)
+            self._dump_containerd(cid, path, stop, since, result)
         else:
             try:
+                dump_started = time.monotonic()
                 self.api.post(f"/containers/{cid}/checkpoints", body={"CheckpointID": self.name, "Exit": stop},
                               timeout=timeout)
+                result["dump_call_seconds"] = round(time.monotonic() - dump_started, 3)
             except DockerAPIError as exc:
                 if exc.status is None:
                     raise DumpInDoubt(
@@ -386,7 +392,7 @@ class CheckpointOps:
         )
         result["live_restored"] = True
         result.pop("method_reason", None)
-        self._dump_containerd(cid, path, True, since)
+        self._dump_containerd(cid, path, True, since, result)
         state = self._wait_state(cid, running=False, seconds=10)
         if state.get("Running"):
             shutil.rmtree(path, ignore_errors=True)
@@ -394,8 +400,10 @@ class CheckpointOps:
                           "exit; the checkpoint was discarded. Restart the container and try again.")
         return "containerd"
 
-    def _dump_containerd(self, cid, path, stop, since):
+    def _dump_containerd(self, cid, path, stop, since, result):
+        dump_started = time.monotonic()
         rc, out, err = self.ctx.containerd.checkpoint(cid, path, stop, timeout=self.opts["timeout"])
+        result["dump_call_seconds"] = round(time.monotonic() - dump_started, 3)
         if rc == 124:
             raise DumpInDoubt(f"containerd did not finish the checkpoint within timeout={self.opts['timeout']}s; it "
                               f"may still be dumping into {path}. Nothing was cleaned up: check the container and "
@@ -412,6 +420,7 @@ class CheckpointOps:
         pruned = store.select_pruned(existing, self.name, keep_last=keep_last, max_age=max_age, now=now)
         for name in pruned:
             self.api.delete(f"/containers/{cid}/checkpoints/{name}")
+            pages.put_back(store.checkpoint_dir(self.ctx.root_dir, cid, name))  # pages left aside by a killed run
         return pruned
 
     # -- absent ----------------------------------------------------------------------------------------------------
@@ -507,7 +516,7 @@ class CheckpointOps:
         metadata = store.read_metadata(path)
         metadata.pop("failed_restore", None)
         try:
-            self._start_from_checkpoint(tid, result, started)
+            self._start_linked(tid, path, result, started)
         except OpError as exc:
             if running:
                 result["modified"] = True
@@ -551,8 +560,58 @@ class CheckpointOps:
             self._set_policy(tid, recorded)
             result["restart_policy_restored"] = recorded
 
+    def _start_linked(self, tid, path, result, since):
+        """Restore with the pages linked (see _linked_pages), unless method=api; method=auto falls back to Docker's
+        own copy when that restore fails (Docker leaves the container stopped after a failed restore)."""
+        linked = []
+        if self.opts["method"] != "api":
+            if pages.auto_dedup():
+                result["warnings"].append(f"{result['container']}: CRIU is configured with auto-dedup, which would "
+                                          "punch holes in the checkpoint's own pages through links; Docker copies them")
+            else:
+                try:
+                    linked = pages.link(path)
+                except OSError as exc:
+                    pages.put_back(path)
+                    result["warnings"].append(f"{result['container']}: the pages could not be linked for the fast "
+                                              f"restore ({exc}); Docker copies them instead")
+        if not linked:
+            result["restore_path"] = "copied"
+            self._start_from_checkpoint(tid, result, since)
+            return
+        first = None
+        try:
+            self._start_from_checkpoint(tid, result, since)
+        except DaemonUnavailable:
+            # Docker may still be restoring through the links: they stay, the next operation on this checkpoint
+            # puts the pages back.
+            raise
+        except OpError as exc:
+            first = exc
+        self._unlink_pages(path, result)
+        if first is None:
+            result["restore_path"] = "linked"
+            return
+        if self.opts["method"] == "containerd" or (self.inspect(tid).get("State") or {}).get("Running"):
+            raise first
+        result["warnings"].append(f"{result['container']}: the restore with linked pages failed ({first}); restored "
+                                  "through Docker's own copy instead")
+        result["restore_path"] = "copied"
+        self._start_from_checkpoint(tid, result, since)
+
+    def _unlink_pages(self, path, result):
+        """After a linked restore: remove containerd's unpacked copy (links, by now) and put the pages back."""
+        try:
+            for leftover in pages.leftovers(pages.containerd_temp_dirs(), pages.side_dir(path)):
+                shutil.rmtree(leftover, ignore_errors=True)
+            pages.put_back(path)
+        except OSError as exc:
+            result["warnings"].append(f"{result['container']}: the pages of {path} could not be put back in place "
+                                      f"({exc}); the next operation on this checkpoint tries again")
+
     def _start_from_checkpoint(self, tid, result, since):
         for attempt in (1, 2):
+            call_started = time.monotonic()
             try:
                 self.api.post(f"/containers/{tid}/start", timeout=self.opts["timeout"], checkpoint=self.name)
                 return
@@ -566,6 +625,9 @@ class CheckpointOps:
                     self._drop_stale_blob(str(exc), result)
                     continue
                 raise OpError(self._criu_error(f"restore of {result['container']} failed", str(exc), since)) from exc
+            finally:
+                result["restore_call_seconds"] = round(result.get("restore_call_seconds", 0)
+                                                       + time.monotonic() - call_started, 3)
 
     def _drop_stale_blob(self, message, result):
         digest = STALE_BLOB.search(message)

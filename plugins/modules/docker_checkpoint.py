@@ -31,6 +31,10 @@ description:
     that takes most of Docker's own checkpoint time. It is used only when C(ctr), containerd's socket, Docker's
     C(moby) namespace and the container's task (running, same PID) are exactly as expected; otherwise Docker's API
     is used. RV(results[].method) says which path ran.
+  - B(Fast restore.) C(docker start --checkpoint) copies the checkpoint through containerd's content store and
+    unpacks it again (most of its time). For the restore, the memory pages files are moved beside the checkpoint
+    (root-only) and replaced by relative links, so that only the small images are copied and CRIU reads the pages
+    in place; they are put back right after. RV(results[].restore_path) says which way ran.
   - Checkpoints hold the whole memory of the container's processes, secrets included. Checkpoint directories are
     made root-only (0700, files 0600); archives are written 0600. Imported archives are checked entry by entry
     (no absolute paths, no C(..), no links, no device files) and file by file (size and sha256 from the manifest).
@@ -119,6 +123,11 @@ options:
       - V(auto) uses containerd's task API when it is usable for the container, else Docker's checkpoint API.
       - V(containerd) requires the containerd path and fails otherwise; V(api) always uses Docker's API (and still
         switches to containerd when Docker's API leaves a stopping container running).
+      - Restore path for O(state=restored) (Docker restores in every case).
+        V(auto) and V(containerd) link the checkpoint's memory pages instead of having Docker copy them through
+        containerd's content store (see B(Fast restore) above); after a failed linked restore V(auto) tries again
+        with Docker's own copy, V(containerd) fails. V(api) always lets Docker copy them. Docker copies them also
+        when they cannot be linked (with a warning) and when CRIU is configured with C(auto-dedup).
     type: str
     choices: [auto, api, containerd]
     default: auto
@@ -445,6 +454,28 @@ results:
       type: float
       returned: when something was done
       sample: 0.41
+    dump_call_seconds:
+      description:
+        - Seconds the dump call itself took (Docker's checkpoint API or containerd's task checkpoint, that is the
+          freeze, CRIU's dump and the images written), without the checks, hashing and metadata around it.
+      type: float
+      returned: state=present, when a checkpoint was made
+      sample: 0.27
+    restore_call_seconds:
+      description:
+        - Seconds of Docker's restore call (C(POST /containers/{id}/start?checkpoint=), all attempts), without the
+          checks, links and verification around it. Not the same as C(restore_seconds) in RV(summary),
+          which is the whole operation.
+      type: float
+      returned: state=restored, when a container was restored
+      sample: 0.9
+    restore_path:
+      description:
+        - How the restore got its memory pages - V(linked) (read in place through links, see B(Fast restore)) or
+          V(copied) (Docker's own copy through containerd's content store).
+      type: str
+      returned: state=restored, when a container was restored
+      sample: linked
     pruned:
       description: Older checkpoints removed by O(keep_last) or O(max_age).
       type: list

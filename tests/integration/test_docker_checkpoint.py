@@ -5,6 +5,7 @@ container continues from its last number; a cold-started one starts again at 1. 
 """
 
 import json
+import os
 import time
 
 import pytest
@@ -127,7 +128,9 @@ def test_checkpoint_and_restore_in_place_with_check_mode_diff_and_idempotency(ho
 
     restored = only(ok(module(host, container="inplace", name="cp1", state="restored")))
     assert restored["changed"] and restored["resumed"] is True, restored
+    assert restored["restore_path"] == "linked" and restored["restore_call_seconds"] > 0, restored
     assert_continued(host, "inplace", before)
+    assert_pages_in_place(host, path)
 
     again = only(ok(module(host, container="inplace", name="cp1", state="restored")))
     assert not again["changed"] and "already running" in again["msg"]
@@ -173,6 +176,38 @@ def test_restore_into_a_new_container_on_the_same_host(hosts):
     assert wait_count(host, "copy", before[-1] + 1)[0] == before[-1] + 1
     assert not running(host, "origin")
     assert not only(ok(module(host, container="origin", target="copy", name="clone", state="restored")))["changed"]
+
+
+def assert_pages_in_place(host, path):
+    """After a restore: no link left in the checkpoint, no side directory, no unpacked copy of containerd's."""
+    side = os.path.join(os.path.dirname(os.path.dirname(path)), ".fleet-pages-" + os.path.basename(path))
+    out = sh(host, f"find {path} -type l | wc -l; find {path} -name 'pages-*.img' -type f ! -perm 600 | wc -l; "
+                   f"find /tmp -maxdepth 2 -lname '*{side.lstrip('/')}*' | wc -l; "
+                   f"find {path} -name 'pages-*.img' -type f | wc -l; test -e {side} && echo side-left || true"
+             ).stdout.split()
+    assert out[:3] == ["0", "0", "0"] and int(out[3]) >= 1 and "side-left" not in out, out
+
+
+def test_fast_restore_can_be_turned_off_and_an_interrupted_one_is_repaired(hosts):
+    """method=api lets Docker copy the pages; a run killed while the pages were linked is repaired by the next one."""
+    host = hosts[0]
+    start_counter(host, "links")
+    ok(module(host, container="links", name="l1"))
+    before = counts(host, "links")
+    assert only(ok(module(host, container="links", name="l1", state="restored", method="api")))[
+        "restore_path"] == "copied"
+    assert_continued(host, "links", before)
+    ok(module(host, container="links", name="l2"))
+    path = checkpoint_path(host, "links", "l2")
+    side = os.path.join(os.path.dirname(os.path.dirname(path)), ".fleet-pages-l2")
+    # What an interrupted fast restore leaves: the pages aside, links in their place (one of them not made yet).
+    sh(host, f"mkdir -m 700 {side} && for f in {path}/pages-*.img; do mv $f {side}/; done && "
+             f"ln -s {side}/pages-1.img {path}/pages-1.img")
+    before = counts(host, "links")
+    restored = only(ok(module(host, container="links", name="l2", state="restored")))
+    assert restored["resumed"] is True and restored["restore_path"] == "linked", restored
+    assert_continued(host, "links", before)
+    assert_pages_in_place(host, path)
 
 
 def test_dump_paths_api_and_containerd_both_restore(hosts):
