@@ -22,7 +22,7 @@ export ANSIBLE_FORCE_COLOR := False
 export PY_COLORS := 0
 
 .PHONY: help setup collection sanity units lint docs-lint galaxy integration test-faults soak molecule test demo \
-        lab-up lab-down lab-status lock clean
+        bench bench-smoke lab-up lab-down lab-status lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -81,10 +81,24 @@ soak: collection ## SOAK_CYCLES (default 20) host_reboot cycles over 3 lab hosts
 	tests/lab/up.sh
 	SOAK_CYCLES=$${SOAK_CYCLES:-20} pytest -p no:cacheprovider -s -m soak tests/integration
 
+bench: collection ## Benchmarks on the lab (several minutes): writes docs/performance.md, .json and .png
+	tests/lab/up.sh
+	python tools/bench/run.py --mode full --out $(BUILD)/bench/results.json
+	cp $(BUILD)/bench/results.json docs/performance.json
+	python tools/bench/report.py docs/performance.json --doc docs/performance.md --png docs/performance.png
+
+bench-smoke: collection ## The benchmark in miniature (1 repetition, small sizes): every case runs and is reported
+	tests/lab/up.sh
+	pytest -p no:cacheprovider -q tools/bench
+	python tools/bench/run.py --mode smoke --out $(BUILD)/bench-smoke/results.json
+	python tools/bench/report.py $(BUILD)/bench-smoke/results.json --doc $(BUILD)/bench-smoke/performance.md \
+	  --png $(BUILD)/bench-smoke/performance.png
+	python tools/bench/check.py $(BUILD)/bench-smoke/results.json
+
 molecule: collection ## Molecule scenarios on the lab image
 	cd $(COLLECTION) && molecule test --all
 
-test: setup ## Every gate, in order: sanity, units, lint, docs-lint, galaxy, integration, test-faults, molecule
+test: setup ## Every gate, in order: sanity, units, lint, docs-lint, galaxy, integration, test-faults, bench-smoke, molecule
 	@tools/timed.sh sanity $(MAKE) --no-print-directory sanity
 	@tools/timed.sh units $(MAKE) --no-print-directory units
 	@tools/timed.sh lint $(MAKE) --no-print-directory lint
@@ -92,6 +106,7 @@ test: setup ## Every gate, in order: sanity, units, lint, docs-lint, galaxy, int
 	@tools/timed.sh galaxy $(MAKE) --no-print-directory galaxy
 	@tools/timed.sh integration $(MAKE) --no-print-directory integration
 	@tools/timed.sh test-faults $(MAKE) --no-print-directory test-faults
+	@tools/timed.sh bench-smoke $(MAKE) --no-print-directory bench-smoke
 	@tools/timed.sh molecule $(MAKE) --no-print-directory molecule
 	@tools/timed.sh --summary
 

@@ -478,8 +478,11 @@ class CheckpointOps:
             raise OpError(f"target container {result['container']} is already running: a restore needs a stopped "
                           "container (stop it, or use force=true to stop it and restore)")
         if archive:
+            import_started = time.monotonic()
             imported = self.imported(result["container"], _inspect=target)
             result["imported"] = imported["changed"]
+            if imported["changed"] and not self.ctx.check_mode:
+                result["import_seconds"] = round(time.monotonic() - import_started, 3)
             src_path = path
         elif not os.path.isdir(src_path):
             available = self._other_checkpoints(source["Id"])

@@ -469,6 +469,13 @@ results:
       type: float
       returned: state=restored, when a container was restored
       sample: 0.9
+    import_seconds:
+      description:
+        - Seconds the import of the archive took before the restore (reading, decompressing and checking it,
+          unpacking the checkpoint).
+      type: float
+      returned: state=restored with O(archive_path) or O(archive_dir), when the archive was imported
+      sample: 0.8
     restore_path:
       description:
         - How the restore got its memory pages - V(linked) (read in place through links, see B(Fast restore)) or

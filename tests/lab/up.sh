@@ -58,8 +58,11 @@ start_host() {
 for host in "${wanted[@]}"; do start_host "$host"; done
 for host in "${wanted[@]}"; do "$LAB_DIR/wait-host.sh" "$host"; done
 
+# The workload image carries its definition's hash as a label: a host with an older one gets the new one.
+workload_definition="$(cat "$LAB_STATE/workload-busybox.tar.definition")"
 for host in "${wanted[@]}"; do
-  if ! docker exec "$host" docker image inspect "$WORKLOAD_IMAGE" >/dev/null 2>&1; then
+  if [ "$(docker exec "$host" docker image inspect -f '{{ index .Config.Labels "fleet.lab.definition" }}' \
+          "$WORKLOAD_IMAGE" 2>/dev/null)" != "$workload_definition" ]; then
     log "loading $WORKLOAD_IMAGE into $host"
     docker exec -i "$host" docker load <"$LAB_STATE/workload-busybox.tar" >/dev/null
   fi

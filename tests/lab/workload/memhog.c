@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 int main(int argc, char **argv) {
@@ -18,7 +19,12 @@ int main(int argc, char **argv) {
         perror("memhog: malloc");
         return 1;
     }
-    uint64_t x = 0x9E3779B97F4A7C15ull ^ (uint64_t)getpid();
+    /* Seeded by the clock too: in a container the PID is always 1, and two containers with the same memory at the
+     * same count would give byte-identical checkpoints (Docker then refuses the restore: "already exists"). */
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    uint64_t x = 0x9E3779B97F4A7C15ull ^ (uint64_t)getpid() ^ ((uint64_t)now.tv_sec << 30) ^ (uint64_t)now.tv_nsec;
+    x = x ? x : 1;
     for (size_t i = 0; i + 8 <= size; i += 8) {
         x ^= x << 13;
         x ^= x >> 7;

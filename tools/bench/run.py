@@ -1,0 +1,443 @@
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""`make bench`: every figure of docs/performance.md in one run on the lab fleet, as ratios to baselines of that run.
+
+    tools/bench/run.py --mode full  --out .build/bench/results.json   (make bench; then report.py writes the doc)
+    tools/bench/run.py --mode smoke --out .build/bench-smoke/results.json   (make bench-smoke, part of make test)
+
+Raw engine cases run on the host itself (tools/bench/onhost.py); the collection's cases run through ansible-playbook
+with the bench_log callback (tools/bench/callback), which records each task's wall time and the module's own figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = Path(__file__).resolve().parent
+INVENTORY = ROOT / "tests" / "lab" / "inventory.yml"
+ONHOST = "/usr/local/lib/fleet-bench-onhost.py"
+SSH_KEY = "/var/lib/fleet-lab/ssh/id_ed25519"
+EVENTS_DIR = None  # set by main(): <out>/../events
+
+MODES = {
+    # sizes (MiB) of the one-container cases, repetitions, the 8-container case, fleet and migration sizes
+    "full": {"sizes": [64, 256, 1024], "reps": 5, "many": 8, "many_mib": 64, "fleet_reps": 3, "fleet_mib": 64,
+             "migrate_mib": 256, "migrate_reps": 3, "small_reps": 7},
+    "smoke": {"sizes": [64], "reps": 1, "many": 2, "many_mib": 16, "fleet_reps": 1, "fleet_mib": 16,
+              "migrate_mib": 64, "migrate_reps": 1, "small_reps": 1},
+}
+
+
+def log(message):
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def run(argv, env=None, timeout=1800, check=True):
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
+                          env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise SystemExit(f"{' '.join(map(str, argv))} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                         f"{proc.stderr[-3000:]}")
+    return proc
+
+
+def hosts():
+    found = []
+
+    def walk(group):
+        found.extend((group.get("hosts") or {}).keys())
+        for child in (group.get("children") or {}).values():
+            walk(child or {})
+
+    walk(yaml.safe_load(INVENTORY.read_text())["all"])
+    return sorted(found)
+
+
+def onhost(host, *args):
+    proc = run(["docker", "exec", host, "python3", ONHOST, *map(str, args)], timeout=3600)
+    return json.loads(proc.stdout)
+
+
+def playbook(path, extra_vars, limit=None):
+    """Run a playbook with the bench_log callback; returns its events."""
+    with tempfile.NamedTemporaryFile("r", suffix=".jsonl", delete=False) as events:
+        env = {"BENCH_LOG": events.name, "ANSIBLE_CALLBACK_PLUGINS": str(BENCH / "callback"),
+               "ANSIBLE_CALLBACKS_ENABLED": "bench_log", "ANSIBLE_PIPELINING": "True"}
+        argv = ["ansible-playbook", "-i", str(INVENTORY), str(path), "-e", json.dumps(extra_vars)]
+        if limit:
+            argv += ["--limit", limit]
+        run(argv, env=env, timeout=3600)
+        lines = [json.loads(line) for line in open(events.name, encoding="utf-8")]
+    os.unlink(events.name)
+    if EVENTS_DIR:  # kept for analysis: every task's times and the module's figures
+        EVENTS_DIR.mkdir(parents=True, exist_ok=True)
+        kept = EVENTS_DIR / f"{len(list(EVENTS_DIR.iterdir())):03d}-{Path(path).stem}.jsonl"
+        kept.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return lines
+
+
+def tasks_of(events):
+    """[{name, action, start, end, results: {host: result}}] in order: a task's wall time is start to last result."""
+    tasks, by_uuid = [], {}
+    for event in events:
+        if event["event"] == "task":
+            task = {"name": event["name"], "action": event["action"], "start": event["t"], "end": event["t"],
+                    "results": {}}
+            tasks.append(task)
+            by_uuid[event["uuid"]] = task
+        elif event["event"] == "result" and event["uuid"] in by_uuid:
+            task = by_uuid[event["uuid"]]
+            task["end"] = max(task["end"], event["t"])
+            task["results"][event["host"]] = {"status": event["status"], **event["result"]}
+    for task in tasks:
+        task["wall"] = task["end"] - task["start"]
+    return tasks
+
+
+def rows(task):
+    return [row for result in task["results"].values() for row in result.get("results", [])]
+
+
+def figure(task, key):
+    """The largest per-container figure (the containers of one call run in parallel)."""
+    values = [row[key] for row in rows(task) if key in row]
+    return max(values) if values else None
+
+
+class Results:
+    def __init__(self, mode):
+        self.mode = mode
+        self.measurements = {}
+
+    def add(self, mid, group, what, samples, size_mib=None, containers=1, **extra):
+        samples = [round(s, 4) for s in samples if s is not None]
+        if not samples:
+            raise SystemExit(f"no samples for {mid}")
+        self.measurements[mid] = {"id": mid, "group": group, "what": what, "size_mib": size_mib,
+                                  "containers": containers, "samples": samples,
+                                  "median": round(statistics.median(samples), 4), "min": min(samples),
+                                  "max": max(samples), **extra}
+
+    def median(self, mid):
+        return self.measurements[mid]["median"]
+
+
+# -- cases -------------------------------------------------------------------------------------------------------------
+def case_floor(results, host, cfg):
+    for mib in cfg["sizes"]:
+        log(f"raw CRIU, {mib} MiB")
+        out = onhost(host, "criu", mib, cfg["reps"])
+        results.add(f"dump.criu.{mib}", "dump", "raw criu dump (plain process)", out["samples"]["dump"], mib,
+                    bytes=out["info"]["bytes"])
+        results.add(f"restore.criu.{mib}", "restore", "raw criu restore (plain process)", out["samples"]["restore"], mib)
+
+
+def case_baselines(results, host, cfg):
+    for mib in cfg["sizes"]:
+        log(f"docker CLI, {mib} MiB")
+        out = onhost(host, "docker", mib, cfg["reps"])
+        results.add(f"dump.docker.{mib}", "dump", "docker checkpoint create", out["samples"]["dump"], mib,
+                    bytes=out["info"]["bytes"])
+        results.add(f"restore.docker.{mib}", "restore", "docker start --checkpoint", out["samples"]["restore"], mib)
+        log(f"podman, {mib} MiB")
+        out = onhost(host, "podman", mib, cfg["reps"])
+        results.podman = out["info"]
+        results.add(f"dump.podman.{mib}", "dump", "podman container checkpoint", out["samples"]["dump"], mib)
+        results.add(f"restore.podman.{mib}", "restore", "podman container restore", out["samples"]["restore"], mib)
+
+
+def module_cycles(host, containers, method, reps):
+    """Checkpoint (the containers stop) and restore through docker_checkpoint, reps times; returns the task list."""
+    events = playbook(BENCH / "playbooks" / "module.yml", {
+        "bench_host": host, "bench_containers": containers, "bench_method": method, "bench_reps": reps}, limit=host)
+    return [task for task in tasks_of(events) if task["action"].endswith("docker_checkpoint")]
+
+
+def case_module(results, host, cfg):
+    for mib in cfg["sizes"]:
+        names = onhost(host, "workload", "start", 1, mib, f"bench-mod-{mib}")["info"]["containers"]
+        try:
+            for method, label in (("api", "API path"), ("containerd", "fast path")):
+                log(f"docker_checkpoint {label}, {mib} MiB")
+                tasks = module_cycles(host, names, method, cfg["reps"])
+                dumps = [t for t in tasks if figure(t, "dump_call_seconds") is not None]
+                restores = [t for t in tasks if figure(t, "restore_call_seconds") is not None]
+                key = "fast" if method == "containerd" else "api"
+                results.add(f"dump.module-{key}.{mib}", "dump", f"docker_checkpoint {label}: dump",
+                            [figure(t, "dump_call_seconds") for t in dumps], mib)
+                results.add(f"dumpop.module-{key}.{mib}", "dump", f"docker_checkpoint {label}: whole operation on "
+                            "the host", [figure(t, "duration") for t in dumps], mib)
+                results.add(f"dumptask.module-{key}.{mib}", "dump", f"docker_checkpoint {label}: Ansible task",
+                            [t["wall"] for t in dumps], mib)
+                results.add(f"restore.module-{key}.{mib}", "restore", f"docker_checkpoint after the {label}: restore",
+                            [figure(t, "restore_call_seconds") for t in restores], mib)
+                results.add(f"restoreop.module-{key}.{mib}", "restore", f"docker_checkpoint after the {label}: whole "
+                            "operation on the host", [figure(t, "duration") for t in restores], mib)
+        finally:
+            onhost(host, "workload", "remove", 1, mib, f"bench-mod-{mib}")
+
+
+def case_many(results, host, cfg):
+    count, mib = cfg["many"], cfg["many_mib"]
+    log(f"{count} containers x {mib} MiB: CLI loop")
+    out = onhost(host, "docker-loop", count, mib, cfg["reps"])
+    results.add("many.cli-dump", "many", f"docker checkpoint create, {count} containers one after another",
+                out["samples"]["dump"], mib, count)
+    results.add("many.cli-restore", "many", f"docker start --checkpoint, {count} containers one after another",
+                out["samples"]["restore"], mib, count)
+    log(f"{count} containers x {mib} MiB: one module call")
+    names = onhost(host, "workload", "start", count, mib, "bench-many")["info"]["containers"]
+    try:
+        tasks = module_cycles(host, names, "auto", cfg["reps"])
+    finally:
+        onhost(host, "workload", "remove", count, mib, "bench-many")
+    results.add("many.module-dump", "many", f"docker_checkpoint, {count} containers in one call (Ansible task)",
+                [t["wall"] for t in tasks if figure(t, "dump_call_seconds") is not None], mib, count)
+    results.add("many.module-restore", "many", f"docker_checkpoint restore, {count} containers in one call (Ansible "
+                "task)", [t["wall"] for t in tasks if figure(t, "restore_call_seconds") is not None], mib, count)
+
+
+def case_small(results, host, cfg):
+    """A small container: the module through Ansible vs the CLI, on the host and through Ansible's command."""
+    log("small container: module vs CLI")
+    out = onhost(host, "docker", 4, cfg["small_reps"])
+    results.add("overhead.cli-host", "overhead", "docker checkpoint create on the host (no Ansible)",
+                out["samples"]["dump"], 4)
+    names = onhost(host, "workload", "start", 1, 4, "bench-small")["info"]["containers"]
+    try:
+        events = playbook(BENCH / "playbooks" / "small.yml", {
+            "bench_host": host, "bench_container": names[0], "bench_reps": cfg["small_reps"]}, limit=host)
+    finally:
+        onhost(host, "workload", "remove", 1, 4, "bench-small")
+    tasks = tasks_of(events)
+    for tag, name, what in (("cli-task", "CLI checkpoint", "docker checkpoint create as an Ansible command task"),
+                            ("module-api-task", "Module api checkpoint", "docker_checkpoint method=api (Ansible task)"),
+                            ("module-auto-task", "Module auto checkpoint", "docker_checkpoint method=auto (Ansible "
+                             "task)")):
+        results.add(f"overhead.{tag}", "overhead", what, [t["wall"] for t in tasks if t["name"] == name], 4)
+
+
+def case_fleet(results, hostnames, cfg):
+    mib, per_host = cfg["fleet_mib"], 4
+    log(f"host_reboot.yml: {len(hostnames)} hosts x {per_host} containers x {mib} MiB")
+    for host in hostnames:
+        onhost(host, "workload", "start", per_host, mib, "bench-fleet")
+    parts = {"checkpoint": [], "reboot": [], "restore": [], "overhead": [], "total": []}
+    try:
+        for _rep in range(cfg["fleet_reps"]):
+            events = playbook(ROOT / "playbooks" / "host_reboot.yml", {
+                "fleet_checkpoint_hosts": ",".join(hostnames), "fleet_checkpoint_reboot": "always",
+                "fleet_checkpoint_serial": len(hostnames)})
+            tasks = tasks_of(events)
+            total = events[-1]["t"] - events[0]["t"]
+            split = {"checkpoint": 0.0, "reboot": 0.0, "restore": 0.0}
+            for task in tasks:
+                if task["action"].endswith("reboot"):
+                    split["reboot"] += task["wall"]
+                elif figure(task, "dump_call_seconds") is not None:
+                    split["checkpoint"] += task["wall"]
+                elif figure(task, "restore_call_seconds") is not None:
+                    split["restore"] += task["wall"]
+            split["overhead"] = total - sum(split.values())
+            split["total"] = total
+            for key, value in split.items():
+                parts[key].append(value)
+    finally:
+        for host in hostnames:
+            onhost(host, "workload", "remove", per_host, mib, "bench-fleet")
+    for key, values in parts.items():
+        results.add(f"fleet.{key}", "fleet", f"host_reboot.yml: {key}", values, mib, per_host * len(hostnames))
+    results.splits["fleet"] = median_run(parts, "total", f"host_reboot.yml, {len(hostnames)} hosts x {per_host} "
+                                         f"containers x {mib} MiB")
+
+
+def median_run(parts, total_key, what):
+    """The split of the run whose total is the median one (its parts add up to its total)."""
+    totals = parts[total_key]
+    pick = sorted(range(len(totals)), key=totals.__getitem__)[(len(totals) - 1) // 2]
+    return {"what": f"{what} (the median of {len(totals)} runs)", "total": round(totals[pick], 4),
+            "parts": {key: round(values[pick], 4) for key, values in parts.items() if key != total_key}}
+
+
+def delta_seconds(text):
+    hours, minutes, seconds = text.split(":")
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+def case_migrate(results, hostnames, cfg):
+    """migrate.yml source -> target over the direct (scp) path; a fresh workload each run."""
+    source, target = hostnames[1], hostnames[0]
+    mib = cfg["migrate_mib"]
+    address = run(["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", target]
+                  ).stdout.strip()
+    run(["docker", "cp", SSH_KEY, f"{source}:/root/.ssh/id_ed25519"])
+    run(["docker", "exec", source, "chmod", "600", "/root/.ssh/id_ed25519"])
+    parts = {"dump": [], "transfer": [], "restore": [], "overhead": [], "downtime": []}
+    copy, moved, copied = [], [], []
+    try:
+        for rep in range(cfg["migrate_reps"]):
+            log(f"migrate.yml {mib} MiB, run {rep + 1}")
+            for host in (source, target):
+                onhost(host, "workload", "remove", 1, mib, "bench-move")
+            name = onhost(source, "workload", "start", 1, mib, "bench-move")["info"]["containers"][0]
+            events = playbook(ROOT / "playbooks" / "migrate.yml", {
+                "fleet_checkpoint_migrate_source": source, "fleet_checkpoint_migrate_target": target,
+                "fleet_checkpoint_migrate_containers": [name], "fleet_checkpoint_migrate_transfer": "direct",
+                "fleet_checkpoint_migrate_target_address": address})
+            tasks = tasks_of(events)
+            dump = next(t for t in tasks if figure(t, "dump_call_seconds") is not None)
+            restore = next(t for t in tasks if figure(t, "restore_call_seconds") is not None)
+            export = next(t for t in tasks if any(r.get("action") == "exported" for r in rows(t)))
+            scp = next(t for t in tasks if t["name"].startswith("Copy archives and images straight"))
+            scp_seconds = delta_seconds(scp["results"][source]["delta"])
+            downtime = restore["end"] - dump["start"]
+            transfer = figure(export, "duration") + scp_seconds + (figure(restore, "import_seconds") or 0)
+            split = {"dump": figure(dump, "duration"), "transfer": transfer, "restore": figure(restore, "duration")}
+            split["overhead"] = downtime - sum(split.values())
+            split["downtime"] = downtime
+            for key, value in split.items():
+                parts[key].append(value)
+            size = max(r.get("size") or 0 for r in rows(export)) or 1
+            moved.append(size / transfer)
+            copied.append(size / scp_seconds)
+            out = onhost(source, "copy-random", size, address, 1)
+            copy.extend(size / s for s in out["samples"]["copy"])
+    finally:
+        for host in (source, target):
+            onhost(host, "workload", "remove", 1, mib, "bench-move")
+        run(["docker", "exec", source, "rm", "-f", "/root/.ssh/id_ed25519"], check=False)
+    for key, values in parts.items():
+        results.add(f"migrate.{key}", "migrate", f"migrate.yml: {key}", values, mib)
+    results.add("transfer.ours", "transfer", "migration transfer (export, scp, import), MB/s",
+                [m / 1e6 for m in moved], mib, unit="MB/s")
+    results.add("transfer.copy", "transfer", "migration's copy step alone (scp of the archive), MB/s",
+                [c / 1e6 for c in copied], mib, unit="MB/s")
+    results.add("transfer.plain", "transfer", "plain scp of as many random bytes, same hosts, MB/s",
+                [c / 1e6 for c in copy], mib, unit="MB/s")
+    results.splits["migrate"] = median_run(parts, "downtime", f"migrate.yml downtime, 1 container x {mib} MiB")
+
+
+# -- ratios and targets ------------------------------------------------------------------------------------------------
+def ratio(results, rid, what, num, den, target=None, note=""):
+    if num not in results.measurements or den not in results.measurements:
+        return None
+    value = results.median(num) / results.median(den)
+    entry = {"id": rid, "what": what, "numerator": num, "denominator": den, "value": round(value, 3),
+             "target": target or "", "note": note}
+    if target:
+        op, bound = target.split()
+        entry["met"] = value <= float(bound) if op == "<=" else value >= float(bound)
+    results.ratios.append(entry)
+    return entry
+
+
+def ratios(results, cfg):
+    size = 256 if 256 in cfg["sizes"] else cfg["sizes"][0]
+    s = size
+    ratio(results, f"fast_vs_docker_dump_{s}", f"fast-path dump vs docker checkpoint create ({s} MiB)",
+          f"dump.module-fast.{s}", f"dump.docker.{s}", "<= 0.1")
+    ratio(results, f"fast_vs_criu_dump_{s}", f"fast-path dump vs raw criu dump ({s} MiB)",
+          f"dump.module-fast.{s}", f"dump.criu.{s}", "<= 2")
+    ratio(results, f"fast_vs_podman_dump_{s}", f"fast-path dump vs podman checkpoint ({s} MiB)",
+          f"dump.module-fast.{s}", f"dump.podman.{s}", "<= 1")
+    ratio(results, f"fastop_vs_docker_dump_{s}", f"fast-path whole operation (dump, sha256, metadata) vs docker "
+          f"checkpoint create ({s} MiB)", f"dumpop.module-fast.{s}", f"dump.docker.{s}")
+    ratio(results, "many_vs_cli_loop", f"{cfg['many']} containers in one module call vs the CLI loop (checkpoint)",
+          "many.module-dump", "many.cli-dump", "<= 0.6")
+    ratio(results, "many_vs_cli_loop_restore", f"{cfg['many']} containers in one module call vs the CLI loop "
+          "(restore)", "many.module-restore", "many.cli-restore")
+    ratio(results, "small_module_vs_command_task", "small container: module task vs the CLI as an Ansible command "
+          "task (same transport)", "overhead.module-auto-task", "overhead.cli-task", "<= 1.15")
+    ratio(results, "small_module_api_vs_command_task", "small container: module (method=api) task vs the CLI as an "
+          "Ansible command task", "overhead.module-api-task", "overhead.cli-task")
+    ratio(results, "small_module_vs_cli_host", "small container: module task vs the CLI typed on the host (no "
+          "Ansible)", "overhead.module-auto-task", "overhead.cli-host")
+    for mib in cfg["sizes"]:
+        ratio(results, f"restore_vs_docker_{mib}", f"module restore vs docker start --checkpoint ({mib} MiB)",
+              f"restore.module-fast.{mib}", f"restore.docker.{mib}")
+        ratio(results, f"restore_vs_podman_{mib}", f"module restore vs podman restore ({mib} MiB)",
+              f"restore.module-fast.{mib}", f"restore.podman.{mib}", "<= 2" if mib == s else None,
+              "stretch target" if mib == s else "")
+    ratio(results, "migrate_overhead_share", "migration overhead / downtime", "migrate.overhead", "migrate.downtime",
+          "<= 0.1")
+    ratio(results, "transfer_vs_plain_copy", "migration transfer throughput (export, copy, import) / plain copy "
+          "throughput", "transfer.ours", "transfer.plain", ">= 0.7")
+    ratio(results, "copy_step_vs_plain_copy", "migration's copy step alone / plain copy throughput",
+          "transfer.copy", "transfer.plain")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=sorted(MODES), default="full")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--only", help="comma-separated cases (floor,baselines,module,many,small,fleet,migrate); default all")
+    parser.add_argument("--sizes", help="comma-separated MiB sizes of the one-container cases (default: the mode's)")
+    parser.add_argument("--reps", type=int, help="repetitions (default: the mode's)")
+    parser.add_argument("--merge", action="store_true", help="keep the other cases' figures already in --out")
+    args = parser.parse_args()
+    global EVENTS_DIR  # pylint: disable=global-statement
+    EVENTS_DIR = Path(args.out).resolve().parent / "events"
+    if EVENTS_DIR.is_dir():
+        for old in EVENTS_DIR.iterdir():
+            old.unlink()
+    cfg = dict(MODES[args.mode])
+    if args.sizes:
+        cfg["sizes"] = [int(size) for size in args.sizes.split(",")]
+    if args.reps:
+        cfg["reps"] = args.reps
+    hostnames = hosts()
+    host = hostnames[0]
+    log(f"mode {args.mode}: {cfg}")
+    log("preparing the lab hosts (playbooks/install.yml: CRIU, experimental mode)")
+    run(["ansible-playbook", "-i", str(INVENTORY), str(ROOT / "playbooks" / "install.yml")], timeout=3600)
+    for name in hostnames:
+        run(["docker", "cp", str(BENCH / "onhost.py"), f"{name}:{ONHOST}"])
+    results = Results(args.mode)
+    results.splits, results.ratios, results.podman = {}, [], {}
+    if args.merge and Path(args.out).exists():  # re-run some cases, keep the others
+        earlier = json.loads(Path(args.out).read_text())
+        results.measurements = {m["id"]: m for m in earlier["measurements"]}
+        results.splits = earlier.get("splits") or {}
+        results.podman = {"podman": earlier["meta"].get("podman", ""), "runtime": earlier["meta"].get("podman_runtime")}
+    started = time.time()
+    cases = {"floor": lambda: case_floor(results, host, cfg), "baselines": lambda: case_baselines(results, host, cfg),
+             "module": lambda: case_module(results, host, cfg),
+             "many": lambda: case_many(results, host, cfg), "small": lambda: case_small(results, host, cfg),
+             "fleet": lambda: case_fleet(results, hostnames, cfg), "migrate": lambda: case_migrate(results, hostnames, cfg)}
+    for name in (args.only.split(",") if args.only else cases):
+        cases[name]()
+        partial = Path(args.out).with_suffix(".partial.json")  # what is done so far, should a later case fail
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps({"measurements": list(results.measurements.values())}, indent=1))
+    ratios(results, cfg)
+    versions = onhost(host, "versions")["info"]
+    meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "mode": args.mode,
+            "repetitions": cfg["reps"], "host": host, "hosts": len(hostnames), **versions,
+            "podman": results.podman.get("podman", ""), "podman_runtime": results.podman.get("runtime", ""),
+            "command": "make bench" if args.mode == "full" else "make bench-smoke",
+            "seconds": round(time.time() - started, 1), "ansible_pipelining": True}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "measurements": list(results.measurements.values()),
+                               "ratios": results.ratios, "splits": results.splits}, indent=2) + "\n")
+    log(f"wrote {out} ({len(results.measurements)} measurements, {len(results.ratios)} ratios) in {meta['seconds']} s")
+    for entry in results.ratios:
+        mark = "" if "met" not in entry else (" met" if entry["met"] else " NOT MET")
+        log(f"  {entry['what']}: {entry['value']}x {entry['target']}{mark}")
+
+
+if __name__ == "__main__":
+    main()

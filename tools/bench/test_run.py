@@ -1,0 +1,91 @@
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The benchmark's arithmetic (tools/bench/run.py, check.py) on made-up events and results."""
+
+import copy
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import check  # noqa: E402 pylint: disable=wrong-import-position
+import run  # noqa: E402 pylint: disable=wrong-import-position
+
+
+def event(kind, t, **fields):
+    return {"event": kind, "t": t, **fields}
+
+
+EVENTS = [
+    event("playbook", 0.0, name="x.yml"),
+    event("task", 1.0, name="Checkpoint", action="fleet.checkpoint.docker_checkpoint", uuid="a"),
+    event("result", 2.0, host="h1", status="ok", task="Checkpoint", action="fleet.checkpoint.docker_checkpoint",
+          uuid="a", result={"results": [{"container": "c1", "duration": 0.8, "dump_call_seconds": 0.5}]}),
+    event("result", 2.5, host="h2", status="ok", task="Checkpoint", action="fleet.checkpoint.docker_checkpoint",
+          uuid="a", result={"results": [{"container": "c2", "duration": 0.9, "dump_call_seconds": 0.7}]}),
+    event("task", 3.0, name="Reboot", action="ansible.builtin.reboot", uuid="b"),
+    event("result", 9.0, host="h1", status="ok", task="Reboot", action="ansible.builtin.reboot", uuid="b", result={}),
+    event("end", 10.0),
+]
+
+
+def test_a_task_lasts_from_its_start_to_its_last_host_result():
+    tasks = run.tasks_of(EVENTS)
+    assert [t["name"] for t in tasks] == ["Checkpoint", "Reboot"]
+    assert tasks[0]["wall"] == 1.5 and tasks[1]["wall"] == 6.0
+    assert run.figure(tasks[0], "dump_call_seconds") == 0.7  # containers of one call run in parallel: the longest
+    assert run.figure(tasks[1], "dump_call_seconds") is None
+
+
+def test_ratios_check_their_targets_both_ways():
+    results = run.Results("smoke")
+    results.ratios = []
+    results.add("a", "dump", "a", [1.0, 3.0, 2.0])
+    results.add("b", "dump", "b", [10.0])
+    assert results.median("a") == 2.0 and results.measurements["a"]["min"] == 1.0
+    assert run.ratio(results, "r1", "a/b", "a", "b", "<= 0.1")["met"] is False
+    assert run.ratio(results, "r2", "a/b", "a", "b", ">= 0.1")["met"] is True
+    assert run.ratio(results, "r3", "a/b", "a", "b")["value"] == 0.2 and "met" not in results.ratios[-1]
+    assert run.ratio(results, "r4", "missing", "a", "nothing") is None
+
+
+def test_delta_seconds_reads_ansibles_command_delta():
+    assert run.delta_seconds("0:00:01.250000") == 1.25
+    assert run.delta_seconds("1:02:03.5") == 3723.5
+
+
+def good_results():
+    sizes = [64]
+    ids = [f"{p}.{s}" for p in check.ONE_CONTAINER for s in sizes] + list(check.OTHERS) + ["migrate.overhead"]
+    return {"measurements": [{"id": i, "size_mib": 64, "samples": [1.0]} for i in ids],
+            "ratios": [{"id": r, "value": 0.5} for r in check.TARGETED],
+            "splits": {"fleet": {"total": 10.0, "parts": {"a": 4.0, "b": 6.0}}}}
+
+
+def test_check_accepts_a_complete_run():
+    assert check.problems(good_results()) == []
+
+
+def test_check_finds_a_missing_case_a_bad_figure_a_split_that_does_not_add_up():
+    results = good_results()
+    broken = copy.deepcopy(results)
+    broken["measurements"] = [m for m in broken["measurements"] if m["id"] != "dump.podman.64"]
+    assert check.problems(broken) == ["missing measurement dump.podman.64"]
+    broken = copy.deepcopy(results)
+    broken["measurements"][0]["samples"] = [0.0]
+    assert "not positive" in check.problems(broken)[0]
+    broken = copy.deepcopy(results)
+    broken["splits"]["fleet"]["total"] = 12.0
+    assert check.problems(broken) == ["split fleet: parts add up to 10.000, not 12.000"]
+    broken = copy.deepcopy(results)
+    broken["ratios"] = []
+    assert len(check.problems(broken)) == len(check.TARGETED)
+
+
+def test_a_split_is_one_whole_run_the_median_one():
+    parts = {"total": [30.0, 10.0, 20.0], "a": [3.0, 1.0, 2.0], "overhead": [27.0, 9.0, 18.0]}
+    split = run.median_run(parts, "total", "x")
+    assert split["total"] == 20.0 and split["parts"] == {"a": 2.0, "overhead": 18.0}
+    assert sum(split["parts"].values()) == split["total"] and "median of 3 runs" in split["what"]
+    assert run.median_run({"total": [5.0, 7.0], "a": [5.0, 7.0]}, "total", "y")["total"] == 5.0
