@@ -175,7 +175,7 @@ def plot(results, png_path):
             ax.bar(xs, med, width, yerr=err, capsize=3, color=colors[meth], label=meth, log=True)
         ax.set_yscale("log")
         ax.set_xticks(range(len(sizes)), [f"{s} MiB" if s else "?" for s in sizes])
-        ax.set_title(f"{group}: median time per method and size")
+        ax.set_title(f"{group} (median, min-max)")
         ax.set_ylabel("seconds (log scale)")
         ax.grid(axis="y", which="both", alpha=0.3)
         ax.legend(fontsize=8)
@@ -184,20 +184,24 @@ def plot(results, png_path):
         names = list(splits)
         part_names = list(dict.fromkeys(p for s in splits.values() for p in (s.get("parts") or {})))
         totals = [splits[n].get("total") or sum((splits[n].get("parts") or {}).values()) or 1 for n in names]
-        left = [0.0] * len(names)
-        for i, part in enumerate(part_names):
-            secs = [float((splits[n].get("parts") or {}).get(part, 0)) for n in names]
-            shares = [100 * sec / total for sec, total in zip(secs, totals)]
-            bars = ax.barh(range(len(names)), shares, left=left, color=f"C{i % 10}", label=part)
-            labels = [f"{fmt_seconds(sec)} s" if share >= 5 else "" for sec, share in zip(secs, shares)]
-            ax.bar_label(bars, labels=labels, label_type="center", fontsize=8)
-            left = [a + b for a, b in zip(left, shares)]
-        ticks = [f"{n} ({fmt_seconds(t)} s)\n{splits[n].get('what', '')}".strip() for n, t in zip(names, totals)]
+        labelled = set()
+        for row, name in enumerate(names):  # each split in its own order of parts, one colour per part name
+            left, parts = 0.0, splits[name].get("parts") or {}
+            for part, sec in parts.items():
+                share = 100 * float(sec) / totals[row]
+                bars = ax.barh([row], [share], left=left, color=f"C{part_names.index(part) % 10}",
+                               label=None if part in labelled else part)
+                labelled.add(part)
+                ax.bar_label(bars, labels=[f"{fmt_seconds(sec)} s" if share >= 5 else ""], label_type="center",
+                             fontsize=8)
+                left += share
+        ticks = [f"{n} ({fmt_seconds(t)} s)" for n, t in zip(names, totals)]
         ax.set_yticks(range(len(names)), ticks, fontsize=8)
         ax.invert_yaxis()
-        ax.set_xlim(0, max(100, *left))
+        ax.set_xlim(0, 100)
         ax.set_xlabel("share of total, % (labels: seconds, medians)")
-        ax.set_title("where the time goes")
+        ax.set_title("where the time goes\n" + "\n".join(f"{n}: {splits[n].get('what', '')}" for n in names),
+                     fontsize=9)
         ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     if not timed and not splits:
         fig.text(0.5, 0.5, "no dump, restore or split figures in the results", ha="center")
