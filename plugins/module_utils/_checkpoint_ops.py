@@ -573,9 +573,8 @@ class CheckpointOps:
                                           "punch holes in the checkpoint's own pages through links; Docker copies them")
             else:
                 try:
-                    linked = pages.link(path)
+                    linked = pages.link(path)  # undoes itself when it fails
                 except OSError as exc:
-                    pages.put_back(path)
                     result["warnings"].append(f"{result['container']}: the pages could not be linked for the fast "
                                               f"restore ({exc}); Docker copies them instead")
         if not linked:

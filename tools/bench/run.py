@@ -121,6 +121,9 @@ class Results:
     def __init__(self, mode):
         self.mode = mode
         self.measurements = {}
+        self.splits = {}
+        self.ratios = []
+        self.podman = {}
 
     def add(self, mid, group, what, samples, size_mib=None, containers=1, **extra):
         samples = [round(s, 4) for s in samples if s is not None]
@@ -136,27 +139,29 @@ class Results:
 
 
 # -- cases -------------------------------------------------------------------------------------------------------------
+def add_pair(results, out, tool, mib, dump_what, restore_what):
+    """The dump and restore samples of one on-host case (tools/bench/onhost.py) as two measurements."""
+    size = {"bytes": out["info"]["bytes"]} if "bytes" in out["info"] else {}
+    results.add(f"dump.{tool}.{mib}", "dump", dump_what, out["samples"]["dump"], mib, **size)
+    results.add(f"restore.{tool}.{mib}", "restore", restore_what, out["samples"]["restore"], mib)
+
+
 def case_floor(results, host, cfg):
     for mib in cfg["sizes"]:
         log(f"raw CRIU, {mib} MiB")
-        out = onhost(host, "criu", mib, cfg["reps"])
-        results.add(f"dump.criu.{mib}", "dump", "raw criu dump (plain process)", out["samples"]["dump"], mib,
-                    bytes=out["info"]["bytes"])
-        results.add(f"restore.criu.{mib}", "restore", "raw criu restore (plain process)", out["samples"]["restore"], mib)
+        add_pair(results, onhost(host, "criu", mib, cfg["reps"]), "criu", mib, "raw criu dump (plain process)",
+                 "raw criu restore (plain process)")
 
 
 def case_baselines(results, host, cfg):
     for mib in cfg["sizes"]:
         log(f"docker CLI, {mib} MiB")
-        out = onhost(host, "docker", mib, cfg["reps"])
-        results.add(f"dump.docker.{mib}", "dump", "docker checkpoint create", out["samples"]["dump"], mib,
-                    bytes=out["info"]["bytes"])
-        results.add(f"restore.docker.{mib}", "restore", "docker start --checkpoint", out["samples"]["restore"], mib)
+        add_pair(results, onhost(host, "docker", mib, cfg["reps"]), "docker", mib, "docker checkpoint create",
+                 "docker start --checkpoint")
         log(f"podman, {mib} MiB")
         out = onhost(host, "podman", mib, cfg["reps"])
         results.podman = out["info"]
-        results.add(f"dump.podman.{mib}", "dump", "podman container checkpoint", out["samples"]["dump"], mib)
-        results.add(f"restore.podman.{mib}", "restore", "podman container restore", out["samples"]["restore"], mib)
+        add_pair(results, out, "podman", mib, "podman container checkpoint", "podman container restore")
 
 
 def module_cycles(host, containers, method, reps):
@@ -406,7 +411,6 @@ def main():
     for name in hostnames:
         run(["docker", "cp", str(BENCH / "onhost.py"), f"{name}:{ONHOST}"])
     results = Results(args.mode)
-    results.splits, results.ratios, results.podman = {}, [], {}
     if args.merge and Path(args.out).exists():  # re-run some cases, keep the others
         earlier = json.loads(Path(args.out).read_text())
         results.measurements = {m["id"]: m for m in earlier["measurements"]}
