@@ -23,6 +23,7 @@ import threading
 import time
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils import _checkpoint_store as store
+from ansible_collections.fleet.checkpoint.plugins.module_utils import _checkpoint_stream_ops as stream_ops
 from ansible_collections.fleet.checkpoint.plugins.module_utils import _checkpoint_transfer as transfer
 from ansible_collections.fleet.checkpoint.plugins.module_utils import _container_procs as procs
 from ansible_collections.fleet.checkpoint.plugins.module_utils import _linked_pages as pages
@@ -38,6 +39,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_engin
     check_free_space,
     criu_log_excerpt,
 )
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_errors import OpError
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_manifest import ManifestError, build
 from ansible_collections.fleet.checkpoint.plugins.module_utils._container_create import (
     CreateError,
@@ -48,10 +50,6 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._docker_api impor
 
 NO_POLICY = {"Name": "no", "MaximumRetryCount": 0}
 STALE_BLOB = re.compile(r"content (sha256:[0-9a-f]{64}): already exists")
-
-
-class OpError(Exception):
-    """This container's operation failed; the message says why and what to do."""
 
 
 class DaemonUnavailable(OpError):
@@ -143,21 +141,23 @@ class CheckpointOps:
                               "(`docker ps -a` lists the containers)") from exc
             raise
 
-    def _inspect_or_create(self, ref):
-        """Inspect the container; with create=true and an archive, create it first from the archive's manifest."""
+    def inspect_or_create(self, ref, config=None, origin=None):
+        """Inspect the container; with create=true, create it first from `config` (a manifest's container part, from
+        `origin`), or else from the archive's manifest."""
         try:
             return self.inspect(ref)
         except OpError:
-            if not (self.opts.get("create") and self.opts.get("archive_mode")):
+            if not (self.opts.get("create") and (config or self.opts.get("archive_mode"))):
                 raise
-        archive = self._archive_for(ref)
-        try:
-            with transfer.Tarball(archive, self.ctx.run, self.ctx.zstd, os.path.dirname(os.path.abspath(archive)),
-                                  self.opts.get("secret")) \
-                    as tar_path:
-                config = transfer.read_manifest(tar_path)["container"]
-        except (ArchiveError, ManifestError) as exc:
-            raise OpError(f"{archive}: {exc}") from exc
+        archive = origin or self._archive_for(ref)
+        if config is None:
+            try:
+                with transfer.Tarball(archive, self.ctx.run, self.ctx.zstd, os.path.dirname(os.path.abspath(archive)),
+                                      self.opts.get("secret")) \
+                        as tar_path:
+                    config = transfer.read_manifest(tar_path)["container"]
+            except (ArchiveError, ManifestError) as exc:
+                raise OpError(f"{archive}: {exc}") from exc
         if self.ctx.check_mode:
             problems = missing_prerequisites(self.api, config, os.path.exists)
             if problems:
@@ -222,6 +222,18 @@ class CheckpointOps:
 
     # -- present ---------------------------------------------------------------------------------------------------
     def present(self, ref):
+        self._local.sender = None  # with send_to: connected to the target before the dump (see _present)
+        try:
+            result = self._present(ref)
+        except BaseException:
+            if self._local.sender:
+                self._local.sender.abort()
+            raise
+        if self.opts.get("send_to"):
+            stream_ops.send_checkpoint(self, result, self._local.sender)
+        return result
+
+    def _present(self, ref):
         inspect = self.inspect(ref)
         cid = inspect["Id"]
         result = self._result(inspect)
@@ -259,7 +271,11 @@ class CheckpointOps:
         result["action"] = "recreated" if exists else "created"
         if self.ctx.check_mode:
             return result
+        if self.opts.get("send_to"):
+            # Connected, and the target's restore seen waiting, before the container is touched.
+            self._local.sender = stream_ops.connect(self, result)
         started = time.time()
+        result["dump_started_at"] = round(started, 3)
         processes = procs.process_tree(pids)
         created_parent = not os.path.isdir(os.path.dirname(path))
         store.ensure_private_dir(os.path.dirname(path))
@@ -449,7 +465,14 @@ class CheckpointOps:
     # -- restored --------------------------------------------------------------------------------------------------
     def restored(self, ref):
         self._local.created = False
-        source = self._inspect_or_create(ref)
+        if self.opts.get("receive"):
+            if self.ctx.check_mode:
+                return stream_ops.predict_receive(self, ref)
+            received = stream_ops.receive_checkpoint(self, ref)
+            source = received.pop("inspect")
+        else:
+            received = None
+            source = self.inspect_or_create(ref)
         target = self.inspect(self.opts["target"]) if self.opts.get("target") else source
         tid = target["Id"]
         result = self._result(target)
@@ -484,11 +507,14 @@ class CheckpointOps:
             if imported["changed"] and not self.ctx.check_mode:
                 result["import_seconds"] = round(time.monotonic() - import_started, 3)
             src_path = path
+        elif received:
+            result["received"] = received
+            result["import_seconds"] = received["seconds"]
         elif not os.path.isdir(src_path):
             available = self._other_checkpoints(source["Id"])
             raise OpError(f"checkpoint {self.name!r} not found for container {result['source']}"
                           + (f" (it has: {', '.join(available)})" if available else " (it has none)"))
-        if not archive:  # an imported archive was just checked against its manifest
+        if not (archive or received):  # an imported archive or a received stream was just checked
             self._check_intact(src_path, store.read_metadata(src_path), result["source"])
         result["changed"] = True
         result["action"] = "restored"
@@ -527,7 +553,9 @@ class CheckpointOps:
                               "restore: it is stopped now") from exc
             raise
         state = self._wait_state(tid, running=True, seconds=5)
+        result["resumed_at"] = round(time.time(), 3)
         if not state.get("Running"):
+            result.pop("resumed_at")
             raise OpError(self._criu_error(f"{result['container']} stopped right after its restore (exit code "
                                            f"{state.get('ExitCode')})", state.get("Error") or "", started))
         try:
@@ -682,6 +710,18 @@ class CheckpointOps:
         return os.path.join(directory, transfer.archive_name(container_name, self.name, self.opts["compression"],
                                                              self.opts.get("secret") is not None))
 
+    def manifest(self, inspect, path, metadata, files):
+        """The manifest that travels with the checkpoint at path (in an archive or a stream)."""
+        metadata = dict(metadata)
+        metadata.pop("files", None)  # the manifest lists them
+        versions = metadata.get("versions") or dict(self.ctx.versions)
+        manifest = build(self.name, inspect, files, versions, metadata.get("method") or "api",
+                         metadata.get("created") or os.path.getmtime(path))
+        if metadata.get("restart_policy"):
+            manifest["container"]["restart_policy"] = metadata["restart_policy"]
+        manifest["metadata"] = metadata
+        return manifest
+
     def exported(self, ref):
         inspect = self.inspect(ref)
         cid = inspect["Id"]
@@ -715,13 +755,7 @@ class CheckpointOps:
             return result
         metadata = store.read_metadata(path)
         self._check_intact(path, metadata, result["container"], actual=files)
-        metadata.pop("files", None)  # the manifest lists them
-        versions = metadata.get("versions") or dict(self.ctx.versions)
-        manifest = build(self.name, inspect, files, versions, metadata.get("method") or "api",
-                         metadata.get("created") or os.path.getmtime(path))
-        if metadata.get("restart_policy"):
-            manifest["container"]["restart_policy"] = metadata["restart_policy"]
-        manifest["metadata"] = metadata
+        manifest = self.manifest(inspect, path, metadata, files)
         started = time.time()
         try:
             result["sha256"] = transfer.write_archive(path, manifest, archive, self.opts["compression"],
@@ -737,7 +771,7 @@ class CheckpointOps:
     def imported(self, ref, _inspect=None):
         if _inspect is None:
             self._local.created = False
-        inspect = _inspect or self._inspect_or_create(ref)
+        inspect = _inspect or self.inspect_or_create(ref)
         cid = inspect["Id"]
         result = self._result(inspect)
         path = self._path(cid)
@@ -794,21 +828,25 @@ class CheckpointOps:
             problems = verify_inventory(tmp, manifest["files"])
             if problems:
                 raise OpError(f"{archive} fails its checksums, nothing imported: {'; '.join(problems[:5])}")
-            metadata = dict(manifest.get("metadata") or {})
-            metadata.setdefault("format", store.METADATA_FORMAT)
-            metadata.setdefault("restart_policy", manifest["container"]["restart_policy"])
-            metadata.setdefault("method", manifest["method"])
-            metadata.setdefault("created", manifest.get("created"))
-            metadata.pop("last_restore", None)
-            metadata["files"] = manifest["files"]
-            metadata["imported"] = {"from": archive, "at": time.time()}
-            store.write_metadata(tmp, metadata)
-            store.secure_tree(tmp)
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-            os.rename(tmp, path)
+            self.install(tmp, manifest, path, archive)
             done = True
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
             if created_parent and not done:
                 shutil.rmtree(parent, ignore_errors=True)
+
+    def install(self, tmp, manifest, path, source):
+        """Put a checked, unpacked checkpoint (tmp, beside path) in place, with its metadata from the manifest."""
+        metadata = dict(manifest.get("metadata") or {})
+        metadata.setdefault("format", store.METADATA_FORMAT)
+        metadata.setdefault("restart_policy", manifest["container"]["restart_policy"])
+        metadata.setdefault("method", manifest["method"])
+        metadata.setdefault("created", manifest.get("created"))
+        metadata.pop("last_restore", None)
+        metadata["files"] = manifest["files"]
+        metadata["imported"] = {"from": source, "at": time.time()}
+        store.write_metadata(tmp, metadata)
+        store.secure_tree(tmp)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        os.rename(tmp, path)

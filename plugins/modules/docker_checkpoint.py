@@ -229,9 +229,61 @@ options:
     type: int
   timeout:
     description:
-      - Seconds to wait for one dump or restore.
+      - Seconds to wait for one dump or restore (and, with O(send_to), for one transfer).
     type: int
     default: 600
+  send_to:
+    description:
+      - With O(state=present), send each checkpoint (just made, or found when it exists) straight to another host
+        over SSH, to a restore waiting there with O(receive_timeout) - the two halves of a live migration
+        (C(playbooks/migrate.yml) uses them). Nothing is written on either side but the checkpoint itself; it is
+        streamed as a tar (manifest first, per-file sha256 checked as it lands), uncompressed, encrypted and
+        authenticated by SSH.
+      - Runs C(ssh) on this host as root, with the target's host key checked (O(send_to.known_hosts_file)) and its
+        own key (O(send_to.identity_file), else root's default keys); the target runs a few lines of Python 3 (its
+        C(python3)) that copy the stream into the waiting restore's FIFO, and refuse to start when no restore waits.
+      - If sending fails, the checkpoint stays here (and the container stays stopped, as any checkpoint leaves it);
+        the task fails saying so. Restore it here with O(state=restored).
+    type: dict
+    suboptions:
+      host:
+        description: The target's address (name or IP) as this host reaches it.
+        type: str
+        required: true
+      user:
+        description: The SSH user on the target (it must be able to write to O(send_to.directory), so root).
+        type: str
+        default: root
+      port:
+        description: The target's SSH port.
+        type: int
+        default: 22
+      directory:
+        description: The directory given as O(archive_dir) to the waiting restore on the target.
+        type: path
+        required: true
+      known_hosts_file:
+        description:
+          - A known_hosts file holding the target's host key; the connection is refused when the key differs. Without
+            it, SSH's own settings for root on this host apply.
+        type: path
+      identity_file:
+        description: The private key to log in with (default, root's own keys).
+        type: path
+      python:
+        description: The Python 3 interpreter on the target.
+        type: str
+        default: python3
+  receive_timeout:
+    description:
+      - With O(state=restored) and O(archive_dir), receive the checkpoint streamed by O(state=present) with O(send_to)
+        from another host instead of reading an archive - waiting this many seconds for it to start - then restore
+        it (with O(create=true), the container is created from the stream's manifest first).
+      - The wait is on a root-only FIFO C(<archive_dir>/<container>-<name>.stream); removing it ends the wait (the
+        sending side gave up). Usually run with C(async) (and a C(poll) of 0) before the source's checkpoint, so that the
+        restore starts the moment the last byte arrives.
+      - The host's fleet.checkpoint lock (O(lock_timeout)) is held while waiting, so the sender must be another host.
+    type: int
 notes:
   - Needs root on the managed host (use C(become)).
   - Talks to the Engine API with Python's standard library; the Docker SDK is not needed on the managed host.
@@ -323,6 +375,40 @@ EXAMPLES = r"""
     keep_last: 3
   register: restore
   become: true
+
+- name: Live migration, step 1 - on the target, wait for the checkpoint in the background
+  fleet.checkpoint.docker_checkpoint:
+    container: billing-worker
+    name: move
+    state: restored
+    archive_dir: /var/lib/fleet-checkpoint/migrate
+    receive_timeout: 300
+    create: true
+  async: 900
+  poll: 0
+  register: receiver
+  become: true
+  delegate_to: web-2
+
+- name: Live migration, step 2 - on the source, checkpoint and stream it to the target
+  fleet.checkpoint.docker_checkpoint:
+    container: billing-worker
+    name: move
+    send_to:
+      host: web-2.example.com
+      directory: /var/lib/fleet-checkpoint/migrate
+      known_hosts_file: /root/.ssh/known_hosts
+  become: true
+
+- name: Live migration, step 3 - on the target, wait for the restore to finish
+  ansible.builtin.async_status:
+    jid: "{{ receiver.ansible_job_id }}"
+  register: moved
+  until: moved.finished
+  retries: 600
+  delay: 1
+  become: true
+  delegate_to: web-2
 
 - name: Remove a checkpoint
   fleet.checkpoint.docker_checkpoint:
@@ -472,10 +558,34 @@ results:
     import_seconds:
       description:
         - Seconds the import of the archive took before the restore (reading, decompressing and checking it,
-          unpacking the checkpoint).
+          unpacking the checkpoint); with O(receive_timeout), the seconds from the stream's first byte to the
+          checkpoint checked and in place.
       type: float
       returned: state=restored with O(archive_path) or O(archive_dir), when the archive was imported
       sample: 0.8
+    dump_started_at:
+      description: When the dump began (the container's processes freeze then), in seconds since the epoch.
+      type: float
+      returned: state=present, when a checkpoint was made
+      sample: 1764600000.123
+    resumed_at:
+      description: When the restored container was seen running again, in seconds since the epoch.
+      type: float
+      returned: state=restored, when a container was restored
+      sample: 1764600003.456
+    sent:
+      description: With O(send_to), where the checkpoint went and how long it took (only C(to) in check mode).
+      type: dict
+      returned: state=present with O(send_to)
+      sample: {"to": "root@web-2:/var/lib/fleet-checkpoint/migrate/billing-worker-move.stream", "bytes": 268939264,
+               "seconds": 1.71, "started_at": 1764600001.02}
+    received:
+      description:
+        - With O(receive_timeout), what arrived - C(bytes), C(waited_seconds) before the first byte, C(seconds) from
+          the first byte to the checkpoint checked and in place, C(finished_at) (seconds since the epoch).
+      type: dict
+      returned: state=restored with O(receive_timeout), when a checkpoint was received
+      sample: {"bytes": 268939264, "waited_seconds": 12.4, "seconds": 1.75, "finished_at": 1764600002.8}
     restore_path:
       description:
         - How the restore got its memory pages - V(linked) (read in place through links, see B(Fast restore)) or
@@ -599,6 +709,16 @@ def argument_spec():
         manifest_path=dict(type="path"),
         lock_timeout=dict(type="int", default=300),
         create=dict(type="bool", default=False),
+        send_to=dict(type="dict", options=dict(
+            host=dict(type="str", required=True),
+            user=dict(type="str", default="root"),
+            port=dict(type="int", default=22),
+            directory=dict(type="path", required=True),
+            known_hosts_file=dict(type="path"),
+            identity_file=dict(type="path"),
+            python=dict(type="str", default="python3"),
+        )),
+        receive_timeout=dict(type="int"),
         fallback=dict(type="str", default="fail", choices=["cold_start", "leave_stopped", "fail"]),
         docker_host=dict(type="str", default="unix:///var/run/docker.sock"),
         api_timeout=dict(type="int", default=60),
@@ -648,6 +768,7 @@ def check_options(params):
         errors.append(f"state={state} needs archive_path (one container) or archive_dir")
     if (params["archive_path"] or params["archive_dir"]) and state not in ("exported", "imported", "restored"):
         errors.append("archive_path and archive_dir are used only with state=exported, imported or restored")
+    errors.extend(stream_option_errors(params))
     if params["create"] and not (state in ("imported", "restored") and (params["archive_path"] or params["archive_dir"])):
         errors.append("create is used only with state=imported or restored from an archive (archive_path or "
                       "archive_dir): the archive's manifest describes the container to create")
@@ -688,6 +809,34 @@ def check_options(params):
         errors.append(f"archive_path {params['archive_path']} is a directory: give a file name, or use archive_dir")
     if state in ("imported",) and params["archive_path"] and not os.path.exists(params["archive_path"]):
         errors.append(f"archive_path {params['archive_path']} does not exist on the managed host")
+    return errors
+
+
+def stream_option_errors(params):
+    """Problems with send_to and receive_timeout (a streamed checkpoint's two ends)."""
+    errors = []
+    state = params["state"]
+    send_to = params.get("send_to")
+    if send_to is not None:
+        if state != "present":
+            errors.append("send_to is used only with state=present (it sends the checkpoint made or found)")
+        if not os.path.isabs(send_to["directory"] or ""):
+            errors.append(f"send_to.directory must be an absolute path on the target, not {send_to['directory']!r}")
+        if not 0 < send_to["port"] < 65536:
+            errors.append(f"send_to.port must be 1-65535, not {send_to['port']}")
+        if not (send_to["host"] or "").strip() or (send_to["host"] or "").startswith("-"):
+            errors.append(f"send_to.host {send_to['host']!r} is not a host name or address")
+    receive = params.get("receive_timeout")
+    if receive is not None:
+        if state != "restored" or not params["archive_dir"]:
+            errors.append("receive_timeout is used only with state=restored and archive_dir (where the stream is "
+                          "received)")
+        if receive < 1:
+            errors.append(f"receive_timeout must be 1 second or more, not {receive}")
+        if params["archive_path"] or params["manifest_path"] or params.get("encryption_key") is not None \
+                or params.get("encryption_key_file"):
+            errors.append("receive_timeout cannot be combined with archive_path, manifest_path or an encryption key: "
+                          "the checkpoint comes as a stream (SSH encrypts it)")
     return errors
 
 
@@ -866,6 +1015,8 @@ def run_module():
             versions["criu"] = check_criu(run, module.get_bin_path("criu"))
         if state == "present":
             check_criu_works(run, module.get_bin_path("criu"))
+        if params["send_to"] and not module.get_bin_path("ssh"):
+            raise PreflightError("send_to needs the ssh client on this host: install the openssh-client package")
         if state == "exported" and params["compression"] == "zstd" and not module.get_bin_path("zstd"):
             raise PreflightError("compression=zstd needs the zstd command on the managed host: install the zstd "
                                  "package (or use compression=gzip or none)")
@@ -883,7 +1034,9 @@ def run_module():
         containerd=ContainerdTask(run, ctr, timeout_path=module.get_bin_path("timeout")) if ctr else None,
         criu_log=criu_log_path(), zstd=module.get_bin_path("zstd"), host_time_ns=time_namespace("self"),
         options=dict(params, secret=secret, max_age_seconds=parse_age(params["max_age"]) if params["max_age"] else None,
-                     archive_mode=bool(params["archive_path"] or params["archive_dir"])),
+                     archive_mode=bool(params["archive_path"] or params["archive_dir"])
+                     and params["receive_timeout"] is None,
+                     receive=params["receive_timeout"] is not None),
     )
     ops = CheckpointOps(ctx)
     operation = getattr(ops, state)

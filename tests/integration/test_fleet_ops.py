@@ -207,9 +207,18 @@ def test_migrate_straight_from_host_to_host_over_ssh(fleet):
     finally:
         sh(source, "rm -f /root/.ssh/id_ed25519 /root/.ssh/known_hosts")
     tasks = {task["task"]["name"]: task["hosts"] for play in output["plays"] for task in play["tasks"]}
-    assert tasks["Copy archives and images straight to the target (scp over SSH)"][source].get("changed") is True
+    assert tasks["Copy the images straight to the target (scp over SSH)"][source].get("changed") is True
     assert tasks["Bring archives and images to the controller (the hosts do not reach each other)"][source].get(
         "skipped") is True
+    # Streamed: the checkpoint went from the dump straight into the restore waiting on the target.
+    sent = tasks["Checkpoint the containers (they stop) and stream them into the waiting restore (direct path)"][
+        source]["results"][0]
+    received = tasks["Wait for the restore that received the stream (direct path)"][target]["results"][0]
+    assert sent["sent"]["bytes"] == received["received"]["bytes"] > 0, (sent, received)
+    assert received["created"] is True and received["resumed"] is True
+    assert sent["dump_started_at"] < received["received"]["finished_at"] < received["resumed_at"]
+    assert sh(target, "ls /var/lib/docker/containers/*/checkpoints/*/pages-*.img | xargs stat -c %a | sort -u"
+              ).stdout.split() == ["600"]
     last = counts(source, "direct")[-1]
     deadline = time.monotonic() + 20
     while len(counts(target, "direct")) < 2:
@@ -267,3 +276,37 @@ def test_a_dump_failing_midway_brings_the_stopped_containers_back(fleet):
     assert not summary.get("changed") and {row["container"]: row["status"] for row in summary["summary"]} == {
         "plain": "restored", "tcp-client": "kept_running"}, summary
     sh(host, "docker rm -f tcp-server tcp-client plain >/dev/null 2>&1; rm -f /var/lib/fleet-checkpoint/manifest.json")
+
+
+def test_a_stream_to_a_host_where_no_restore_waits_touches_nothing(fleet):
+    """send_to connects first and needs the target's restore waiting: when none waits, the container is not even
+    checkpointed; a restore that waits in vain ends after receive_timeout with nothing created."""
+    source, target = fleet[1], fleet[0]
+    address = run(["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", target]
+                  ).stdout.strip()
+    run(["docker", "cp", "/var/lib/fleet-lab/ssh/id_ed25519", f"{source}:/root/.ssh/id_ed25519"])
+    sh(source, f"chmod 600 /root/.ssh/id_ed25519 && ssh-keyscan -t ed25519 {address} > /root/lab-known-hosts")
+    lab_exec(source, "docker", "rm", "-f", "lonely", check=False)
+    lab_exec(target, "docker", "rm", "-f", "lonely", check=False)
+    lab_exec(source, "docker", "run", "-d", "--name", "lonely", "-e", "COUNTER_INTERVAL=0.2", IMAGE)
+    time.sleep(1)
+    try:
+        sent = run_module(source, "fleet.checkpoint.docker_checkpoint", container="lonely", name="nobody",
+                          send_to={"host": address, "directory": "/var/lib/fleet-checkpoint/nowhere",
+                                   "known_hosts_file": "/root/lab-known-hosts"})
+    finally:
+        sh(source, "rm -f /root/.ssh/id_ed25519 /root/lab-known-hosts")
+    assert sent.get("failed") is True
+    assert "is not ready to receive" in sent["msg"] and "nothing was checkpointed" in sent["msg"], sent["msg"]
+    assert "nothing is receiving" in sent["msg"], sent["msg"]
+    assert lab_exec(source, "docker", "inspect", "-f", "{{.State.Running}}", "lonely").stdout.strip() == "true"
+    assert lab_exec(source, "docker", "checkpoint", "ls", "lonely").stdout.strip().splitlines()[1:] == []
+    waited = run_module(target, "fleet.checkpoint.docker_checkpoint", container="lonely", name="nobody",
+                        state="restored", archive_dir="/var/lib/fleet-checkpoint/nowhere", receive_timeout=2,
+                        create=True)
+    assert waited.get("failed") is True and "nothing arrived" in waited["msg"], waited["msg"]
+    assert lab_exec(target, "docker", "inspect", "lonely", check=False).returncode != 0, "created a container"
+    assert sh(target, "ls -A /var/lib/fleet-checkpoint/nowhere").stdout.strip() == ""
+    assert sh(target, "stat -c %a /var/lib/fleet-checkpoint/nowhere").stdout.strip() == "700"
+    sh(target, "rm -rf /var/lib/fleet-checkpoint/nowhere")
+    lab_exec(source, "docker", "rm", "-f", "lonely", check=False)

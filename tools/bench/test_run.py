@@ -50,11 +50,6 @@ def test_ratios_check_their_targets_both_ways():
     assert run.ratio(results, "r4", "missing", "a", "nothing") is None
 
 
-def test_delta_seconds_reads_ansibles_command_delta():
-    assert run.delta_seconds("0:00:01.250000") == 1.25
-    assert run.delta_seconds("1:02:03.5") == 3723.5
-
-
 def good_results():
     sizes = [64]
     ids = [f"{p}.{s}" for p in check.ONE_CONTAINER for s in sizes] + list(check.OTHERS) + ["migrate.overhead"]

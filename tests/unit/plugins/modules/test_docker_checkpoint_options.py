@@ -74,3 +74,27 @@ def test_archive_dir_that_is_a_file_is_refused(tmp_path):
 def test_import_of_a_missing_archive_is_refused(tmp_path):
     errors = check_options(params(state="imported", archive_path=str(tmp_path / "none.tar.zst")))
     assert any("does not exist" in error for error in errors)
+
+
+SEND_TO = {"host": "web-2", "user": "root", "port": 22, "directory": "/var/lib/fleet-checkpoint/migrate",
+           "known_hosts_file": None, "identity_file": None, "python": "python3"}
+
+
+def test_a_stream_is_sent_by_present_and_received_by_restored():
+    assert check_options(params(send_to=SEND_TO)) == []
+    assert check_options(params(state="restored", archive_dir="/d", receive_timeout=60, create=True)) == []
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ({"state": "exported", "archive_dir": "/d", "send_to": SEND_TO}, "send_to is used only with state=present"),
+    ({"send_to": dict(SEND_TO, directory="relative")}, "send_to.directory must be an absolute path"),
+    ({"send_to": dict(SEND_TO, port=0)}, "send_to.port must be 1-65535"),
+    ({"send_to": dict(SEND_TO, host="-oProxyCommand=x")}, "is not a host name or address"),
+    ({"state": "restored", "receive_timeout": 60}, "receive_timeout is used only with state=restored and archive_dir"),
+    ({"state": "restored", "archive_dir": "/d", "receive_timeout": 0}, "receive_timeout must be 1 second or more"),
+    ({"state": "restored", "archive_dir": "/d", "receive_timeout": 5, "encryption_key": "k" * 20},
+     "cannot be combined with archive_path, manifest_path or an encryption key"),
+])
+def test_stream_options_are_checked(overrides, expected):
+    errors = check_options(params(**overrides))
+    assert any(expected in error for error in errors), errors
