@@ -32,8 +32,9 @@ def sha256_file(path, chunk=1024 * 1024):
     return digest.hexdigest()
 
 
-def file_inventory(directory):
-    """{relative path: {'size', 'sha256'}} for every regular file under directory (sorted, '/' separators)."""
+def file_inventory(directory, skip=()):
+    """{relative path: {'size', 'sha256'}} for every regular file under directory (sorted, '/' separators), but the
+    relative paths in `skip`."""
     inventory = {}
     for root, dirs, files in os.walk(directory):
         for name in dirs:
@@ -42,9 +43,11 @@ def file_inventory(directory):
         dirs.sort()
         for name in sorted(files):
             full = os.path.join(root, name)
+            relative = os.path.relpath(full, directory).replace(os.sep, "/")
+            if relative in skip:
+                continue
             if os.path.islink(full) or not os.path.isfile(full):
                 raise ArchiveError(f"{full} is not a regular file: checkpoints hold only regular files")
-            relative = os.path.relpath(full, directory).replace(os.sep, "/")
             inventory[relative] = {"size": os.path.getsize(full), "sha256": sha256_file(full)}
     return inventory
 

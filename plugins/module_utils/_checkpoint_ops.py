@@ -31,6 +31,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils import _orphan_sh
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_archive import (
     ArchiveError,
     file_inventory,
+    sha256_file,
     safe_extract,
     verify_inventory,
 )
@@ -75,8 +76,12 @@ def _is_no(policy):
 
 
 def _images(path):
-    """The checkpoint's files without fleet.checkpoint's metadata."""
-    inventory = file_inventory(path)
+    """The checkpoint's files without fleet.checkpoint's metadata (pages left aside by an interrupted fast restore
+    counted where they wait)."""
+    moved = pages.aside(path)
+    inventory = file_inventory(path, skip=moved)
+    for name, real in moved.items():
+        inventory[name] = {"size": os.path.getsize(real), "sha256": sha256_file(real)}
     inventory.pop(store.METADATA_NAME, None)
     inventory.pop(store.METADATA_NAME + ".tmp", None)  # left by a metadata write that was interrupted
     return inventory
@@ -607,7 +612,7 @@ class CheckpointOps:
                                               f"restore ({exc}); Docker copies them instead")
         if not linked:
             result["restore_path"] = "copied"
-            self._start_from_checkpoint(tid, result, since)
+            self._start_copied(tid, path, result, since)
             return
         first = None
         try:
@@ -627,7 +632,27 @@ class CheckpointOps:
         result["warnings"].append(f"{result['container']}: the restore with linked pages failed ({first}); restored "
                                   "through Docker's own copy instead")
         result["restore_path"] = "copied"
-        self._start_from_checkpoint(tid, result, since)
+        self._start_copied(tid, path, result, since)
+
+    def _start_copied(self, tid, path, result, since):
+        """Docker's own restore (it copies the checkpoint); then containerd's unpacked copy of it, which containerd
+        never removes (a whole checkpoint in /tmp per restore), is removed."""
+        try:
+            self._start_from_checkpoint(tid, result, since)
+        except DaemonUnavailable:
+            raise  # Docker may still be restoring from its copy: it stays
+        except OpError:
+            self._drop_copies(path)
+            raise
+        self._drop_copies(path)
+
+    @staticmethod
+    def _drop_copies(path):
+        try:
+            for leftover in pages.copies(pages.containerd_temp_dirs(), path, unchecked=(store.METADATA_NAME,)):
+                shutil.rmtree(leftover, ignore_errors=True)
+        except OSError:
+            pass
 
     def _unlink_pages(self, path, result):
         """After a linked restore: remove containerd's unpacked copy (links, by now) and put the pages back."""

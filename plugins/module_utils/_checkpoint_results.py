@@ -30,9 +30,14 @@ def failure(container, message, partial=None):
 
 def _before_after(state, result):
     action = result.get("action")
-    if state == "present":
+    if state == "present" and action == "sent":  # an existing checkpoint sent to another host (send_to)
+        before, after = {"checkpoint": "present", "sent_to": None}, {"checkpoint": "present",
+                                                                     "sent_to": (result.get("sent") or {}).get("to")}
+    elif state == "present":
         before = {"checkpoint": "present (older)" if action == "recreated" else "absent", "running": True}
         after = {"checkpoint": "present", "running": bool(result.get("leave_running"))}
+        if "sent" in result:
+            after["sent_to"] = result["sent"].get("to")
     elif state == "absent":
         before, after = {"checkpoint": "present"}, {"checkpoint": "absent"}
     elif state == "restored":

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 
+from ansible_collections.fleet.checkpoint.plugins.module_utils import _linked_pages as pages
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_names import validate_checkpoint_name
 
 METADATA_NAME = "fleet-checkpoint.json"
@@ -111,7 +112,8 @@ def list_checkpoints(root_dir, container_id):
         created = metadata.get("created")
         if not isinstance(created, (int, float)):
             created = os.path.getmtime(path)
-        found.append({"name": name, "path": path, "size": tree_size(path), "created": created, "metadata": metadata})
+        size = tree_size(path) + sum(os.path.getsize(real) for real in pages.aside(path).values())
+        found.append({"name": name, "path": path, "size": size, "created": created, "metadata": metadata})
     found.sort(key=lambda item: (item["created"], item["name"]))
     return found
 

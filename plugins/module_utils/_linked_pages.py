@@ -81,6 +81,16 @@ def put_back(path):
     return restored
 
 
+def aside(path):
+    """{name: file} for the pages that wait beside checkpoint `path` (a run interrupted during a fast restore, not
+    repaired yet: check mode does not repair), whose place in the checkpoint holds a link or nothing."""
+    side = side_dir(path)
+    if not os.path.isdir(side):
+        return {}
+    return {name: os.path.join(side, name) for name in sorted(os.listdir(side))
+            if os.path.islink(os.path.join(path, name)) or not os.path.exists(os.path.join(path, name))}
+
+
 def auto_dedup(configs=("/etc/criu/runc.conf", "/etc/criu/default.conf")):
     """Whether CRIU is configured with auto-dedup, which punches holes in the pages files it restores from: through
     links those would be the checkpoint's own files, so the restore must not link them."""
@@ -112,6 +122,45 @@ def leftovers(temp_dirs, side):
                 continue
             if links and all(target.startswith(prefix) for target in links):
                 found.append(entry.path)
+    return found
+
+
+def _checkpoint_dirs(temp_dirs):
+    for temp in temp_dirs:
+        try:
+            yield from (entry.path for entry in os.scandir(temp)
+                        if entry.name.startswith("ctrd-checkpoint") and entry.is_dir(follow_symlinks=False))
+        except OSError:
+            continue
+
+
+def _same_bytes(one, other):
+    with open(one, "rb") as first, open(other, "rb") as second:
+        return first.read() == second.read()
+
+
+def copies(temp_dirs, path, unchecked=()):
+    """containerd's unpacked copies of checkpoint `path` left by a restore that Docker did the plain way: the same
+    file names, every file the same size and every file but the pages (and `unchecked`) the same bytes - the small
+    images name this container's processes, so another container's copy does not match."""
+    try:
+        ours = {entry.name: entry.stat(follow_symlinks=False).st_size for entry in os.scandir(path)
+                if entry.is_file(follow_symlinks=False)}
+    except OSError:
+        return []
+    compared = [name for name in ours if not PAGES.fullmatch(name) and name not in unchecked]
+    found = []
+    for candidate in _checkpoint_dirs(temp_dirs):
+        try:
+            theirs = {entry.name: entry.stat(follow_symlinks=False).st_size for entry in os.scandir(candidate)
+                      if entry.is_file(follow_symlinks=False)}
+            if set(os.listdir(candidate)) != set(ours) or any(
+                    theirs.get(name) != size for name, size in ours.items() if name not in unchecked):
+                continue
+            if all(_same_bytes(os.path.join(path, name), os.path.join(candidate, name)) for name in compared):
+                found.append(candidate)
+        except OSError:
+            continue
     return found
 
 

@@ -242,6 +242,8 @@ options:
       - Runs C(ssh) on this host as root, with the target's host key checked (O(send_to.known_hosts_file)) and its
         own key (O(send_to.identity_file), else root's default keys); the target runs a few lines of Python 3 (its
         C(python3)) that copy the stream into the waiting restore's FIFO, and refuse to start when no restore waits.
+      - Sending is an action, so the task reports a change every time it sends (RV(results[].action) is V(sent) when
+        the checkpoint existed already).
       - If sending fails, the checkpoint stays here (and the container stays stopped, as any checkpoint leaves it);
         the task fails saying so. Restore it here with O(state=restored).
     type: dict
@@ -459,8 +461,8 @@ results:
       sample: true
     action:
       description:
-        - What was done - V(created), V(recreated), V(removed), V(restored), V(exported), V(imported), V(unchanged), or
-          V(failed).
+        - What was done - V(created), V(recreated), V(removed), V(restored), V(exported), V(imported), V(sent) (an
+          existing checkpoint sent with O(send_to)), V(unchanged), or V(failed).
       type: str
       sample: created
     failed:

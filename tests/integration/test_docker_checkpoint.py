@@ -194,9 +194,13 @@ def test_fast_restore_can_be_turned_off_and_an_interrupted_one_is_repaired(hosts
     start_counter(host, "links")
     ok(module(host, container="links", name="l1"))
     before = counts(host, "links")
+    copies = "ls -d /tmp/ctrd-checkpoint* 2>/dev/null | wc -l"
+    copies_before = sh(host, copies).stdout.strip()
     assert only(ok(module(host, container="links", name="l1", state="restored", method="api")))[
         "restore_path"] == "copied"
     assert_continued(host, "links", before)
+    # containerd's unpacked copy of the whole checkpoint (which it never removes) is gone too.
+    assert sh(host, copies).stdout.strip() == copies_before
     ok(module(host, container="links", name="l2"))
     path = checkpoint_path(host, "links", "l2")
     side = os.path.join(os.path.dirname(os.path.dirname(path)), ".fleet-pages-l2")

@@ -78,7 +78,12 @@ def meta_line(meta):
         bits.append(", ".join(host))
     if meta.get("command"):
         bits.append(f"`{meta['command']}`")
-    return " \u00b7 ".join(bits) + "." if bits else "No run metadata."
+    line = " \u00b7 ".join(bits) + "." if bits else "No run metadata."
+    merged = meta.get("merged")
+    if merged:
+        line += (f" Only the cases {', '.join(merged['cases'])} ran then (`--only ... --merge`); the other figures are "
+                 f"from the run of {merged['earlier_date']}, and every ratio is between figures of one case.")
+    return line
 
 
 def grouped(measurements):

@@ -410,6 +410,7 @@ def main():
     for name in hostnames:
         run(["docker", "cp", str(BENCH / "onhost.py"), f"{name}:{ONHOST}"])
     results = Results(args.mode)
+    earlier = None
     if args.merge and Path(args.out).exists():  # re-run some cases, keep the others
         earlier = json.loads(Path(args.out).read_text())
         results.measurements = {m["id"]: m for m in earlier["measurements"]}
@@ -432,6 +433,10 @@ def main():
             "podman": results.podman.get("podman", ""), "podman_runtime": results.podman.get("runtime", ""),
             "command": "make bench" if args.mode == "full" else "make bench-smoke",
             "seconds": round(time.time() - started, 1), "ansible_pipelining": True}
+    if earlier and args.only:  # say which figures are from this run and which from the earlier one
+        meta["merged"] = {"cases": args.only.split(","),
+                          "earlier_date": (earlier["meta"].get("merged") or {}).get("earlier_date")
+                          or earlier["meta"].get("date")}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "measurements": list(results.measurements.values()),

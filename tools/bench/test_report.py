@@ -147,3 +147,11 @@ def test_png_with_splits_only_or_nothing(tmp_path):
     report.plot({}, tmp_path / "empty.png")
     assert (tmp_path / "splits.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "empty.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_merged_run_says_which_figures_are_from_when():
+    line = report.meta_line({"date": "2026-12-01T18:00:00Z", "mode": "full",
+                             "merged": {"cases": ["migrate"], "earlier_date": "2026-12-01T14:47:48Z"}})
+    assert line.startswith("Run 2026-12-01T18:00:00Z")
+    assert "Only the cases migrate ran then" in line and "from the run of 2026-12-01T14:47:48Z" in line
+    assert "merged" not in report.meta_line({"date": "x"}).lower()

@@ -91,3 +91,13 @@ def test_warnings_are_collected_in_order():
                ok("q", "created", warnings=["c"])]
     assert warnings(results) == ["a", "b", "c"]
     assert warnings([]) == []
+
+
+def test_diff_says_where_a_checkpoint_was_sent():
+    to = "root@web-2:/var/lib/fleet-checkpoint/migrate/web-move.stream"
+    made = {"container": "web", "changed": True, "action": "created", "sent": {"to": to}}
+    found = {"container": "db", "changed": True, "action": "sent", "sent": {"to": to}}
+    got = diff("present", [made, found])
+    assert got["after"]["web"] == {"checkpoint": "present", "running": False, "sent_to": to}
+    assert got["before"]["db"] == {"checkpoint": "present", "sent_to": None}
+    assert got["after"]["db"] == {"checkpoint": "present", "sent_to": to}

@@ -136,3 +136,39 @@ def test_containerd_temp_dirs_from_a_real_process_named_containerd(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_pages_left_aside_are_counted_where_they_wait(checkpoint):
+    """Check mode does not repair an interrupted fast restore: it must still see the checkpoint whole."""
+    from ansible_collections.fleet.checkpoint.plugins.module_utils import _checkpoint_ops as ops
+    from ansible_collections.fleet.checkpoint.plugins.module_utils import _checkpoint_store as store
+
+    whole = ops._images(str(checkpoint))  # pylint: disable=protected-access
+    size = store.tree_size(str(checkpoint))
+    pages.link(str(checkpoint))
+    os.unlink(checkpoint / "pages-2.img")  # killed between moving a file and linking it
+    assert set(pages.aside(str(checkpoint))) == {"pages-1.img", "pages-2.img"}
+    assert ops._images(str(checkpoint)) == whole  # pylint: disable=protected-access
+    listed = store.list_checkpoints(str(checkpoint.parent.parent.parent.parent), CID)
+    assert [(item["name"], item["size"]) for item in listed] == [("pre-reboot", size)]
+    pages.put_back(str(checkpoint))
+    assert pages.aside(str(checkpoint)) == {}
+
+
+def test_containerds_plain_copy_of_this_checkpoint_is_found_and_no_other(checkpoint, tmp_path):
+    temp = tmp_path / "tmp"
+    ours = temp / "ctrd-checkpoint123"
+    shutil.copytree(checkpoint, ours)
+    (checkpoint / "fleet-checkpoint.json").write_text("{}")
+    (ours / "fleet-checkpoint.json").write_text('{"rewritten": "since"}')
+    other = temp / "ctrd-checkpoint456"  # another container: the same sizes, other small images
+    shutil.copytree(ours, other)
+    (other / "inventory.img").write_bytes(b"INV")
+    linked = temp / "ctrd-checkpoint789"  # a linked restore's leftover: links, not files
+    shutil.copytree(ours, linked)
+    os.unlink(linked / "pages-1.img")
+    os.symlink("../elsewhere", linked / "pages-1.img")
+    (temp / "unrelated").mkdir()
+    found = pages.copies([str(temp), str(tmp_path / "missing")], str(checkpoint), unchecked=("fleet-checkpoint.json",))
+    assert found == [str(ours)]
+    assert pages.copies([str(temp)], str(tmp_path / "gone")) == []
