@@ -132,6 +132,11 @@ class CheckpointOps:
         self.name = ctx.options["name"]
         self._local = threading.local()
 
+    def begin(self):
+        """A new operation on this thread: forget the last one's result (see partial)."""
+        self._local.result = None
+        self._local.created = False
+
     def partial(self):
         """The result being built by this thread's current operation (what was done before a failure), or None."""
         return getattr(self._local, "result", None)

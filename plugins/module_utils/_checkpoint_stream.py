@@ -35,18 +35,24 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_archi
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_manifest import ManifestError, validate
 
 CHUNK = 1024 * 1024
+RELAY_WAIT = 20  # seconds the relay gives a receiver that is still starting
 _F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux), named in the fcntl module only from Python 3.10
 
 # Runs on the target under the SSH login's python3 (kept to what Python 3.6 understands): open the FIFO without
-# waiting, so that a missing receiver is an immediate error instead of a hang, then copy stdin into it.
+# blocking - a receiver that is still starting (its FIFO not made yet, or not opened yet) is given a few seconds, a
+# missing one is an error instead of a hang - say "ready", then copy stdin into it.
 RELAY = r"""
-import os, stat, sys
-path = sys.argv[1]
-try:
-    fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-except OSError as exc:
-    sys.exit("fleet.checkpoint: nothing is receiving at %s on this host (%s): start the receiving restore "
-             "(state=restored with receive_timeout) first" % (path, exc.strerror))
+import errno, os, stat, sys, time
+path, deadline = sys.argv[1], time.time() + float(sys.argv[2])
+while True:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        break
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ENXIO) or time.time() > deadline:
+            sys.exit("fleet.checkpoint: nothing is receiving at %s on this host (%s): start the receiving restore "
+                     "(state=restored with receive_timeout) first" % (path, exc.strerror))
+        time.sleep(0.1)
 if not stat.S_ISFIFO(os.fstat(fd).st_mode):
     sys.exit("fleet.checkpoint: %s is not a receiver's FIFO" % path)
 os.set_blocking(fd, True)
@@ -74,17 +80,18 @@ def stream_name(container, checkpoint):
     return f"{container}-{checkpoint}.stream"
 
 
-def ssh_argv(send_to, remote_path):
-    """The ssh command line that feeds the relay on the target (`send_to` is the module's option)."""
-    argv = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=15",
-            "-o", "ServerAliveCountMax=4", "-p", str(send_to.get("port") or 22)]
+def ssh_argv(send_to, remote_path, ready_within=RELAY_WAIT):
+    """The ssh command line that feeds the relay on the target (`send_to` is the module's option); the relay waits up
+    to `ready_within` seconds for the receiver's FIFO."""
+    argv = ["ssh", "-x", "-a", "-o", "ClearAllForwardings=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
+            "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4", "-p", str(send_to.get("port") or 22)]
     if send_to.get("known_hosts_file"):
         argv += ["-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={send_to['known_hosts_file']}"]
     if send_to.get("identity_file"):
         argv += ["-i", send_to["identity_file"]]
     python = send_to.get("python") or "python3"
-    remote = f"{shlex.quote(python)} -c {shlex.quote(RELAY)} {shlex.quote(remote_path)}"
-    return argv + [f"{send_to.get('user') or 'root'}@{send_to['host']}", remote]
+    remote = f"{shlex.quote(python)} -c {shlex.quote(RELAY)} {shlex.quote(remote_path)} {int(ready_within)}"
+    return argv + ["--", f"{send_to.get('user') or 'root'}@{send_to['host']}", remote]
 
 
 BLOCK = 512
@@ -156,14 +163,16 @@ class Sender:
     def wait_ready(self, seconds):
         """Wait until the relay on the target holds the receiver's FIFO open; raise StreamError (with the far side's
         message) when it will not - before anything is dumped."""
-        ready = select.select([self.proc.stdout], [], [], seconds)[0]
-        line = self.proc.stdout.readline() if ready else b""
-        if line == b"ready\n":
-            return
+        deadline = time.monotonic() + seconds
+        line = None
+        while line != b"" and select.select([self.proc.stdout], [], [], max(0, deadline - time.monotonic()))[0]:
+            line = self.proc.stdout.readline()  # a login's shell start-up files may print something first
+            if line == b"ready\n":
+                return
         self.abort()
         detail = b"".join(self._errors).decode("utf-8", "replace").strip()
-        raise StreamError(detail or (f"no answer from the target within {seconds}s" if not ready
-                                     else f"the connection ended (exit code {self.proc.returncode})"))
+        raise StreamError(detail or (f"the connection ended (exit code {self.proc.returncode})" if line == b""
+                                     else f"no answer from the target within {seconds}s"))
 
     def abort(self):
         """Nothing to send after all: the far side sees an empty stream and gives up."""
@@ -288,10 +297,16 @@ def _read_exact(fileobj, size):
 
 
 def _pax_records(data):
+    """The records of a PAX extended header ("<length> <key>=<value>\\n" each); ValueError when malformed."""
     records, at = {}, 0
     while at < len(data):
-        length = int(data[at:data.index(b" ", at)])
-        key, _sep, value = data[data.index(b" ", at) + 1:at + length - 1].partition(b"=")
+        space = data.index(b" ", at)
+        length = int(data[at:space])
+        if length <= space - at + 1 or at + length > len(data) or data[at + length - 1:at + length] != b"\n":
+            raise ValueError(f"a record at byte {at} has a bad length")
+        key, sep, value = data[space + 1:at + length - 1].partition(b"=")
+        if not sep:
+            raise ValueError(f"a record at byte {at} has no '='")
         records[key.decode("utf-8")] = value.decode("utf-8", "surrogateescape")
         at += length
     return records

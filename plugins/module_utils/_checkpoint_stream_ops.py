@@ -15,8 +15,12 @@ import time
 from ansible_collections.fleet.checkpoint.plugins.module_utils import _checkpoint_store as store
 from ansible_collections.fleet.checkpoint.plugins.module_utils import _checkpoint_stream as stream
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_archive import ArchiveError, file_inventory
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_engine import PreflightError, check_free_space
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_errors import OpError
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_manifest import ManifestError
+from ansible_collections.fleet.checkpoint.plugins.module_utils._docker_api import DockerAPIError
+
+MARGIN = 64 * 1024 * 1024  # free space kept beyond the received checkpoint
 
 
 def _where(ops, container):
@@ -43,6 +47,10 @@ def connect(ops, result, made=False):
 def send_checkpoint(ops, result, sender=None):
     """Send the checkpoint that state=present just made (or found) to send_to; fills result['sent']."""
     _argv, where = _where(ops, result["container"])
+    if result["action"] == "unchanged" and (ops.inspect(result["id"]).get("State") or {}).get("Running"):
+        raise OpError(f"container {result['container']} is running and already has a checkpoint {ops.name!r}: sending "
+                      "that older state would start a second copy on the target while this one runs. Use force=true "
+                      "to make a new checkpoint (it stops the container), or another name")
     result["changed"] = True
     if result["action"] == "unchanged":
         result["action"] = "sent"
@@ -70,6 +78,18 @@ def send_checkpoint(ops, result, sender=None):
                       + f", but sending it to {where} failed: {str(exc).rstrip('.')}. Restore it here with state=restored, or send it "
                       "again once a restore waits there") from exc
     result["sent"] = dict(sent, to=where)
+
+
+def _drop_created(ops, place):
+    """Remove the container this receive created (from the manifest) when its checkpoint did not arrive whole."""
+    if not place.get("created"):
+        return False
+    try:
+        ops.api.delete(f"/containers/{place['inspect']['Id']}", force=1)
+    except DockerAPIError:
+        return False
+    ops._local.created = False  # pylint: disable=protected-access
+    return True
 
 
 def predict_receive(ops, ref):
@@ -107,7 +127,14 @@ def receive_checkpoint(ops, ref):
 
     def destination(manifest):
         # Called with the manifest, the stream's first entry: the rest is unpacked where it will stay.
+        if manifest["checkpoint"] != ops.name:
+            raise OpError(f"the stream at {fifo_path} holds checkpoint {manifest['checkpoint']!r}, not {ops.name!r}")
+        try:
+            check_free_space(ops.ctx.root_dir, sum(item["size"] for item in manifest["files"].values()) + MARGIN)
+        except PreflightError as exc:
+            raise OpError(str(exc).replace("for the dump", "for the received checkpoint")) from exc
         inspect = ops.inspect_or_create(ref, config=manifest["container"], origin=f"the stream at {fifo_path}")
+        place["created"] = getattr(ops._local, "created", False)  # pylint: disable=protected-access
         place["inspect"] = inspect
         _refuse_running(ops, inspect, (inspect.get("Name") or ref).lstrip("/"))
         path = ops._path(inspect["Id"])  # pylint: disable=protected-access
@@ -128,10 +155,10 @@ def receive_checkpoint(ops, ref):
             reader.wait(ops.opts["receive_timeout"])
             waited = time.monotonic() - begin
             manifest = stream.receive(reader, destination)
-        except (stream.StreamError, ArchiveError, ManifestError) as exc:
-            raise OpError(f"receiving checkpoint {ops.name!r} for {ref} failed, nothing was restored: {exc}") from exc
-        if manifest["checkpoint"] != ops.name:
-            raise OpError(f"the stream at {fifo_path} holds checkpoint {manifest['checkpoint']!r}, not {ops.name!r}")
+        except (stream.StreamError, ArchiveError, ManifestError, OSError) as exc:
+            raise OpError(f"receiving checkpoint {ops.name!r} for {ref} failed, nothing was restored"
+                          + (" and the container created for it was removed" if _drop_created(ops, place) else "")
+                          + f": {exc}") from exc
         path = place["path"]
         if os.path.isdir(path) and store.read_metadata(path).get("files") != manifest["files"] \
                 and not ops.opts["force"]:

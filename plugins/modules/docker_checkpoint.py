@@ -279,8 +279,11 @@ options:
   receive_timeout:
     description:
       - With O(state=restored) and O(archive_dir), receive the checkpoint streamed by O(state=present) with O(send_to)
-        from another host instead of reading an archive - waiting this many seconds for it to start - then restore
-        it (with O(create=true), the container is created from the stream's manifest first).
+        from another host instead of reading an archive - waiting this many seconds for its first byte, which comes
+        after the source's dump (the sender connects first, then dumps) - then restore it (with O(create=true), the
+        container is created from the stream's manifest first, after checking the checkpoint's name and the free
+        disk; if the stream then fails, that container is removed again).
+      - Every selected container waits at once, whatever O(parallel) says (the sender sets the pace).
       - The wait is on a root-only FIFO C(<archive_dir>/<container>-<name>.stream); removing it ends the wait (the
         sending side gave up). Usually run with C(async) (and a C(poll) of 0) before the source's checkpoint, so that the
         restore starts the moment the last byte arrives.
@@ -826,8 +829,19 @@ def stream_option_errors(params):
             errors.append(f"send_to.directory must be an absolute path on the target, not {send_to['directory']!r}")
         if not 0 < send_to["port"] < 65536:
             errors.append(f"send_to.port must be 1-65535, not {send_to['port']}")
-        if not (send_to["host"] or "").strip() or (send_to["host"] or "").startswith("-"):
+        if not (send_to["host"] or "").strip() or (send_to["host"] or "").startswith("-") \
+                or any(c.isspace() or c == "@" for c in send_to["host"]):
             errors.append(f"send_to.host {send_to['host']!r} is not a host name or address")
+        if not (send_to["user"] or "") or send_to["user"].startswith("-") \
+                or any(c.isspace() or c == "@" for c in send_to["user"]):
+            errors.append(f"send_to.user {send_to['user']!r} is not a user name")
+        for key in ("known_hosts_file", "identity_file"):
+            if send_to[key] and any(c.isspace() for c in send_to[key]):
+                errors.append(f"send_to.{key} {send_to[key]!r}: a path without spaces, please (SSH options split on "
+                              "them)")
+        if params["leave_running"]:
+            errors.append("send_to cannot be combined with leave_running: the target restores what it receives, so "
+                          "the container would run on both hosts")
     receive = params.get("receive_timeout")
     if receive is not None:
         if state != "restored" or not params["archive_dir"]:
@@ -1045,6 +1059,7 @@ def run_module():
     watch = DaemonWatch(enabled=params["docker_host"] == "unix:///var/run/docker.sock")
 
     def one(ref):
+        ops.begin()
         try:
             return operation(ref)
         except Exception as exc:  # pylint: disable=broad-exception-caught
@@ -1061,6 +1076,8 @@ def run_module():
             return result
 
     workers = max(1, min(params["parallel"] or os.cpu_count() or 1, len(refs) or 1))
+    if params["receive_timeout"] is not None:
+        workers = max(1, len(refs))  # every container waits for its stream at once: the sender decides the pace
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(one, refs))
     changed, failed, message = results_mod.summarize(results)

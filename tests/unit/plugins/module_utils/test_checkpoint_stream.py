@@ -33,7 +33,11 @@ INSPECT = {
     "HostConfig": {"RestartPolicy": {"Name": "always"}},
 }
 VERSIONS = {"criu": "4.2.1", "docker": "26.1.5", "kernel": "6.18.0"}
-RELAY = [sys.executable, "-c", stream.RELAY]
+
+
+def relay(path, wait=1):
+    """The relay as ssh runs it on the target, here without the SSH hop."""
+    return [sys.executable, "-c", stream.RELAY, str(path), str(wait)]
 
 
 def mode(path):
@@ -159,22 +163,22 @@ def test_ssh_argv_runs_the_relay_with_the_path_quoted():
                             "known_hosts_file": "/k", "identity_file": "/i", "python": "python3"}, "/d/a b-c.stream")
     assert argv[:1] == ["ssh"] and "BatchMode=yes" in argv and "UserKnownHostsFile=/k" in argv
     assert argv[argv.index("-p") + 1] == "2222" and argv[argv.index("-i") + 1] == "/i"
-    assert argv[-2] == "root@web-2"
-    assert shlex.split(argv[-1]) == ["python3", "-c", stream.RELAY, "/d/a b-c.stream"]
+    assert argv[-3:-1] == ["--", "root@web-2"] and "-x" in argv and "ClearAllForwardings=yes" in argv
+    assert shlex.split(argv[-1]) == ["python3", "-c", stream.RELAY, "/d/a b-c.stream", str(stream.RELAY_WAIT)]
 
 
 def test_the_relay_refuses_when_nobody_receives(tmp_path):
     fifo = tmp_path / "x.stream"
-    missing = subprocess.run(RELAY + [str(fifo)], input=b"data", capture_output=True, check=False)
+    missing = subprocess.run(relay(str(fifo)), input=b"data", capture_output=True, check=False)
     assert missing.returncode != 0 and b"nothing is receiving" in missing.stderr
     os.mkfifo(fifo)  # a FIFO left behind by a receiver that is gone: no reader
     started = time.monotonic()
-    orphan = subprocess.run(RELAY + [str(fifo)], input=b"data", capture_output=True, check=False, timeout=20)
+    orphan = subprocess.run(relay(str(fifo)), input=b"data", capture_output=True, check=False, timeout=20)
     assert orphan.returncode != 0 and b"nothing is receiving" in orphan.stderr
     assert time.monotonic() - started < 10
     plain = tmp_path / "plain"
     plain.write_bytes(b"keep")
-    refused = subprocess.run(RELAY + [str(plain)], input=b"data", capture_output=True, check=False)
+    refused = subprocess.run(relay(str(plain)), input=b"data", capture_output=True, check=False)
     assert refused.returncode != 0 and b"not a receiver's FIFO" in refused.stderr
     assert plain.read_bytes() == b"keep"
 
@@ -185,7 +189,7 @@ def test_send_relay_fifo_receive_end_to_end(checkpoint, tmp_path):
     reader = stream.FifoReader(fifo)
     assert stat.S_ISFIFO(os.stat(fifo).st_mode) and mode(fifo) == 0o600
     out = {}
-    sender = threading.Thread(target=lambda: out.update(stream.send(RELAY + [fifo], str(cp), manifest, 60)))
+    sender = threading.Thread(target=lambda: out.update(stream.send(relay(fifo), str(cp), manifest, 60)))
     sender.start()
     reader.wait(30)
     assert not os.path.exists(fifo)  # no second sender once the first one is in
@@ -199,7 +203,7 @@ def test_send_relay_fifo_receive_end_to_end(checkpoint, tmp_path):
 def test_send_reports_the_far_side_error(checkpoint, tmp_path):
     cp, manifest = checkpoint
     with pytest.raises(stream.StreamError, match="nothing is receiving"):
-        stream.send(RELAY + [str(tmp_path / "nobody.stream")], str(cp), manifest, 60)
+        stream.send(relay(str(tmp_path / "nobody.stream")), str(cp), manifest, 60)
 
 
 def test_send_gives_up_after_its_timeout(checkpoint, tmp_path):
@@ -208,7 +212,7 @@ def test_send_gives_up_after_its_timeout(checkpoint, tmp_path):
     reader = stream.FifoReader(fifo)  # a receiver that never reads: the pipe fills and the sender blocks
     try:
         with pytest.raises(stream.StreamError, match="within timeout=1s"):
-            stream.send(RELAY + [fifo], str(cp), manifest, 1)
+            stream.send(relay(fifo), str(cp), manifest, 1)
     finally:
         reader.close()
 
@@ -232,14 +236,14 @@ def test_a_sender_that_dies_mid_stream_is_a_refused_stream(checkpoint, tmp_path)
     fifo = str(tmp_path / "dies.stream")
     reader = stream.FifoReader(fifo)
     data = as_bytes(cp, manifest)
-    relay = subprocess.Popen(RELAY + [fifo], stdin=subprocess.PIPE)  # pylint: disable=consider-using-with
-    relay.stdin.write(data[: len(data) // 3])
-    relay.stdin.close()  # the connection broke
+    writer = subprocess.Popen(relay(fifo), stdin=subprocess.PIPE)  # pylint: disable=consider-using-with
+    writer.stdin.write(data[: len(data) // 3])
+    writer.stdin.close()  # the connection broke
     reader.wait(30)
     with pytest.raises(ArchiveError, match="not a complete tar"):
         stream.receive(reader, str(tmp_path / "in"))
     reader.close()
-    relay.wait(30)
+    writer.wait(30)
 
 
 def test_a_stale_fifo_is_replaced(tmp_path):
@@ -256,3 +260,23 @@ def test_sizes_above_8_gib_travel_in_a_pax_header():
     assert len(header) == 3 * 512  # the PAX header, its records, the entry
     member = stream._next_member(io.BytesIO(header))  # pylint: disable=protected-access
     assert (member.name, member.size) == ("pages-1.img", 9 << 30)
+
+
+def test_the_relay_waits_a_little_for_a_receiver_that_is_starting(tmp_path):
+    fifo = str(tmp_path / "late.stream")
+    late = threading.Timer(0.5, lambda: readers.append(stream.FifoReader(fifo)))
+    readers = []
+    late.start()
+    proc = subprocess.run(relay(fifo, 10), input=b"", capture_output=True, check=False, timeout=30)
+    late.join()
+    assert proc.returncode == 0 and proc.stdout == b"ready\n", proc.stderr
+    readers[0].close()
+
+
+@pytest.mark.parametrize("records", [b"0 a=b\n", b"-6 a=b\n", b"99 a=b\n", b"7 ab\n\n", b"6 a=bc"])
+def test_a_malformed_pax_header_is_refused(records):
+    info = tarfile.TarInfo("././@PaxHeader")
+    info.type, info.size = tarfile.XHDTYPE, len(records)
+    block = info.tobuf(tarfile.USTAR_FORMAT) + records + bytes(stream._padding(len(records)))  # pylint: disable=protected-access
+    with pytest.raises(ArchiveError, match="damaged PAX header"):
+        stream._next_member(io.BytesIO(block + bytes(1024)))  # pylint: disable=protected-access

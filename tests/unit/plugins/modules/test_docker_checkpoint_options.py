@@ -98,3 +98,14 @@ def test_a_stream_is_sent_by_present_and_received_by_restored():
 def test_stream_options_are_checked(overrides, expected):
     errors = check_options(params(**overrides))
     assert any(expected in error for error in errors), errors
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ({"send_to": dict(SEND_TO, user="-oProxyCommand=x")}, "send_to.user"),
+    ({"send_to": dict(SEND_TO, user="a b")}, "send_to.user"),
+    ({"send_to": dict(SEND_TO, known_hosts_file="/a b")}, "send_to.known_hosts_file"),
+    ({"send_to": SEND_TO, "leave_running": True}, "cannot be combined with leave_running"),
+])
+def test_send_to_refuses_what_would_confuse_ssh_or_run_two_copies(overrides, expected):
+    errors = check_options(params(**overrides))
+    assert any(expected in error for error in errors), errors
