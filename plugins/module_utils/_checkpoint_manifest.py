@@ -10,6 +10,7 @@ anywhere), so that a malformed manifest is refused with a message naming the fie
 
 from __future__ import annotations
 
+import json
 import re
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_names import validate_checkpoint_name
@@ -79,6 +80,16 @@ def _require(data, key, kind, where="manifest"):
     if not isinstance(data[key], kind):
         raise ManifestError(f"{where} field {key!r} must be {getattr(kind, '__name__', kind)}, not {type(data[key]).__name__}")
     return data[key]
+
+
+def from_bytes(data, name="manifest.json"):
+    """The validated manifest in `data` (the JSON bytes of an archive's or a stream's first entry)."""
+    try:
+        return validate(json.loads(data.decode("utf-8")))
+    except (UnicodeDecodeError, ValueError) as exc:
+        if isinstance(exc, ManifestError):
+            raise
+        raise ManifestError(f"{name} is not valid JSON: {exc}") from exc
 
 
 def validate(data):

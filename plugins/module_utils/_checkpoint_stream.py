@@ -32,7 +32,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_archi
     ArchiveError,
     check_member,
 )
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_manifest import ManifestError, validate
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_manifest import from_bytes
 
 CHUNK = 1024 * 1024
 RELAY_WAIT = 20  # seconds the relay gives a receiver that is still starting
@@ -348,12 +348,7 @@ def _read_manifest(fileobj):
     if first.size > 16 * 1024 * 1024:
         raise ArchiveError(f"{MANIFEST_NAME} is {first.size} bytes: too large to be a manifest")
     data = _read_exact(fileobj, first.size + _padding(first.size))[:first.size]
-    try:
-        return validate(json.loads(data.decode("utf-8")))
-    except (UnicodeDecodeError, ValueError) as exc:
-        if isinstance(exc, ManifestError):
-            raise
-        raise ManifestError(f"{MANIFEST_NAME} is not valid JSON: {exc}") from exc
+    return from_bytes(data, MANIFEST_NAME)
 
 
 def _write_member(fileobj, size, target):

@@ -31,7 +31,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_crypt
     is_encrypted,
     require_cryptography,
 )
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_manifest import ManifestError, validate
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_manifest import from_bytes
 
 EXTENSIONS = {"zstd": ".tar.zst", "gzip": ".tar.gz", "none": ".tar"}
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -126,12 +126,7 @@ def read_manifest(tar_path):
             data = tar.extractfile(first).read()
     except (tarfile.TarError, EOFError, zlib.error) as exc:
         raise ArchiveError(f"not a readable tar archive (truncated or damaged?): {exc}") from exc
-    try:
-        return validate(json.loads(data.decode("utf-8")))
-    except (UnicodeDecodeError, ValueError) as exc:
-        if isinstance(exc, ManifestError):
-            raise
-        raise ManifestError(f"{MANIFEST_NAME} is not valid JSON: {exc}") from exc
+    return from_bytes(data, MANIFEST_NAME)
 
 
 def verify_stream(tar_path, manifest):
