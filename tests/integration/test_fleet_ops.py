@@ -310,3 +310,36 @@ def test_a_stream_to_a_host_where_no_restore_waits_touches_nothing(fleet):
     assert sh(target, "stat -c %a /var/lib/fleet-checkpoint/nowhere").stdout.strip() == "700"
     sh(target, "rm -rf /var/lib/fleet-checkpoint/nowhere")
     lab_exec(source, "docker", "rm", "-f", "lonely", check=False)
+
+
+@pytest.mark.fault(8, "migration target unreachable or out of disk mid-transfer")
+def test_a_streamed_migration_whose_target_cannot_restore_leaves_it_running_on_the_source(fleet):
+    """The direct path: the target's waiting restore receives the stream, creates the container and fails to restore
+    it (CRIU unusable there); the container runs on the source again and nothing is left on the target."""
+    source, target = fleet[1], fleet[0]
+    address = run(["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", target]
+                  ).stdout.strip()
+    run(["docker", "cp", "/var/lib/fleet-lab/ssh/id_ed25519", f"{source}:/root/.ssh/id_ed25519"])
+    sh(source, "chmod 600 /root/.ssh/id_ed25519")
+    lab_exec(target, "docker", "rm", "-f", "streamer", check=False)
+    lab_exec(source, "docker", "rm", "-f", "streamer", check=False)
+    lab_exec(source, "docker", "run", "-d", "--name", "streamer", "-e", "COUNTER_INTERVAL=0.2", IMAGE)
+    time.sleep(2)
+    criu = sh(target, "command -v criu").stdout.strip()
+    sh(target, f"chmod -x {criu}")
+    try:
+        rc = playbook_rc(PLAYBOOKS / "migrate.yml", check=False, extra_vars={
+            "fleet_checkpoint_migrate_source": source, "fleet_checkpoint_migrate_target": target,
+            "fleet_checkpoint_migrate_containers": ["streamer"], "fleet_checkpoint_migrate_transfer": "direct",
+            "fleet_checkpoint_migrate_target_address": address})
+    finally:
+        sh(target, f"chmod +x {criu}")
+        sh(source, "rm -f /root/.ssh/id_ed25519")
+    assert rc != 0, "a migration that did not happen must fail the run"
+    assert lab_exec(source, "docker", "inspect", "-f", "{{.State.Running}}", "streamer").stdout.strip() == "true"
+    time.sleep(1)
+    numbers = counts(source, "streamer")
+    assert all(b == a + 1 for a, b in zip(numbers, numbers[1:])), "the count on the source broke"
+    assert lab_exec(target, "docker", "inspect", "streamer", check=False).returncode != 0, "left a container on the target"
+    assert sh(target, "test -e /var/lib/fleet-checkpoint/migrate", check=False).returncode != 0
+    lab_exec(source, "docker", "rm", "-f", "streamer", check=False)
