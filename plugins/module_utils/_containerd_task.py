@@ -44,6 +44,7 @@ class ContainerdTask:
         self.timeout_path = timeout_path
         self.sockets = sockets
         self._address = None
+        self._probe = None  # the task list of the address probe, used once by the first check
         self.why_not = ""
 
     def _ctr(self, address, *args):
@@ -63,6 +64,7 @@ class ContainerdTask:
             rc, out, err = self._ctr(socket_path, "task", "ls")
             if rc == 0:
                 self._address = socket_path
+                self._probe = out
                 return socket_path
             reasons.append(f"{socket_path}: {(err or out).strip()}")
         self.why_not = "no containerd socket answered for namespace moby" + (f" ({'; '.join(reasons)})" if reasons else "")
@@ -73,9 +75,11 @@ class ContainerdTask:
         address = self.address()
         if not address:
             return self.why_not
-        rc, out, err = self._ctr(address, "task", "ls")
-        if rc != 0:
-            return f"ctr task ls failed: {(err or out).strip()}"
+        out, self._probe = self._probe, None  # the list the probe just read saves a second `ctr task ls`
+        if out is None:
+            rc, out, err = self._ctr(address, "task", "ls")
+            if rc != 0:
+                return f"ctr task ls failed: {(err or out).strip()}"
         task = parse_task_list(out).get(container_id)
         if task is None:
             return f"containerd has no task {container_id[:12]} in namespace {NAMESPACE}"

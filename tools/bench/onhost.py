@@ -10,6 +10,7 @@ The workload is memhog (tests/lab/workload/memhog.c): N MiB of touched, incompre
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -112,6 +113,25 @@ def drop_unpacked_copies():
             shutil.rmtree(os.path.join("/tmp", entry), ignore_errors=True)
 
 
+STALE_BLOB = re.compile(r"content (sha256:[0-9a-f]{64}): already exists")
+
+
+def cli_restore(checkpoint, name):
+    """`docker start --checkpoint`, timed. Docker's known trap (LAB-FACTS): when containerd's content store still holds
+    a byte-identical blob from an earlier restore, the upload refuses to commit over it; as an operator would, the
+    stale blob is removed (not timed) and the restore typed again, and that attempt is the sample."""
+    argv = ("docker", "start", "--checkpoint", checkpoint, name)
+    start = time.monotonic()
+    proc = sh(*argv, check=False)
+    stale = STALE_BLOB.search(proc.stderr)
+    if proc.returncode == 0:
+        return round(time.monotonic() - start, 4)
+    if not stale:
+        raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
+    sh("ctr", "-n", "moby", "content", "rm", stale.group(1), check=False)
+    return timed(*argv)
+
+
 def checkpoint_bytes(name, checkpoint):
     cid = sh("docker", "inspect", "-f", "{{.Id}}", name).stdout.strip()
     root = sh("docker", "info", "-f", "{{.DockerRootDir}}").stdout.strip()
@@ -131,7 +151,7 @@ def case_docker(mib, reps):
             checkpoint = f"cli{rep}"
             samples["dump"].append(timed("docker", "checkpoint", "create", name, checkpoint))
             size = checkpoint_bytes(name, checkpoint)
-            samples["restore"].append(timed("docker", "start", "--checkpoint", checkpoint, name))
+            samples["restore"].append(cli_restore(checkpoint, name))
             sh("docker", "checkpoint", "rm", name, checkpoint, check=False)
             drop_unpacked_copies()
     finally:
@@ -153,10 +173,7 @@ def case_docker_loop(count, mib, reps):
             for name in names:
                 sh("docker", "checkpoint", "create", name, checkpoint)
             samples["dump"].append(round(time.monotonic() - start, 4))
-            start = time.monotonic()
-            for name in names:
-                sh("docker", "start", "--checkpoint", checkpoint, name)
-            samples["restore"].append(round(time.monotonic() - start, 4))
+            samples["restore"].append(round(sum(cli_restore(checkpoint, name) for name in names), 4))
             for name in names:
                 sh("docker", "checkpoint", "rm", name, checkpoint, check=False)
             drop_unpacked_copies()

@@ -35,7 +35,7 @@ EVENTS_DIR = None  # set by main(): <out>/../events
 MODES = {
     # sizes (MiB) of the one-container cases, repetitions, the 8-container case, fleet and migration sizes
     "full": {"sizes": [64, 256, 1024], "reps": 5, "many": 8, "many_mib": 64, "fleet_reps": 3, "fleet_mib": 64,
-             "migrate_mib": 256, "migrate_reps": 3, "small_reps": 7},
+             "migrate_mib": 256, "migrate_reps": 3, "small_reps": 15},
     "smoke": {"sizes": [64], "reps": 1, "many": 2, "many_mib": 16, "fleet_reps": 1, "fleet_mib": 16,
               "migrate_mib": 64, "migrate_reps": 1, "small_reps": 1},
 }
