@@ -25,19 +25,6 @@ import hashlib
 import os
 import stat
 import struct
-import traceback
-
-try:
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-    from cryptography.exceptions import InvalidTag
-    HAS_CRYPTOGRAPHY = True
-    CRYPTOGRAPHY_IMPORT_ERROR = None
-except ImportError:  # pragma: no cover
-    HAS_CRYPTOGRAPHY = False
-    CRYPTOGRAPHY_IMPORT_ERROR = traceback.format_exc()
-
-    class InvalidTag(Exception):
-        """Stands in for cryptography's InvalidTag so that the except clauses below stay valid."""
 
 MAGIC = b"FLEETCK\x01"
 KDF_SCRYPT = 1
@@ -60,10 +47,30 @@ class CryptoError(Exception):
     """Any failure to encrypt or decrypt; the message says what is wrong and what to do, and never holds a secret."""
 
 
+_NO_LIBRARY = ("encryption needs the Python cryptography library on the managed host: install the "
+               "python3-cryptography package (Debian/Ubuntu) or pip install cryptography")
+
+
+def _aesgcm():
+    """cryptography's AESGCM, imported on first use: a run without a key does not pay for the import (~12 ms)."""
+    try:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        raise CryptoError(_NO_LIBRARY) from None
+    return AESGCM
+
+
+def _is_invalid_tag(exc):
+    """Whether exc is cryptography's InvalidTag (a failed authentication)."""
+    try:
+        from cryptography.exceptions import InvalidTag  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return False
+    return isinstance(exc, InvalidTag)
+
+
 def require_cryptography():
-    if not HAS_CRYPTOGRAPHY:
-        raise CryptoError("encryption needs the Python cryptography library on the managed host: install the "
-                          "python3-cryptography package (Debian/Ubuntu) or pip install cryptography")
+    _aesgcm()
 
 
 def normalize_secret(key=None, key_file=None):
@@ -151,21 +158,22 @@ def _errors(action, source_path, destination_path):
     """Turn OS and authentication failures into a CryptoError (the partial output is already gone by then)."""
     try:
         yield
-    except InvalidTag:
-        raise CryptoError(_BAD_ARCHIVE) from None
     except FileExistsError:
         raise CryptoError(f"{destination_path} already exists: remove it or choose another destination") from None
     except OSError as exc:
         raise CryptoError(f"could not {action} {source_path} to {destination_path}: {exc.strerror or exc}") from None
+    except Exception as exc:
+        if _is_invalid_tag(exc):
+            raise CryptoError(_BAD_ARCHIVE) from None
+        raise
 
 
 def encrypt_file(source_path, destination_path, secret, chunk_size=DEFAULT_CHUNK_SIZE):
-    require_cryptography()
     if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
         raise CryptoError(f"chunk size {chunk_size} is out of range: use {MIN_CHUNK_SIZE} to {MAX_CHUNK_SIZE} bytes")
     salt, prefix = os.urandom(16), os.urandom(7)
     header = _HEADER.pack(MAGIC, KDF_SCRYPT, SCRYPT_LOG2N, SCRYPT_R, SCRYPT_P, salt, prefix, chunk_size)
-    aead = AESGCM(_derive_key(secret, salt, SCRYPT_LOG2N, SCRYPT_R, SCRYPT_P))
+    aead = _aesgcm()(_derive_key(secret, salt, SCRYPT_LOG2N, SCRYPT_R, SCRYPT_P))
     with _errors("encrypt", source_path, destination_path), open(source_path, "rb") as source:
         with _output(destination_path) as out:
             out.write(header)
@@ -174,7 +182,6 @@ def encrypt_file(source_path, destination_path, secret, chunk_size=DEFAULT_CHUNK
 
 
 def decrypt_file(source_path, destination_path, secret):
-    require_cryptography()
     with _errors("decrypt", source_path, destination_path), open(source_path, "rb") as source:
         header = source.read(_HEADER.size)
         if len(header) != _HEADER.size:
@@ -183,7 +190,7 @@ def decrypt_file(source_path, destination_path, secret):
         if (magic != MAGIC or kdf != KDF_SCRYPT or not 10 <= log2n <= 20 or not 1 <= r <= 16 or not 1 <= p <= 4
                 or not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE):
             raise CryptoError(f"{source_path}: {_NOT_OURS}")
-        aead = AESGCM(_derive_key(secret, salt, log2n, r, p))
+        aead = _aesgcm()(_derive_key(secret, salt, log2n, r, p))
         with _output(destination_path) as out:
             for counter, data, last in _chunks(source, chunk_size + TAG_SIZE):
                 out.write(aead.decrypt(_nonce(prefix, counter, last), data, header))

@@ -11,8 +11,8 @@ CRIU through runc (fleet.checkpoint.criu_install installs a CRIU that works on t
 from __future__ import annotations
 
 import os
-import platform
 
+from ansible_collections.fleet.checkpoint.plugins.module_utils import _criu_check_cache as check_cache
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu_kernel import effective_minimum
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu_version import at_least, parse_criu_version
 
@@ -61,19 +61,32 @@ def check_experimental(info):
         )
 
 
-def check_criu(run, criu_path, kernel_release=None):
-    """Return CRIU's version; raise PreflightError when it is missing or too old for the kernel."""
-    kernel_release = kernel_release or platform.release()
+def _kernel_release():
+    return os.uname().release
+
+
+def _require_criu(criu_path):
     if not criu_path:
         raise PreflightError(
             "CRIU is not installed on this host (no criu in PATH): install a CRIU that works on this kernel with "
             "fleet.checkpoint.criu_install (or the fleet.checkpoint.criu role)"
         )
+
+
+def _criu_version(run, criu_path):
     rc, out, err = run([criu_path, "--version"])
     version = parse_criu_version(out) if rc == 0 else None
     if not version:
         raise PreflightError(f"`{criu_path} --version` failed ({(err or out).strip()}): reinstall CRIU with "
                              "fleet.checkpoint.criu_install")
+    return version
+
+
+def check_criu(run, criu_path, kernel_release=None, version=None):
+    """Return CRIU's version; raise PreflightError when it is missing or too old for the kernel."""
+    kernel_release = kernel_release or _kernel_release()
+    _require_criu(criu_path)
+    version = version or _criu_version(run, criu_path)
     minimum, why = effective_minimum("2.0", kernel_release)
     if not at_least(version, minimum):
         raise PreflightError(f"CRIU {version} is too old: {why}. Install a newer one with fleet.checkpoint.criu_install")
@@ -89,6 +102,22 @@ def check_criu_works(run, criu_path):
                  if line.strip() and not any(word in line for word in _HARMLESS)]
         raise PreflightError(f"`criu check` does not pass on this host ({' / '.join(lines[-5:]) or f'exit {rc}'}): "
                              "install a CRIU that works on this kernel with fleet.checkpoint.criu_install")
+
+
+def criu_preflight(run, criu_path, works=False, cache_dir=check_cache.DEFAULT_DIR):
+    """check_criu, and with works=True check_criu_works, asking CRIU only what this boot has not answered yet for
+    this binary (see _criu_check_cache); returns CRIU's version."""
+    _require_criu(criu_path)
+    key = check_cache.cache_key(criu_path)
+    known = check_cache.read(key, cache_dir)
+    version = check_criu(run, criu_path, version=known.get("version"))
+    checked = known.get("check", False)
+    if works and not checked:
+        check_criu_works(run, criu_path)
+        checked = True
+    if (version, checked) != (known.get("version"), known.get("check", False)):
+        check_cache.write(key, version, checked, cache_dir)
+    return version
 
 
 def check_free_space(path, needed):

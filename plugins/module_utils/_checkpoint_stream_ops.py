@@ -47,7 +47,7 @@ def connect(ops, result, made=False):
 def send_checkpoint(ops, result, sender=None):
     """Send the checkpoint that state=present just made (or found) to send_to; fills result['sent']."""
     _argv, where = _where(ops, result["container"])
-    if result["action"] == "unchanged" and (ops.inspect(result["id"]).get("State") or {}).get("Running"):
+    if result["action"] == "unchanged" and (ops.settled(ops.inspect(result["id"])).get("State") or {}).get("Running"):
         raise OpError(f"container {result['container']} is running and already has a checkpoint {ops.name!r}: sending "
                       "that older state would start a second copy on the target while this one runs. Use force=true "
                       "to make a new checkpoint (it stops the container), or another name")

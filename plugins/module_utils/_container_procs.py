@@ -13,6 +13,7 @@ gives the host's time namespace and fresh PIDs. Both are checked.
 from __future__ import annotations
 
 import os
+import time
 
 
 def _read(path, binary=False):
@@ -105,3 +106,36 @@ def rss_bytes(pids, proc="/proc"):
 def dump_estimate(rss, slack=0.1, floor=16 * 1024 * 1024):
     """Bytes a dump of processes with this resident memory may need on disk."""
     return int(rss * (1 + slack)) + floor
+
+
+def start_time(host_pid, proc="/proc"):
+    """(state letter, start time in clock ticks since boot) of a process, or None when there is none by that PID."""
+    try:
+        text = _read(os.path.join(proc, str(host_pid), "stat"))
+    except (OSError, ValueError):
+        return None
+    fields = text[text.rfind(")") + 1:].split()  # the command name (in parentheses) may hold anything
+    if len(fields) < 20 or not fields[19].isdigit():
+        return None
+    return fields[0], int(fields[19])
+
+
+def alive(host_pid, started=None, proc="/proc"):
+    """Whether the process runs (not gone, not a zombie) and, when `started` is given, is still the same process
+    (same start time: the PID was not reused)."""
+    if not host_pid:
+        return False
+    seen = start_time(host_pid, proc)
+    if seen is None or seen[0] in ("Z", "X", "x"):
+        return False
+    return started is None or seen[1] == started
+
+
+def wait_gone(host_pid, started, seconds, proc="/proc", interval=0.005):
+    """Wait until the process is gone or a zombie; True when it is (False after `seconds`)."""
+    deadline = time.monotonic() + seconds
+    while alive(host_pid, started, proc):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True

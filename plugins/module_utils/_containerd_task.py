@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 import re
 
+from ansible_collections.fleet.checkpoint.plugins.module_utils import _container_procs as procs
+
 NAMESPACE = "moby"
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 SOCKETS = (
@@ -23,6 +25,14 @@ SOCKETS = (
     "/var/run/docker/containerd/containerd.sock",
     "/run/docker/containerd/containerd.sock",
 )
+# containerd's state directory beside each socket (a system containerd's default, and the one dockerd starts itself).
+# Its runtime v2 keeps a directory per task: <state>/io.containerd.runtime.v2.task/<namespace>/<id>/init.pid.
+STATE_DIRS = {
+    "/run/containerd/containerd.sock": "/run/containerd",
+    "/var/run/docker/containerd/containerd.sock": "/var/run/docker/containerd/daemon",
+    "/run/docker/containerd/containerd.sock": "/run/docker/containerd/daemon",
+}
+TASK_DIR = "io.containerd.runtime.v2.task"
 
 
 def parse_task_list(text):
@@ -38,11 +48,12 @@ def parse_task_list(text):
 class ContainerdTask:
     """Finds containerd and checks a container's task; `run(argv)` returns (rc, stdout, stderr)."""
 
-    def __init__(self, run, ctr_path, sockets=SOCKETS, timeout_path=None):
+    def __init__(self, run, ctr_path, sockets=SOCKETS, timeout_path=None, state_dirs=None):
         self.run = run
         self.ctr = ctr_path
         self.timeout_path = timeout_path
         self.sockets = sockets
+        self.state_dirs = STATE_DIRS if state_dirs is None else state_dirs
         self._address = None
         self._probe = None  # the task list of the address probe, used once by the first check
         self.why_not = ""
@@ -70,8 +81,31 @@ class ContainerdTask:
         self.why_not = "no containerd socket answered for namespace moby" + (f" ({'; '.join(reasons)})" if reasons else "")
         return None
 
+    def _task_in_state(self, container_id, pid):
+        """The socket of the containerd whose state directory holds this container's task in Docker's namespace,
+        with Docker's PID as its init process and that process running; else None. It answers what `ctr task ls`
+        would, without starting ctr (~40 ms)."""
+        candidates = [self._address] if self._address else self.sockets
+        for socket_path in candidates:
+            state = self.state_dirs.get(socket_path)
+            if not state or not os.path.exists(socket_path):
+                continue
+            try:
+                with open(os.path.join(state, TASK_DIR, NAMESPACE, container_id, "init.pid"), encoding="ascii") as handle:
+                    init_pid = int(handle.read().strip())
+            except (OSError, ValueError):
+                continue
+            if init_pid == pid and procs.alive(pid):
+                return socket_path
+        return None
+
     def check(self, container_id, pid):
         """'' when the container's task is exactly as expected, else the reason the fast path cannot be used."""
+        if self.ctr:
+            found = self._task_in_state(container_id, pid)
+            if found:
+                self._address = found
+                return ""
         address = self.address()
         if not address:
             return self.why_not

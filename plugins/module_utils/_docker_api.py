@@ -5,17 +5,20 @@
 """A minimal client for the Docker Engine API over a unix socket or plain TCP.
 
 The collection needs a handful of raw endpoints (some of them experimental, which the Docker SDK does not wrap),
-and a client with no dependency on the managed host keeps the hosts' requirements to Python alone.
+and a client with no dependency on the managed host keeps the hosts' requirements to Python alone. It speaks just
+the HTTP/1.1 the Engine answers with (one request per connection, a Content-Length or chunked body): Python's
+http.client would cost every module run ~25 ms of imports (the email package) for nothing more.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 import urllib.parse
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+_MAX_LINE = 65536
+_MAX_HEADERS = 100
 
 
 class DockerAPIError(Exception):
@@ -26,20 +29,76 @@ class DockerAPIError(Exception):
         self.status = status
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, socket_path, timeout):
-        super().__init__("localhost", timeout=timeout)
-        self._socket_path = socket_path
+class BadResponse(OSError):
+    """What came back is not the HTTP this client understands."""
 
-    def connect(self):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
+
+def _line(reader):
+    line = reader.readline(_MAX_LINE + 1)
+    if len(line) > _MAX_LINE:
+        raise BadResponse("a response line is too long")
+    if not line:
+        raise BadResponse("the connection closed before the response was complete")
+    return line.rstrip(b"\r\n")
+
+
+def _headers(reader):
+    headers = {}
+    for _count in range(_MAX_HEADERS + 1):
+        line = _line(reader)
+        if not line:
+            return headers
+        name, sep, value = line.partition(b":")
+        if not sep:
+            raise BadResponse(f"malformed header line {line[:80]!r}")
+        headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
+    raise BadResponse(f"more than {_MAX_HEADERS} headers")
+
+
+def _exactly(reader, size):
+    data = reader.read(size)
+    if len(data) != size:
+        raise BadResponse(f"the body ended after {len(data)} of {size} bytes")
+    return data
+
+
+def _chunked(reader):
+    parts = []
+    while True:
+        size_text = _line(reader).split(b";", 1)[0].strip()
         try:
-            sock.connect(self._socket_path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
+            size = int(size_text, 16)
+        except ValueError:
+            raise BadResponse(f"malformed chunk size {size_text[:20]!r}") from None
+        if size == 0:
+            _headers(reader)  # trailers, if any, up to the blank line
+            return b"".join(parts)
+        parts.append(_exactly(reader, size))
+        if _line(reader):
+            raise BadResponse("a chunk is not followed by CRLF")
+
+
+def read_response(reader, method="GET"):
+    """(status, body bytes) of one HTTP/1.x response read from a binary file object."""
+    while True:
+        parts = _line(reader).split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+            raise BadResponse(f"not an HTTP response: {b' '.join(parts)[:80]!r}")
+        status = int(parts[1])
+        headers = _headers(reader)
+        if status >= 200:
+            break  # 1xx (100 Continue): the real answer follows
+    if method == "HEAD" or status in (204, 304):
+        return status, b""
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        return status, _chunked(reader)
+    if "content-length" in headers:
+        try:
+            length = int(headers["content-length"])
+        except ValueError:
+            raise BadResponse(f"malformed Content-Length {headers['content-length']!r}") from None
+        return status, _exactly(reader, length)
+    return status, reader.read()  # the body ends with the connection (Connection: close)
 
 
 def parse_docker_host(docker_host):
@@ -70,36 +129,48 @@ class DockerAPI:
         self.kind, self.address = parse_docker_host(self.docker_host)
         self.timeout = timeout
 
-    def _connection(self, timeout):
+    def _connect(self, timeout):
         if self.kind == "unix":
-            return _UnixHTTPConnection(self.address, timeout)
-        return http.client.HTTPConnection(self.address[0], self.address[1], timeout=timeout)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            try:
+                sock.connect(self.address)
+            except OSError:
+                sock.close()
+                raise
+            return sock
+        return socket.create_connection(self.address, timeout=timeout)
 
     def request(self, method, path, query=None, body=None, timeout=None):
         """Send one request; return the decoded JSON body (None when empty). Raise DockerAPIError on failure."""
+        path = urllib.parse.quote(path, safe="/")  # a name with a space or a control character stays one path
         if query:
             path = f"{path}?{urllib.parse.urlencode(query)}"
-        payload = None
-        headers = {"Host": "docker"}
+        payload = b""
+        head = [f"{method} {path} HTTP/1.1", "Host: docker", "Connection: close"]
         if body is not None:
             payload = json.dumps(body).encode("utf-8")
-            headers["Content-Type"] = "application/json"
-        conn = self._connection(timeout or self.timeout)
+            head.append("Content-Type: application/json")
+        if body is not None or method in ("POST", "PUT", "PATCH"):
+            head.append(f"Content-Length: {len(payload)}")
+        message = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload
         try:
-            conn.request(method, path, body=payload, headers=headers)
-            response = conn.getresponse()
-            raw = response.read()
-        except (OSError, http.client.HTTPException) as exc:
+            sock = self._connect(timeout or self.timeout)
+            try:
+                sock.sendall(message)
+                with sock.makefile("rb") as reader:
+                    status, raw = read_response(reader, method)
+            finally:
+                sock.close()
+        except OSError as exc:
             raise DockerAPIError(f"cannot reach the Docker Engine at {self.docker_host}: {exc}") from exc
-        finally:
-            conn.close()
         text = raw.decode("utf-8", errors="replace")
-        if response.status >= 400:
+        if status >= 400:
             try:
                 message = json.loads(text).get("message", text)
             except ValueError:
                 message = text
-            raise DockerAPIError(f"{method} {path}: {response.status} {message.strip()}", status=response.status)
+            raise DockerAPIError(f"{method} {path}: {status} {message.strip()}", status=status)
         if not text.strip():
             return None
         try:

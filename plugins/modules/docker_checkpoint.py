@@ -294,6 +294,12 @@ notes:
   - Talks to the Engine API with Python's standard library; the Docker SDK is not needed on the managed host.
   - CRIU's error lines are included in failure messages when CRIU keeps a log (C(log-file) in
     C(/etc/criu/runc.conf), set by the P(fleet.checkpoint.criu#role) role).
+  - Before a checkpoint the module runs C(criu --version) and C(criu check). A passing answer is remembered in
+    C(/run/fleet-checkpoint) (root-only) until the host reboots or the CRIU binary changes, because neither can
+    change in between. A failing check is asked again on every run.
+  - A stopping checkpoint through containerd returns as soon as the container's processes are gone, as
+    C(docker checkpoint create) does. Docker records the exit a moment later. Every operation of this module on that
+    container waits until Docker shows it stopped.
 seealso:
   - module: fleet.checkpoint.docker_checkpoint_info
   - module: fleet.checkpoint.docker_experimental
@@ -499,7 +505,7 @@ results:
       returned: when it happened
       sample: true
     stopped:
-      description: The container was stopped by the dump.
+      description: The container was stopped by the dump (its processes are gone when the module returns).
       type: bool
       returned: when a checkpoint was made
       sample: true
@@ -639,9 +645,7 @@ results:
 
 import atexit
 import os
-import platform
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -654,10 +658,9 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_crypt
 )
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_engine import (
     PreflightError,
-    check_criu,
-    check_criu_works,
     check_experimental,
     criu_log_path,
+    criu_preflight,
 )
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_names import (
     validate_checkpoint_name,
@@ -879,7 +882,7 @@ def record_manifest(module, ctx, manifest, results, answer):
     left neither restored nor started."""
     params = module.params
     if params["state"] == "present":
-        updated = host_manifest.new(platform.node(), params["name"], time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        updated = host_manifest.new(os.uname().nodename, params["name"], time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                     results, params["leave_running"])
         failed = answer.get("failed", False) or any(result.get("failed") for result in results)
     else:
@@ -1028,9 +1031,7 @@ def run_module():
         if state in ("present", "restored", "absent"):
             check_experimental(info)
         if state in ("present", "restored"):
-            versions["criu"] = check_criu(run, module.get_bin_path("criu"))
-        if state == "present":
-            check_criu_works(run, module.get_bin_path("criu"))
+            versions["criu"] = criu_preflight(run, module.get_bin_path("criu"), works=state == "present")
         if params["send_to"] and not module.get_bin_path("ssh"):
             raise PreflightError("send_to needs the ssh client on this host: install the openssh-client package")
         if state == "exported" and params["compression"] == "zstd" and not module.get_bin_path("zstd"):
@@ -1078,8 +1079,13 @@ def run_module():
     workers = max(1, min(params["parallel"] or os.cpu_count() or 1, len(refs) or 1))
     if params["receive_timeout"] is not None:
         workers = max(1, len(refs))  # every container waits for its stream at once: the sender decides the pace
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(one, refs))
+    if workers == 1:
+        results = [one(ref) for ref in refs]  # one at a time: no thread pool (its import alone costs ~25 ms)
+    else:
+        from concurrent.futures import ThreadPoolExecutor  # pylint: disable=import-outside-toplevel
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(one, refs))
     changed, failed, message = results_mod.summarize(results)
     for warning in results_mod.warnings(results):
         module.warn(warning)

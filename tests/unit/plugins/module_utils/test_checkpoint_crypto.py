@@ -8,6 +8,7 @@ import hashlib
 import os
 import stat
 import struct
+import sys
 
 import pytest
 
@@ -256,7 +257,8 @@ def test_short_secret_refused(tmp_path):
 
 def test_require_cryptography(monkeypatch):
     require_cryptography()
-    monkeypatch.setattr(crypto, "HAS_CRYPTOGRAPHY", False)
+    # The library is imported on first use only: a missing one is an import that fails.
+    monkeypatch.setitem(sys.modules, "cryptography.hazmat.primitives.ciphers.aead", None)
     with pytest.raises(CryptoError, match="install the python3-cryptography package .* or pip install cryptography"):
         require_cryptography()
     with pytest.raises(CryptoError, match="python3-cryptography"):

@@ -8,6 +8,8 @@ import os
 
 import pytest
 
+from ansible_collections.fleet.checkpoint.plugins.module_utils import _checkpoint_engine as engine
+from ansible_collections.fleet.checkpoint.plugins.module_utils import _criu_check_cache as check_cache
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_engine import (
     PreflightError,
     check_criu,
@@ -16,6 +18,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_engin
     check_free_space,
     criu_log_excerpt,
     criu_log_path,
+    criu_preflight,
 )
 
 CRIU_LOG = """\
@@ -141,10 +144,10 @@ def test_check_criu_ok():
 
 
 def test_check_criu_uses_the_running_kernel_by_default(monkeypatch):
-    monkeypatch.setattr("platform.release", lambda: "6.18.0")
+    monkeypatch.setattr(engine, "_kernel_release", lambda: "6.18.0")
     with pytest.raises(PreflightError, match="too old"):
         check_criu(FakeRun(0, "Version: 3.17.1\n"), "/usr/sbin/criu")
-    monkeypatch.setattr("platform.release", lambda: "6.1.0")
+    monkeypatch.setattr(engine, "_kernel_release", lambda: "6.1.0")
     assert check_criu(FakeRun(0, "Version: 3.17.1\n"), "/usr/sbin/criu") == "3.17.1"
 
 
@@ -192,3 +195,101 @@ def test_criu_check_failing_names_criu_lines_and_the_remedy():
     with pytest.raises(PreflightError, match="vdso: Unexpected rt vDSO area bounds.*criu_install"):
         check_criu_works(FakeRun(1, "", "Error (criu/vdso.c:1): vdso: Unexpected rt vDSO area bounds\n"),
                          "/usr/sbin/criu")
+
+
+class ScriptedRun:
+    """`criu --version` and `criu check` answered as a working CRIU 4.2 would; records the commands."""
+
+    def __init__(self, check_passes=True):
+        self.calls = []
+        self.check_passes = check_passes
+
+    def __call__(self, argv):
+        self.calls.append(argv[1])
+        if argv[1] == "--version":
+            return 0, "Version: 4.2\n", ""
+        return (0, "Looks good.\n", "") if self.check_passes else (1, "", "Error: kernel too old\n")
+
+
+@pytest.fixture
+def criu_binary(tmp_path):
+    path = tmp_path / "criu"
+    path.write_bytes(b"#!/bin/sh\n")
+    return str(path)
+
+
+def test_preflight_asks_criu_once_per_boot_and_binary(tmp_path, criu_binary):
+    cache = str(tmp_path / "run" / "fleet-checkpoint")
+    run = ScriptedRun()
+    assert criu_preflight(run, criu_binary, works=True, cache_dir=cache) == "4.2"
+    assert run.calls == ["--version", "check"]
+    assert oct(os.stat(cache).st_mode & 0o777) == "0o700"
+    assert oct(os.stat(os.path.join(cache, check_cache.FILE_NAME)).st_mode & 0o777) == "0o600"
+    assert criu_preflight(run, criu_binary, works=True, cache_dir=cache) == "4.2"
+    assert run.calls == ["--version", "check"]  # answered from the record
+    os.utime(criu_binary, ns=(1, 1))  # an upgraded binary: asked again
+    assert criu_preflight(run, criu_binary, works=True, cache_dir=cache) == "4.2"
+    assert run.calls == ["--version", "check", "--version", "check"]
+
+
+def test_preflight_records_a_version_without_a_check_then_adds_the_check(tmp_path, criu_binary):
+    cache = str(tmp_path / "cache")
+    run = ScriptedRun()
+    criu_preflight(run, criu_binary, works=False, cache_dir=cache)
+    criu_preflight(run, criu_binary, works=True, cache_dir=cache)
+    criu_preflight(run, criu_binary, works=True, cache_dir=cache)
+    assert run.calls == ["--version", "check"]
+
+
+def test_preflight_never_records_a_failing_check(tmp_path, criu_binary):
+    cache = str(tmp_path / "cache")
+    run = ScriptedRun(check_passes=False)
+    for _attempt in range(2):
+        with pytest.raises(PreflightError, match="does not pass"):
+            criu_preflight(run, criu_binary, works=True, cache_dir=cache)
+    assert run.calls == ["--version", "check", "--version", "check"]  # nothing recorded
+    assert not os.path.exists(cache)
+
+
+def test_preflight_still_refuses_a_criu_too_old_for_the_kernel(tmp_path, criu_binary, monkeypatch):
+    cache = str(tmp_path / "cache")
+    key = check_cache.cache_key(criu_binary)
+    assert check_cache.write(key, "3.17.1", True, cache)
+    monkeypatch.setattr(engine, "_kernel_release", lambda: "6.18.0")
+    with pytest.raises(PreflightError, match="too old"):
+        criu_preflight(ScriptedRun(), criu_binary, works=True, cache_dir=cache)
+
+
+def test_preflight_without_criu():
+    with pytest.raises(PreflightError, match="CRIU is not installed"):
+        criu_preflight(ScriptedRun(), None, works=True)
+
+
+@pytest.mark.parametrize("spoil", ["world-writable dir", "world-writable file", "other key", "not json", "symlink"])
+def test_a_record_that_is_not_exactly_ours_is_ignored(tmp_path, criu_binary, spoil):
+    cache = tmp_path / "cache"
+    key = check_cache.cache_key(criu_binary)
+    assert check_cache.write(key, "4.2", True, str(cache))
+    record = cache / check_cache.FILE_NAME
+    if spoil == "world-writable dir":
+        os.chmod(cache, 0o777)
+    elif spoil == "world-writable file":
+        os.chmod(record, 0o666)
+    elif spoil == "other key":
+        assert check_cache.write(dict(key, boot_id="another boot"), "4.2", True, str(cache))
+    elif spoil == "not json":
+        record.write_text("{")
+    else:
+        real = tmp_path / "elsewhere.json"
+        record.rename(real)
+        record.symlink_to(real)
+    assert check_cache.read(key, str(cache)) == {}
+    run = ScriptedRun()
+    criu_preflight(run, criu_binary, works=True, cache_dir=str(cache))
+    assert run.calls == ["--version", "check"]
+
+
+def test_no_record_without_a_boot_id(tmp_path, criu_binary):
+    assert check_cache.cache_key(criu_binary, boot_id_path=str(tmp_path / "missing")) is None
+    assert check_cache.read(None, str(tmp_path)) == {}
+    assert check_cache.write(None, "4.2", True, str(tmp_path)) is False

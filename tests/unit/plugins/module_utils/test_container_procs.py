@@ -4,16 +4,22 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import pytest
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._container_procs import (
+    alive,
     compare,
     dump_estimate,
     host_pids,
     process_info,
     process_tree,
     rss_bytes,
+    start_time,
     time_namespace,
+    wait_gone,
 )
 
 HOST_TIME_NS = "time:[4026531834]"
@@ -201,3 +207,44 @@ def test_compare_on_a_fake_proc_after_restore_and_after_cold_start(proc, tmp_pat
     assert result["resumed"] is False
     assert result["matched"] == 2
     assert "started afresh" in result["reason"]
+
+
+def write_stat(proc, pid, comm, state, starttime):
+    directory = proc / str(pid)
+    directory.mkdir(parents=True, exist_ok=True)
+    rest = [state] + ["0"] * 18 + [str(starttime)] + ["0"] * 30  # field 22 (starttime) is the 20th after comm
+    (directory / "stat").write_text(f"{pid} ({comm}) " + " ".join(rest) + "\n")
+
+
+def test_start_time_reads_past_any_command_name(tmp_path):
+    write_stat(tmp_path, 7, "odd) (name) S 1 2", "S", 123456)
+    assert start_time(7, str(tmp_path)) == ("S", 123456)
+    assert start_time(8, str(tmp_path)) is None
+    (tmp_path / "9").mkdir()
+    (tmp_path / "9" / "stat").write_text("9 (short) S 1\n")
+    assert start_time(9, str(tmp_path)) is None
+
+
+def test_alive_knows_zombies_and_reused_pids(tmp_path):
+    write_stat(tmp_path, 7, "app", "S", 100)
+    write_stat(tmp_path, 8, "app", "Z", 100)
+    assert alive(7, proc=str(tmp_path)) and alive(7, 100, str(tmp_path))
+    assert not alive(7, 101, str(tmp_path))  # another process got the PID
+    assert not alive(8, proc=str(tmp_path))
+    assert not alive(9, proc=str(tmp_path))
+    assert not alive(0) and not alive(None)
+
+
+def test_real_processes_and_wait_gone():
+    me = start_time(os.getpid())
+    assert me is not None and alive(os.getpid(), me[1])
+    child = subprocess.Popen(["sleep", "0.2"])
+    try:
+        started = start_time(child.pid)[1]
+        assert alive(child.pid, started)
+        assert not wait_gone(child.pid, started, seconds=0.02)  # still sleeping
+        assert wait_gone(child.pid, started, seconds=10)  # ended (a zombie until reaped: gone all the same)
+        assert start_time(child.pid)[0] == "Z"
+    finally:
+        child.wait()
+    assert wait_gone(child.pid, started, seconds=0)

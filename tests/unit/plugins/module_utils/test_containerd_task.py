@@ -4,6 +4,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import pytest
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._containerd_task import (
@@ -160,3 +163,43 @@ def test_remove_content_refuses_what_is_not_a_digest_and_reports_a_failure(socke
     assert "not a content digest" in task.remove_content("sha256:../../etc")
     assert run.calls == []
     assert "ctr: not found" in task.remove_content("sha256:" + "0" * 64)
+
+
+def state_dir_task(tmp_path, socket, container_id, pid):
+    """A containerd state directory beside the socket holding one task of Docker's namespace."""
+    state = tmp_path / "state"
+    task_dir = state / "io.containerd.runtime.v2.task" / NAMESPACE / container_id
+    task_dir.mkdir(parents=True)
+    (task_dir / "init.pid").write_text(f"{pid}", encoding="ascii")
+    return {socket: str(state)}
+
+
+def test_check_reads_the_task_from_containerd_state_without_ctr(tmp_path, socket):
+    run = FakeRun()
+    me = os.getpid()  # a running process standing for the container's main process
+    task = ContainerdTask(run, CTR, sockets=(socket,), state_dirs=state_dir_task(tmp_path, socket, RUNNING_ID, me))
+    assert task.check(RUNNING_ID, me) == ""
+    assert run.calls == []  # no ctr started
+    assert task.address() == socket  # the checkpoint goes to that containerd
+
+
+@pytest.mark.parametrize("case", ["other pid", "process gone", "no task dir", "garbage init.pid", "no socket"])
+def test_state_that_does_not_match_falls_back_to_ctr(tmp_path, socket, case):
+    child = subprocess.Popen(["true"])
+    child.wait()
+    me = os.getpid()
+    pid_in_state = {"other pid": me + 1, "process gone": child.pid}.get(case, me)
+    dirs = state_dir_task(tmp_path, socket, RUNNING_ID if case != "no task dir" else STOPPED_ID, pid_in_state)
+    if case == "garbage init.pid":
+        (tmp_path / "state" / "io.containerd.runtime.v2.task" / NAMESPACE / RUNNING_ID / "init.pid").write_text("x")
+    if case == "no socket":
+        os.unlink(socket)
+    asked = child.pid if case == "process gone" else me
+    run = FakeRun((0, TASK_LS.replace("1354", str(asked)), ""))
+    task = ContainerdTask(run, CTR, sockets=(socket,), state_dirs=dirs)
+    answer = task.check(RUNNING_ID, asked)
+    if case == "no socket":
+        assert run.calls == [] and "no containerd socket answered" in answer
+    else:
+        assert run.calls == [task_ls_argv(socket)]  # decided by `ctr task ls`, as before
+        assert answer == ""

@@ -7,8 +7,10 @@
 from __future__ import annotations
 
 import http.server
+import io
 import json
 import os
+import socket
 import socketserver
 import tempfile
 import threading
@@ -16,9 +18,11 @@ import threading
 import pytest
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker_api import (
+    BadResponse,
     DockerAPI,
     DockerAPIError,
     parse_docker_host,
+    read_response,
 )
 
 CONTAINERS = {
@@ -136,3 +140,69 @@ def test_parse_docker_host(value, expected):
 def test_parse_docker_host_refuses_what_it_cannot_do(value):
     with pytest.raises(ValueError):
         parse_docker_host(value)
+
+
+def _read(raw, method="GET"):
+    return read_response(io.BytesIO(raw), method)
+
+
+def test_response_with_content_length():
+    assert _read(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nApi-Version: 1.45\r\n\r\n{}\r\nignored") == (200, b"{}\r\n")
+
+
+def test_chunked_response_is_joined():
+    raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\n[1,\r\n2\r\n2]\r\n0\r\nTrailer: x\r\n\r\n"
+    assert _read(raw) == (200, b"[1,2]")
+
+
+def test_continue_is_skipped_and_no_length_reads_to_the_end():
+    raw = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 201 Created\r\nServer: x\r\n\r\nbody to eof"
+    assert _read(raw) == (201, b"body to eof")
+
+
+def test_no_body_for_204_and_head():
+    assert _read(b"HTTP/1.1 204 No Content\r\nContent-Length: 9\r\n\r\n") == (204, b"")
+    assert _read(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", "HEAD") == (200, b"")
+
+
+@pytest.mark.parametrize("raw, error", [
+    (b"", "closed before the response was complete"),
+    (b"SSH-2.0-OpenSSH\r\n\r\n", "not an HTTP response"),
+    (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "malformed header"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", "ended after 5 of 10 bytes"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n", "malformed Content-Length"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "malformed chunk size"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabX\r\n0\r\n\r\n", "not followed by CRLF"),
+    (b"HTTP/1.1 200 OK\r\n" + b"A: b\r\n" * 101 + b"\r\n", "more than 100 headers"),
+    (b"HTTP/1.1 200 OK\r\nX: " + b"y" * 70000 + b"\r\n\r\n", "too long"),
+])
+def test_malformed_responses_are_refused(raw, error):
+    with pytest.raises(BadResponse, match=error):
+        _read(raw)
+
+
+def test_a_malformed_answer_is_an_unreachable_engine(tmp_path):
+    path = str(tmp_path / "docker.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+
+    def answer():
+        conn = server.accept()[0]
+        conn.recv(65536)
+        conn.sendall(b"garbage\r\n\r\n")
+        conn.close()
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    with pytest.raises(DockerAPIError, match="cannot reach the Docker Engine.*not an HTTP response") as err:
+        DockerAPI(f"unix://{path}", timeout=5).info()
+    assert err.value.status is None
+    thread.join(5)
+    server.close()
+
+
+def test_names_are_quoted_into_one_path(engine):
+    with pytest.raises(DockerAPIError, match="404"):
+        engine.get("/images/a b\r\nX: y/history")
+    assert FakeEngine.requests[-1][1] == "/images/a%20b%0D%0AX%3A%20y/history"

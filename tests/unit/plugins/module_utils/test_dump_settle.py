@@ -1,0 +1,126 @@
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""A stopping dump through containerd returns once the container's processes are gone; Docker records the exit a
+moment later, and every later operation waits for that (CheckpointOps.settled). Real processes stand for the
+container's main process; the Engine is faked."""
+
+from __future__ import annotations
+
+import subprocess
+import types
+
+import pytest
+
+from ansible_collections.fleet.checkpoint.plugins.module_utils import _container_procs as procs
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_ops import CheckpointOps, OpError
+
+CID = "c" * 64
+
+
+class FakeAPI:
+    """Inspect answers from a script (the last one repeated); counts them."""
+
+    kind = "unix"
+
+    def __init__(self, *states):
+        self.states = list(states)
+        self.inspects = 0
+
+    def get(self, path):
+        assert path == f"/containers/{CID}/json"
+        self.inspects += 1
+        state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
+        return {"Id": CID, "Name": "/app", "State": state}
+
+
+class FakeContainerd:
+    """`ctr task checkpoint`: ends the given process when asked to exit (as runc does after the dump)."""
+
+    def __init__(self, process=None):
+        self.process = process
+
+    def check(self, container_id, pid):
+        return ""
+
+    def checkpoint(self, container_id, path, exit_task, timeout=None):
+        assert container_id == CID and exit_task
+        if self.process:
+            self.process.kill()
+        return 0, "", ""
+
+
+def ops_with(api, containerd=None):
+    ctx = types.SimpleNamespace(api=api, containerd=containerd, check_mode=False, criu_log=None,
+                                options={"name": "cp", "timeout": 60})
+    return CheckpointOps(ctx)
+
+
+@pytest.fixture
+def process():
+    child = subprocess.Popen(["sleep", "60"])
+    yield child
+    child.kill()
+    child.wait()
+
+
+def ended_pid():
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_running_with_a_live_main_process_is_taken_as_it_is(process):
+    api = FakeAPI({"Running": True, "Pid": process.pid})
+    ops = ops_with(api)
+    assert ops.settled(ops.inspect(CID))["State"]["Running"] is True
+    assert api.inspects == 1
+
+
+def test_running_with_its_main_process_gone_waits_for_docker():
+    gone = ended_pid()
+    api = FakeAPI({"Running": True, "Pid": gone}, {"Running": True, "Pid": gone}, {"Running": False, "Pid": 0})
+    ops = ops_with(api)
+    assert ops.settled(ops.inspect(CID))["State"] == {"Running": False, "Pid": 0}
+    assert api.inspects == 3
+
+
+def test_a_remote_engine_is_never_second_guessed():
+    api = FakeAPI({"Running": True, "Pid": ended_pid()})
+    api.kind = "tcp"  # its PIDs are not this host's
+    ops = ops_with(api)
+    assert ops.settled(ops.inspect(CID))["State"]["Running"] is True
+    assert api.inspects == 1
+
+
+def test_containerd_dump_returns_when_the_process_is_gone_without_asking_docker(tmp_path, process):
+    api = FakeAPI({"Running": True, "Pid": process.pid})
+    ops = ops_with(api, FakeContainerd(process))
+    main = (process.pid, procs.start_time(process.pid)[1])
+    result = {"container": "app", "warnings": []}
+    assert ops._dump(CID, main, str(tmp_path / "cp"), "containerd", True, 0, result) == "containerd"
+    assert api.inspects == 0
+    assert not procs.alive(*main)
+
+
+def test_containerd_dump_that_left_the_process_running_is_refused(tmp_path, process, monkeypatch):
+    monkeypatch.setattr(procs, "wait_gone", lambda pid, started, seconds: False)  # 10 s shortened to none
+    monkeypatch.setattr(CheckpointOps, "_wait_state", lambda self, cid, running, seconds: {"Running": True})
+    path = tmp_path / "cp"
+    path.mkdir()
+    ops = ops_with(FakeAPI({"Running": True, "Pid": process.pid}), FakeContainerd())
+    main = (process.pid, procs.start_time(process.pid)[1])
+    with pytest.raises(OpError, match="still running after a stopping checkpoint through containerd"):
+        ops._dump(CID, main, str(path), "containerd", True, 0, {"container": "app", "warnings": []})
+    assert not path.exists()  # the checkpoint was discarded
+
+
+def test_without_a_known_start_time_docker_is_asked(tmp_path, process, monkeypatch):
+    asked = []
+    monkeypatch.setattr(CheckpointOps, "_wait_state",
+                        lambda self, cid, running, seconds: asked.append(cid) or {"Running": False})
+    ops = ops_with(FakeAPI({"Running": True, "Pid": process.pid}), FakeContainerd(process))
+    assert ops._dump(CID, (process.pid, None), str(tmp_path / "cp"), "containerd", True, 0,
+                     {"container": "app", "warnings": []}) == "containerd"
+    assert asked == [CID]
