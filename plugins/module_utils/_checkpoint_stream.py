@@ -217,13 +217,6 @@ class Sender:
         return {"bytes": sent, "seconds": round(time.monotonic() - begin, 3), "started_at": round(started_at, 3)}
 
 
-def send(argv, source_dir, manifest, timeout, ready_timeout=30):
-    """Connect, wait for the relay, and stream (see Sender)."""
-    sender = Sender(argv)
-    sender.wait_ready(ready_timeout)
-    return sender.send(source_dir, manifest, timeout)
-
-
 class FifoReader:
     """The receiving end: a root-only FIFO at `path`, readable like a file once a sender has connected."""
 

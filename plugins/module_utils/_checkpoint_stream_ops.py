@@ -23,18 +23,19 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._docker_api impor
 MARGIN = 64 * 1024 * 1024  # free space kept beyond the received checkpoint
 
 
-def _where(ops, container):
+def _remote(ops, container):
+    """The FIFO's path on the target, and user@host:path in words."""
     send_to = ops.opts["send_to"]
     remote = os.path.join(send_to["directory"], stream.stream_name(container, ops.name))
-    return stream.ssh_argv(send_to, remote), f"{send_to.get('user') or 'root'}@{send_to['host']}:{remote}"
+    return remote, f"{send_to.get('user') or 'root'}@{send_to['host']}:{remote}"
 
 
 def connect(ops, result, made=False):
     """Connect to the target and wait until its restore is seen waiting (before the dump: a target that is not ready
     stops the operation with nothing changed)."""
-    argv, where = _where(ops, result["container"])
+    remote, where = _remote(ops, result["container"])
     try:
-        sender = stream.Sender(argv)
+        sender = stream.Sender(stream.ssh_argv(ops.opts["send_to"], remote))
         sender.wait_ready(30)
     except stream.StreamError as exc:
         raise OpError(f"{where} is not ready to receive {ops.name!r} of {result['container']}, so "
@@ -46,7 +47,7 @@ def connect(ops, result, made=False):
 
 def send_checkpoint(ops, result, sender=None):
     """Send the checkpoint that state=present just made (or found) to send_to; fills result['sent']."""
-    _argv, where = _where(ops, result["container"])
+    where = _remote(ops, result["container"])[1]
     if result["action"] == "unchanged" and (ops.settled(ops.inspect(result["id"])).get("State") or {}).get("Running"):
         raise OpError(f"container {result['container']} is running and already has a checkpoint {ops.name!r}: sending "
                       "that older state would start a second copy on the target while this one runs. Use force=true "

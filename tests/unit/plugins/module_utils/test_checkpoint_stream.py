@@ -183,13 +183,20 @@ def test_the_relay_refuses_when_nobody_receives(tmp_path):
     assert plain.read_bytes() == b"keep"
 
 
+def send(argv, source_dir, manifest, timeout):
+    """What docker_checkpoint does with send_to: connect, wait for the relay's 'ready', then stream."""
+    sender = stream.Sender(argv)
+    sender.wait_ready(30)
+    return sender.send(source_dir, manifest, timeout)
+
+
 def test_send_relay_fifo_receive_end_to_end(checkpoint, tmp_path):
     cp, manifest = checkpoint
     fifo = str(tmp_path / "web-move.stream")
     reader = stream.FifoReader(fifo)
     assert stat.S_ISFIFO(os.stat(fifo).st_mode) and mode(fifo) == 0o600
     out = {}
-    sender = threading.Thread(target=lambda: out.update(stream.send(relay(fifo), str(cp), manifest, 60)))
+    sender = threading.Thread(target=lambda: out.update(send(relay(fifo), str(cp), manifest, 60)))
     sender.start()
     reader.wait(30)
     assert not os.path.exists(fifo)  # no second sender once the first one is in
@@ -203,7 +210,7 @@ def test_send_relay_fifo_receive_end_to_end(checkpoint, tmp_path):
 def test_send_reports_the_far_side_error(checkpoint, tmp_path):
     cp, manifest = checkpoint
     with pytest.raises(stream.StreamError, match="nothing is receiving"):
-        stream.send(relay(str(tmp_path / "nobody.stream")), str(cp), manifest, 60)
+        send(relay(str(tmp_path / "nobody.stream")), str(cp), manifest, 60)
 
 
 def test_send_gives_up_after_its_timeout(checkpoint, tmp_path):
@@ -212,7 +219,7 @@ def test_send_gives_up_after_its_timeout(checkpoint, tmp_path):
     reader = stream.FifoReader(fifo)  # a receiver that never reads: the pipe fills and the sender blocks
     try:
         with pytest.raises(stream.StreamError, match="within timeout=1s"):
-            stream.send(relay(fifo), str(cp), manifest, 1)
+            send(relay(fifo), str(cp), manifest, 1)
     finally:
         reader.close()
 
