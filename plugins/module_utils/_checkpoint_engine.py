@@ -104,9 +104,9 @@ def check_criu_works(run, criu_path):
                              "install a CRIU that works on this kernel with fleet.checkpoint.criu_install")
 
 
-def criu_preflight(run, criu_path, works=False, cache_dir=check_cache.DEFAULT_DIR):
+def criu_preflight(run, criu_path, works=False, cache_dir=check_cache.DEFAULT_DIR, record=True):
     """check_criu, and with works=True check_criu_works, asking CRIU only what this boot has not answered yet for
-    this binary (see _criu_check_cache); returns CRIU's version."""
+    this binary (see _criu_check_cache); returns CRIU's version. record=False (check mode) writes nothing."""
     _require_criu(criu_path)
     key = check_cache.cache_key(criu_path)
     known = check_cache.read(key, cache_dir)
@@ -115,7 +115,7 @@ def criu_preflight(run, criu_path, works=False, cache_dir=check_cache.DEFAULT_DI
     if works and not checked:
         check_criu_works(run, criu_path)
         checked = True
-    if (version, checked) != (known.get("version"), known.get("check", False)):
+    if record and (version, checked) != (known.get("version"), known.get("check", False)):
         check_cache.write(key, version, checked, cache_dir)
     return version
 

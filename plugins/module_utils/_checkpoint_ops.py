@@ -26,6 +26,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils import _checkpoin
 from ansible_collections.fleet.checkpoint.plugins.module_utils import _checkpoint_stream_ops as stream_ops
 from ansible_collections.fleet.checkpoint.plugins.module_utils import _checkpoint_transfer as transfer
 from ansible_collections.fleet.checkpoint.plugins.module_utils import _container_procs as procs
+from ansible_collections.fleet.checkpoint.plugins.module_utils import _containerd_task as containerd_task
 from ansible_collections.fleet.checkpoint.plugins.module_utils import _linked_pages as pages
 from ansible_collections.fleet.checkpoint.plugins.module_utils import _orphan_shims as shims
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_archive import (
@@ -218,18 +219,28 @@ class CheckpointOps:
             time.sleep(0.05)
 
     def settled(self, inspect):
-        """The container as Docker sees it once it has caught up with a stopping dump. Such a dump returns as soon as
-        the container's processes are gone (as `docker checkpoint create` does), and Docker records the exit a moment
-        later: 'running' with its main process gone means that moment has not come yet (only a local Engine's PIDs
-        can be looked at)."""
+        """The container as Docker sees it once it has caught up with a stopping dump.
+
+        Such a dump returns as soon as the container's processes are gone (as `docker checkpoint create` does), and
+        Docker records the exit a moment later: it locks the container (an inspect then waits), deletes containerd's
+        task, and records the container stopped. So when Docker says running but the main process is gone: while
+        containerd still holds the task with that process, Docker has not begun, and is waited for; once the task is
+        gone, one more inspect (which waits for Docker's lock) tells. Anything else (a remote Engine, a container
+        restarting, paused or without a process) is taken as Docker says.
+        """
         state = inspect.get("State") or {}
-        if not state.get("Running") or getattr(self.api, "kind", None) != "unix" or procs.alive(state.get("Pid")):
+        pid = state.get("Pid")
+        if (not state.get("Running") or state.get("Restarting") or state.get("Paused") or not pid
+                or getattr(self.api, "kind", None) != "unix" or procs.alive(pid)):
             return inspect
+        if containerd_task.task_init_pid(inspect["Id"]) != pid:
+            return self.inspect(inspect["Id"])
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             time.sleep(0.02)
             inspect = self.inspect(inspect["Id"])
-            if not (inspect.get("State") or {}).get("Running"):
+            now = inspect.get("State") or {}
+            if not now.get("Running") or now.get("Pid") != pid:
                 break
         return inspect
 
@@ -348,7 +359,7 @@ class CheckpointOps:
     def _aftermath(self, cid, policy):
         """What a failed operation left changed on the container, in words ('' when nothing)."""
         try:
-            now = self.inspect(cid)
+            now = self.settled(self.inspect(cid))
         except (OpError, DockerAPIError):
             return "The container's state could not be read afterwards: check it with `docker inspect`."
         notes = []
@@ -415,11 +426,12 @@ class CheckpointOps:
                 raise OpError(self._criu_error(f"checkpoint of {result['container']} failed", str(exc), since)) from exc
         if not stop:
             return method
-        if method == "containerd" and main[1] is not None and procs.wait_gone(main[0], main[1], seconds=10):
+        watched = method == "containerd" and main[1] is not None
+        if watched and procs.wait_gone(main[0], main[1], seconds=10):
             # containerd's dump with exit has ended the processes: stopped. Docker records the exit a moment later
             # (see settled); waiting for it here cost every checkpoint ~0.15 s.
             return method
-        state = self._wait_state(cid, running=False, seconds=10)
+        state = self._wait_state(cid, running=False, seconds=0 if watched else 10)  # still alive after 10 s: running
         if not state.get("Running"):
             return method
         # Docker left it running: a container live-restored across a daemon restart (its runc options are lost).
@@ -474,7 +486,7 @@ class CheckpointOps:
 
     # -- absent ----------------------------------------------------------------------------------------------------
     def absent(self, ref):
-        inspect = self.inspect(ref)
+        inspect = self.settled(self.inspect(ref))
         cid = inspect["Id"]
         result = self._result(inspect)
         path = self._path(cid)
@@ -552,7 +564,7 @@ class CheckpointOps:
             self._check_intact(src_path, store.read_metadata(src_path), result["source"])
         result["changed"] = True
         result["action"] = "restored"
-        orphans = {} if running else shims.find_shims(tid)
+        orphans = {} if running else shims.lingering_shims(tid)
         if orphans:
             result["warnings"].append(
                 f"{result['container']}: a copy Docker does not know of was running (containerd shim "

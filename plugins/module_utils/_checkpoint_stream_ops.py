@@ -111,7 +111,7 @@ def predict_receive(ops, ref):
 
 
 def _refuse_running(ops, inspect, name):
-    if (inspect.get("State") or {}).get("Running") and not ops.opts["force"]:
+    if not ops.opts["force"] and (ops.settled(inspect).get("State") or {}).get("Running"):
         raise OpError(f"container {name} is running: a received checkpoint is restored into a stopped or new "
                       "container (stop it, or use force=true to stop it and restore)")
 

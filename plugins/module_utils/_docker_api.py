@@ -143,7 +143,7 @@ class DockerAPI:
 
     def request(self, method, path, query=None, body=None, timeout=None):
         """Send one request; return the decoded JSON body (None when empty). Raise DockerAPIError on failure."""
-        path = urllib.parse.quote(path, safe="/")  # a name with a space or a control character stays one path
+        path = urllib.parse.quote(path, safe="/:@")  # a name with a space or a control character stays one path
         if query:
             path = f"{path}?{urllib.parse.urlencode(query)}"
         payload = b""

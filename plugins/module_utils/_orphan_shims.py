@@ -58,6 +58,18 @@ def find_shims(container_id, namespace="moby", proc="/proc"):
     return shims
 
 
+def lingering_shims(container_id, wait=2.0, namespace="moby", proc="/proc"):
+    """find_shims, but a shim with no process under it is given `wait` seconds to end first: Docker deletes a task
+    (and its shim exits) just before it records the container stopped, so a shim seen right then is on its way out,
+    not a copy."""
+    deadline = time.monotonic() + wait
+    shims = find_shims(container_id, namespace, proc)
+    while shims and not any(shims.values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        shims = find_shims(container_id, namespace, proc)
+    return shims
+
+
 def stop_shims(shims, wait=5.0, kill=os.kill):
     """SIGKILL the shims' processes, then the shims; returns the pids still alive after `wait` seconds."""
     pids = [child for children in shims.values() for child in children] + list(shims)

@@ -298,8 +298,9 @@ notes:
     C(/run/fleet-checkpoint) (root-only) until the host reboots or the CRIU binary changes, because neither can
     change in between. A failing check is asked again on every run.
   - A stopping checkpoint through containerd returns as soon as the container's processes are gone, as
-    C(docker checkpoint create) does. Docker records the exit a moment later. Every operation of this module on that
-    container waits until Docker shows it stopped.
+    C(docker checkpoint create) does. Docker records the exit a moment later, and this module waits for that record
+    before it acts on the container again. For that moment C(docker ps) and
+    M(fleet.checkpoint.docker_checkpoint_info) may still show the container running.
 seealso:
   - module: fleet.checkpoint.docker_checkpoint_info
   - module: fleet.checkpoint.docker_experimental
@@ -1031,7 +1032,8 @@ def run_module():
         if state in ("present", "restored", "absent"):
             check_experimental(info)
         if state in ("present", "restored"):
-            versions["criu"] = criu_preflight(run, module.get_bin_path("criu"), works=state == "present")
+            versions["criu"] = criu_preflight(run, module.get_bin_path("criu"), works=state == "present",
+                                              record=not module.check_mode)
         if params["send_to"] and not module.get_bin_path("ssh"):
             raise PreflightError("send_to needs the ssh client on this host: install the openssh-client package")
         if state == "exported" and params["compression"] == "zstd" and not module.get_bin_path("zstd"):

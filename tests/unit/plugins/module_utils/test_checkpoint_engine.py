@@ -232,6 +232,13 @@ def test_preflight_asks_criu_once_per_boot_and_binary(tmp_path, criu_binary):
     assert run.calls == ["--version", "check", "--version", "check"]
 
 
+def test_preflight_in_check_mode_records_nothing(tmp_path, criu_binary):
+    cache = str(tmp_path / "cache")
+    run = ScriptedRun()
+    assert criu_preflight(run, criu_binary, works=True, cache_dir=cache, record=False) == "4.2"
+    assert not os.path.exists(cache)
+
+
 def test_preflight_records_a_version_without_a_check_then_adds_the_check(tmp_path, criu_binary):
     cache = str(tmp_path / "cache")
     run = ScriptedRun()

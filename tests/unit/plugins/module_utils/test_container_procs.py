@@ -238,13 +238,15 @@ def test_alive_knows_zombies_and_reused_pids(tmp_path):
 def test_real_processes_and_wait_gone():
     me = start_time(os.getpid())
     assert me is not None and alive(os.getpid(), me[1])
-    child = subprocess.Popen(["sleep", "0.2"])
+    child = subprocess.Popen(["sleep", "60"])
     try:
         started = start_time(child.pid)[1]
         assert alive(child.pid, started)
         assert not wait_gone(child.pid, started, seconds=0.02)  # still sleeping
+        child.kill()
         assert wait_gone(child.pid, started, seconds=10)  # ended (a zombie until reaped: gone all the same)
         assert start_time(child.pid)[0] == "Z"
     finally:
+        child.kill()
         child.wait()
     assert wait_gone(child.pid, started, seconds=0)

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import socket as sock_module
 import subprocess
 
 import pytest
@@ -14,6 +15,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._containerd_task 
     SOCKETS,
     ContainerdTask,
     parse_task_list,
+    task_init_pid,
 )
 
 RUNNING_ID = "6cc94f80441f8008293c210b85b3f05cbd37c449d570ba3087f5b71cd953e127"
@@ -165,6 +167,17 @@ def test_remove_content_refuses_what_is_not_a_digest_and_reports_a_failure(socke
     assert "ctr: not found" in task.remove_content("sha256:" + "0" * 64)
 
 
+@pytest.fixture
+def listening(tmp_path):
+    """A unix socket that accepts connections, as containerd's does."""
+    path = str(tmp_path / "live.sock")
+    server = sock_module.socket(sock_module.AF_UNIX, sock_module.SOCK_STREAM)
+    server.bind(path)
+    server.listen(8)
+    yield path
+    server.close()
+
+
 def state_dir_task(tmp_path, socket, container_id, pid):
     """A containerd state directory beside the socket holding one task of Docker's namespace."""
     state = tmp_path / "state"
@@ -174,17 +187,23 @@ def state_dir_task(tmp_path, socket, container_id, pid):
     return {socket: str(state)}
 
 
-def test_check_reads_the_task_from_containerd_state_without_ctr(tmp_path, socket):
+def test_check_reads_the_task_from_containerd_state_without_ctr(tmp_path, listening):
     run = FakeRun()
     me = os.getpid()  # a running process standing for the container's main process
-    task = ContainerdTask(run, CTR, sockets=(socket,), state_dirs=state_dir_task(tmp_path, socket, RUNNING_ID, me))
+    task = ContainerdTask(run, CTR, sockets=(listening,),
+                          state_dirs=state_dir_task(tmp_path, listening, RUNNING_ID, me))
     assert task.check(RUNNING_ID, me) == ""
     assert run.calls == []  # no ctr started
-    assert task.address() == socket  # the checkpoint goes to that containerd
+    assert task.address() == listening  # the checkpoint goes to that containerd
+    assert task_init_pid(RUNNING_ID, {listening: str(tmp_path / "state")}) == me
+    assert task_init_pid(STOPPED_ID, {listening: str(tmp_path / "state")}) is None
 
 
-@pytest.mark.parametrize("case", ["other pid", "process gone", "no task dir", "garbage init.pid", "no socket"])
-def test_state_that_does_not_match_falls_back_to_ctr(tmp_path, socket, case):
+@pytest.mark.parametrize("case", ["other pid", "process gone", "no task dir", "garbage init.pid", "no socket",
+                                  "dead socket"])
+def test_state_that_does_not_match_falls_back_to_ctr(tmp_path, listening, socket, case):
+    if case != "dead socket":  # a socket file nothing listens on (containerd gone) stays as `socket` is
+        socket = listening
     child = subprocess.Popen(["true"])
     child.wait()
     me = os.getpid()

@@ -205,4 +205,7 @@ def test_a_malformed_answer_is_an_unreachable_engine(tmp_path):
 def test_names_are_quoted_into_one_path(engine):
     with pytest.raises(DockerAPIError, match="404"):
         engine.get("/images/a b\r\nX: y/history")
-    assert FakeEngine.requests[-1][1] == "/images/a%20b%0D%0AX%3A%20y/history"
+    assert FakeEngine.requests[-1][1] == "/images/a%20b%0D%0AX:%20y/history"
+    with pytest.raises(DockerAPIError, match="404"):
+        engine.get("/images/registry:5000/app@sha256:0123/json")  # as the Docker SDK sends image references
+    assert FakeEngine.requests[-1][1] == "/images/registry:5000/app@sha256:0123/json"

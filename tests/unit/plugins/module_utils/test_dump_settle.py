@@ -14,6 +14,8 @@ import types
 import pytest
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils import _container_procs as procs
+from ansible_collections.fleet.checkpoint.plugins.module_utils import _containerd_task as containerd_task
+from ansible_collections.fleet.checkpoint.plugins.module_utils import _checkpoint_stream_ops as stream_ops
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_ops import CheckpointOps, OpError
 
 CID = "c" * 64
@@ -51,10 +53,18 @@ class FakeContainerd:
         return 0, "", ""
 
 
-def ops_with(api, containerd=None):
-    ctx = types.SimpleNamespace(api=api, containerd=containerd, check_mode=False, criu_log=None,
-                                options={"name": "cp", "timeout": 60})
+def ops_with(api, containerd=None, root_dir="/nonexistent", check_mode=False, **options):
+    ctx = types.SimpleNamespace(api=api, containerd=containerd, check_mode=check_mode, criu_log=None,
+                                root_dir=root_dir, options=dict({"name": "cp", "timeout": 60, "force": False}, **options))
     return CheckpointOps(ctx)
+
+
+@pytest.fixture
+def task_left(monkeypatch):
+    """containerd still holds the container's task, with this init PID (Docker has not deleted it yet)."""
+    holder = {}
+    monkeypatch.setattr(containerd_task, "task_init_pid", lambda cid, state_dirs=None: holder.get("pid"))
+    return holder
 
 
 @pytest.fixture
@@ -78,12 +88,72 @@ def test_running_with_a_live_main_process_is_taken_as_it_is(process):
     assert api.inspects == 1
 
 
-def test_running_with_its_main_process_gone_waits_for_docker():
-    gone = ended_pid()
+def test_running_with_its_main_process_gone_waits_for_docker(task_left):
+    gone = task_left["pid"] = ended_pid()
     api = FakeAPI({"Running": True, "Pid": gone}, {"Running": True, "Pid": gone}, {"Running": False, "Pid": 0})
     ops = ops_with(api)
     assert ops.settled(ops.inspect(CID))["State"] == {"Running": False, "Pid": 0}
     assert api.inspects == 3
+
+
+def test_the_wait_ends_when_docker_shows_another_process(task_left, process):
+    gone = task_left["pid"] = ended_pid()
+    api = FakeAPI({"Running": True, "Pid": gone}, {"Running": True, "Pid": process.pid})
+    ops = ops_with(api)
+    assert ops.settled(ops.inspect(CID))["State"]["Pid"] == process.pid
+    assert api.inspects == 2
+
+
+@pytest.mark.parametrize("state", [
+    {"Running": True, "Restarting": True, "Pid": 0},  # Docker's restarting state
+    {"Running": True, "Paused": True, "Pid": "gone"},
+    {"Running": True, "Pid": 0},
+])
+def test_no_wait_without_evidence_of_an_exit_docker_has_not_recorded(task_left, state):
+    state = dict(state)
+    if state["Pid"] == "gone":
+        state["Pid"] = task_left["pid"] = ended_pid()
+    api = FakeAPI(state)
+    ops = ops_with(api)
+    assert ops.settled(ops.inspect(CID))["State"] == state
+    assert api.inspects == 1
+
+
+def test_once_containerd_has_let_the_task_go_one_more_inspect_tells(task_left):
+    gone = ended_pid()  # containerd holds no task for it: Docker is recording the exit (its lock makes us wait)
+    api = FakeAPI({"Running": True, "Pid": gone}, {"Running": False, "Pid": 0}, {"Running": True, "Pid": 1})
+    ops = ops_with(api)
+    assert ops.settled(ops.inspect(CID))["State"] == {"Running": False, "Pid": 0}
+    assert api.inspects == 2
+    assert task_left == {}
+
+
+def test_a_checkpoint_right_after_another_sees_the_container_stopped(task_left, tmp_path):
+    gone = task_left["pid"] = ended_pid()
+    api = FakeAPI({"Running": True, "Pid": gone}, {"Running": False, "Status": "exited", "Pid": 0})
+    ops = ops_with(api, root_dir=str(tmp_path), leave_running=False)
+    ops.begin()
+    with pytest.raises(OpError, match="app is exited: a checkpoint needs a running container"):
+        ops.present(CID)
+
+
+def test_a_restore_right_after_the_checkpoint_is_not_taken_for_already_running(task_left, tmp_path):
+    gone = task_left["pid"] = ended_pid()
+    api = FakeAPI({"Running": True, "Pid": gone}, {"Running": False, "Pid": 0})
+    ops = ops_with(api, root_dir=str(tmp_path), target=None, archive_mode=False)
+    ops.begin()
+    # Stopped, so the restore goes on (and finds no checkpoint here) instead of answering "already running".
+    with pytest.raises(OpError, match="checkpoint 'cp' not found for container app"):
+        ops.restored(CID)
+
+
+def test_sending_an_existing_checkpoint_right_after_the_dump_is_not_refused(task_left):
+    gone = task_left["pid"] = ended_pid()
+    api = FakeAPI({"Running": True, "Pid": gone}, {"Running": False, "Pid": 0})
+    ops = ops_with(api, check_mode=True, send_to={"host": "b", "directory": "/var/lib/in", "user": None})
+    result = {"container": "app", "id": CID, "action": "unchanged", "changed": False}
+    stream_ops.send_checkpoint(ops, result)
+    assert result["action"] == "sent" and result["sent"]["to"] == "root@b:/var/lib/in/app-cp.stream"
 
 
 def test_a_remote_engine_is_never_second_guessed():

@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 
-from ansible_collections.fleet.checkpoint.plugins.module_utils._orphan_shims import find_shims, stop_shims
+from ansible_collections.fleet.checkpoint.plugins.module_utils._orphan_shims import find_shims, lingering_shims, stop_shims
 
 CID = "9abd1e16c3bdd54bb6ba162a3af36ac28c2a4a5453151c09f7f2c410b211120e"
 CHILD = "import subprocess, time; subprocess.Popen(['sleep', '60']); time.sleep(60)"
@@ -65,3 +66,32 @@ def test_shims_of_other_containers_or_namespaces_are_not_found():
 
 def test_stopping_what_is_already_gone_is_not_an_error():
     assert stop_shims({999999999: [999999998]}, wait=0.2) == []
+
+
+def test_a_shim_with_nothing_under_it_is_given_time_to_end():
+    ending = subprocess.Popen(  # pylint: disable=consider-using-with
+        ["containerd-shim-runc-v2", "-c", "import time; time.sleep(0.5)", "-namespace", "moby", "-id", CID],
+        executable=sys.executable)
+    try:
+        time.sleep(0.1)
+        assert list(find_shims(CID)) == [ending.pid]
+        reaper = threading.Timer(0.6, ending.wait)  # reaped once it ends, as containerd reaps its shims
+        reaper.start()
+        assert lingering_shims(CID, wait=5) == {}
+        reaper.join()
+    finally:
+        ending.kill()
+        ending.wait()
+
+
+def test_a_shim_with_processes_under_it_is_a_copy_at_once():
+    shim = fake_shim()
+    try:
+        wait_for_child(shim.pid)
+        started = time.monotonic()
+        assert list(lingering_shims(CID, wait=5)) == [shim.pid]
+        assert time.monotonic() - started < 1
+    finally:
+        stop_shims(find_shims(CID), wait=2)
+        shim.kill()
+        shim.wait()
