@@ -24,14 +24,14 @@ def fake_shim(namespace="moby", cid=CID):
         executable=sys.executable)
 
 
-def wait_for_child(pid, seconds=10):
+def wait_for_child(pid, seconds=10, cid=CID):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        shims = find_shims(CID)
+        shims = find_shims(cid)
         if shims.get(pid):
             return shims
         time.sleep(0.05)
-    raise AssertionError(f"no child seen under {pid}: {find_shims(CID)}")
+    raise AssertionError(f"no child seen under {pid}: {find_shims(cid)}")
 
 
 def test_a_shim_for_the_container_is_found_with_its_processes_and_stopped():
@@ -68,16 +68,21 @@ def test_stopping_what_is_already_gone_is_not_an_error():
     assert stop_shims({999999999: [999999998]}, wait=0.2) == []
 
 
+# Tests run in parallel (ansible-test units: pytest -n auto): each test's shims serve a container id of its own.
+ENDING_CID = "5e" * 32
+COPY_CID = "5c" * 32
+
+
 def test_a_shim_with_nothing_under_it_is_given_time_to_end():
     ending = subprocess.Popen(  # pylint: disable=consider-using-with
-        ["containerd-shim-runc-v2", "-c", "import time; time.sleep(0.5)", "-namespace", "moby", "-id", CID],
+        ["containerd-shim-runc-v2", "-c", "import time; time.sleep(0.5)", "-namespace", "moby", "-id", ENDING_CID],
         executable=sys.executable)
     try:
         time.sleep(0.1)
-        assert list(find_shims(CID)) == [ending.pid]
+        assert list(find_shims(ENDING_CID)) == [ending.pid]
         reaper = threading.Timer(0.6, ending.wait)  # reaped once it ends, as containerd reaps its shims
         reaper.start()
-        assert lingering_shims(CID, wait=5) == {}
+        assert lingering_shims(ENDING_CID, wait=5) == {}
         reaper.join()
     finally:
         ending.kill()
@@ -85,13 +90,13 @@ def test_a_shim_with_nothing_under_it_is_given_time_to_end():
 
 
 def test_a_shim_with_processes_under_it_is_a_copy_at_once():
-    shim = fake_shim()
+    shim = fake_shim(cid=COPY_CID)
     try:
-        wait_for_child(shim.pid)
+        wait_for_child(shim.pid, cid=COPY_CID)
         started = time.monotonic()
-        assert list(lingering_shims(CID, wait=5)) == [shim.pid]
+        assert list(lingering_shims(COPY_CID, wait=5)) == [shim.pid]
         assert time.monotonic() - started < 1
     finally:
-        stop_shims(find_shims(CID), wait=2)
+        stop_shims(find_shims(COPY_CID), wait=2)
         shim.kill()
         shim.wait()
