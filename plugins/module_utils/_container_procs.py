@@ -111,8 +111,9 @@ def dump_estimate(rss, slack=0.1, floor=16 * 1024 * 1024):
 def start_time(host_pid, proc="/proc"):
     """(state letter, start time in clock ticks since boot) of a process, or None when there is none by that PID."""
     try:
-        text = _read(os.path.join(proc, str(host_pid), "stat"))
-    except (OSError, ValueError):
+        with open(os.path.join(proc, str(host_pid), "stat"), encoding="utf-8", errors="replace") as handle:
+            text = handle.read()
+    except OSError:
         return None
     fields = text[text.rfind(")") + 1:].split()  # the command name (in parentheses) may hold anything
     if len(fields) < 20 or not fields[19].isdigit():

@@ -11,7 +11,7 @@ fallback. The daemon's identity is read once when the module starts and compared
 
 from __future__ import annotations
 
-import os
+from ansible_collections.fleet.checkpoint.plugins.module_utils import _container_procs as procs
 
 DEFAULT_PIDFILE = "/var/run/docker.pid"
 
@@ -21,16 +21,10 @@ def daemon_identity(pidfile=DEFAULT_PIDFILE, proc="/proc"):
     try:
         with open(pidfile, encoding="ascii") as handle:
             pid = int(handle.read().strip())
-        with open(os.path.join(proc, str(pid), "stat"), encoding="utf-8", errors="replace") as handle:
-            stat = handle.read()
     except (OSError, ValueError):
         return None
-    # The command name (field 2) may hold spaces or parentheses: the fields after it start after the last ')'.
-    fields = stat[stat.rfind(")") + 2:].split()
-    try:
-        return pid, int(fields[19])  # field 22, starttime
-    except (IndexError, ValueError):
-        return None
+    seen = procs.start_time(pid, proc)
+    return (pid, seen[1]) if seen else None
 
 
 class DaemonWatch:

@@ -16,6 +16,8 @@ import os
 import signal
 import time
 
+from ansible_collections.fleet.checkpoint.plugins.module_utils import _container_procs as procs
+
 SHIM = "containerd-shim-runc-v2"
 
 
@@ -82,14 +84,5 @@ def stop_shims(shims, wait=5.0, kill=os.kill):
     alive = pids
     while alive and time.monotonic() < deadline:
         time.sleep(0.1)
-        alive = [pid for pid in alive if os.path.exists(f"/proc/{pid}") and not _zombie(pid)]
+        alive = [pid for pid in alive if procs.alive(pid)]
     return alive
-
-
-def _zombie(pid):
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
-            stat = handle.read()
-    except OSError:
-        return True
-    return stat[stat.rfind(")") + 2:].split()[:1] == ["Z"]
