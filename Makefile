@@ -10,7 +10,7 @@ VERSION     := $(shell sed -n 's/^version: *//p' galaxy.yml)
 TARBALL     := $(BUILD)/fleet-checkpoint-$(VERSION).tar.gz
 INVENTORY   := $(CURDIR)/tests/lab/inventory.yml
 # A lab test that hangs fails (with its stack) instead of eating CI's time: per test, and per pytest session.
-PYTEST_BOUNDS := --timeout=900 --session-timeout=1500
+PYTEST_BOUNDS := --timeout=900 --session-timeout=1500 --durations=25
 
 # Tools run from the virtualenv, against the collection copy in .build (ansible-test needs a path that ends in
 # ansible_collections/fleet/checkpoint); the real Python 3.12 comes before any pyenv shim.

@@ -17,7 +17,9 @@ OTHERS = ("many.cli-dump", "many.cli-restore", "many.module-dump", "many.module-
           "overhead.cli-task", "overhead.module-api-task", "overhead.module-auto-task", "fleet.checkpoint",
           "fleet.reboot", "fleet.restore", "fleet.total", "migrate.dump", "migrate.transfer", "migrate.restore",
           "migrate.downtime", "transfer.ours", "transfer.copy", "transfer.plain")
-TARGETED = ("many_vs_cli_loop", "small_module_vs_command_task", "migrate_overhead_share", "transfer_vs_plain_copy")
+PAIRED = tuple(f"paired.{step}-{tool}" for step in ("dump", "restore") for tool in ("criu", "podman", "module"))
+TARGETED = ("many_vs_cli_loop", "small_module_vs_command_task", "migrate_overhead_share", "transfer_vs_plain_copy",
+            "fast_vs_criu_dump_paired", "fast_vs_podman_dump_paired", "restore_vs_podman_paired")
 
 
 def problems(results):
@@ -27,6 +29,9 @@ def problems(results):
     if not sizes:
         found.append("no one-container case ran (dump.criu.*)")
     wanted = [f"{prefix}.{size}" for prefix in ONE_CONTAINER for size in sizes] + list(OTHERS)
+    if sizes:  # the interleaved rounds run at the targets' size (tools/bench/run.py: target_size)
+        paired_size = 256 if 256 in sizes else sizes[0]
+        wanted += [f"{prefix}.{paired_size}" for prefix in PAIRED]
     found += [f"missing measurement {mid}" for mid in wanted if mid not in measurements]
     for mid, m in measurements.items():
         samples = m.get("samples") or []

@@ -52,7 +52,8 @@ def test_ratios_check_their_targets_both_ways():
 
 def good_results():
     sizes = [64]
-    ids = [f"{p}.{s}" for p in check.ONE_CONTAINER for s in sizes] + list(check.OTHERS) + ["migrate.overhead"]
+    ids = ([f"{p}.{s}" for p in check.ONE_CONTAINER + check.PAIRED for s in sizes] + list(check.OTHERS)
+           + ["migrate.overhead"])
     return {"measurements": [{"id": i, "size_mib": 64, "samples": [1.0]} for i in ids],
             "ratios": [{"id": r, "value": 0.5} for r in check.TARGETED],
             "splits": {"fleet": {"total": 10.0, "parts": {"a": 4.0, "b": 6.0}}}}
@@ -65,8 +66,9 @@ def test_check_accepts_a_complete_run():
 def test_check_finds_a_missing_case_a_bad_figure_a_split_that_does_not_add_up():
     results = good_results()
     broken = copy.deepcopy(results)
-    broken["measurements"] = [m for m in broken["measurements"] if m["id"] != "dump.podman.64"]
-    assert check.problems(broken) == ["missing measurement dump.podman.64"]
+    broken["measurements"] = [m for m in broken["measurements"] if m["id"] not in ("dump.podman.64",
+                                                                                   "paired.dump-criu.64")]
+    assert check.problems(broken) == ["missing measurement dump.podman.64", "missing measurement paired.dump-criu.64"]
     broken = copy.deepcopy(results)
     broken["measurements"][0]["samples"] = [0.0]
     assert "not positive" in check.problems(broken)[0]
@@ -84,3 +86,28 @@ def test_a_split_is_one_whole_run_the_median_one():
     assert split["total"] == 20.0 and split["parts"] == {"a": 2.0, "overhead": 18.0}
     assert sum(split["parts"].values()) == split["total"] and "median of 3 runs" in split["what"]
     assert run.median_run({"total": [5.0, 7.0], "a": [5.0, 7.0]}, "total", "y")["total"] == 5.0
+
+
+def test_a_paired_ratio_is_the_median_of_the_rounds_ratios_not_the_ratio_of_the_medians():
+    results = run.Results("full")
+    # Round by round the module is twice as slow; drift makes the medians' ratio look better (1.5).
+    results.add("paired.dump-module.256", "paired", "m", [1.0, 2.0, 6.0])
+    results.add("paired.dump-criu.256", "paired", "c", [0.5, 1.0, 3.0])
+    results.add("paired.dump-podman.256", "paired", "p", [2.0, 1.0, 10.0])
+    entry = run.paired_ratio(results, "r", "m/c", "paired.dump-module.256", "paired.dump-criu.256", "<= 2")
+    assert entry["value"] == 2.0 and entry["met"] is True and entry["per_round"] == [2.0, 2.0, 2.0]
+    entry = run.paired_ratio(results, "r2", "m/p", "paired.dump-module.256", "paired.dump-podman.256", "<= 1", "x")
+    assert entry["per_round"] == [0.5, 0.6, 2.0] and entry["value"] == 0.6 and entry["met"] is True
+    assert entry["note"].startswith("x; median of 3 per-round ratios") and "ratio of the medians 1.00" in entry["note"]
+    assert run.paired_ratio(results, "r3", "missing", "paired.dump-module.256", "nothing") is None
+    results.add("short", "paired", "s", [1.0])
+    try:
+        run.paired_ratio(results, "r4", "short", "short", "paired.dump-criu.256")
+    except SystemExit as exc:
+        assert "one sample per round" in str(exc)
+    else:
+        raise AssertionError("rounds of different counts were paired")
+
+
+def test_the_targets_size_is_256_mib_when_measured():
+    assert run.target_size({"sizes": [64, 256, 1024]}) == 256 and run.target_size({"sizes": [64]}) == 64
