@@ -9,7 +9,7 @@ import json
 import pytest
 import yaml
 
-from conftest import ROOT, ansible_playbook, as_shipped, lab_exec, prepared, sh
+from conftest import ROOT, ansible_playbook, as_shipped, lab_exec, on_hosts, prepared, sh
 
 IMAGE = "fleet-lab-workload:busybox"
 PLAYBOOKS = ROOT / "playbooks"
@@ -29,16 +29,14 @@ def snapshot(host):
 @pytest.fixture(scope="module")
 def hosts(trixie_hosts):
     first, second = trixie_hosts[:2]
-    for host in (first, second):
-        as_shipped(host)
+    on_hosts(as_shipped, (first, second))
     prepared([first, second])
     for host in (first, second):
         lab_exec(host, "docker", "run", "-d", "--name", "victim", "--restart", "always", IMAGE)
     sh(first, "apt-get install -y -qq python3-cryptography >/dev/null 2>&1 || "
               "(apt-get update -qq && apt-get install -y -qq python3-cryptography) >/dev/null")
     yield first, second
-    for host in (first, second):
-        as_shipped(host)
+    on_hosts(as_shipped, (first, second))
 
 
 MODULE_CASES = [

@@ -11,7 +11,7 @@ import time
 import pytest
 import yaml
 
-from conftest import ROOT, ansible_adhoc, ansible_playbook, as_shipped, counts, lab_exec, run, run_module, sh
+from conftest import ROOT, ansible_adhoc, ansible_playbook, as_shipped, counts, lab_exec, on_hosts, run, run_module, sh
 
 MODULE = "fleet.checkpoint.docker_checkpoint"
 INFO = "fleet.checkpoint.docker_checkpoint_info"
@@ -91,13 +91,11 @@ def snapshot(host):
 def hosts(trixie_hosts):
     """Hosts 1 and 2 with CRIU (criu role, lab overrides) and experimental mode; host 3 with experimental mode only."""
     first, second, third = trixie_hosts[:3]
-    for host in (first, second, third):
-        as_shipped(host)
+    on_hosts(as_shipped, (first, second, third))
     ansible_playbook(INSTALL, limit=f"{first},{second}")
     assert not run_module(third, "fleet.checkpoint.docker_experimental").get("failed")
     yield first, second, third
-    for host in (first, second, third):
-        as_shipped(host)
+    on_hosts(as_shipped, (first, second, third))
 
 
 # -- create and restore ----------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import ROOT, ansible_playbook, docker_restore, lab_exec, run_module, sh
+from conftest import ROOT, ansible_playbook, docker_restore, lab_exec, on_hosts, run_module, sh
 
 MODULE = "fleet.checkpoint.docker_experimental"
 DAEMON_JSON = "/etc/docker/daemon.json"
@@ -51,8 +51,7 @@ def reset(host):
 def lab_as_shipped_afterwards(lab):
     """Leave every lab host as the image ships it, whatever these tests did."""
     yield
-    for name in lab:
-        reset(name)
+    on_hosts(reset, lab)
 
 
 @pytest.fixture
@@ -185,8 +184,7 @@ def test_check_mode_predicts_the_real_run_and_disable_restores_off(host):
 
 
 def test_role_enables_experimental_fleet_wide_without_stopping_workloads(lab):
-    for name in lab:
-        reset(name)
+    on_hosts(reset, lab)
     before = {name: workload(name) for name in lab}
     for name in lab:
         assert lab_exec(name, "docker", "checkpoint", "ls", "exp-workload", check=False).returncode != 0

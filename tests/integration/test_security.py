@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, ansible_playbook, as_shipped, counts, lab_exec, prepared, run, run_module, sh
+from conftest import ROOT, ansible_playbook, as_shipped, counts, lab_exec, on_hosts, prepared, run, run_module, sh
 
 IMAGE = "fleet-lab-workload:busybox"
 PLAYBOOKS = ROOT / "playbooks"
@@ -41,17 +41,18 @@ def start(host, name, *options):
 @pytest.fixture(scope="module")
 def hosts(trixie_hosts):
     first, second = trixie_hosts[:2]
-    for host in (first, second):
-        as_shipped(host)
+    on_hosts(as_shipped, (first, second))
     prepared([first, second])
     for host in (first, second):
         sh(host, "apt-get install -y -qq python3-cryptography >/dev/null 2>&1 || "
                  "(apt-get update -qq && apt-get install -y -qq python3-cryptography) >/dev/null")
         sh(host, f"head -c 32 /dev/urandom | base64 > {KEY_FILE} && chmod 600 {KEY_FILE}")
     yield first, second
-    for host in (first, second):
+
+    def shipped(host):
         as_shipped(host)
         sh(host, f"rm -rf {KEY_FILE} {ARCHIVES}")
+    on_hosts(shipped, (first, second))
 
 
 def test_every_file_fleet_checkpoint_writes_is_root_only(hosts, tmp_path):
