@@ -10,6 +10,8 @@ missing, a figure is not a positive number, a split does not add up, or a ratio 
 import json
 import sys
 
+import run
+
 ONE_CONTAINER = ("dump.criu", "restore.criu", "dump.docker", "restore.docker", "dump.podman", "restore.podman",
                  "dump.module-api", "dumpop.module-api", "dumptask.module-api", "restore.module-api",
                  "dump.module-fast", "dumpop.module-fast", "dumptask.module-fast", "restore.module-fast")
@@ -29,9 +31,8 @@ def problems(results):
     if not sizes:
         found.append("no one-container case ran (dump.criu.*)")
     wanted = [f"{prefix}.{size}" for prefix in ONE_CONTAINER for size in sizes] + list(OTHERS)
-    if sizes:  # the interleaved rounds run at the targets' size (tools/bench/run.py: target_size)
-        paired_size = 256 if 256 in sizes else sizes[0]
-        wanted += [f"{prefix}.{paired_size}" for prefix in PAIRED]
+    if sizes:  # the interleaved rounds run at the targets' size
+        wanted += [f"{prefix}.{run.target_size({'sizes': sizes})}" for prefix in PAIRED]
     found += [f"missing measurement {mid}" for mid in wanted if mid not in measurements]
     for mid, m in measurements.items():
         samples = m.get("samples") or []
