@@ -463,12 +463,17 @@ class CheckpointOps:
 
     def _dump_containerd(self, cid, path, stop, since, result):
         dump_started = time.monotonic()
-        rc, out, err = self.ctx.containerd.checkpoint(cid, path, stop, timeout=self.opts["timeout"])
+        rc, out, err, client = self.ctx.containerd.checkpoint(cid, path, stop, timeout=self.opts["timeout"])
         result["dump_call_seconds"] = round(time.monotonic() - dump_started, 3)
+        if client:
+            result["containerd_client"] = client
         if rc == 124:
             raise DumpInDoubt(f"containerd did not finish the checkpoint within timeout={self.opts['timeout']}s; it "
                               f"may still be dumping into {path}. Nothing was cleaned up: check the container and "
                               "`docker checkpoint ls`, or raise timeout for large containers.")
+        if rc == 125:
+            raise DumpInDoubt(f"{err}. containerd may still be dumping into {path}, or may have finished. Nothing was "
+                              "cleaned up: check the container and `docker checkpoint ls` before running again.")
         if rc != 0:
             shutil.rmtree(path, ignore_errors=True)
             raise OpError(self._criu_error("checkpoint through containerd failed", err or out, since))

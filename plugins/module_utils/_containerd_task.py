@@ -2,11 +2,13 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""The fast dump path: containerd's task API (through `ctr`), writing straight into Docker's checkpoint directory.
+"""The fast dump path: containerd's task API, writing straight into Docker's checkpoint directory.
 
 Docker's own checkpoint copies the CRIU images through containerd's content store (about 95% of its time, see
-docs). `ctr -n moby task checkpoint --image-path DIR` has runc write them to DIR directly, and Docker restores from
-that directory. It also stops containers that Docker's API cannot stop (those live-restored across a daemon restart).
+docs). containerd's Tasks.Checkpoint with an image path has runc write them to that directory directly, and Docker
+restores from it. It also stops containers that Docker's API cannot stop (those live-restored across a daemon restart).
+The module calls Tasks.Checkpoint itself (`_containerd_grpc`); `ctr -n moby task checkpoint --image-path DIR` is the
+fallback when containerd's socket takes no request from it. `ctr` also finds the socket and reads the task list.
 It is used only when everything is exactly as expected: ctr present, containerd answering, a task in Docker's `moby`
 namespace with the container's id, running, with the PID Docker reports.
 """
@@ -18,8 +20,12 @@ import re
 import socket
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils import _container_procs as procs
+from ansible_collections.fleet.checkpoint.plugins.module_utils import _containerd_grpc as grpc
 
 NAMESPACE = "moby"
+# gRPC codes that do not prove the dump stopped: our client never cancels and sends no deadline, so these come from
+# containerd losing its call to the shim (or being stopped) while runc may still be dumping.
+CUT_OFF = (1, 4, 14)  # CANCELLED, DEADLINE_EXCEEDED, UNAVAILABLE
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 SOCKETS = (
     "/run/containerd/containerd.sock",
@@ -157,11 +163,34 @@ class ContainerdTask:
         return "" if rc == 0 else f"ctr content rm {digest} failed: {(err or out).strip()}"
 
     def checkpoint(self, container_id, image_path, exit_task, timeout=None):
-        """Dump the task into image_path; returns (rc, stdout, stderr). rc 124: `timeout` stopped waiting."""
+        """Dump the task into image_path; returns (rc, stdout, stderr, client), client "direct" or "ctr".
+
+        containerd's Tasks.Checkpoint is called directly (no `ctr` process, and no pause and resume around the dump,
+        which ctr's client adds: CRIU freezes the container itself). `ctr` dumps only when containerd took no request
+        from that call (no connection, or the stream refused before it was processed). rc 1: the dump failed. rc 124:
+        `timeout` stopped waiting; rc 125: containerd's answer could not be read, or says the call was cut off. In
+        both the dump may have happened or still be running."""
+        address = self.address()
+        if not address:
+            return 1, "", self.why_not, None
+        try:
+            grpc.checkpoint(address, NAMESPACE, container_id, image_path, exit_task=exit_task, timeout=timeout or None)
+            return 0, "", "", "direct"
+        except grpc.NotConnected:
+            pass
+        except grpc.GrpcError as exc:
+            message = exc.grpc_message or str(exc)
+            if exc.code in CUT_OFF or "ttrpc: closed" in message:
+                return 125, "", f"containerd's call was cut off ({exc.code_name}): {message}", "direct"
+            return 1, "", f"containerd: {message}", "direct"
+        except grpc.DeadlineExceeded as exc:
+            return 124, "", f"containerd: {exc}", "direct"
+        except grpc.ContainerdGrpcError as exc:
+            return 125, "", f"containerd's answer could not be read: {exc}", "direct"
         args = ["task", "checkpoint", "--image-path", image_path]
         if exit_task:
             args.append("--exit")
-        argv = [self.ctr, "--address", self.address(), "--namespace", NAMESPACE, *args, container_id]
+        argv = [self.ctr, "--address", address, "--namespace", NAMESPACE, *args, container_id]
         if timeout and self.timeout_path:
             argv = [self.timeout_path, str(int(timeout)), *argv]
-        return self.run(argv)
+        return (*self.run(argv), "ctr")

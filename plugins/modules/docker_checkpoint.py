@@ -26,9 +26,10 @@ description:
     kept alive across a daemon restart (live-restore). After every stopping checkpoint the module checks the
     container stopped; if not, the checkpoint is discarded and redone through containerd's task API (which stops
     it), or the module fails naming the cause.
-  - B(Fast path.) With O(method=auto), the dump goes through containerd's task API (C(ctr -n moby task checkpoint
-    --image-path)) straight into Docker's checkpoint directory, skipping the copy through containerd's content store
-    that takes most of Docker's own checkpoint time. It is used only when C(ctr), containerd's socket, Docker's
+  - B(Fast path.) With O(method=auto), the dump goes through containerd's task API (its C(Tasks.Checkpoint) call,
+    made by the module itself, as C(ctr -n moby task checkpoint --image-path) would but without pausing the task
+    around the dump) straight into Docker's checkpoint directory, skipping the copy through containerd's content
+    store that takes most of Docker's own checkpoint time. It is used only when C(ctr), containerd's socket, Docker's
     C(moby) namespace and the container's task (running, same PID) are exactly as expected; otherwise Docker's API
     is used. RV(results[].method) says which path ran.
   - B(Fast restore.) C(docker start --checkpoint) copies the checkpoint through containerd's content store and
@@ -559,6 +560,15 @@ results:
       type: float
       returned: state=present, when a checkpoint was made
       sample: 0.27
+    containerd_client:
+      description:
+        - Which client made the fast path's checkpoint call. V(direct) is the module's own call to containerd's
+          C(Tasks.Checkpoint); V(ctr) is containerd's C(ctr), used only when containerd took no request from the
+          module's own client (its socket took no connection, or it refused the call before processing it).
+      type: str
+      returned: state=present, when the checkpoint went through containerd's task API
+      choices: [direct, ctr]
+      sample: direct
     restore_call_seconds:
       description:
         - Seconds of Docker's restore call (C(POST /containers/{id}/start?checkpoint=), all attempts), without the

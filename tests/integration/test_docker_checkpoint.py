@@ -112,6 +112,7 @@ def test_checkpoint_and_restore_in_place_with_check_mode_diff_and_idempotency(ho
     result = ok(module(host, diff=True, container="inplace", name="cp1"))
     made = only(result)
     assert made["changed"] and made["stopped"] and made["method"] == "containerd", made
+    assert made["containerd_client"] == "direct", made  # the module's own Tasks.Checkpoint call, not ctr
     assert result["diff"]["before"]["inplace"] == {"checkpoint": "absent", "running": True}
     assert not running(host, "inplace")
     before = counts(host, "inplace")
@@ -142,6 +143,7 @@ def test_leave_running_then_rewind_with_force(hosts):
     made = only(ok(module(host, container="rewind", name="snap", leave_running=True)))
     high = counts(host, "rewind")[-1]
     assert made["changed"] and made["leave_running"] and not made["stopped"]
+    assert made["method"] == "containerd" and made["containerd_client"] == "direct", made
     assert running(host, "rewind") and inspect(host, "rewind", "{{.State.Pid}}") == pid
     wait_count(host, "rewind", high + 10)
 
@@ -222,6 +224,35 @@ def test_dump_paths_api_and_containerd_both_restore(hosts):
         before = counts(host, name)
         assert only(ok(module(host, container=name, name="mm", state="restored")))["resumed"] is True
         assert_continued(host, name, before)
+
+
+GRPC_PROBE = """
+import json, os, sys
+sys.path.insert(0, "/root/grpc-probe")
+from ansible_collections.fleet.checkpoint.plugins.module_utils import _containerd_grpc as grpc
+sock = next(path for path in ("/run/containerd/containerd.sock", "/var/run/docker/containerd/containerd.sock")
+            if os.path.exists(path))
+try:
+    grpc.checkpoint(sock, "moby", "no-such-task-" + sys.argv[1], "/root/never", exit_task=True, timeout=30)
+    print(json.dumps({"answer": "ok"}))
+except grpc.GrpcError as exc:
+    print(json.dumps({"answer": type(exc).__name__, "code": exc.code, "message": exc.grpc_message}))
+"""
+
+
+def test_the_direct_containerd_client_reads_a_real_error_answer(hosts):
+    """containerd's own answer to a checkpoint of a task it does not have: a gRPC status, read through our HTTP/2 and
+    HPACK (Go's server sends Huffman-coded, indexed headers), not a protocol error."""
+    host = hosts[0]
+    utils = "/root/grpc-probe/ansible_collections/fleet/checkpoint/plugins/module_utils"
+    lab_exec(host, "mkdir", "-p", utils)
+    for name in ("_containerd_grpc.py", "_hpack.py"):  # the client alone, as a module would ship it
+        run(["docker", "cp", str(ROOT / "plugins" / "module_utils" / name), f"{host}:{utils}/{name}"])
+    first = json.loads(lab_exec(host, "python3", "-c", GRPC_PROBE, "a").stdout)
+    assert first["answer"] == "GrpcError" and first["code"] == 5 and "not found" in first["message"], first
+    second = json.loads(lab_exec(host, "python3", "-c", GRPC_PROBE, "b").stdout)  # a fresh connection, same answer
+    assert second["answer"] == "GrpcError" and second["code"] == 5, second
+    assert not exists(host, "/root/never")
 
 
 def test_listening_tcp_socket_is_checkpointed_and_serves_after_restore(hosts):
@@ -382,6 +413,7 @@ def test_live_restored_container_is_really_stopped_and_restores(hosts):
 
     made = only(ok(module(host, container="survivor", name="after-restart", method="api")))
     assert made.get("live_restored") is True and made["method"] == "containerd", made
+    assert made["containerd_client"] == "direct", made
     assert not running(host, "survivor")
     before = counts(host, "survivor")
     assert only(ok(module(host, container="survivor", name="after-restart", state="restored")))["resumed"] is True

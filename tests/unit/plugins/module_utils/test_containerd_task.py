@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 
+from ansible_collections.fleet.checkpoint.plugins.module_utils import _containerd_grpc as grpc
 from ansible_collections.fleet.checkpoint.plugins.module_utils._containerd_task import (
     NAMESPACE,
     SOCKETS,
@@ -135,21 +136,81 @@ def test_check_when_task_ls_fails_after_the_socket_answered(socket):
     assert task.check(RUNNING_ID, 1354) == "ctr task ls failed: ctr: deadline exceeded"
 
 
+@pytest.fixture
+def grpc_calls(monkeypatch):
+    """containerd's Tasks.Checkpoint as the direct call sees it: what it was asked, and what it answers."""
+    calls, answer = [], {}
+
+    def checkpoint(address, namespace, container_id, image_path, **kwargs):
+        calls.append((address, namespace, container_id, image_path, kwargs))
+        if "raise" in answer:
+            raise answer["raise"]
+    monkeypatch.setattr(grpc, "checkpoint", checkpoint)
+    return calls, answer
+
+
 @pytest.mark.parametrize("exit_task, extra", [(True, ["--exit"]), (False, [])])
-def test_checkpoint_argv(socket, exit_task, extra):
+def test_checkpoint_argv_of_the_ctr_fallback(socket, grpc_calls, exit_task, extra):
+    calls, answer = grpc_calls
+    answer["raise"] = grpc.NotConnected("cannot connect")
     run = FakeRun((0, TASK_LS, ""), (0, "", ""))
     task = ContainerdTask(run, CTR, sockets=(socket,))
     image_path = "/var/lib/docker/containers/x/checkpoints/pre-reboot"
-    assert task.checkpoint(RUNNING_ID, image_path, exit_task) == (0, "", "")
+    assert task.checkpoint(RUNNING_ID, image_path, exit_task) == (0, "", "", "ctr")
+    assert len(calls) == 1  # the direct call first
     assert run.calls[-1] == [CTR, "--address", socket, "--namespace", "moby", "task", "checkpoint",
                              "--image-path", image_path, *extra, RUNNING_ID]
 
 
-def test_checkpoint_passes_the_result_through(socket):
+def test_the_ctr_fallback_passes_the_result_through(socket, grpc_calls):
+    grpc_calls[1]["raise"] = grpc.NotConnected("server refused the stream (REFUSED_STREAM)")
     run = FakeRun((0, TASK_LS, ""), (1, "", "criu failed: type NOTIFY errno 0\n"))
     task = ContainerdTask(run, CTR, sockets=(socket,))
     assert task.check(RUNNING_ID, 1354) == ""
-    assert task.checkpoint(RUNNING_ID, "/tmp/x", True) == (1, "", "criu failed: type NOTIFY errno 0\n")
+    assert task.checkpoint(RUNNING_ID, "/tmp/x", True) == (1, "", "criu failed: type NOTIFY errno 0\n", "ctr")
+
+
+@pytest.mark.parametrize("exit_task", [True, False])
+def test_checkpoint_calls_containerd_directly_without_ctr(socket, grpc_calls, exit_task):
+    calls, _answer = grpc_calls
+    run = FakeRun((0, TASK_LS, ""))
+    task = ContainerdTask(run, CTR, sockets=(socket,))
+    assert task.check(RUNNING_ID, 1354) == ""
+    path = "/var/lib/docker/containers/x/checkpoints/c"
+    assert task.checkpoint(RUNNING_ID, path, exit_task, timeout=30) == (0, "", "", "direct")
+    assert run.calls == [task_ls_argv(socket)]  # the probe only: no ctr for the dump
+    assert calls == [(socket, "moby", RUNNING_ID, path, {"exit_task": exit_task, "timeout": 30})]
+
+
+@pytest.mark.parametrize("error, rc, fragment", [
+    (grpc.GrpcError(2, "runc did not terminate successfully: criu failed"), 1,
+     "containerd: runc did not terminate successfully: criu failed"),
+    (grpc.GrpcError(5, ""), 1, "containerd: grpc-status 5 (NOT_FOUND)"),
+    (grpc.GrpcError(2, "ttrpc: closed"), 125, "cut off (UNKNOWN): ttrpc: closed"),
+    (grpc.GrpcError(14, "connection error"), 125, "cut off (UNAVAILABLE)"),
+    (grpc.GrpcError(1, "context canceled"), 125, "cut off (CANCELLED)"),
+    (grpc.GrpcError(4, "context deadline exceeded"), 125, "cut off (DEADLINE_EXCEEDED)"),
+    (grpc.DeadlineExceeded("deadline exceeded while waiting for the server"), 124, "deadline exceeded"),
+    (grpc.ProtocolError("connection closed by the server"), 125, "answer could not be read: connection closed"),
+])
+def test_checkpoint_reports_what_containerd_answered(socket, grpc_calls, error, rc, fragment):
+    _calls, answer = grpc_calls
+    answer["raise"] = error
+    run = FakeRun((0, TASK_LS, ""))
+    task = ContainerdTask(run, CTR, sockets=(socket,))
+    got = task.checkpoint(RUNNING_ID, "/tmp/x", False)
+    assert got[0] == rc and fragment in got[2], got
+    assert got[3] == "direct"
+    assert run.calls == [task_ls_argv(socket)]  # asked once: never again through ctr
+
+
+def test_checkpoint_without_a_containerd_asks_nothing(tmp_path, grpc_calls):
+    calls, _answer = grpc_calls
+    run = FakeRun()
+    task = ContainerdTask(run, CTR, sockets=(str(tmp_path / "absent.sock"),))
+    rc, _out, err, client = task.checkpoint(RUNNING_ID, "/tmp/x", True)
+    assert (rc, client) == (1, None) and "no containerd socket answered" in err
+    assert calls == [] and run.calls == []
 
 
 def test_remove_content_removes_one_blob_from_dockers_namespace(socket):

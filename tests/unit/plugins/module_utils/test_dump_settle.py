@@ -8,6 +8,7 @@ container's main process; the Engine is faked."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import types
 
@@ -16,7 +17,7 @@ import pytest
 from ansible_collections.fleet.checkpoint.plugins.module_utils import _container_procs as procs
 from ansible_collections.fleet.checkpoint.plugins.module_utils import _containerd_task as containerd_task
 from ansible_collections.fleet.checkpoint.plugins.module_utils import _checkpoint_stream_ops as stream_ops
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_ops import CheckpointOps, OpError
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_ops import CheckpointOps, DumpInDoubt, OpError
 
 CID = "c" * 64
 
@@ -50,7 +51,7 @@ class FakeContainerd:
         assert container_id == CID and exit_task
         if self.process:
             self.process.kill()
-        return 0, "", ""
+        return 0, "", "", "direct"
 
 
 def ops_with(api, containerd=None, root_dir="/nonexistent", check_mode=False, **options):
@@ -170,6 +171,7 @@ def test_containerd_dump_returns_when_the_process_is_gone_without_asking_docker(
     main = (process.pid, procs.start_time(process.pid)[1])
     result = {"container": "app", "warnings": []}
     assert ops._dump(CID, main, str(tmp_path / "cp"), "containerd", True, 0, result) == "containerd"
+    assert result["containerd_client"] == "direct"  # the client the containerd task reports is passed on
     assert api.inspects == 0
     assert not procs.alive(*main)
 
@@ -194,3 +196,32 @@ def test_without_a_known_start_time_docker_is_asked(tmp_path, process, monkeypat
     assert ops._dump(CID, (process.pid, None), str(tmp_path / "cp"), "containerd", True, 0,
                      {"container": "app", "warnings": []}) == "containerd"
     assert asked == [CID]
+
+
+class AnsweringContainerd:
+    """containerd's checkpoint call that answers (rc, out, err, client) and leaves a partial dump behind."""
+
+    def __init__(self, rc, err):
+        self.answer = (rc, "", err, "direct")
+
+    def checkpoint(self, container_id, path, exit_task, timeout=None):
+        os.makedirs(path)
+        with open(os.path.join(path, "pages-1.img"), "wb") as image:
+            image.write(b"x")
+        return self.answer
+
+
+@pytest.mark.parametrize("rc, err, kept, error, fragment", [
+    (124, "containerd: deadline exceeded", True, DumpInDoubt, "did not finish the checkpoint within timeout=60s"),
+    (125, "containerd's answer could not be read: connection closed", True, DumpInDoubt, "may still be dumping"),
+    (1, "containerd: criu failed", False, OpError, "checkpoint through containerd failed: containerd: criu failed"),
+])
+def test_a_dump_in_doubt_keeps_its_directory_and_a_failed_one_is_removed(tmp_path, rc, err, kept, error, fragment):
+    path = tmp_path / "cp"
+    result = {"container": "app", "warnings": []}
+    ops = ops_with(FakeAPI({"Running": True, "Pid": 1}), AnsweringContainerd(rc, err))
+    with pytest.raises(error, match=fragment) as info:
+        ops._dump_containerd(CID, str(path), True, 0, result)
+    assert info.type is error  # a failure is not reported in doubt, nor the other way round
+    assert path.exists() is kept
+    assert result["containerd_client"] == "direct" and result["dump_call_seconds"] >= 0
