@@ -213,6 +213,7 @@ def case_paired(results, host, cfg):
     log(f"paired rounds, {mib} MiB: raw CRIU, Podman and the fast path in each round")
     names = onhost(host, "workload", "start", 1, mib, f"bench-pair-{mib}")["info"]["containers"]
     samples = {tool: {"dump": [], "restore": []} for tool in PAIRED}
+    clients = []  # which client made each fast-path dump: the module's own call ("direct") or ctr
     try:
         for rnd in range(cfg["paired_reps"]):
             for tool in PAIRED[rnd % 3:] + PAIRED[:rnd % 3]:
@@ -223,6 +224,8 @@ def case_paired(results, host, cfg):
                         if len(found) != 1:
                             raise SystemExit(f"paired round {rnd}: {len(found)} module {step} figures, not 1")
                         samples[tool][step] += found
+                    clients += [row.get("containerd_client") for t in tasks for row in rows(t)
+                                if "dump_call_seconds" in row]
                 else:
                     out = onhost(host, tool, mib, 1)
                     for step in ("dump", "restore"):
@@ -236,7 +239,11 @@ def case_paired(results, host, cfg):
               ("module", "dump"): "docker_checkpoint fast path: dump",
               ("module", "restore"): "docker_checkpoint fast path: restore"}
     for (tool, step), what in labels.items():
-        results.add(f"paired.{step}-{tool}.{mib}", "paired", f"{what}, interleaved rounds", samples[tool][step], mib)
+        extra = {"containerd_clients": clients} if (tool, step) == ("module", "dump") else {}
+        results.add(f"paired.{step}-{tool}.{mib}", "paired", f"{what}, interleaved rounds", samples[tool][step], mib,
+                    **extra)
+    if set(clients) != {"direct"}:
+        log(f"note: the fast-path dumps were not all made by the module's own containerd call: {clients}")
 
 
 def case_many(results, host, cfg):
