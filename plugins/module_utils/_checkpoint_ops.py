@@ -278,7 +278,12 @@ class CheckpointOps:
         result["path"] = path
         exists = os.path.isdir(path)
         leave_running = self.opts["leave_running"]
+        in_doubt = os.path.join(os.path.dirname(path), f".{self.name}.fleet-in-doubt")  # left by a dump in doubt
         if exists and not self.opts["force"]:
+            if os.path.exists(in_doubt):
+                raise OpError(f"checkpoint {self.name!r} of container {result['container']} is in doubt: an earlier "
+                              f"run could not tell whether its dump finished ({path}). Check the container, then "
+                              "remove the checkpoint with state=absent, or replace it with force=true")
             if self.opts.get("manifest_path"):
                 raise OpError(f"container {result['container']} already has a checkpoint {self.name!r}: a run recorded "
                               "in a host manifest needs a new checkpoint name (an old checkpoint would be restored "
@@ -320,8 +325,13 @@ class CheckpointOps:
         backup = None
         if exists:
             backup = os.path.join(os.path.dirname(path), f".{self.name}.fleet-old")
-            shutil.rmtree(backup, ignore_errors=True)
-            os.rename(path, backup)
+            if os.path.exists(in_doubt) and os.path.isdir(backup):
+                shutil.rmtree(path)  # the dump in doubt goes; the checkpoint it was replacing stays the backup
+            else:
+                shutil.rmtree(backup, ignore_errors=True)
+                os.rename(path, backup)
+        if os.path.exists(in_doubt):
+            os.unlink(in_doubt)
         policy_changed = False
         try:
             if not leave_running and not _is_no(policy):
@@ -331,7 +341,9 @@ class CheckpointOps:
                                 not leave_running, started, result)
         except DumpInDoubt as exc:
             result["modified"] = True
-            raise OpError(f"{exc} {self._aftermath(cid, policy)}") from exc
+            store.write_private_json(in_doubt, {"since": round(time.time(), 3), "container": cid})
+            kept = f" The checkpoint it was replacing is kept in {backup}." if backup else ""
+            raise OpError(f"{exc}{kept} {self._aftermath(cid, policy)}") from exc
         except BaseException as exc:
             shutil.rmtree(path, ignore_errors=True)
             if backup:
@@ -510,6 +522,9 @@ class CheckpointOps:
         if self.ctx.check_mode:
             return result
         self.api.delete(f"/containers/{cid}/checkpoints/{self.name}")
+        in_doubt = os.path.join(os.path.dirname(path), f".{self.name}.fleet-in-doubt")
+        if os.path.exists(in_doubt):
+            os.unlink(in_doubt)
         return result
 
     # -- restored --------------------------------------------------------------------------------------------------

@@ -113,6 +113,8 @@ options:
   force:
     description:
       - V(present) replaces an existing checkpoint of that name (the old one is kept until the new one is made).
+        Without it, a checkpoint that an earlier run left in doubt (its dump's end was not seen) is refused; with it,
+        that checkpoint is replaced, and the one it was replacing is kept until the new one is made.
       - V(restored) stops a running container and restores it from the checkpoint.
       - V(exported) overwrites an archive that holds something else.
       - V(imported) replaces a different checkpoint of the same name.

@@ -39,7 +39,7 @@ class FakeAPI:
 
 
 class FakeContainerd:
-    """`ctr task checkpoint`: ends the given process when asked to exit (as runc does after the dump)."""
+    """containerd's task checkpoint: ends the given process when asked to exit (as runc does after the dump)."""
 
     def __init__(self, process=None):
         self.process = process
@@ -204,6 +204,9 @@ class AnsweringContainerd:
     def __init__(self, rc, err):
         self.answer = (rc, "", err, "direct")
 
+    def check(self, container_id, pid):
+        return ""
+
     def checkpoint(self, container_id, path, exit_task, timeout=None):
         os.makedirs(path)
         with open(os.path.join(path, "pages-1.img"), "wb") as image:
@@ -225,3 +228,46 @@ def test_a_dump_in_doubt_keeps_its_directory_and_a_failed_one_is_removed(tmp_pat
     assert info.type is error  # a failure is not reported in doubt, nor the other way round
     assert path.exists() is kept
     assert result["containerd_client"] == "direct" and result["dump_call_seconds"] >= 0
+
+
+class RunningAPI(FakeAPI):
+    """A running container whose restart policy is 'no' (nothing to change around the dump)."""
+
+    def __init__(self, pid):
+        super().__init__({"Running": True, "Pid": pid, "Status": "running"})
+
+    def get(self, path):
+        inspect = super().get(path)
+        inspect["HostConfig"] = {"RestartPolicy": {"Name": "no"}}
+        return inspect
+
+
+def test_a_dump_in_doubt_is_marked_refused_later_and_never_costs_the_older_checkpoint(tmp_path, process, monkeypatch):
+    monkeypatch.setattr(CheckpointOps, "_pids", lambda self, cid: [process.pid])
+    path = tmp_path / "containers" / CID / "checkpoints" / "cp"
+    path.mkdir(parents=True)
+    (path / "pages-1.img").write_bytes(b"good")
+    marker = path.parent / ".cp.fleet-in-doubt"
+    backup = path.parent / ".cp.fleet-old"
+
+    def run(containerd, **options):
+        ops = ops_with(RunningAPI(process.pid), containerd, root_dir=str(tmp_path), method="containerd",
+                       leave_running=True, **options)
+        with pytest.raises(OpError) as info:
+            ops.present(CID)
+        return str(info.value)
+
+    message = run(AnsweringContainerd(125, "containerd's answer could not be read: connection closed"), force=True)
+    assert "may still be dumping" in message and f"kept in {backup}" in message, message
+    assert marker.exists() and (backup / "pages-1.img").read_bytes() == b"good"
+    assert (path / "pages-1.img").read_bytes() == b"x"  # the dump in doubt is left as it is
+
+    message = run(AnsweringContainerd(0, ""))  # not forced: the checkpoint in doubt is not reported as made
+    assert "is in doubt" in message and "state=absent" in message, message
+    assert marker.exists() and backup.exists()
+
+    # forced again, and this dump fails: the checkpoint the first run was replacing comes back, not the one in doubt
+    message = run(AnsweringContainerd(1, "containerd: criu failed"), force=True)
+    assert "checkpoint through containerd failed" in message, message
+    assert (path / "pages-1.img").read_bytes() == b"good"
+    assert not marker.exists() and not backup.exists()
