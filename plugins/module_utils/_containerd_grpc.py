@@ -287,12 +287,14 @@ def call(socket_path, path, request, namespace=None, timeout=None):
             _frame(_HEADERS, _END_HEADERS, _STREAM_ID, block) + _frame(_DATA, _END_STREAM, _STREAM_ID, body))
     timeout = timeout or None
     deadline = time.monotonic() + timeout if timeout else None
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = None
     try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout)
         sock.connect(socket_path)
     except OSError as exc:
-        sock.close()
+        if sock is not None:
+            sock.close()
         raise NotConnected(f"cannot connect to {socket_path}: {exc}") from exc
     with sock:
         # Never a stray exception from here on: the request may have been processed, so the dump is in doubt.

@@ -163,7 +163,8 @@ class ContainerdTask:
         return "" if rc == 0 else f"ctr content rm {digest} failed: {(err or out).strip()}"
 
     def checkpoint(self, container_id, image_path, exit_task, timeout=None):
-        """Dump the task into image_path; returns (rc, stdout, stderr, client), client "direct" or "ctr".
+        """Dump the task into image_path; returns (rc, stdout, stderr, client): client "direct" or "ctr", or None
+        when no containerd socket answered (rc 1, nothing was asked).
 
         containerd's Tasks.Checkpoint is called directly (no `ctr` process, and no pause and resume around the dump,
         which ctr's client adds: CRIU freezes the container itself). `ctr` dumps only when containerd took no request
@@ -180,7 +181,7 @@ class ContainerdTask:
             pass
         except grpc.GrpcError as exc:
             message = exc.grpc_message or str(exc)
-            if exc.code in CUT_OFF or "ttrpc: closed" in message:
+            if exc.code in CUT_OFF or "ttrpc:" in message:  # containerd lost its connection to the shim
                 return 125, "", f"containerd's call was cut off ({exc.code_name}): {message}", "direct"
             return 1, "", f"containerd: {message}", "direct"
         except grpc.DeadlineExceeded as exc:

@@ -187,6 +187,7 @@ def test_checkpoint_calls_containerd_directly_without_ctr(socket, grpc_calls, ex
      "containerd: runc did not terminate successfully: criu failed"),
     (grpc.GrpcError(5, ""), 1, "containerd: grpc-status 5 (NOT_FOUND)"),
     (grpc.GrpcError(2, "ttrpc: closed"), 125, "cut off (UNKNOWN): ttrpc: closed"),
+    (grpc.GrpcError(2, "ttrpc: stream closed"), 125, "cut off (UNKNOWN): ttrpc: stream closed"),
     (grpc.GrpcError(14, "connection error"), 125, "cut off (UNAVAILABLE)"),
     (grpc.GrpcError(1, "context canceled"), 125, "cut off (CANCELLED)"),
     (grpc.GrpcError(4, "context deadline exceeded"), 125, "cut off (DEADLINE_EXCEEDED)"),
