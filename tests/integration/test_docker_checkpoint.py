@@ -608,6 +608,33 @@ def test_criu_failure_carries_criu_log_lines_and_leaves_the_container_running(ho
     assert_continued(host, "tcp-client", before)
 
 
+def test_a_dump_in_doubt_is_marked_and_refused_until_removed(hosts):
+    """timeout=1 against a 2 GiB dump (about 2 s and more here): the module stops waiting while containerd still
+    dumps. The checkpoint is then in doubt: marked, refused by a plain run, cleared by state=absent. (A forced run
+    keeping the checkpoint it replaces is in the unit tests: test_dump_settle.py.)"""
+    host = hosts[1]
+    start_counter(host, "doubt", command=["memhog", "2048"])
+    checkpoints = os.path.dirname(checkpoint_path(host, "doubt", "idt"))
+    marker = f"{checkpoints}/.idt.fleet-in-doubt"
+    try:
+        result = module(host, container="doubt", name="idt", leave_running=True, timeout=1)
+        assert result.get("failed"), result
+        assert "did not finish the checkpoint within timeout=1s" in result["msg"], result["msg"]
+        sh(host, "for i in $(seq 120); do pgrep -x criu >/dev/null || exit 0; sleep 0.5; done; exit 1")  # dump done
+        wait_count(host, "doubt", counts(host, "doubt")[-1] + 3)  # not left frozen: it goes on counting
+        assert sh(host, f"stat -c %a {marker}").stdout.strip() == "600"
+
+        refused = module(host, container="doubt", name="idt", leave_running=True)
+        assert refused.get("failed") and "is in doubt" in refused["msg"], refused
+        assert exists(host, marker)
+
+        assert only(ok(module(host, container="doubt", name="idt", state="absent")))["changed"]
+        assert not exists(host, marker) and not exists(host, f"{checkpoints}/idt")
+        assert running(host, "doubt")
+    finally:
+        lab_exec(host, "docker", "rm", "-f", "doubt", check=False)
+
+
 @pytest.mark.fault(7, "two runs on the same host at once")
 def test_a_second_run_waits_for_the_first_and_refuses_after_lock_timeout(hosts):
     host = hosts[0]
