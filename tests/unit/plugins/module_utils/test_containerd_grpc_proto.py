@@ -16,6 +16,7 @@ import pytest
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils import _containerd_grpc as cg
 from ansible_collections.fleet.checkpoint.plugins.module_utils import _hpack as hp
+from ansible_collections.fleet.checkpoint.tests.unit.plugins.module_utils.test_hpack import huffman_encode
 
 
 def raises_exactly(cls, func, *args, match=None, **kwargs):
@@ -75,18 +76,6 @@ def read_exact(conn, size):
             raise EOFError
         data += chunk
     return data
-
-
-def huffman_encode(data):
-    """A reference Huffman encoder (as in test_hpack): the codes concatenated, padded with ones."""
-    bits = nbits = 0
-    for byte in data:
-        code, length = hp._HUFFMAN_CODES[byte]
-        bits = (bits << length) | code
-        nbits += length
-    pad = -nbits % 8
-    bits = (bits << pad) | ((1 << pad) - 1)
-    return bits.to_bytes((nbits + pad) // 8, "big")
 
 
 def lit(name, value):
@@ -170,15 +159,22 @@ def ok_answer(payload=b""):
                   frame(1, 0x05, 1, OK_TRAILERS))
 
 
-def test_checkpoint_is_one_write_and_sends_no_grpc_timeout(tmp_path, monkeypatch):
-    writes = []
+@pytest.fixture
+def sends(monkeypatch):
+    """Every write of the connection, in order (the writes still go out)."""
+    written = []
     real_send = cg._Connection.send
 
     def spy(conn, data):
-        writes.append(data)
+        written.append(data)
         return real_send(conn, data)
 
     monkeypatch.setattr(cg._Connection, "send", spy)
+    return written
+
+
+def test_checkpoint_is_one_write_and_sends_no_grpc_timeout(tmp_path, sends):
+    writes = sends
     srv = FakeServer(tmp_path, ok_answer())
     assert cg.checkpoint(srv.path, "moby", "cpt1", image_path="/ckpt", exit_task=True, timeout=5) is None
     srv.join()
@@ -408,7 +404,7 @@ def test_a_send_failure_after_connecting_is_a_protocol_error(tmp_path, monkeypat
     assert isinstance(err.__cause__, BrokenPipeError)
 
 
-def test_a_failed_ack_send_still_returns_the_buffered_answer(tmp_path, monkeypatch):
+def test_a_failed_ack_send_still_returns_the_buffered_answer(tmp_path, monkeypatch, sends):
     """The server sends SETTINGS, PING and the whole answer, then closes: our ACKs hit a closed peer."""
     closed = threading.Event()
     real_ack = cg._Connection._ack
@@ -426,14 +422,6 @@ def test_a_failed_ack_send_still_returns_the_buffered_answer(tmp_path, monkeypat
         closed.set()
 
     monkeypatch.setattr(cg._Connection, "_ack", late_ack)
-    sends = []
-    real_send = cg._Connection.send
-
-    def spy(conn, data):
-        sends.append(data)
-        return real_send(conn, data)
-
-    monkeypatch.setattr(cg._Connection, "send", spy)
     srv = FakeServer(tmp_path, script)
     assert cg.checkpoint(srv.path, "moby", "cpt1", "/ckpt", timeout=5) is None
     srv.join()
