@@ -230,9 +230,9 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fleet.checkpoint.plugins.module_utils._criu_install import CriuInstall, CriuInstallError
-from ansible_collections.fleet.checkpoint.plugins.module_utils._criu_selftest import KINDS
-from ansible_collections.fleet.checkpoint.plugins.module_utils._criu_version import version_tuple
+from ansible_collections.fleet.checkpoint.plugins.module_utils._criu.install import CriuInstall, CriuInstallError
+from ansible_collections.fleet.checkpoint.plugins.module_utils._criu.selftest import KINDS
+from ansible_collections.fleet.checkpoint.plugins.module_utils._criu.version import version_tuple
 
 
 def argument_spec():

@@ -662,39 +662,39 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fleet.checkpoint.plugins.module_utils import _checkpoint_results as results_mod
-from ansible_collections.fleet.checkpoint.plugins.module_utils import _host_manifest as host_manifest
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_crypto import (
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import results as results_mod
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host import run_manifest as host_manifest
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.crypto import (
     CryptoError,
     normalize_secret,
     require_cryptography,
 )
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_engine import (
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.preflight import (
     PreflightError,
     check_experimental,
     criu_log_path,
     criu_preflight,
 )
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_names import (
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.names import (
     validate_checkpoint_name,
     validate_container_ref,
 )
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_ops import (
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.ops import (
     CheckpointOps,
     DaemonUnavailable,
     OpError,
     cold_start,
 )
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_selection import (
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.selection import (
     select_containers,
     unique_by_id,
 )
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_store import parse_age
-from ansible_collections.fleet.checkpoint.plugins.module_utils._container_procs import time_namespace
-from ansible_collections.fleet.checkpoint.plugins.module_utils._containerd_task import ContainerdTask
-from ansible_collections.fleet.checkpoint.plugins.module_utils._daemon_watch import DaemonWatch
-from ansible_collections.fleet.checkpoint.plugins.module_utils._docker_api import DockerAPI, DockerAPIError
-from ansible_collections.fleet.checkpoint.plugins.module_utils._host_lock import HostLock, LockTimeout
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.store import parse_age
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host.processes import time_namespace
+from ansible_collections.fleet.checkpoint.plugins.module_utils._containerd.task import ContainerdTask
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host.daemon_watch import DaemonWatch
+from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPI, DockerAPIError
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host.change_lock import HostLock, LockTimeout
 
 
 class Context:

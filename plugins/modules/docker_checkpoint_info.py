@@ -146,14 +146,14 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_engine import PreflightError, check_criu
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_names import (
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.preflight import PreflightError, check_criu
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.names import (
     validate_checkpoint_name,
     validate_container_ref,
 )
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint_store import is_managed, list_checkpoints
-from ansible_collections.fleet.checkpoint.plugins.module_utils._criu_version import at_least
-from ansible_collections.fleet.checkpoint.plugins.module_utils._docker_api import DockerAPI, DockerAPIError
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.store import is_managed, list_checkpoints
+from ansible_collections.fleet.checkpoint.plugins.module_utils._criu.version import at_least
+from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPI, DockerAPIError
 
 
 def restorability(checkpoint, host, running):

@@ -229,9 +229,9 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.parsing.convert_bool import boolean
 
-from ansible_collections.fleet.checkpoint.plugins.module_utils._docker_api import DEFAULT_DOCKER_HOST, DockerAPI
-from ansible_collections.fleet.checkpoint.plugins.module_utils._docker_service import DockerService
-from ansible_collections.fleet.checkpoint.plugins.module_utils._experimental_mode import (
+from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DEFAULT_DOCKER_HOST, DockerAPI
+from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.service import DockerService
+from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.experimental import (
     ExperimentalMode,
     ExperimentalModeError,
 )

@@ -112,7 +112,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fleet.checkpoint.plugins.module_utils._run_lock import LockHeld, acquire, read, release
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host.run_lock import LockHeld, acquire, read, release
 
 
 def main():

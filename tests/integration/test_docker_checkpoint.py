@@ -229,7 +229,7 @@ def test_dump_paths_api_and_containerd_both_restore(hosts):
 GRPC_PROBE = """
 import json, os, sys
 sys.path.insert(0, "/root/grpc-probe")
-from ansible_collections.fleet.checkpoint.plugins.module_utils import _containerd_grpc as grpc
+from ansible_collections.fleet.checkpoint.plugins.module_utils._containerd import grpc as grpc
 sock = next(path for path in ("/run/containerd/containerd.sock", "/var/run/docker/containerd/containerd.sock")
             if os.path.exists(path))
 try:
@@ -245,8 +245,8 @@ def test_the_direct_containerd_client_reads_a_real_error_answer(hosts):
     HPACK (Go's server sends Huffman-coded, indexed headers), not a protocol error."""
     host = hosts[0]
     utils = "/root/grpc-probe/ansible_collections/fleet/checkpoint/plugins/module_utils"
-    lab_exec(host, "mkdir", "-p", utils)
-    for name in ("_containerd_grpc.py", "_hpack.py"):  # the client alone, as a module would ship it
+    lab_exec(host, "mkdir", "-p", f"{utils}/_containerd")
+    for name in ("_containerd/grpc.py", "_containerd/hpack.py"):  # the client alone, as a module would ship it
         run(["docker", "cp", str(ROOT / "plugins" / "module_utils" / name), f"{host}:{utils}/{name}"])
     first = json.loads(lab_exec(host, "python3", "-c", GRPC_PROBE, "a").stdout)
     assert first["answer"] == "GrpcError" and first["code"] == 5 and "not found" in first["message"], first

@@ -1,0 +1,243 @@
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Checkpoint archives: a tar (zstd, gzip or plain) holding manifest.json first, then the checkpoint's files.
+
+Writing is atomic and root-only; reading trusts nothing: the manifest is validated, every entry is checked before
+anything is written, and every file's size and sha256 must match the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import zlib
+
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.files import (
+    MANIFEST_NAME,
+    ArchiveError,
+    check_member,
+)
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.crypto import (
+    CryptoError,
+    decrypt_file,
+    encrypt_file,
+    is_encrypted,
+    require_cryptography,
+)
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.manifest import from_bytes
+
+EXTENSIONS = {"zstd": ".tar.zst", "gzip": ".tar.gz", "none": ".tar"}
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+ENCRYPTED_SUFFIX = ".enc"
+
+
+def archive_name(container_name, checkpoint, compression, encrypted=False):
+    return f"{container_name}-{checkpoint}{EXTENSIONS[compression]}{ENCRYPTED_SUFFIX if encrypted else ''}"
+
+
+def is_zstd(path):
+    with open(path, "rb") as handle:
+        return handle.read(4) == _ZSTD_MAGIC
+
+
+def _private_tmpdir(near):
+    parent = os.path.dirname(os.path.abspath(near)) or "."
+    return tempfile.mkdtemp(prefix=".fleet-checkpoint-", dir=parent)
+
+
+class Tarball:
+    """A readable tar for an archive path: an encrypted archive is authenticated and decrypted, a zstd one
+    decompressed, into a private temporary directory first (nothing unauthenticated is ever read as a tar)."""
+
+    def __init__(self, path, run, zstd_path, scratch=None, secret=None):
+        self.path = path
+        self.run = run
+        self.zstd = zstd_path
+        self.scratch = scratch
+        self.secret = secret
+        self._tmp = None
+
+    def _private(self):
+        if not self._tmp:
+            self._tmp = tempfile.mkdtemp(prefix=".fleet-checkpoint-", dir=self.scratch)
+            os.chmod(self._tmp, 0o700)
+        return self._tmp
+
+    def __enter__(self):
+        try:
+            return self._open()
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def _open(self):
+        if not os.path.isfile(self.path):
+            raise ArchiveError(f"archive {self.path} does not exist or is not a file")
+        source = self.path
+        if is_encrypted(source):
+            if self.secret is None:
+                raise ArchiveError(f"{self.path} is encrypted: give encryption_key or encryption_key_file")
+            try:
+                require_cryptography()
+                source = os.path.join(self._private(), "archive.decrypted")
+                decrypt_file(self.path, source, self.secret)
+            except CryptoError as exc:
+                raise ArchiveError(str(exc)) from exc
+        elif self.secret is not None:
+            raise ArchiveError(f"{self.path} is not encrypted, but an encryption key was given: refusing an "
+                               "unprotected archive where an encrypted one is expected (leave the key out to import it)")
+        if not is_zstd(source):
+            return source
+        if not self.zstd:
+            raise ArchiveError(f"{self.path} is zstd-compressed and zstd is not installed: install the zstd package")
+        tar_path = os.path.join(self._private(), "archive.tar")
+        rc, out, err = self.run([self.zstd, "-d", "-q", "-f", "-o", tar_path, source])
+        if rc != 0:
+            raise ArchiveError(f"{self.path} could not be decompressed: {(err or out).strip()}")
+        if source != self.path:
+            os.remove(source)
+        return tar_path
+
+    def __exit__(self, *exc):
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+        return False
+
+
+def read_manifest(tar_path):
+    """The validated manifest of an (uncompressed or gzip) archive; it must be the first entry."""
+    try:
+        with tarfile.open(tar_path, "r:*") as tar:
+            first = tar.next()
+            if first is None or check_member(first) != MANIFEST_NAME or not first.isfile():
+                raise ArchiveError(f"{tar_path} does not start with {MANIFEST_NAME}: not a fleet.checkpoint archive")
+            if first.size > 16 * 1024 * 1024:
+                raise ArchiveError(f"{MANIFEST_NAME} is {first.size} bytes: too large to be a manifest")
+            data = tar.extractfile(first).read()
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
+        raise ArchiveError(f"not a readable tar archive (truncated or damaged?): {exc}") from exc
+    return from_bytes(data, MANIFEST_NAME)
+
+
+def verify_stream(tar_path, manifest):
+    """Check every entry and checksum without writing anything; return a list of problems (empty when sound)."""
+    problems = []
+    seen = set()
+    expected = manifest["files"]
+    try:
+        with tarfile.open(tar_path, "r:*") as tar:
+            for member in tar:
+                relative = check_member(member)
+                if not member.isfile() or relative == MANIFEST_NAME:
+                    continue
+                seen.add(relative)
+                info = expected.get(relative)
+                if info is None:
+                    problems.append(f"{relative} is not in the manifest")
+                    continue
+                digest = hashlib.sha256()
+                source = tar.extractfile(member)
+                for block in iter(lambda: source.read(1024 * 1024), b""):
+                    digest.update(block)
+                if member.size != info["size"]:
+                    problems.append(f"{relative} has {member.size} bytes, the manifest says {info['size']} (truncated?)")
+                elif digest.hexdigest() != info["sha256"]:
+                    problems.append(f"{relative} does not match its sha256 (corrupted)")
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
+        raise ArchiveError(f"not a readable tar archive (truncated or damaged?): {exc}") from exc
+    problems.extend(f"{name} is missing" for name in sorted(set(expected) - seen))
+    return problems
+
+
+def check_members(tar_path, manifest):
+    """Problems found from the tar's index alone (cheap, before anything is written): every entry safe, every file
+    listed in the manifest with its size, no entry twice, nothing missing. Raises ArchiveError on an unsafe entry."""
+    problems = []
+    seen = set()
+    expected = manifest["files"]
+    try:
+        with tarfile.open(tar_path, "r:*") as tar:
+            members = tar.getmembers()
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
+        raise ArchiveError(f"not a readable tar archive (truncated or damaged?): {exc}") from exc
+    for member in members:
+        relative = check_member(member)
+        if not member.isfile() or relative == MANIFEST_NAME:
+            continue
+        if relative in seen:
+            problems.append(f"{relative} appears twice")
+        seen.add(relative)
+        info = expected.get(relative)
+        if info is None:
+            problems.append(f"{relative} is not in the manifest")
+        elif member.size != info["size"]:
+            problems.append(f"{relative} has {member.size} bytes, the manifest says {info['size']}")
+    problems.extend(f"{name} is missing" for name in sorted(set(expected) - seen))
+    return problems
+
+
+def _add_bytes(tar, name, data):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o600
+    info.mtime = 0
+    tar.addfile(info, io.BytesIO(data))
+
+
+def write_archive(source_dir, manifest, destination, compression, run, zstd_path, secret=None):
+    """Write the archive atomically (0600, its directory created 0700), encrypted when a secret is given (see
+    _checkpoint_crypto); return the archive's sha256."""
+    if compression == "zstd" and not zstd_path:
+        raise ArchiveError("compression=zstd needs the zstd command on the managed host: install the zstd package, "
+                           "or use compression=gzip or none")
+    parent = os.path.dirname(os.path.abspath(destination))
+    if not os.path.isdir(parent):
+        os.makedirs(parent, mode=0o700)
+    tmpdir = _private_tmpdir(destination)
+    try:
+        os.chmod(tmpdir, 0o700)
+        tar_path = os.path.join(tmpdir, "archive.tar")
+        mode = "w:gz" if compression == "gzip" else "w"
+        fd = os.open(tar_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as raw:
+            kwargs = {"compresslevel": 1} if compression == "gzip" else {}
+            with tarfile.open(fileobj=raw, mode=mode, format=tarfile.PAX_FORMAT, **kwargs) as tar:
+                _add_bytes(tar, MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8"))
+                for relative in sorted(manifest["files"]):
+                    info = tar.gettarinfo(os.path.join(source_dir, *relative.split("/")), arcname=relative)
+                    info.mode, info.uid, info.gid, info.uname, info.gname = 0o600, 0, 0, "root", "root"
+                    with open(os.path.join(source_dir, *relative.split("/")), "rb") as handle:
+                        tar.addfile(info, handle)
+        final = tar_path
+        if compression == "zstd":
+            final = os.path.join(tmpdir, "archive.tar.zst")
+            rc, out, err = run([zstd_path, "-q", "-T0", "-f", "-o", final, tar_path])
+            if rc != 0:
+                raise ArchiveError(f"zstd failed: {(err or out).strip()}")
+        if secret is not None:
+            try:
+                require_cryptography()
+                encrypt_file(final, final + ENCRYPTED_SUFFIX, secret)
+            except CryptoError as exc:
+                raise ArchiveError(str(exc)) from exc
+            os.remove(final)
+            final += ENCRYPTED_SUFFIX
+        os.chmod(final, 0o600)
+        digest = hashlib.sha256()
+        with open(final, "rb") as handle:
+            for block in iter(lambda: handle.read(1024 * 1024), b""):
+                digest.update(block)
+        os.replace(final, destination)
+        return digest.hexdigest()
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)

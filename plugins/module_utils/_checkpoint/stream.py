@@ -1,0 +1,402 @@
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""A checkpoint streamed from one host to another over SSH, with nothing written to disk on the way.
+
+The receiver (docker_checkpoint state=restored with receive_timeout, on the target) makes a root-only FIFO and waits on
+it. The sender (state=present with send_to, on the source) writes a plain tar - manifest.json first, then the
+checkpoint's files - into `ssh <target> python3 -c RELAY <fifo>`; the relay copies its input into the FIFO and
+refuses to start when nobody waits on it. The receiver unpacks the tar as it arrives, into a private directory, with
+the same checks as an archive import (safe entries only, every file listed in the manifest with its size) and hashes
+every file on the way, so the checkpoint is checked against its manifest when the last byte lands.
+SSH encrypts and authenticates the bytes in transit; nothing is compressed (checkpoint memory rarely compresses, and
+on a busy host the compressor would slow the stream down).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import select
+import shlex
+import subprocess
+import tarfile
+import threading
+import time
+
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.files import (
+    MANIFEST_NAME,
+    ArchiveError,
+    check_member,
+)
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.manifest import from_bytes
+
+CHUNK = 1024 * 1024
+RELAY_WAIT = 20  # seconds the relay gives a receiver that is still starting
+_F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux), named in the fcntl module only from Python 3.10
+
+# Runs on the target under the SSH login's python3 (kept to what Python 3.6 understands): open the FIFO without
+# blocking - a receiver that is still starting (its FIFO not made yet, or not opened yet) is given a few seconds, a
+# missing one is an error instead of a hang - say "ready", then copy stdin into it.
+RELAY = r"""
+import errno, os, stat, sys, time
+path, deadline = sys.argv[1], time.time() + float(sys.argv[2])
+while True:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        break
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ENXIO) or time.time() > deadline:
+            sys.exit("fleet.checkpoint: nothing is receiving at %s on this host (%s): start the receiving restore "
+                     "(state=restored with receive_timeout) first" % (path, exc.strerror))
+        time.sleep(0.1)
+if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+    sys.exit("fleet.checkpoint: %s is not a receiver's FIFO" % path)
+os.set_blocking(fd, True)
+os.write(1, b"ready\n")
+try:
+    while os.splice(0, fd, 1048576):  # straight from SSH's pipe into the FIFO, no copy through Python (3.10+)
+        pass
+except (AttributeError, OSError):
+    while True:
+        data = os.read(0, 1048576)
+        if not data:
+            break
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+"""
+
+
+class StreamError(Exception):
+    """The stream could not be sent or received; the message says where it broke."""
+
+
+def stream_name(container, checkpoint):
+    """The FIFO's file name in the receiver's directory."""
+    return f"{container}-{checkpoint}.stream"
+
+
+def ssh_argv(send_to, remote_path, ready_within=RELAY_WAIT):
+    """The ssh command line that feeds the relay on the target (`send_to` is the module's option); the relay waits up
+    to `ready_within` seconds for the receiver's FIFO."""
+    argv = ["ssh", "-x", "-a", "-o", "ClearAllForwardings=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
+            "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4", "-p", str(send_to.get("port") or 22)]
+    if send_to.get("known_hosts_file"):
+        argv += ["-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={send_to['known_hosts_file']}"]
+    if send_to.get("identity_file"):
+        argv += ["-i", send_to["identity_file"]]
+    python = send_to.get("python") or "python3"
+    remote = f"{shlex.quote(python)} -c {shlex.quote(RELAY)} {shlex.quote(remote_path)} {int(ready_within)}"
+    return argv + ["--", f"{send_to.get('user') or 'root'}@{send_to['host']}", remote]
+
+
+BLOCK = 512
+_ZERO_BLOCK = bytes(BLOCK)
+
+
+def _padding(size):
+    return (BLOCK - size % BLOCK) % BLOCK
+
+
+def _header(name, size):
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = size, 0o600, 0
+    info.uid, info.gid, info.uname, info.gname = 0, 0, "root", "root"
+    # PAX: a pages file above 8 GiB gets its size in an extended header, as GNU tar and Python's tarfile read it.
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def write_stream(out, source_dir, manifest):
+    """Write the checkpoint under source_dir as a plain tar stream to `out` (a file descriptor, or a file object with
+    one): manifest.json first, then every file the manifest lists (root-only modes), the files' bytes handed over by
+    the kernel (sendfile) without passing through Python. Returns the number of bytes written."""
+    fd = out if isinstance(out, int) else out.fileno()
+    data = json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8")
+    _write_all(fd, _header(MANIFEST_NAME, len(data)) + data + bytes(_padding(len(data))))
+    count = BLOCK + len(data) + _padding(len(data))
+    for relative in sorted(manifest["files"]):
+        full = os.path.join(source_dir, *relative.split("/"))
+        size = manifest["files"][relative]["size"]
+        with open(full, "rb") as handle:
+            actual = os.fstat(handle.fileno()).st_size
+            if actual != size:
+                raise StreamError(f"{full} changed size since its manifest was made ({actual} bytes, the manifest "
+                                  f"says {size})")
+            header = _header(relative, size)
+            _write_all(fd, header)
+            offset = 0
+            while offset < size:
+                sent = os.sendfile(fd, handle.fileno(), offset, min(size - offset, 1 << 30))
+                if sent == 0:
+                    raise StreamError(f"{full} ended early while being sent (it shrank)")
+                offset += sent
+            _write_all(fd, bytes(_padding(size)))
+            count += len(header) + size + _padding(size)
+    _write_all(fd, _ZERO_BLOCK * 2)  # the end of the archive
+    return count + 2 * BLOCK
+
+
+class Sender:
+    """`ssh <target> <relay>` started ahead (its connection set up while the dump runs), then fed the checkpoint."""
+
+    def __init__(self, argv):
+        try:
+            # Not run_command: the stream is fed to ssh's stdin as it is read, never held in memory whole.
+            self.proc = subprocess.Popen(  # pylint: disable=consider-using-with,ansible-bad-function
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        except OSError as exc:
+            raise StreamError(f"cannot run {argv[0]}: {exc}") from exc
+        self._errors = []
+        self._reader = threading.Thread(target=lambda: self._errors.append(self.proc.stderr.read()), daemon=True)
+        self._reader.start()
+
+    def wait_ready(self, seconds):
+        """Wait until the relay on the target holds the receiver's FIFO open; raise StreamError (with the far side's
+        message) when it will not - before anything is dumped."""
+        deadline = time.monotonic() + seconds
+        line = None
+        while line != b"" and select.select([self.proc.stdout], [], [], max(0, deadline - time.monotonic()))[0]:
+            line = self.proc.stdout.readline()  # a login's shell start-up files may print something first
+            if line == b"ready\n":
+                return
+        self.abort()
+        detail = b"".join(self._errors).decode("utf-8", "replace").strip()
+        raise StreamError(detail or (f"the connection ended (exit code {self.proc.returncode})" if line == b""
+                                     else f"no answer from the target within {seconds}s"))
+
+    def abort(self):
+        """Nothing to send after all: the far side sees an empty stream and gives up."""
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(10)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(5)
+
+    def send(self, source_dir, manifest, timeout):
+        """Stream the checkpoint; returns {'bytes', 'seconds', 'started_at'} (from the first byte on: the connection
+        was made beforehand). The whole transfer must end within `timeout` seconds, else ssh is killed."""
+        started_at = time.time()
+        begin = time.monotonic()
+        timer = threading.Timer(timeout, self.proc.kill)
+        timer.start()
+        sent, broken = 0, None
+        try:
+            try:
+                sent = write_stream(self.proc.stdin, source_dir, manifest)
+                self.proc.stdin.close()
+            except (BrokenPipeError, ConnectionResetError) as exc:
+                broken = exc
+            except OSError as exc:
+                self.proc.kill()
+                raise StreamError(f"reading the checkpoint to send failed: {exc}") from exc
+            rc = self.proc.wait()
+            self._reader.join(5)
+        finally:
+            timer.cancel()
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        detail = b"".join(self._errors).decode("utf-8", "replace").strip()
+        if rc != 0 or broken:
+            if rc in (-9, 137) and time.monotonic() - begin >= timeout:
+                raise StreamError(f"the transfer did not finish within timeout={timeout}s")
+            raise StreamError(f"sending over SSH failed (exit code {rc}): {detail or broken or 'no message'}")
+        return {"bytes": sent, "seconds": round(time.monotonic() - begin, 3), "started_at": round(started_at, 3)}
+
+
+class FifoReader:
+    """The receiving end: a root-only FIFO at `path`, readable like a file once a sender has connected."""
+
+    def __init__(self, path, idle_timeout=120):
+        self.path = path
+        self.idle_timeout = idle_timeout
+        if os.path.lexists(path):
+            os.unlink(path)  # a receiver killed earlier left it
+        os.mkfifo(path, 0o600)
+        self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        self.inode = os.fstat(self.fd).st_ino
+        try:
+            fcntl.fcntl(self.fd, _F_SETPIPE_SZ, CHUNK)  # fewer wake-ups for a stream of many MiB
+        except OSError:
+            pass
+        self.poll = select.poll()
+        self.poll.register(self.fd, select.POLLIN)
+        self.count = 0
+
+    def wait(self, seconds):
+        """Wait for the sender's first bytes; then the FIFO's name is removed (no second sender).
+        Raises StreamError when nothing came within `seconds` or the FIFO was removed (the sender gave up)."""
+        deadline = time.monotonic() + seconds
+        while not self.poll.poll(200):
+            try:
+                if os.stat(self.path).st_ino != self.inode:
+                    raise FileNotFoundError
+            except FileNotFoundError as exc:
+                raise StreamError(f"{self.path} was removed while waiting: the sending side gave up") from exc
+            if time.monotonic() > deadline:
+                raise StreamError(f"nothing arrived at {self.path} within {seconds}s (receive_timeout): was the "
+                                  "checkpoint sent, with send_to naming this host and directory?")
+        self._unlink()
+
+    def _unlink(self):
+        try:
+            if os.stat(self.path).st_ino == self.inode:
+                os.unlink(self.path)
+        except OSError:
+            pass
+
+    def read(self, size=-1):
+        size = CHUNK if size is None or size < 0 else size
+        while True:
+            try:
+                data = os.read(self.fd, size)
+            except BlockingIOError:
+                if not self.poll.poll(self.idle_timeout * 1000):
+                    raise StreamError(f"the stream stalled: nothing arrived for {self.idle_timeout}s") from None
+                continue
+            self.count += len(data)
+            return data
+
+    def close(self):
+        self._unlink()
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _read_exact(fileobj, size):
+    chunks, left = [], size
+    while left:
+        data = fileobj.read(min(left, CHUNK))
+        if not data:
+            raise ArchiveError("the stream is not a complete tar (the sender stopped or the connection broke?): it "
+                               f"ended {left} bytes short")
+        chunks.append(data)
+        left -= len(data)
+    return b"".join(chunks)
+
+
+def _pax_records(data):
+    """The records of a PAX extended header ("<length> <key>=<value>\\n" each); ValueError when malformed."""
+    records, at = {}, 0
+    while at < len(data):
+        space = data.index(b" ", at)
+        length = int(data[at:space])
+        if length <= space - at + 1 or at + length > len(data) or data[at + length - 1:at + length] != b"\n":
+            raise ValueError(f"a record at byte {at} has a bad length")
+        key, sep, value = data[space + 1:at + length - 1].partition(b"=")
+        if not sep:
+            raise ValueError(f"a record at byte {at} has no '='")
+        records[key.decode("utf-8")] = value.decode("utf-8", "surrogateescape")
+        at += length
+    return records
+
+
+def _next_member(fileobj):
+    """The next entry's TarInfo (a PAX extended header applied to it), or None at the end of the archive."""
+    pax = {}
+    while True:
+        block = _read_exact(fileobj, BLOCK)
+        if block == _ZERO_BLOCK:
+            return None
+        try:
+            info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+        except tarfile.HeaderError as exc:
+            raise ArchiveError(f"the stream holds a damaged tar header: {exc}") from exc
+        if info.type != tarfile.XHDTYPE:
+            break
+        if info.size > 1024 * 1024:
+            raise ArchiveError(f"a PAX header of {info.size} bytes: not a checkpoint stream")
+        try:
+            pax = _pax_records(_read_exact(fileobj, info.size + _padding(info.size))[:info.size])
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ArchiveError(f"the stream holds a damaged PAX header: {exc}") from exc
+    if "path" in pax:
+        info.name = pax["path"]
+    if "size" in pax:
+        try:
+            info.size = int(pax["size"])
+        except ValueError as exc:
+            raise ArchiveError(f"the stream holds a damaged PAX size {pax['size']!r}") from exc
+    return info
+
+
+def _read_manifest(fileobj):
+    first = _next_member(fileobj)
+    if first is None or check_member(first) != MANIFEST_NAME or not first.isfile():
+        raise ArchiveError(f"the stream does not start with {MANIFEST_NAME}: not a fleet.checkpoint stream")
+    if first.size > 16 * 1024 * 1024:
+        raise ArchiveError(f"{MANIFEST_NAME} is {first.size} bytes: too large to be a manifest")
+    data = _read_exact(fileobj, first.size + _padding(first.size))[:first.size]
+    return from_bytes(data, MANIFEST_NAME)
+
+
+def _write_member(fileobj, size, target):
+    os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+    digest = hashlib.sha256()
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        left = size
+        while left:
+            data = fileobj.read(min(left, CHUNK))
+            if not data:
+                raise ArchiveError(f"the stream is not a complete tar (the sender stopped or the connection broke?): "
+                                   f"{os.path.basename(target)} ended {left} bytes short")
+            digest.update(data)
+            _write_all(fd, data)
+            left -= len(data)
+    finally:
+        os.close(fd)
+    _read_exact(fileobj, _padding(size))
+    return digest.hexdigest()
+
+
+def receive(fileobj, destination):
+    """Unpack a checkpoint stream into `destination` (created 0700; it must not exist), checking every entry and
+    hashing every file as it arrives. `destination` may be a function of the manifest (the stream's first entry) that
+    returns the path. Returns the validated manifest; raises ArchiveError, ManifestError or StreamError on anything
+    unsafe, unlisted, missing, truncated or corrupted (what was written is left for the caller to remove)."""
+    seen = {}
+    manifest = _read_manifest(fileobj)
+    expected = manifest["files"]
+    if callable(destination):
+        destination = destination(manifest)
+    if os.path.lexists(destination):
+        raise ArchiveError(f"{destination} already exists: refusing to unpack over it")
+    os.makedirs(destination, mode=0o700)
+    os.chmod(destination, 0o700)
+    for member in iter(lambda: _next_member(fileobj), None):
+        relative = check_member(member)
+        if not relative or member.isdir():
+            if member.size:
+                raise ArchiveError(f"directory entry {member.name!r} carries data")
+            continue
+        info = expected.get(relative)
+        if relative == MANIFEST_NAME or info is None:
+            raise ArchiveError(f"{relative} is not in the manifest")
+        if relative in seen:
+            raise ArchiveError(f"{relative} appears twice")
+        if member.size != info["size"]:
+            raise ArchiveError(f"{relative} has {member.size} bytes, the manifest says {info['size']}")
+        seen[relative] = _write_member(fileobj, member.size, os.path.join(destination, *relative.split("/")))
+        if seen[relative] != info["sha256"]:
+            raise ArchiveError(f"{relative} does not match its sha256 (corrupted on the way)")
+    missing = sorted(set(expected) - set(seen))
+    if missing:
+        raise ArchiveError(f"the stream ended without {', '.join(missing[:5])}")
+    if _read_exact(fileobj, BLOCK) != _ZERO_BLOCK:  # the archive's second end block: the sender is done
+        raise ArchiveError("the stream goes on after the end of its archive")
+    return manifest

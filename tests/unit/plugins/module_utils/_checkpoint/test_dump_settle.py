@@ -1,0 +1,273 @@
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""A stopping dump through containerd returns once the container's processes are gone; Docker records the exit a
+moment later, and every later operation waits for that (CheckpointOps.settled). Real processes stand for the
+container's main process; the Engine is faked."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import types
+
+import pytest
+
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host import processes as procs
+from ansible_collections.fleet.checkpoint.plugins.module_utils._containerd import task as containerd_task
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import stream_ops as stream_ops
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.ops import CheckpointOps, DumpInDoubt, OpError
+
+CID = "c" * 64
+
+
+class FakeAPI:
+    """Inspect answers from a script (the last one repeated); counts them."""
+
+    kind = "unix"
+
+    def __init__(self, *states):
+        self.states = list(states)
+        self.inspects = 0
+
+    def get(self, path):
+        assert path == f"/containers/{CID}/json"
+        self.inspects += 1
+        state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
+        return {"Id": CID, "Name": "/app", "State": state}
+
+
+class FakeContainerd:
+    """containerd's task checkpoint: ends the given process when asked to exit (as runc does after the dump)."""
+
+    def __init__(self, process=None):
+        self.process = process
+
+    def check(self, container_id, pid):
+        return ""
+
+    def checkpoint(self, container_id, path, exit_task, timeout=None):
+        assert container_id == CID and exit_task
+        if self.process:
+            self.process.kill()
+        return 0, "", "", "direct"
+
+
+def ops_with(api, containerd=None, root_dir="/nonexistent", check_mode=False, **options):
+    ctx = types.SimpleNamespace(api=api, containerd=containerd, check_mode=check_mode, criu_log=None,
+                                root_dir=root_dir, options=dict({"name": "cp", "timeout": 60, "force": False}, **options))
+    return CheckpointOps(ctx)
+
+
+@pytest.fixture
+def task_left(monkeypatch):
+    """containerd still holds the container's task, with this init PID (Docker has not deleted it yet)."""
+    holder = {}
+    monkeypatch.setattr(containerd_task, "task_init_pid", lambda cid, state_dirs=None: holder.get("pid"))
+    return holder
+
+
+@pytest.fixture
+def process():
+    child = subprocess.Popen(["sleep", "60"])
+    yield child
+    child.kill()
+    child.wait()
+
+
+def ended_pid():
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_running_with_a_live_main_process_is_taken_as_it_is(process):
+    api = FakeAPI({"Running": True, "Pid": process.pid})
+    ops = ops_with(api)
+    assert ops.settled(ops.inspect(CID))["State"]["Running"] is True
+    assert api.inspects == 1
+
+
+def test_running_with_its_main_process_gone_waits_for_docker(task_left):
+    gone = task_left["pid"] = ended_pid()
+    api = FakeAPI({"Running": True, "Pid": gone}, {"Running": True, "Pid": gone}, {"Running": False, "Pid": 0})
+    ops = ops_with(api)
+    assert ops.settled(ops.inspect(CID))["State"] == {"Running": False, "Pid": 0}
+    assert api.inspects == 3
+
+
+def test_the_wait_ends_when_docker_shows_another_process(task_left, process):
+    gone = task_left["pid"] = ended_pid()
+    api = FakeAPI({"Running": True, "Pid": gone}, {"Running": True, "Pid": process.pid})
+    ops = ops_with(api)
+    assert ops.settled(ops.inspect(CID))["State"]["Pid"] == process.pid
+    assert api.inspects == 2
+
+
+@pytest.mark.parametrize("state", [
+    {"Running": True, "Restarting": True, "Pid": 0},  # Docker's restarting state
+    {"Running": True, "Paused": True, "Pid": "gone"},
+    {"Running": True, "Pid": 0},
+])
+def test_no_wait_without_evidence_of_an_exit_docker_has_not_recorded(task_left, state):
+    state = dict(state)
+    if state["Pid"] == "gone":
+        state["Pid"] = task_left["pid"] = ended_pid()
+    api = FakeAPI(state)
+    ops = ops_with(api)
+    assert ops.settled(ops.inspect(CID))["State"] == state
+    assert api.inspects == 1
+
+
+def test_once_containerd_has_let_the_task_go_one_more_inspect_tells(task_left):
+    gone = ended_pid()  # containerd holds no task for it: Docker is recording the exit (its lock makes us wait)
+    api = FakeAPI({"Running": True, "Pid": gone}, {"Running": False, "Pid": 0}, {"Running": True, "Pid": 1})
+    ops = ops_with(api)
+    assert ops.settled(ops.inspect(CID))["State"] == {"Running": False, "Pid": 0}
+    assert api.inspects == 2
+    assert task_left == {}
+
+
+def test_a_checkpoint_right_after_another_sees_the_container_stopped(task_left, tmp_path):
+    gone = task_left["pid"] = ended_pid()
+    api = FakeAPI({"Running": True, "Pid": gone}, {"Running": False, "Status": "exited", "Pid": 0})
+    ops = ops_with(api, root_dir=str(tmp_path), leave_running=False)
+    ops.begin()
+    with pytest.raises(OpError, match="app is exited: a checkpoint needs a running container"):
+        ops.present(CID)
+
+
+def test_a_restore_right_after_the_checkpoint_is_not_taken_for_already_running(task_left, tmp_path):
+    gone = task_left["pid"] = ended_pid()
+    api = FakeAPI({"Running": True, "Pid": gone}, {"Running": False, "Pid": 0})
+    ops = ops_with(api, root_dir=str(tmp_path), target=None, archive_mode=False)
+    ops.begin()
+    # Stopped, so the restore goes on (and finds no checkpoint here) instead of answering "already running".
+    with pytest.raises(OpError, match="checkpoint 'cp' not found for container app"):
+        ops.restored(CID)
+
+
+def test_sending_an_existing_checkpoint_right_after_the_dump_is_not_refused(task_left):
+    gone = task_left["pid"] = ended_pid()
+    api = FakeAPI({"Running": True, "Pid": gone}, {"Running": False, "Pid": 0})
+    ops = ops_with(api, check_mode=True, send_to={"host": "b", "directory": "/var/lib/in", "user": None})
+    result = {"container": "app", "id": CID, "action": "unchanged", "changed": False}
+    stream_ops.send_checkpoint(ops, result)
+    assert result["action"] == "sent" and result["sent"]["to"] == "root@b:/var/lib/in/app-cp.stream"
+
+
+def test_a_remote_engine_is_never_second_guessed():
+    api = FakeAPI({"Running": True, "Pid": ended_pid()})
+    api.kind = "tcp"  # its PIDs are not this host's
+    ops = ops_with(api)
+    assert ops.settled(ops.inspect(CID))["State"]["Running"] is True
+    assert api.inspects == 1
+
+
+def test_containerd_dump_returns_when_the_process_is_gone_without_asking_docker(tmp_path, process):
+    api = FakeAPI({"Running": True, "Pid": process.pid})
+    ops = ops_with(api, FakeContainerd(process))
+    main = (process.pid, procs.start_time(process.pid)[1])
+    result = {"container": "app", "warnings": []}
+    assert ops._dump(CID, main, str(tmp_path / "cp"), "containerd", True, 0, result) == "containerd"
+    assert result["containerd_client"] == "direct"  # the client the containerd task reports is passed on
+    assert api.inspects == 0
+    assert not procs.alive(*main)
+
+
+def test_containerd_dump_that_left_the_process_running_is_refused(tmp_path, process, monkeypatch):
+    monkeypatch.setattr(procs, "wait_gone", lambda pid, started, seconds: False)  # 10 s shortened to none
+    monkeypatch.setattr(CheckpointOps, "_wait_state", lambda self, cid, running, seconds: {"Running": True})
+    path = tmp_path / "cp"
+    path.mkdir()
+    ops = ops_with(FakeAPI({"Running": True, "Pid": process.pid}), FakeContainerd())
+    main = (process.pid, procs.start_time(process.pid)[1])
+    with pytest.raises(OpError, match="still running after a stopping checkpoint through containerd"):
+        ops._dump(CID, main, str(path), "containerd", True, 0, {"container": "app", "warnings": []})
+    assert not path.exists()  # the checkpoint was discarded
+
+
+def test_without_a_known_start_time_docker_is_asked(tmp_path, process, monkeypatch):
+    asked = []
+    monkeypatch.setattr(CheckpointOps, "_wait_state",
+                        lambda self, cid, running, seconds: asked.append(cid) or {"Running": False})
+    ops = ops_with(FakeAPI({"Running": True, "Pid": process.pid}), FakeContainerd(process))
+    assert ops._dump(CID, (process.pid, None), str(tmp_path / "cp"), "containerd", True, 0,
+                     {"container": "app", "warnings": []}) == "containerd"
+    assert asked == [CID]
+
+
+class AnsweringContainerd:
+    """containerd's checkpoint call that answers (rc, out, err, client) and leaves a partial dump behind."""
+
+    def __init__(self, rc, err):
+        self.answer = (rc, "", err, "direct")
+
+    def check(self, container_id, pid):
+        return ""
+
+    def checkpoint(self, container_id, path, exit_task, timeout=None):
+        os.makedirs(path)
+        with open(os.path.join(path, "pages-1.img"), "wb") as image:
+            image.write(b"x")
+        return self.answer
+
+
+@pytest.mark.parametrize("rc, err, kept, error, fragment", [
+    (124, "containerd: deadline exceeded", True, DumpInDoubt, "did not finish the checkpoint within timeout=60s"),
+    (125, "containerd's answer could not be read: connection closed", True, DumpInDoubt, "may still be dumping"),
+    (1, "containerd: criu failed", False, OpError, "checkpoint through containerd failed: containerd: criu failed"),
+])
+def test_a_dump_in_doubt_keeps_its_directory_and_a_failed_one_is_removed(tmp_path, rc, err, kept, error, fragment):
+    path = tmp_path / "cp"
+    result = {"container": "app", "warnings": []}
+    ops = ops_with(FakeAPI({"Running": True, "Pid": 1}), AnsweringContainerd(rc, err))
+    with pytest.raises(error, match=fragment) as info:
+        ops._dump_containerd(CID, str(path), True, 0, result)
+    assert info.type is error  # a failure is not reported in doubt, nor the other way round
+    assert path.exists() is kept
+    assert result["containerd_client"] == "direct" and result["dump_call_seconds"] >= 0
+
+
+class RunningAPI(FakeAPI):
+    """A running container whose restart policy is 'no' (nothing to change around the dump)."""
+
+    def __init__(self, pid):
+        super().__init__({"Running": True, "Pid": pid, "Status": "running"})
+
+    def get(self, path):
+        inspect = super().get(path)
+        inspect["HostConfig"] = {"RestartPolicy": {"Name": "no"}}
+        return inspect
+
+
+def test_a_dump_in_doubt_is_marked_refused_later_and_never_costs_the_older_checkpoint(tmp_path, process, monkeypatch):
+    monkeypatch.setattr(CheckpointOps, "_pids", lambda self, cid: [process.pid])
+    path = tmp_path / "containers" / CID / "checkpoints" / "cp"
+    path.mkdir(parents=True)
+    (path / "pages-1.img").write_bytes(b"good")
+    marker = path.parent / ".cp.fleet-in-doubt"
+    backup = path.parent / ".cp.fleet-old"
+
+    def run(containerd, **options):
+        ops = ops_with(RunningAPI(process.pid), containerd, root_dir=str(tmp_path), method="containerd",
+                       leave_running=True, **options)
+        with pytest.raises(OpError) as info:
+            ops.present(CID)
+        return str(info.value)
+
+    message = run(AnsweringContainerd(125, "containerd's answer could not be read: connection closed"), force=True)
+    assert "may still be dumping" in message and f"kept in {backup}" in message, message
+    assert marker.exists() and (backup / "pages-1.img").read_bytes() == b"good"
+    assert (path / "pages-1.img").read_bytes() == b"x"  # the dump in doubt is left as it is
+
+    message = run(AnsweringContainerd(0, ""))  # not forced: the checkpoint in doubt is not reported as made
+    assert "is in doubt" in message and "state=absent" in message, message
+    assert marker.exists() and backup.exists()
+
+    # forced again, and this dump fails: the checkpoint the first run was replacing comes back, not the one in doubt
+    message = run(AnsweringContainerd(1, "containerd: criu failed"), force=True)
+    assert "checkpoint through containerd failed" in message, message
+    assert (path / "pages-1.img").read_bytes() == b"good"
+    assert not marker.exists() and not backup.exists()

@@ -1,0 +1,122 @@
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""docker_checkpoint's receiving end (receive_checkpoint) on a real FIFO and tree, against a fake Docker API: what it
+leaves behind when the stream is whole, cut, or not the checkpoint it waits for."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import types
+
+import pytest
+
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import store as store
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import stream as stream
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import stream_ops as stream_ops
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.files import file_inventory
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.manifest import build
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.ops import CheckpointOps, OpError
+
+CID = "ab" * 32
+INSPECT = {"Id": CID, "Name": "/web", "Image": "sha256:" + "c" * 64, "Config": {"Image": "busybox"},
+           "HostConfig": {"RestartPolicy": {"Name": "always"}}, "State": {"Running": False}}
+
+
+class FakeAPI:
+    def __init__(self):
+        self.deleted = []
+
+    def delete(self, path, **query):
+        self.deleted.append((path, query))
+
+
+def make_ops(tmp_path, name="move"):
+    ctx = types.SimpleNamespace(api=FakeAPI(), root_dir=str(tmp_path / "docker"), check_mode=False,
+                                versions={}, options={"name": name, "archive_dir": str(tmp_path / "in"),
+                                                      "receive_timeout": 20, "force": False, "create": True})
+    ops = CheckpointOps(ctx)
+    created = []
+
+    def inspect_or_create(ref, config=None, origin=None):
+        created.append((ref, config["name"], origin))
+        ops._local.created = True  # pylint: disable=protected-access
+        return INSPECT
+
+    ops.inspect_or_create = inspect_or_create
+    ops.begin()
+    return ops, created
+
+
+@pytest.fixture
+def sent(tmp_path):
+    cp = tmp_path / "cp"
+    cp.mkdir()
+    (cp / "pages-1.img").write_bytes(os.urandom(2 * 1024 * 1024))
+    (cp / "core-1.img").write_bytes(b"core")
+    manifest = build("move", INSPECT, file_inventory(str(cp)), {"criu": "4.2.1"}, "containerd", 1763900000.0)
+    with tempfile.TemporaryFile() as out:
+        stream.write_stream(out, str(cp), manifest)
+        out.seek(0)
+        return cp, out.read()
+
+
+def feed(fifo, data):
+    """The relay, as ssh runs it on the target, writing `data` into the FIFO once the receiver is there."""
+    relay = [sys.executable, "-c", stream.RELAY, fifo, "10"]
+    thread = threading.Thread(target=subprocess.run, args=(relay,), kwargs={"input": data, "capture_output": True})
+    thread.start()
+    return thread
+
+
+def test_a_whole_stream_is_installed_root_only_with_its_metadata(tmp_path, sent):
+    cp, data = sent
+    ops, created = make_ops(tmp_path)
+    writer = feed(str(tmp_path / "in" / "web-move.stream"), data)
+    got = stream_ops.receive_checkpoint(ops, "web")
+    writer.join(30)
+    path = store.checkpoint_dir(str(tmp_path / "docker"), CID, "move")
+    assert created == [("web", "web", f"the stream at {tmp_path / 'in' / 'web-move.stream'}")]
+    assert got["inspect"] is INSPECT and got["bytes"] == len(data) and got["seconds"] >= 0
+    assert (tmp_path / "docker" / "containers" / CID / "checkpoints" / "move" / "pages-1.img").read_bytes() == \
+        (cp / "pages-1.img").read_bytes()
+    assert store.read_metadata(path)["files"] == file_inventory(str(cp))
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
+    assert os.listdir(tmp_path / "in") == []  # the FIFO is gone
+    assert not [name for name in os.listdir(os.path.dirname(path)) if name.startswith(".")]
+
+
+def test_a_cut_stream_removes_the_container_it_created_and_every_file(tmp_path, sent):
+    _cp, data = sent
+    ops, created = make_ops(tmp_path)
+    writer = feed(str(tmp_path / "in" / "web-move.stream"), data[: len(data) // 2])
+    with pytest.raises(OpError, match="nothing was restored and the container created for it was removed"):
+        stream_ops.receive_checkpoint(ops, "web")
+    writer.join(30)
+    assert len(created) == 1 and ops.api.deleted == [(f"/containers/{CID}", {"force": 1})]
+    assert not os.path.exists(tmp_path / "docker" / "containers" / CID / "checkpoints")
+    assert os.listdir(tmp_path / "in") == []
+
+
+def test_another_checkpoint_is_refused_before_any_container_is_made(tmp_path, sent):
+    _cp, data = sent
+    ops, created = make_ops(tmp_path, name="other")
+    writer = feed(str(tmp_path / "in" / "web-other.stream"), data)
+    with pytest.raises(OpError, match="holds checkpoint 'move', not 'other'"):
+        stream_ops.receive_checkpoint(ops, "web")
+    writer.join(30)
+    assert created == [] and ops.api.deleted == []
+
+
+def test_nothing_arriving_ends_the_wait_with_nothing_made(tmp_path):
+    ops, created = make_ops(tmp_path)
+    ops.opts["receive_timeout"] = 1
+    with pytest.raises(OpError, match="nothing arrived .* within 1s"):
+        stream_ops.receive_checkpoint(ops, "web")
+    assert created == [] and os.listdir(tmp_path / "in") == []

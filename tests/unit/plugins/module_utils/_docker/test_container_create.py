@@ -1,0 +1,119 @@
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.manifest import container_config
+from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.container_create import (
+    CreateError,
+    create,
+    create_body,
+    missing_prerequisites,
+)
+from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPIError
+
+IMAGE_ID = "sha256:" + "1" * 64
+INSPECT = {
+    "Id": "ab" * 32,
+    "Name": "/web",
+    "Image": IMAGE_ID,
+    "Config": {"Image": "fleet-lab-workload:busybox", "Cmd": ["counter"], "Entrypoint": None,
+               "Env": ["A=1", "SECRET=x"], "Labels": {"app": "web"}, "Hostname": "abababababab", "WorkingDir": "/srv",
+               "User": "1000", "Tty": False, "OpenStdin": False, "ExposedPorts": {"8080/tcp": {}}},
+    "HostConfig": {"NetworkMode": "appnet", "PortBindings": {"8080/tcp": [{"HostIp": "", "HostPort": "18080"}]},
+                   "RestartPolicy": {"Name": "unless-stopped", "MaximumRetryCount": 0}},
+    "Mounts": [{"Type": "volume", "Name": "data", "Source": "/var/lib/docker/volumes/data/_data",
+                "Destination": "/data", "RW": True},
+               {"Type": "bind", "Source": "/etc/app", "Destination": "/etc/app", "RW": False}],
+    "NetworkSettings": {"Networks": {"appnet": {"Aliases": ["web", "abababababab"]}}},
+}
+
+
+class FakeApi:
+    def __init__(self, images=None, networks=()):
+        self.images = images or {}
+        self.networks = set(networks)
+        self.posts = []
+
+    def get(self, path, **query):
+        kind, name = path.split("/")[1], path.split("/", 2)[2].rsplit("/json", 1)[0]
+        if kind == "images" and name in self.images:
+            return {"Id": self.images[name]}
+        if kind == "networks" and name in self.networks:
+            return {"Name": name}
+        raise DockerAPIError(f"{path}: 404", status=404)
+
+    def post(self, path, body=None, **query):
+        self.posts.append((path, body, query))
+        return {"Id": "cd" * 32}
+
+
+def config():
+    return container_config(INSPECT)
+
+
+def test_create_body_recreates_the_configuration_with_restart_policy_no():
+    body = create_body(config())
+    assert body["Image"] == "fleet-lab-workload:busybox" and body["Cmd"] == ["counter"]
+    assert body["Env"] == ["A=1", "SECRET=x"] and body["Labels"] == {"app": "web"}
+    assert body["Hostname"] == "abababababab" and body["WorkingDir"] == "/srv" and body["User"] == "1000"
+    assert body["ExposedPorts"] == {"8080/tcp": {}}
+    host = body["HostConfig"]
+    assert host["RestartPolicy"] == {"Name": "no"}
+    assert host["PortBindings"] == {"8080/tcp": [{"HostIp": "", "HostPort": "18080"}]}
+    assert host["Mounts"] == [
+        {"Type": "volume", "Source": "data", "Target": "/data", "ReadOnly": False},
+        {"Type": "bind", "Source": "/etc/app", "Target": "/etc/app", "ReadOnly": True},
+    ]
+    assert body["NetworkingConfig"] == {"EndpointsConfig": {"appnet": {"Aliases": ["web"]}}}
+
+
+def test_default_networks_need_no_endpoint_config():
+    data = config()
+    data["networks"] = {"bridge": {"aliases": []}}
+    assert "NetworkingConfig" not in create_body(data)
+
+
+def test_a_manifest_without_an_image_is_refused():
+    data = config()
+    data["image"] = {}
+    with pytest.raises(CreateError, match="no image"):
+        create_body(data)
+
+
+def test_what_the_host_lacks_is_named():
+    problems = missing_prerequisites(FakeApi(), config(), lambda path: False)
+    text = " | ".join(problems)
+    assert "image fleet-lab-workload:busybox is not on this host" in text
+    assert "network appnet does not exist" in text
+    assert "bind mount source /etc/app does not exist" in text
+
+
+def test_a_different_image_under_the_same_name_is_refused():
+    api = FakeApi(images={"fleet-lab-workload:busybox": "sha256:" + "2" * 64}, networks=["appnet"])
+    problems = missing_prerequisites(api, config(), lambda path: True)
+    assert len(problems) == 1 and "load the same image" in problems[0]
+
+
+def test_create_posts_once_everything_is_there():
+    api = FakeApi(images={IMAGE_ID: IMAGE_ID}, networks=["appnet"])
+    assert create(api, "web", config(), lambda path: True) == "cd" * 32
+    path, body, query = api.posts[0]
+    # The tag is not on this host (the image came by id): created from the id.
+    assert path == "/containers/create" and query == {"name": "web"} and body["Image"] == IMAGE_ID
+
+
+def test_create_uses_the_tag_when_it_names_the_recorded_image():
+    api = FakeApi(images={IMAGE_ID: IMAGE_ID, "fleet-lab-workload:busybox": IMAGE_ID}, networks=["appnet"])
+    create(api, "web", config(), lambda path: True)
+    assert api.posts[0][1]["Image"] == "fleet-lab-workload:busybox"
+
+
+def test_create_changes_nothing_when_something_is_missing():
+    api = FakeApi()
+    with pytest.raises(CreateError, match="not on this host"):
+        create(api, "web", config(), lambda path: True)
+    assert api.posts == []
