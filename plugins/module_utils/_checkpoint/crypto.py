@@ -25,6 +25,11 @@ import hashlib
 import os
 import stat
 import struct
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 MAGIC = b"FLEETCK\x01"
 KDF_SCRYPT = 1
@@ -51,7 +56,7 @@ _NO_LIBRARY = ("encryption needs the Python cryptography library on the managed 
                "python3-cryptography package (Debian/Ubuntu) or pip install cryptography")
 
 
-def _aesgcm():
+def _aesgcm() -> type[AESGCM]:
     """cryptography's AESGCM, imported on first use: a run without a key does not pay for the import (~12 ms)."""
     try:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # pylint: disable=import-outside-toplevel
@@ -60,7 +65,7 @@ def _aesgcm():
     return AESGCM
 
 
-def _is_invalid_tag(exc):
+def _is_invalid_tag(exc: BaseException) -> bool:
     """Whether exc is cryptography's InvalidTag (a failed authentication)."""
     try:
         from cryptography.exceptions import InvalidTag  # pylint: disable=import-outside-toplevel
@@ -69,11 +74,11 @@ def _is_invalid_tag(exc):
     return isinstance(exc, InvalidTag)
 
 
-def require_cryptography():
+def require_cryptography() -> None:
     _aesgcm()
 
 
-def normalize_secret(key=None, key_file=None):
+def normalize_secret(key: str | None = None, key_file: str | None = None) -> bytes:
     """The secret as bytes, from a passphrase or from a file only its owner can read and write."""
     if (key is None) == (key_file is None):
         raise CryptoError("give exactly one of encryption_key and encryption_key_file")
@@ -81,6 +86,8 @@ def normalize_secret(key=None, key_file=None):
         if not isinstance(key, str) or len(key) < MIN_SECRET_LENGTH:
             raise CryptoError("encryption_key is too short: use at least 16 characters (e.g. openssl rand -base64 32)")
         return key.encode("utf-8")
+    if key_file is None:  # not reached: exactly one was given, and it is not key
+        raise CryptoError("give exactly one of encryption_key and encryption_key_file")
     try:
         fd = os.open(key_file, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
@@ -107,12 +114,12 @@ def normalize_secret(key=None, key_file=None):
     return data
 
 
-def is_encrypted(path):
+def is_encrypted(path: str) -> bool:
     with open(path, "rb") as handle:
         return handle.read(len(MAGIC)) == MAGIC
 
 
-def _derive_key(secret, salt, log2n, r, p):
+def _derive_key(secret: bytes, salt: bytes, log2n: int, r: int, p: int) -> bytes:
     if not isinstance(secret, bytes) or len(secret) < MIN_SECRET_LENGTH:
         raise CryptoError("the encryption secret must be at least 16 bytes: build it with normalize_secret()")
     n = 1 << log2n
@@ -124,11 +131,11 @@ def _derive_key(secret, salt, log2n, r, p):
                           f"(too much memory for this host?): {exc}") from None
 
 
-def _nonce(prefix, counter, last):
+def _nonce(prefix: bytes, counter: int, last: bool) -> bytes:
     return prefix + struct.pack(">IB", counter, 1 if last else 0)
 
 
-def _chunks(handle, size):
+def _chunks(handle: BinaryIO, size: int) -> Iterator[tuple[int, bytes, bool]]:
     """Yield (counter, data, last) for reads of size bytes: a chunk is the last one iff nothing follows it."""
     data = handle.read(size)
     for counter in range(_MAX_CHUNKS):
@@ -141,7 +148,7 @@ def _chunks(handle, size):
 
 
 @contextlib.contextmanager
-def _output(path):
+def _output(path: str) -> Iterator[BinaryIO]:
     """A new 0600 file, removed again if anything fails before it is complete."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
     try:
@@ -154,7 +161,7 @@ def _output(path):
 
 
 @contextlib.contextmanager
-def _errors(action, source_path, destination_path):
+def _errors(action: str, source_path: str, destination_path: str) -> Iterator[None]:
     """Turn OS and authentication failures into a CryptoError (the partial output is already gone by then)."""
     try:
         yield
@@ -168,7 +175,7 @@ def _errors(action, source_path, destination_path):
         raise
 
 
-def encrypt_file(source_path, destination_path, secret, chunk_size=DEFAULT_CHUNK_SIZE):
+def encrypt_file(source_path: str, destination_path: str, secret: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
     if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
         raise CryptoError(f"chunk size {chunk_size} is out of range: use {MIN_CHUNK_SIZE} to {MAX_CHUNK_SIZE} bytes")
     salt, prefix = os.urandom(16), os.urandom(7)
@@ -181,7 +188,7 @@ def encrypt_file(source_path, destination_path, secret, chunk_size=DEFAULT_CHUNK
                 out.write(aead.encrypt(_nonce(prefix, counter, last), data, header))
 
 
-def decrypt_file(source_path, destination_path, secret):
+def decrypt_file(source_path: str, destination_path: str, secret: bytes) -> None:
     with _errors("decrypt", source_path, destination_path), open(source_path, "rb") as source:
         header = source.read(_HEADER.size)
         if len(header) != _HEADER.size:

@@ -16,15 +16,21 @@ import hashlib
 import os
 import tarfile
 import zlib
+from collections.abc import Container, Mapping
+from typing import Any, Dict
 
 MANIFEST_NAME = "manifest.json"
+
+# {relative path: {'size': int, 'sha256': str}}, as in a manifest's `files`. typing.Dict, not dict[...]: an alias is
+# evaluated at import, on the managed host's Python, and dict cannot be subscripted before Python 3.9.
+Inventory = Dict[str, Dict[str, Any]]
 
 
 class ArchiveError(Exception):
     """The archive is unsafe or damaged; the message names the entry and what is wrong."""
 
 
-def sha256_file(path, chunk=1024 * 1024):
+def sha256_file(path: str, chunk: int = 1024 * 1024) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(chunk), b""):
@@ -32,10 +38,10 @@ def sha256_file(path, chunk=1024 * 1024):
     return digest.hexdigest()
 
 
-def file_inventory(directory, skip=()):
+def file_inventory(directory: str, skip: Container[str] = ()) -> Inventory:
     """{relative path: {'size', 'sha256'}} for every regular file under directory (sorted, '/' separators), but the
     relative paths in `skip`."""
-    inventory = {}
+    inventory: Inventory = {}
     for root, dirs, files in os.walk(directory):
         for name in dirs:
             if os.path.islink(os.path.join(root, name)):
@@ -52,7 +58,7 @@ def file_inventory(directory, skip=()):
     return inventory
 
 
-def check_member(member):
+def check_member(member: tarfile.TarInfo) -> str:
     """Raise ArchiveError when a tar entry is not a plain file or directory with a safe relative path."""
     name = member.name
     if name.startswith("/") or os.path.isabs(name):
@@ -69,7 +75,7 @@ def check_member(member):
     return "/".join(parts)
 
 
-def safe_extract(archive_path, destination):
+def safe_extract(archive_path: str, destination: str) -> list[str]:
     """Unpack a (possibly compressed) tar into destination, refusing unsafe entries before writing anything.
 
     Returns the list of files written (relative paths). destination is created 0700 and must not exist yet.
@@ -82,7 +88,7 @@ def safe_extract(archive_path, destination):
             safe = [(member, check_member(member)) for member in members]
             os.makedirs(destination, mode=0o700)
             os.chmod(destination, 0o700)
-            written = []
+            written: list[str] = []
             for member, relative in safe:
                 if not relative:
                     continue
@@ -93,6 +99,8 @@ def safe_extract(archive_path, destination):
                     continue
                 os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
                 source = tar.extractfile(member)
+                if source is None:  # not reached: check_member let only files and directories through
+                    raise ArchiveError(f"{relative} cannot be read from the archive")
                 fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with os.fdopen(fd, "wb") as handle:
                     while True:
@@ -106,9 +114,9 @@ def safe_extract(archive_path, destination):
         raise ArchiveError(f"{archive_path} is not a readable tar archive (truncated or damaged?): {exc}") from exc
 
 
-def verify_inventory(directory, expected):
+def verify_inventory(directory: str, expected: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """Compare the files under directory with a manifest's inventory; return a list of problems (empty when equal)."""
-    problems = []
+    problems: list[str] = []
     actual = file_inventory(directory)
     for name, info in sorted(expected.items()):
         found = actual.get(name)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Container, Iterable, Iterator
 
 PAGES = re.compile(r"pages-\d+\.img")
 SIDE_PREFIX = ".fleet-pages-"
@@ -28,19 +29,19 @@ SIDE_PREFIX = ".fleet-pages-"
 CLIMB = "../" * 64
 
 
-def side_dir(path):
+def side_dir(path: str) -> str:
     """Where the pages of checkpoint directory `path` (…/containers/<id>/checkpoints/<name>) wait during a restore:
     beside `checkpoints`, so that Docker never lists it as a checkpoint, and removed with the container."""
     checkpoints = os.path.dirname(os.path.normpath(path))
     return os.path.join(os.path.dirname(checkpoints), SIDE_PREFIX + os.path.basename(os.path.normpath(path)))
 
 
-def link_target(side, name):
+def link_target(side: str, name: str) -> str:
     """The relative link that resolves to side/name from any directory, whatever mount namespace's root is current."""
     return CLIMB + os.path.realpath(side).lstrip("/") + "/" + name
 
 
-def link(path):
+def link(path: str) -> list[str]:
     """Move the pages files of `path` aside and link them; returns the names linked (none: nothing to gain)."""
     put_back(path)
     names = sorted(entry.name for entry in os.scandir(path)
@@ -59,7 +60,7 @@ def link(path):
     return names
 
 
-def put_back(path):
+def put_back(path: str) -> list[str]:
     """Undo `link` (also half done): every file of the side directory goes back in place of its link."""
     side = side_dir(path)
     if not os.path.isdir(side):
@@ -69,7 +70,7 @@ def put_back(path):
         # are of no use, and they hold the container's memory.
         shutil.rmtree(side)
         return []
-    restored = []
+    restored: list[str] = []
     for name in sorted(os.listdir(side)):
         target = os.path.join(path, name)
         if os.path.islink(target) or not os.path.exists(target):
@@ -81,7 +82,7 @@ def put_back(path):
     return restored
 
 
-def aside(path):
+def aside(path: str) -> dict[str, str]:
     """{name: file} for the pages that wait beside checkpoint `path` (a run interrupted during a fast restore, not
     repaired yet: check mode does not repair), whose place in the checkpoint holds a link or nothing."""
     side = side_dir(path)
@@ -91,7 +92,7 @@ def aside(path):
             if os.path.islink(os.path.join(path, name)) or not os.path.exists(os.path.join(path, name))}
 
 
-def auto_dedup(configs=("/etc/criu/runc.conf", "/etc/criu/default.conf")):
+def auto_dedup(configs: Iterable[str] = ("/etc/criu/runc.conf", "/etc/criu/default.conf")) -> bool:
     """Whether CRIU is configured with auto-dedup, which punches holes in the pages files it restores from: through
     links those would be the checkpoint's own files, so the restore must not link them."""
     for config in configs:
@@ -104,9 +105,9 @@ def auto_dedup(configs=("/etc/criu/runc.conf", "/etc/criu/default.conf")):
     return False
 
 
-def leftovers(temp_dirs, side):
+def leftovers(temp_dirs: Iterable[str], side: str) -> list[str]:
     """containerd's unpacked copies of this restore (ctrd-checkpoint* directories whose pages link into `side`)."""
-    found = []
+    found: list[str] = []
     prefix = link_target(side, "")
     for temp in temp_dirs:
         try:
@@ -125,7 +126,7 @@ def leftovers(temp_dirs, side):
     return found
 
 
-def _checkpoint_dirs(temp_dirs):
+def _checkpoint_dirs(temp_dirs: Iterable[str]) -> Iterator[str]:
     for temp in temp_dirs:
         try:
             yield from (entry.path for entry in os.scandir(temp)
@@ -134,12 +135,12 @@ def _checkpoint_dirs(temp_dirs):
             continue
 
 
-def _same_bytes(one, other):
+def _same_bytes(one: str, other: str) -> bool:
     with open(one, "rb") as first, open(other, "rb") as second:
         return first.read() == second.read()
 
 
-def copies(temp_dirs, path, unchecked=()):
+def copies(temp_dirs: Iterable[str], path: str, unchecked: Container[str] = ()) -> list[str]:
     """containerd's unpacked copies of checkpoint `path` left by a restore that Docker did the plain way: the same
     file names, every file the same size and every file but the pages (and `unchecked`) the same bytes - the small
     images name this container's processes, so another container's copy does not match."""
@@ -149,7 +150,7 @@ def copies(temp_dirs, path, unchecked=()):
     except OSError:
         return []
     compared = [name for name in ours if not PAGES.fullmatch(name) and name not in unchecked]
-    found = []
+    found: list[str] = []
     for candidate in _checkpoint_dirs(temp_dirs):
         try:
             theirs = {entry.name: entry.stat(follow_symlinks=False).st_size for entry in os.scandir(candidate)
@@ -164,9 +165,9 @@ def copies(temp_dirs, path, unchecked=()):
     return found
 
 
-def containerd_temp_dirs(proc="/proc"):
+def containerd_temp_dirs(proc: str = "/proc") -> list[str]:
     """The directories containerd unpacks checkpoints into: its TMPDIR / XDG_RUNTIME_DIR, else /tmp."""
-    dirs = []
+    dirs: list[str] = []
     for pid in (entry for entry in os.listdir(proc) if entry.isdigit()):
         try:
             with open(os.path.join(proc, pid, "comm"), encoding="utf-8") as handle:

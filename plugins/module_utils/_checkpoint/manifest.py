@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
+from typing import Any, Dict
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.names import validate_checkpoint_name
 
@@ -20,12 +22,16 @@ FORMAT_VERSION = 1
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _METHODS = ("api", "containerd")
 
+# A manifest: the JSON object built and validated below. typing.Dict, not dict[...]: an alias is evaluated at import,
+# on the managed host's Python, and dict cannot be subscripted before Python 3.9.
+Manifest = Dict[str, Any]
+
 
 class ManifestError(ValueError):
     """A manifest that cannot be trusted; the message names the field."""
 
 
-def container_config(inspect):
+def container_config(inspect: Mapping[str, Any]) -> dict[str, Any]:
     """The parts of `GET /containers/{id}/json` needed to recreate the container on another host."""
     config = inspect.get("Config") or {}
     host = inspect.get("HostConfig") or {}
@@ -56,7 +62,8 @@ def container_config(inspect):
     }
 
 
-def build(checkpoint, inspect, files, versions, method, created):
+def build(checkpoint: str, inspect: Mapping[str, Any], files: Mapping[str, Mapping[str, Any]],
+          versions: Mapping[str, str | None], method: str, created: float) -> Manifest:
     """A manifest dict for checkpoint `checkpoint` of the inspected container."""
     validate_checkpoint_name(checkpoint)
     if method not in _METHODS:
@@ -74,7 +81,7 @@ def build(checkpoint, inspect, files, versions, method, created):
     }
 
 
-def _require(data, key, kind, where="manifest"):
+def _require(data: Mapping[str, Any], key: str, kind: type, where: str = "manifest") -> Any:
     if key not in data:
         raise ManifestError(f"{where} has no {key!r}")
     if not isinstance(data[key], kind):
@@ -82,7 +89,7 @@ def _require(data, key, kind, where="manifest"):
     return data[key]
 
 
-def from_bytes(data, name="manifest.json"):
+def from_bytes(data: bytes, name: str = "manifest.json") -> Manifest:
     """The validated manifest in `data` (the JSON bytes of an archive's or a stream's first entry)."""
     try:
         return validate(json.loads(data.decode("utf-8")))
@@ -92,7 +99,7 @@ def from_bytes(data, name="manifest.json"):
         raise ManifestError(f"{name} is not valid JSON: {exc}") from exc
 
 
-def validate(data):
+def validate(data: object) -> Manifest:
     """Return the manifest when it can be trusted; raise ManifestError naming the first bad field."""
     if not isinstance(data, dict):
         raise ManifestError("manifest is not a JSON object")
@@ -140,12 +147,12 @@ def validate(data):
     return data
 
 
-def _validate_policy(policy, where):
+def _validate_policy(policy: Mapping[str, Any], where: str) -> None:
     if not isinstance(policy.get("Name", "no"), str) or not isinstance(policy.get("MaximumRetryCount", 0), int):
         raise ManifestError(f"{where} must have a string Name and an integer MaximumRetryCount")
 
 
-def _validate_metadata(metadata):
+def _validate_metadata(metadata: object) -> None:
     """The checkpoint metadata carried in an archive: only well-formed values reach the host."""
     if not isinstance(metadata, dict):
         raise ManifestError("manifest metadata must be an object")

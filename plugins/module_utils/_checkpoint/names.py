@@ -18,7 +18,7 @@ CONTAINER_ID = re.compile(r"^[0-9a-f]{12,64}$")
 MAX_NAME_LENGTH = 128
 
 
-def validate_checkpoint_name(name):
+def validate_checkpoint_name(name: object) -> str:
     """Return the name when it is a safe checkpoint name; raise ValueError saying what is wrong and what to do."""
     if not isinstance(name, str) or not name:
         raise ValueError("checkpoint name is empty: give a name like pre-reboot-2026-11-23")
@@ -36,7 +36,7 @@ def validate_checkpoint_name(name):
     return name
 
 
-def validate_container_ref(ref):
+def validate_container_ref(ref: object) -> str:
     """A container name or id as given by the user ('/name' accepted); raise ValueError when it cannot be one."""
     if not isinstance(ref, str) or not ref.strip():
         raise ValueError("container is empty: give a container name or id")

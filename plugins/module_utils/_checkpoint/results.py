@@ -6,6 +6,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Dict
+
+# One container's result (JSON-ish). typing.Dict, not dict[...]: an alias is evaluated at import, on the managed host's
+# Python, and dict cannot be subscripted before Python 3.9.
+Result = Dict[str, Any]
+
 DIFF_FIELDS = {
     "present": ("checkpoint", "running"),
     "absent": ("checkpoint",),
@@ -15,10 +22,10 @@ DIFF_FIELDS = {
 }
 
 
-def failure(container, message, partial=None):
+def failure(container: str, message: str, partial: Mapping[str, Any] | None = None) -> Result:
     """A failed container's result; `partial` is what the operation had recorded before failing (its `changed`
     says whether something was already done to the container)."""
-    result = {"container": container, "changed": False, "warnings": []}
+    result: Result = {"container": container, "changed": False, "warnings": []}
     if partial:
         result.update(partial)
         result["container"] = partial.get("container") or container
@@ -28,7 +35,9 @@ def failure(container, message, partial=None):
     return result
 
 
-def _before_after(state, result):
+def _before_after(state: str, result: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    before: dict[str, Any]
+    after: dict[str, Any]
     action = result.get("action")
     if state == "present" and action == "sent":  # an existing checkpoint sent to another host (send_to)
         before, after = {"checkpoint": "present", "sent_to": None}, {"checkpoint": "present",
@@ -49,8 +58,10 @@ def _before_after(state, result):
     return before, after
 
 
-def diff(state, results):
+def diff(state: str, results: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
     """A before/after diff over every changed container (None when nothing changes)."""
+    before: dict[str, dict[str, Any]]
+    after: dict[str, dict[str, Any]]
     before, after = {}, {}
     for result in results:
         if not result.get("changed"):
@@ -62,7 +73,7 @@ def diff(state, results):
     return {"before": before, "after": after}
 
 
-def summarize(results):
+def summarize(results: Sequence[Mapping[str, Any]]) -> tuple[bool, bool, str]:
     """(changed, failed, message) for a list of per-container results, in the order given."""
     changed = any(result.get("changed") for result in results)
     failed = [result for result in results if result.get("failed")]
@@ -73,12 +84,12 @@ def summarize(results):
         if done:
             message += f" (done: {', '.join(done)})"
         return changed, True, message
-    counts = {}
+    counts: dict[str, int] = {}
     for result in results:
         counts[result.get("action", "unchanged")] = counts.get(result.get("action", "unchanged"), 0) + 1
     parts = [f"{count} {action}" for action, count in sorted(counts.items())]
     return changed, False, f"{len(results)} containers: {', '.join(parts)}" if results else "no containers selected"
 
 
-def warnings(results):
+def warnings(results: Iterable[Mapping[str, Any]]) -> list[str]:
     return [warning for result in results for warning in result.get("warnings") or []]

@@ -8,26 +8,31 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.store import checkpoint_dir
 
+if TYPE_CHECKING:
+    from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPI
 
-def engine_filters(filters):
+
+def engine_filters(filters: Mapping[str, Any] | None) -> str | None:
     """The module's filters dict as the Engine's `filters` query value ({key: [values]}, JSON)."""
-    encoded = {}
+    encoded: dict[str, list[str]] = {}
     for key, value in (filters or {}).items():
         values = value if isinstance(value, list) else [value]
         encoded[str(key)] = [str(item) for item in values]
     return json.dumps(encoded) if encoded else None
 
 
-def _excluded(summary, exclude):
+def _excluded(summary: Mapping[str, Any], exclude: Iterable[str]) -> bool:
     names = {name.lstrip("/") for name in summary.get("Names") or []}
     cid = summary.get("Id", "")
     return any(ref.lstrip("/") in names or (len(ref) >= 12 and cid.startswith(ref)) for ref in exclude)
 
 
-def select_containers(api, params, root_dir):
+def select_containers(api: DockerAPI, params: Mapping[str, Any], root_dir: str) -> list[str]:
     """Container references (names as given, or names found by all_running), without duplicates, in order."""
     if params.get("container") is not None:
         return [params["container"].lstrip("/")]
@@ -41,7 +46,7 @@ def select_containers(api, params, root_dir):
         return refs
     if not params.get("all_running"):
         return []
-    query = {}
+    query: dict[str, str] = {}
     encoded = engine_filters(params.get("filters"))
     if encoded:
         query["filters"] = encoded
@@ -60,7 +65,7 @@ def select_containers(api, params, root_dir):
     return refs
 
 
-def unique_by_id(api, refs):
+def unique_by_id(api: DockerAPI, refs: Iterable[str]) -> list[str]:
     """Drop references naming a container already listed (a name and its id): one worker per container.
 
     References that cannot be inspected are kept, so that the operation reports them (not found).

@@ -26,13 +26,20 @@ import subprocess
 import tarfile
 import threading
 import time
+from collections.abc import Callable, Mapping
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.files import (
     MANIFEST_NAME,
     ArchiveError,
     check_member,
 )
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.manifest import from_bytes
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.manifest import Manifest, from_bytes
+
+if TYPE_CHECKING:
+    # A stream is read from anything with read(size) -> bytes (a FifoReader, a binary file); written to a file
+    # descriptor or anything with fileno().
+    from _typeshed import FileDescriptorLike, SupportsRead
 
 CHUNK = 1024 * 1024
 RELAY_WAIT = 20  # seconds the relay gives a receiver that is still starting
@@ -75,12 +82,12 @@ class StreamError(Exception):
     """The stream could not be sent or received; the message says where it broke."""
 
 
-def stream_name(container, checkpoint):
+def stream_name(container: str, checkpoint: str) -> str:
     """The FIFO's file name in the receiver's directory."""
     return f"{container}-{checkpoint}.stream"
 
 
-def ssh_argv(send_to, remote_path, ready_within=RELAY_WAIT):
+def ssh_argv(send_to: Mapping[str, Any], remote_path: str, ready_within: float = RELAY_WAIT) -> list[str]:
     """The ssh command line that feeds the relay on the target (`send_to` is the module's option); the relay waits up
     to `ready_within` seconds for the receiver's FIFO."""
     argv = ["ssh", "-x", "-a", "-o", "ClearAllForwardings=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
@@ -98,11 +105,11 @@ BLOCK = 512
 _ZERO_BLOCK = bytes(BLOCK)
 
 
-def _padding(size):
+def _padding(size: int) -> int:
     return (BLOCK - size % BLOCK) % BLOCK
 
 
-def _header(name, size):
+def _header(name: str, size: int) -> bytes:
     info = tarfile.TarInfo(name)
     info.size, info.mode, info.mtime = size, 0o600, 0
     info.uid, info.gid, info.uname, info.gname = 0, 0, "root", "root"
@@ -110,13 +117,13 @@ def _header(name, size):
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
-def _write_all(fd, data):
+def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
 
 
-def write_stream(out, source_dir, manifest):
+def write_stream(out: FileDescriptorLike, source_dir: str, manifest: Mapping[str, Any]) -> int:
     """Write the checkpoint under source_dir as a plain tar stream to `out` (a file descriptor, or a file object with
     one): manifest.json first, then every file the manifest lists (root-only modes), the files' bytes handed over by
     the kernel (sendfile) without passing through Python. Returns the number of bytes written."""
@@ -149,24 +156,26 @@ def write_stream(out, source_dir, manifest):
 class Sender:
     """`ssh <target> <relay>` started ahead (its connection set up while the dump runs), then fed the checkpoint."""
 
-    def __init__(self, argv):
+    def __init__(self, argv: list[str]) -> None:
         try:
             # Not run_command: the stream is fed to ssh's stdin as it is read, never held in memory whole.
             self.proc = subprocess.Popen(  # pylint: disable=consider-using-with,ansible-bad-function
                 argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         except OSError as exc:
             raise StreamError(f"cannot run {argv[0]}: {exc}") from exc
-        self._errors = []
-        self._reader = threading.Thread(target=lambda: self._errors.append(self.proc.stderr.read()), daemon=True)
+        self._errors: list[bytes] = []
+        stderr = cast(IO[bytes], self.proc.stderr)  # stderr=PIPE
+        self._reader = threading.Thread(target=lambda: self._errors.append(stderr.read()), daemon=True)
         self._reader.start()
 
-    def wait_ready(self, seconds):
+    def wait_ready(self, seconds: float) -> None:
         """Wait until the relay on the target holds the receiver's FIFO open; raise StreamError (with the far side's
         message) when it will not - before anything is dumped."""
+        stdout = cast(IO[bytes], self.proc.stdout)  # stdout=PIPE
         deadline = time.monotonic() + seconds
-        line = None
-        while line != b"" and select.select([self.proc.stdout], [], [], max(0, deadline - time.monotonic()))[0]:
-            line = self.proc.stdout.readline()  # a login's shell start-up files may print something first
+        line: bytes | None = None
+        while line != b"" and select.select([stdout], [], [], max(0, deadline - time.monotonic()))[0]:
+            line = stdout.readline()  # a login's shell start-up files may print something first
             if line == b"ready\n":
                 return
         self.abort()
@@ -174,29 +183,31 @@ class Sender:
         raise StreamError(detail or (f"the connection ended (exit code {self.proc.returncode})" if line == b""
                                      else f"no answer from the target within {seconds}s"))
 
-    def abort(self):
+    def abort(self) -> None:
         """Nothing to send after all: the far side sees an empty stream and gives up."""
         if self.proc.poll() is None:
             try:
-                self.proc.stdin.close()
+                cast(IO[bytes], self.proc.stdin).close()  # stdin=PIPE
                 self.proc.wait(10)
             except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()
                 self.proc.wait()
         self._reader.join(5)
 
-    def send(self, source_dir, manifest, timeout):
+    def send(self, source_dir: str, manifest: Mapping[str, Any], timeout: float) -> dict[str, float]:
         """Stream the checkpoint; returns {'bytes', 'seconds', 'started_at'} (from the first byte on: the connection
         was made beforehand). The whole transfer must end within `timeout` seconds, else ssh is killed."""
+        stdin = cast(IO[bytes], self.proc.stdin)  # stdin=PIPE
         started_at = time.time()
         begin = time.monotonic()
         timer = threading.Timer(timeout, self.proc.kill)
         timer.start()
+        broken: OSError | None
         sent, broken = 0, None
         try:
             try:
-                sent = write_stream(self.proc.stdin, source_dir, manifest)
-                self.proc.stdin.close()
+                sent = write_stream(stdin, source_dir, manifest)
+                stdin.close()
             except (BrokenPipeError, ConnectionResetError) as exc:
                 broken = exc
             except OSError as exc:
@@ -220,13 +231,13 @@ class Sender:
 class FifoReader:
     """The receiving end: a root-only FIFO at `path`, readable like a file once a sender has connected."""
 
-    def __init__(self, path, idle_timeout=120):
+    def __init__(self, path: str, idle_timeout: float = 120) -> None:
         self.path = path
         self.idle_timeout = idle_timeout
         if os.path.lexists(path):
             os.unlink(path)  # a receiver killed earlier left it
         os.mkfifo(path, 0o600)
-        self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        self.fd: int | None = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         self.inode = os.fstat(self.fd).st_ino
         try:
             fcntl.fcntl(self.fd, _F_SETPIPE_SZ, CHUNK)  # fewer wake-ups for a stream of many MiB
@@ -236,7 +247,7 @@ class FifoReader:
         self.poll.register(self.fd, select.POLLIN)
         self.count = 0
 
-    def wait(self, seconds):
+    def wait(self, seconds: float) -> None:
         """Wait for the sender's first bytes; then the FIFO's name is removed (no second sender).
         Raises StreamError when nothing came within `seconds` or the FIFO was removed (the sender gave up)."""
         deadline = time.monotonic() + seconds
@@ -251,14 +262,16 @@ class FifoReader:
                                   "checkpoint sent, with send_to naming this host and directory?")
         self._unlink()
 
-    def _unlink(self):
+    def _unlink(self) -> None:
         try:
             if os.stat(self.path).st_ino == self.inode:
                 os.unlink(self.path)
         except OSError:
             pass
 
-    def read(self, size=-1):
+    def read(self, size: int | None = -1) -> bytes:
+        if self.fd is None:
+            raise ValueError("read from a closed FifoReader")
         size = CHUNK if size is None or size < 0 else size
         while True:
             try:
@@ -270,14 +283,15 @@ class FifoReader:
             self.count += len(data)
             return data
 
-    def close(self):
+    def close(self) -> None:
         self._unlink()
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
 
 
-def _read_exact(fileobj, size):
+def _read_exact(fileobj: SupportsRead[bytes], size: int) -> bytes:
+    chunks: list[bytes]
     chunks, left = [], size
     while left:
         data = fileobj.read(min(left, CHUNK))
@@ -289,8 +303,9 @@ def _read_exact(fileobj, size):
     return b"".join(chunks)
 
 
-def _pax_records(data):
+def _pax_records(data: bytes) -> dict[str, str]:
     """The records of a PAX extended header ("<length> <key>=<value>\\n" each); ValueError when malformed."""
+    records: dict[str, str]
     records, at = {}, 0
     while at < len(data):
         space = data.index(b" ", at)
@@ -305,9 +320,9 @@ def _pax_records(data):
     return records
 
 
-def _next_member(fileobj):
+def _next_member(fileobj: SupportsRead[bytes]) -> tarfile.TarInfo | None:
     """The next entry's TarInfo (a PAX extended header applied to it), or None at the end of the archive."""
-    pax = {}
+    pax: dict[str, str] = {}
     while True:
         block = _read_exact(fileobj, BLOCK)
         if block == _ZERO_BLOCK:
@@ -334,7 +349,7 @@ def _next_member(fileobj):
     return info
 
 
-def _read_manifest(fileobj):
+def _read_manifest(fileobj: SupportsRead[bytes]) -> Manifest:
     first = _next_member(fileobj)
     if first is None or check_member(first) != MANIFEST_NAME or not first.isfile():
         raise ArchiveError(f"the stream does not start with {MANIFEST_NAME}: not a fleet.checkpoint stream")
@@ -344,7 +359,7 @@ def _read_manifest(fileobj):
     return from_bytes(data, MANIFEST_NAME)
 
 
-def _write_member(fileobj, size, target):
+def _write_member(fileobj: SupportsRead[bytes], size: int, target: str) -> str:
     os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
     digest = hashlib.sha256()
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -364,12 +379,12 @@ def _write_member(fileobj, size, target):
     return digest.hexdigest()
 
 
-def receive(fileobj, destination):
+def receive(fileobj: SupportsRead[bytes], destination: str | Callable[[Manifest], str]) -> Manifest:
     """Unpack a checkpoint stream into `destination` (created 0700; it must not exist), checking every entry and
     hashing every file as it arrives. `destination` may be a function of the manifest (the stream's first entry) that
     returns the path. Returns the validated manifest; raises ArchiveError, ManifestError or StreamError on anything
     unsafe, unlisted, missing, truncated or corrupted (what was written is left for the caller to remove)."""
-    seen = {}
+    seen: dict[str, str] = {}
     manifest = _read_manifest(fileobj)
     expected = manifest["files"]
     if callable(destination):

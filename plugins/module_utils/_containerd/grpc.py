@@ -19,9 +19,19 @@ from __future__ import annotations
 import socket
 import struct
 import time
+from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._containerd.hpack import HpackDecoder, HpackError, hpack_encode
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import NoReturn, TypeAlias
+
+    from ansible_collections.fleet.checkpoint.plugins.module_utils._containerd.hpack import Header
+
+    Frame: TypeAlias = tuple[int, int, int, bytes]
+    """An HTTP/2 frame as read: (type, flags, stream id, payload)."""
 
 
 class ContainerdGrpcError(Exception):
@@ -45,7 +55,7 @@ class DeadlineExceeded(ContainerdGrpcError):
 class GrpcError(ContainerdGrpcError):
     """containerd answered with a non-OK grpc-status."""
 
-    def __init__(self, code, message):
+    def __init__(self, code: int, message: str) -> None:
         self.code = code
         self.code_name = GRPC_CODES.get(code, f"CODE_{code}")
         self.grpc_message = message
@@ -73,11 +83,11 @@ _MAX_HEADER_BLOCK = 64 << 10
 _MAX_ANSWER = 60 << 10  # DATA octets: below the default 65535 window, so we never have to credit any
 
 
-def _frame(ftype, flags, stream_id, payload=b""):
+def _frame(ftype: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
     return struct.pack(">I", len(payload))[1:] + struct.pack(">BBI", ftype, flags, stream_id) + payload
 
 
-def _strip(flags, payload, headers):
+def _strip(flags: int, payload: bytes, headers: bool) -> bytes:
     """A DATA or HEADERS payload without its padding (and a HEADERS frame's priority fields)."""
     pad = 0
     if flags & _PADDED:
@@ -96,7 +106,7 @@ def _strip(flags, payload, headers):
 class _Connection:
     """One HTTP/2 connection over a connected socket, for one request on stream 1."""
 
-    def __init__(self, sock, deadline):
+    def __init__(self, sock: socket.socket, deadline: float | None) -> None:
         self.sock = sock
         self.deadline = deadline
         self.buf = bytearray()
@@ -105,14 +115,14 @@ class _Connection:
         self.goaway = ""
         self.writable = True  # False once a send of ours has failed: the rest may be a partial frame
 
-    def _settimeout(self):
+    def _settimeout(self) -> None:
         if self.deadline is not None:
             remaining = self.deadline - time.monotonic()
             if remaining <= 0:
                 raise DeadlineExceeded("deadline exceeded")
             self.sock.settimeout(remaining)
 
-    def send(self, data):
+    def send(self, data: bytes) -> None:
         self._settimeout()
         try:
             self.sock.sendall(data)
@@ -121,7 +131,7 @@ class _Connection:
         except OSError as exc:
             raise ProtocolError(f"send failed: {exc}") from exc
 
-    def _ack(self, frame):
+    def _ack(self, frame: bytes) -> None:
         """Send a SETTINGS or PING ACK. A failure is ignored, and stops further sends: the answer may already be
         buffered, and reading tells whether it is."""
         if self.writable:
@@ -130,7 +140,7 @@ class _Connection:
             except (ProtocolError, DeadlineExceeded):
                 self.writable = False
 
-    def _read(self, size):
+    def _read(self, size: int) -> bytes:
         while len(self.buf) < size:
             self._settimeout()
             try:
@@ -146,7 +156,7 @@ class _Connection:
         del self.buf[:size]
         return data
 
-    def read_frame(self):
+    def read_frame(self) -> Frame:
         head = self._read(9)
         length = int.from_bytes(head[:3], "big")
         if length > _MAX_FRAME:
@@ -154,12 +164,12 @@ class _Connection:
         ftype, flags, stream_id = struct.unpack(">BBI", head[3:])
         return ftype, flags, stream_id & 0x7fffffff, self._read(length)
 
-    def _refused(self, what):
+    def _refused(self, what: str) -> NoReturn:
         if not self.answered:
             raise NotConnected(f"{what}: containerd processed nothing")
         raise ProtocolError(f"{what}, after it had started to answer")
 
-    def handle_control(self, ftype, flags, stream_id, payload):
+    def handle_control(self, ftype: int, flags: int, stream_id: int, payload: bytes) -> bool:
         """Process a frame that is not part of our stream's answer; False for one that is."""
         if ftype == _SETTINGS:
             if flags & _ACK:
@@ -198,12 +208,13 @@ class _Connection:
         # WINDOW_UPDATE (we send nothing more), PRIORITY, unknown types, other streams' DATA: ignored.
         return True
 
-    def response(self):
+    def response(self) -> tuple[list[list[Header]], bytes]:
         """Read our stream's answer: (its decoded header blocks, its DATA octets)."""
-        blocks = []  # the response headers, then the trailers (one block for a trailers-only answer)
+        # the response headers, then the trailers (one block for a trailers-only answer)
+        blocks: list[list[Header]] = []
         data = bytearray()
         received = 0  # DATA payload octets, padding included, as flow control counts them
-        pending = None  # (header block being assembled, flags of its HEADERS frame)
+        pending: tuple[bytearray, int] | None = None  # (header block being assembled, flags of its HEADERS frame)
         while True:
             ftype, flags, stream_id, payload = self.read_frame()
             if pending is not None:
@@ -241,7 +252,7 @@ class _Connection:
 # gRPC
 # --------------------------------------------------------------------------
 
-def _answer(blocks, data):
+def _answer(blocks: Sequence[Sequence[Header]], data: bytes) -> bytes:
     """The one response message of a gRPC answer; GrpcError for a non-OK grpc-status."""
     headers, trailers = dict(blocks[0]), dict(blocks[-1])
     if headers.get(":status") != "200":
@@ -253,7 +264,7 @@ def _answer(blocks, data):
     except ValueError:
         raise ProtocolError(f"invalid grpc-status {trailers['grpc-status']!r}") from None
     message = unquote_to_bytes(trailers.get("grpc-message", "")).decode("utf-8", "replace")
-    messages = []
+    messages: list[bytes] = []
     pos = 0
     while pos < len(data):  # length-prefixed messages
         if pos + 5 > len(data):
@@ -272,7 +283,13 @@ def _answer(blocks, data):
     return messages[0]
 
 
-def call(socket_path, path, request, namespace=None, timeout=None):
+def call(
+    socket_path: str,
+    path: str,
+    request: bytes | bytearray,
+    namespace: str | None = None,
+    timeout: float | None = None,
+) -> bytes:
     """Make one unary gRPC call to '/package.Service/Method' ``path`` with the serialised ``request``; returns the
     serialised response. ValueError, before connecting, for a request larger than one frame."""
     headers = [(":method", "POST"), (":scheme", "http"), (":path", path), (":authority", "localhost"),
@@ -287,7 +304,7 @@ def call(socket_path, path, request, namespace=None, timeout=None):
             _frame(_HEADERS, _END_HEADERS, _STREAM_ID, block) + _frame(_DATA, _END_STREAM, _STREAM_ID, body))
     timeout = timeout or None
     deadline = time.monotonic() + timeout if timeout else None
-    sock = None
+    sock: socket.socket | None = None
     try:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout)
@@ -326,7 +343,7 @@ def call(socket_path, path, request, namespace=None, timeout=None):
 CHECKPOINT_OPTIONS_TYPE_URL = "containerd.runc.v1.CheckpointOptions"
 
 
-def _varint(value):
+def _varint(value: int) -> bytes:
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7f) | 0x80)
@@ -335,20 +352,27 @@ def _varint(value):
     return bytes(out)
 
 
-def _pb_bytes(field, value):
+def _pb_bytes(field: int, value: str | bytes) -> bytes:
     """A length-delimited protobuf field; proto3 omits an empty one."""
     value = value.encode("utf-8") if isinstance(value, str) else value
     return _varint(field << 3 | 2) + _varint(len(value)) + value if value else b""
 
 
-def encode_checkpoint_request(container_id, image_path, exit_task=False):
+def encode_checkpoint_request(container_id: str, image_path: str | None, exit_task: bool = False) -> bytes:
     """containerd.services.tasks.v1.CheckpointTaskRequest with options = Any(CheckpointOptions), as ctr sends it."""
     options = (b"\x08\x01" if exit_task else b"") + _pb_bytes(8, image_path or "")  # exit = 1, image_path = 8
     any_ = _pb_bytes(1, CHECKPOINT_OPTIONS_TYPE_URL) + _pb_bytes(2, options)
     return _pb_bytes(1, container_id) + _pb_bytes(3, any_)  # container_id = 1, options = 3
 
 
-def checkpoint(socket_path, namespace, container_id, image_path, exit_task=False, timeout=None):
+def checkpoint(
+    socket_path: str,
+    namespace: str | None,
+    container_id: str,
+    image_path: str,
+    exit_task: bool = False,
+    timeout: float | None = None,
+) -> None:
     """containerd's Tasks.Checkpoint of a runc task: runc writes the CRIU images to ``image_path``; ``exit_task``
     stops the task after the dump. Unlike ctr, the task is not paused around the dump. Returns None.
 

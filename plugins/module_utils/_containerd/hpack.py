@@ -10,13 +10,22 @@ literals without indexing and without Huffman coding, so the peer's dynamic tabl
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import TypeAlias
+
+    Header: TypeAlias = tuple[str, str]
+    """A header field: (name, value). Decoded octets are latin-1 characters, one per octet."""
+
 
 class HpackError(ValueError):
     """A header block or Huffman string that cannot be decoded."""
 
 
 # Appendix A: index i + 1 is _STATIC_TABLE[i].
-_STATIC_TABLE = [(name, "") for name in (
+_STATIC_TABLE: list[Header] = [(name, "") for name in (
     ":authority", ":method", ":method", ":path", ":path", ":scheme", ":scheme", ":status", ":status", ":status",
     ":status", ":status", ":status", ":status", "accept-charset", "accept-encoding", "accept-language",
     "accept-ranges", "accept", "access-control-allow-origin", "age", "allow", "authorization", "cache-control",
@@ -42,7 +51,7 @@ _HUFFMAN_LENGTHS = (
 _HUFFMAN_EOS = 256
 
 
-def _huffman_code():
+def _huffman_code() -> tuple[list[tuple[int, int]], dict[tuple[int, int], int]]:
     """The (code, length) of each symbol, and {(length, code): symbol}."""
     lengths = [ord(char) - ord("A") + 5 for char in _HUFFMAN_LENGTHS]
     codes = [(0, 0)] * len(lengths)
@@ -58,7 +67,7 @@ def _huffman_code():
 _HUFFMAN_CODES, _HUFFMAN_SYMBOLS = _huffman_code()
 
 
-def huffman_decode(data):
+def huffman_decode(data: bytes) -> bytes:
     """Decode a Huffman-coded HPACK string (bytes to bytes)."""
     out = bytearray()
     code = length = 0
@@ -79,7 +88,7 @@ def huffman_decode(data):
     return bytes(out)
 
 
-def _hpack_int(value, prefix_bits, first=0):
+def _hpack_int(value: int, prefix_bits: int, first: int = 0) -> bytes:
     limit = (1 << prefix_bits) - 1
     if value < limit:
         return bytes([first | value])
@@ -92,7 +101,7 @@ def _hpack_int(value, prefix_bits, first=0):
     return bytes(out)
 
 
-def hpack_encode(headers):
+def hpack_encode(headers: Iterable[Header]) -> bytes:
     """(name, value) pairs as literal fields without indexing, literal names, no Huffman: the server's dynamic
     table is left alone."""
     out = bytearray()
@@ -107,18 +116,18 @@ def hpack_encode(headers):
 class HpackDecoder:
     """HPACK decoder of one connection (the dynamic table spans all its header blocks)."""
 
-    def __init__(self, max_table_size=4096):
+    def __init__(self, max_table_size: int = 4096) -> None:
         self.max_allowed = max_table_size  # what we advertise (4096: the default); the encoder may use less
         self.max_size = max_table_size
         self.size = 0
-        self.dynamic = []  # newest first
+        self.dynamic: list[Header] = []  # newest first
 
-    def _evict(self):
+    def _evict(self) -> None:
         while self.size > self.max_size:
             name, value = self.dynamic.pop()
             self.size -= len(name) + len(value) + 32
 
-    def _lookup(self, index):
+    def _lookup(self, index: int) -> Header:
         if index <= 0:
             raise HpackError("index 0 is invalid")
         if index <= len(_STATIC_TABLE):
@@ -128,7 +137,7 @@ class HpackDecoder:
         return self.dynamic[index - len(_STATIC_TABLE) - 1]
 
     @staticmethod
-    def _int(data, pos, prefix_bits):
+    def _int(data: bytes, pos: int, prefix_bits: int) -> tuple[int, int]:
         if pos >= len(data):
             raise HpackError("truncated integer")
         limit = (1 << prefix_bits) - 1
@@ -149,7 +158,7 @@ class HpackDecoder:
             if shift > 28:
                 raise HpackError("integer too large")
 
-    def _str(self, data, pos):
+    def _str(self, data: bytes, pos: int) -> tuple[str, int]:
         huffman = pos < len(data) and data[pos] & 0x80
         length, pos = self._int(data, pos, 7)
         if pos + length > len(data):
@@ -158,11 +167,11 @@ class HpackDecoder:
         # latin-1 keeps each octet as one character: lossless, and len() is the octet count the table size needs.
         return (huffman_decode(raw) if huffman else raw).decode("latin-1"), pos + length
 
-    def decode(self, block):
+    def decode(self, block: bytes | bytearray) -> list[Header]:
         """Decode one complete header block into a list of (name, value)."""
         data = bytes(block)
         pos = 0
-        headers = []
+        headers: list[Header] = []
         while pos < len(data):
             byte = data[pos]
             if byte & 0x80:  # 6.1 indexed field

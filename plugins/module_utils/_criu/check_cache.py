@@ -17,13 +17,33 @@ from __future__ import annotations
 import json
 import os
 import stat
+from typing import TypedDict
 
 DEFAULT_DIR = "/run/fleet-checkpoint"
 FILE_NAME = "criu-check.json"
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 
 
-def cache_key(criu_path, boot_id_path=BOOT_ID):
+class CacheKey(TypedDict):
+    """This boot, this kernel, this CRIU binary (by path and identity: a reinstall or an upgrade changes it)."""
+
+    boot_id: str
+    kernel: str
+    criu: str
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+
+
+class CachedAnswers(TypedDict, total=False):
+    """What the record says: CRIU's version and whether `criu check` passed ({} when there is no trusted record)."""
+
+    version: str | None
+    check: bool
+
+
+def cache_key(criu_path: str, boot_id_path: str = BOOT_ID) -> CacheKey | None:
     """The identity of (this boot, this kernel, this CRIU binary), or None when it cannot be read."""
     try:
         with open(boot_id_path, encoding="ascii") as handle:
@@ -38,16 +58,17 @@ def cache_key(criu_path, boot_id_path=BOOT_ID):
             "inode": info.st_ino, "size": info.st_size, "mtime_ns": info.st_mtime_ns}
 
 
-def _ours(info, want_dir):
+def _ours(info: os.stat_result, want_dir: bool) -> bool:
     kind = stat.S_ISDIR(info.st_mode) if want_dir else stat.S_ISREG(info.st_mode)
     return kind and info.st_uid == os.geteuid() and not info.st_mode & 0o022
 
 
-def read(key, directory=DEFAULT_DIR):
+def read(key: CacheKey | None, directory: str = DEFAULT_DIR) -> CachedAnswers:
     """The record for this key ({'version': ..., 'check': bool}), or {} when there is none we can trust."""
     if key is None:
         return {}
     path = os.path.join(directory, FILE_NAME)
+    fd: int | None  # None once the file object owns (and closes) the descriptor
     try:
         if not _ours(os.lstat(directory), True):
             return {}
@@ -70,7 +91,7 @@ def read(key, directory=DEFAULT_DIR):
     return {"version": record.get("version"), "check": record.get("check") is True}
 
 
-def write(key, version, check, directory=DEFAULT_DIR):
+def write(key: CacheKey | None, version: str | None, check: bool, directory: str = DEFAULT_DIR) -> bool:
     """Record the answers (atomically, 0600 in a 0700 directory); False when that could not be done."""
     if key is None or not version:
         return False

@@ -10,11 +10,12 @@ import json
 import os
 import shutil
 import tempfile
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ansible.module_utils.urls import open_url
 
-from ansible_collections.fleet.checkpoint.plugins.module_utils._criu import packages as packages
-from ansible_collections.fleet.checkpoint.plugins.module_utils._criu import selftest as selftest
+from ansible_collections.fleet.checkpoint.plugins.module_utils._criu import packages
+from ansible_collections.fleet.checkpoint.plugins.module_utils._criu import selftest
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu.kernel import effective_minimum
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu.version import (
     at_least,
@@ -23,25 +24,35 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._criu.version imp
     upstream_version,
 )
 
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+
+class RunCommand(Protocol):
+    """AnsibleModule.run_command, as far as it is used here: argv -> (rc, stdout, stderr)."""
+
+    def __call__(self, args: list[str], *, environ_update: dict[str, str] | None = None) -> tuple[int, str, str]: ...
+
+
 CRIU_PATHS = ("/usr/sbin/criu", "/usr/bin/criu", "/usr/local/sbin/criu", "/usr/local/bin/criu")
 CACHE_DIR = "/var/lib/fleet-checkpoint"
 CACHE_FILE = os.path.join(CACHE_DIR, "criu-selftest.json")
 
 
 class CriuInstallError(Exception):
-    def __init__(self, message, **details):
+    def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
         self.details = details
 
 
-def find_criu():
+def find_criu() -> str | None:
     found = shutil.which("criu")
     if found:
         return found
     return next((path for path in CRIU_PATHS if os.access(path, os.X_OK)), None)
 
 
-def _write_private(path, text, mode=0o600):
+def _write_private(path: str, text: str, mode: int = 0o600) -> None:
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     tmp = f"{path}.tmp"
@@ -52,7 +63,7 @@ def _write_private(path, text, mode=0o600):
     os.replace(tmp, path)
 
 
-def _read_bytes(path):
+def _read_bytes(path: str) -> bytes | None:
     try:
         with open(path, "rb") as handle:
             return handle.read()
@@ -60,7 +71,7 @@ def _read_bytes(path):
         return None
 
 
-def _write_bytes(path, content, mode):
+def _write_bytes(path: str, content: bytes, mode: int) -> None:
     tmp = f"{path}.tmp"
     with open(tmp, "wb") as handle:
         handle.write(content)
@@ -68,7 +79,7 @@ def _write_bytes(path, content, mode):
     os.replace(tmp, path)
 
 
-def _read(path):
+def _read(path: str) -> str | None:
     try:
         with open(path, encoding="utf-8") as handle:
             return handle.read()
@@ -77,7 +88,8 @@ def _read(path):
 
 
 class CriuInstall:
-    def __init__(self, params, run, check_mode=False, warn=None):
+    def __init__(self, params: dict[str, Any], run: RunCommand, check_mode: bool = False,
+                 warn: Callable[[str], None] | None = None) -> None:
         self.params = params
         self.run_command = run
         self.check_mode = check_mode
@@ -88,7 +100,7 @@ class CriuInstall:
 
     # ---- facts ------------------------------------------------------------------------------------------------
 
-    def family(self):
+    def family(self) -> str:
         text = _read("/etc/os-release") or ""
         family = packages.os_family(packages.parse_os_release(text))
         if family is None:
@@ -96,10 +108,10 @@ class CriuInstall:
                                    "install CRIU yourself; nothing was changed")
         return family
 
-    def manager(self):
+    def manager(self) -> str:
         return "dnf" if shutil.which("dnf") else "yum"
 
-    def installed(self):
+    def installed(self) -> tuple[str | None, str | None]:
         path = find_criu()
         if not path:
             return None, None
@@ -107,15 +119,15 @@ class CriuInstall:
         version = parse_criu_version(out + "\n" + err) if rc == 0 else None
         return path, version
 
-    def criu_check(self, path):
+    def criu_check(self, path: str) -> tuple[bool, str, str]:
         rc, out, err = self.run_command([path, "check"])
         text = (out + "\n" + err).strip()
         lines = [line for line in text.splitlines() if line.strip()]
         failing = [line for line in lines if "Error" in line or "error" in line or "fail" in line.lower()]
         return rc == 0, (failing[0] if failing else (lines[-1] if lines else "")), text
 
-    def features(self, path):
-        result = {}
+    def features(self, path: str) -> dict[str, bool]:
+        result: dict[str, bool] = {}
         for name in self.params["features"] or []:
             rc, out, err = self.run_command([path, "check", "--feature", name])
             if "Unknown feature" in out + err:
@@ -124,7 +136,7 @@ class CriuInstall:
             result[name] = rc == 0
         return result
 
-    def installed_packages(self, family, names):
+    def installed_packages(self, family: str, names: Iterable[str]) -> list[str]:
         """Which of `names` are installed (CRIU's own packages, removed by state=absent)."""
         found = []
         for name in names:
@@ -140,7 +152,7 @@ class CriuInstall:
 
     # ---- apt source -------------------------------------------------------------------------------------------
 
-    def wanted_apt_files(self):
+    def wanted_apt_files(self) -> dict[str, bytes]:
         """{path: bytes} of our apt source, pin and (downloaded) key files; {} without apt_source."""
         source = self.params.get("apt_source")
         if not source:
@@ -150,7 +162,7 @@ class CriuInstall:
             source = packages.expand_preset(source, os_release)
             if not source.get("suite"):
                 raise ValueError("suite is required (or a preset)")
-            files = {}
+            files: dict[str, bytes] = {}
             signed_by = source.get("signed_by")
             if source.get("key_url"):
                 key = self.download_key(source["key_url"])
@@ -166,7 +178,7 @@ class CriuInstall:
         except ValueError as exc:
             raise CriuInstallError(f"apt_source: {exc}; nothing was changed") from exc
 
-    def download_key(self, url):
+    def download_key(self, url: str) -> bytes:
         try:
             response = open_url(url, timeout=30)
             key = response.read()
@@ -177,11 +189,11 @@ class CriuInstall:
             raise CriuInstallError(f"apt_source: {url} did not give an OpenPGP key; nothing was changed")
         return key
 
-    MANAGED_FILES = (packages.SOURCE_FILE, packages.PIN_FILE, packages.KEY_FILE + ".asc", packages.KEY_FILE + ".gpg")
+    MANAGED_FILES: tuple[str, ...] = (packages.SOURCE_FILE, packages.PIN_FILE, packages.KEY_FILE + ".asc", packages.KEY_FILE + ".gpg")
 
-    def sync_apt_files(self, wanted):
+    def sync_apt_files(self, wanted: dict[str, bytes]) -> dict[str, bytes | None]:
         """Write our source, pin and key files as wanted (or remove them); return {path: previous bytes or None}."""
-        previous = {}
+        previous: dict[str, bytes | None] = {}
         for path in self.MANAGED_FILES:
             current = _read_bytes(path)
             target = wanted.get(path)
@@ -198,7 +210,7 @@ class CriuInstall:
                 _write_bytes(path, target, 0o644)
         return previous
 
-    def restore_apt_files(self, previous):
+    def restore_apt_files(self, previous: dict[str, bytes | None]) -> None:
         for path, content in previous.items():
             if content is None:
                 if os.path.exists(path):
@@ -208,7 +220,7 @@ class CriuInstall:
 
     # ---- the run ----------------------------------------------------------------------------------------------
 
-    def _call(self, argv, what):
+    def _call(self, argv: list[str], what: str) -> str:
         rc, out, err = self.run_command(argv, environ_update={"DEBIAN_FRONTEND": "noninteractive"})
         if rc != 0:
             lines = [line.strip() for line in (out + "\n" + err).splitlines() if line.strip()]
@@ -216,13 +228,13 @@ class CriuInstall:
             raise CriuInstallError(f"{what} failed ({' '.join(argv)}): {' | '.join((telling or lines)[-8:])}")
         return out
 
-    def candidate(self, family, manager):
+    def candidate(self, family: str, manager: str) -> str | None:
         if (self.params["update_cache"] or self.apt_changed) and not self.check_mode:
             self._call(packages.refresh_command(family, manager), "refreshing the package lists")
         rc, out, _err = self.run_command(packages.candidate_command(family, "criu", manager))
         return packages.parse_candidate(family, out) if rc == 0 else None
 
-    def candidate_with_source(self, wanted_files):
+    def candidate_with_source(self, wanted_files: dict[str, bytes]) -> str | None:
         """Check mode with a new apt source: ask apt in a private state directory, the host's apt left as it is."""
         work = tempfile.mkdtemp(prefix="fleet-criu-apt-")
         try:
@@ -237,7 +249,7 @@ class CriuInstall:
             for name in os.listdir("/etc/apt/preferences.d") if os.path.isdir("/etc/apt/preferences.d") else []:
                 if os.path.join("/etc/apt/preferences.d", name) not in self.MANAGED_FILES:
                     shutil.copy(os.path.join("/etc/apt/preferences.d", name), prefs)
-            signed_by = {}
+            signed_by: dict[str, str] = {}
             for path, content in wanted_files.items():
                 if path.startswith(packages.KEY_FILE):
                     key_copy = os.path.join(work, os.path.basename(path))
@@ -259,13 +271,13 @@ class CriuInstall:
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
-    def run(self):
+    def run(self) -> dict[str, Any]:
         params = self.params
         family = self.family()
         manager = self.manager()
         minimum, minimum_reason = effective_minimum(params["min_version"], self.kernel)
         path, version = self.installed()
-        result = {
+        result: dict[str, Any] = {
             "changed": False, "kernel": self.kernel, "os_family": family, "min_version": minimum,
             "min_version_reason": minimum_reason, "criu_path": path, "criu_version": version,
             "installed_now": False, "candidate_version": None, "criu_check_ok": False, "features": {},
@@ -313,7 +325,9 @@ class CriuInstall:
                 if newer or not path:
                     self.changed = True
                     if self.check_mode:
-                        result.update(changed=True, criu_version=upstream_version(candidate), installed_now=True)
+                        # (candidate is known: newer has one; without a CRIU, none has been refused above)
+                        result.update(changed=True, installed_now=True,
+                                      criu_version=upstream_version(candidate) if candidate is not None else None)
                         return result
                     self._call(packages.install_command(family, ["criu"], upgrade=bool(path), manager=manager),
                                "installing CRIU")
@@ -342,7 +356,8 @@ class CriuInstall:
         result["changed"] = self.changed
         return result
 
-    def undo(self, family, manager, previous_files, installed_now, path_before):
+    def undo(self, family: str, manager: str, previous_files: dict[str, bytes | None], installed_now: bool,
+             path_before: str | None) -> None:
         """Leave no half-installed state: remove what this run installed and put the source files back."""
         if installed_now and not path_before:
             self.run_command(packages.remove_command(family, ["criu"], manager),
@@ -353,7 +368,7 @@ class CriuInstall:
 
     # ---- self-test --------------------------------------------------------------------------------------------
 
-    def self_test(self, path, version, result):
+    def self_test(self, path: str, version: str | None, result: dict[str, Any]) -> None:
         mode = self.params["self_test"]
         if mode == "never":
             return

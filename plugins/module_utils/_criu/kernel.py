@@ -10,10 +10,12 @@ says which CRIU releases cannot work, so that the module asks for a newer one up
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu.version import at_least, kernel_version
 
 # (kernel at least, CRIU at least, why, source). Keep sorted by kernel version.
-KERNEL_FLOORS = (
+KERNEL_FLOORS: tuple[tuple[tuple[int, ...], str, str, str], ...] = (
     (
         (6, 13),
         "4.1",
@@ -24,10 +26,19 @@ KERNEL_FLOORS = (
 )
 
 
-def kernel_floor(kernel_release):
+class KernelFloor(TypedDict):
+    """The kernel floor that applies: the CRIU it needs, why, where that is documented, and the kernel (e.g. '6.13')."""
+
+    criu: str
+    reason: str
+    source: str
+    kernel: str
+
+
+def kernel_floor(kernel_release: str) -> KernelFloor | None:
     """The strictest floor that applies to this kernel: dict(criu=, reason=, source=, kernel=) or None."""
     kernel = kernel_version(kernel_release)
-    best = None
+    best: KernelFloor | None = None
     for floor_kernel, criu, reason, source in KERNEL_FLOORS:
         if kernel[: len(floor_kernel)] >= floor_kernel and (best is None or at_least(criu, best["criu"])):
             best = {"criu": criu, "reason": reason, "source": source,
@@ -35,7 +46,7 @@ def kernel_floor(kernel_release):
     return best
 
 
-def effective_minimum(min_version, kernel_release):
+def effective_minimum(min_version: str, kernel_release: str) -> tuple[str, str]:
     """The CRIU version to require: the higher of the user's min_version and the kernel floor, with the reason."""
     floor = kernel_floor(kernel_release)
     if floor and not at_least(min_version, floor["criu"]):

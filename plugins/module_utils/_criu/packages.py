@@ -7,6 +7,13 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    OsRelease = dict[str, str]  # parsed /etc/os-release: KEY -> value
+    AptSource = dict[str, Any]  # the criu_install module's apt_source option
 
 FAMILIES = ("debian", "redhat", "suse")
 
@@ -50,7 +57,7 @@ PRESETS = {
 DISTRIBUTION_MIRRORS = ("deb.debian.org", "security.debian.org", "archive.ubuntu.com", "security.ubuntu.com")
 
 
-def obs_repo(os_release):
+def obs_repo(os_release: OsRelease) -> str:
     """The OBS repository name for a Debian/Ubuntu release, e.g. Debian_12 or xUbuntu_24.04."""
     os_id = os_release.get("ID", "")
     version = os_release.get("VERSION_ID", "")
@@ -61,7 +68,7 @@ def obs_repo(os_release):
     raise ValueError(f"no openSUSE Build Service CRIU repository is known for {os_id} {version}")
 
 
-def expand_preset(source, os_release):
+def expand_preset(source: AptSource, os_release: OsRelease) -> AptSource:
     """Fill uri, suite and key_url of an apt_source from its preset, for this host's release."""
     preset = source.get("preset")
     if not preset:
@@ -84,9 +91,9 @@ PIN_FILE = "/etc/apt/preferences.d/fleet-checkpoint-criu"
 _APT_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 
 
-def parse_os_release(text):
+def parse_os_release(text: str) -> OsRelease:
     """KEY=value pairs of /etc/os-release (quotes removed)."""
-    data = {}
+    data: OsRelease = {}
     for line in text.splitlines():
         key, sep, value = line.strip().partition("=")
         if sep and key and not key.startswith("#"):
@@ -94,7 +101,7 @@ def parse_os_release(text):
     return data
 
 
-def os_family(os_release):
+def os_family(os_release: OsRelease) -> str | None:
     """'debian', 'redhat' or 'suse' for parsed /etc/os-release data; None when unknown."""
     ids = [os_release.get("ID", "")] + os_release.get("ID_LIKE", "").split()
     for os_id in ids:
@@ -104,7 +111,7 @@ def os_family(os_release):
     return None
 
 
-def install_command(family, packages, upgrade=False, manager="dnf"):
+def install_command(family: str, packages: Iterable[str], upgrade: bool = False, manager: str = "dnf") -> list[str]:
     """argv that installs (or, with upgrade, upgrades to the newest) `packages` without prompting."""
     packages = list(packages)
     if family == "debian":
@@ -116,7 +123,7 @@ def install_command(family, packages, upgrade=False, manager="dnf"):
     raise ValueError(f"unsupported OS family {family!r}")
 
 
-def remove_command(family, packages, manager="dnf"):
+def remove_command(family: str, packages: Iterable[str], manager: str = "dnf") -> list[str]:
     packages = list(packages)
     if family == "debian":
         return ["apt-get", "remove", "-y"] + packages
@@ -127,7 +134,7 @@ def remove_command(family, packages, manager="dnf"):
     raise ValueError(f"unsupported OS family {family!r}")
 
 
-def refresh_command(family, manager="dnf"):
+def refresh_command(family: str, manager: str = "dnf") -> list[str]:
     """argv that refreshes the package lists (metadata) before asking for a candidate."""
     if family == "debian":
         return ["apt-get", "update", "-q"]
@@ -138,7 +145,7 @@ def refresh_command(family, manager="dnf"):
     raise ValueError(f"unsupported OS family {family!r}")
 
 
-def candidate_command(family, package="criu", manager="dnf"):
+def candidate_command(family: str, package: str = "criu", manager: str = "dnf") -> list[str]:
     """argv whose output tells the version the package manager would install."""
     if family == "debian":
         return ["apt-cache", "policy", package]
@@ -149,7 +156,7 @@ def candidate_command(family, package="criu", manager="dnf"):
     raise ValueError(f"unsupported OS family {family!r}")
 
 
-def parse_candidate(family, text):
+def parse_candidate(family: str, text: str) -> str | None:
     """The candidate version from candidate_command's output, or None when there is none."""
     if family == "debian":
         match = re.search(r"^\s*Candidate:\s*(\S+)", text, re.MULTILINE)
@@ -162,14 +169,15 @@ def parse_candidate(family, text):
     raise ValueError(f"unsupported OS family {family!r}")
 
 
-def validate_apt_names(packages):
+def validate_apt_names(packages: Sequence[str]) -> list[str]:
     bad = [name for name in packages if not _APT_NAME.fullmatch(str(name))]
     if bad:
         raise ValueError(f"not valid Debian package names: {', '.join(map(str, bad))}")
     return list(packages)
 
 
-def apt_source(uri, suite, components=("main",), signed_by=None):
+def apt_source(uri: str | None, suite: str | None, components: Iterable[str] = ("main",),
+               signed_by: str | None = None) -> str:
     """A deb822 .sources file for one repository (a flat repository has suite '/' and no components)."""
     if not re.fullmatch(r"(https?|file)://\S+", uri or ""):
         raise ValueError(f"apt source uri must be an http(s):// or file:// URL, not {uri!r}")
@@ -193,12 +201,12 @@ ARCHIVE_NAMES = ("stable", "oldstable", "oldoldstable", "testing", "unstable", "
                  "stable-backports", "stable-updates", "stable-security")
 
 
-def _uri_host(uri):
+def _uri_host(uri: str | None) -> str | None:
     host = re.sub(r"^[a-z]+://([^/:]+).*$", r"\1", uri or "")
     return None if not host or host == uri else host
 
 
-def pin_selector(suite, uri=None, host_codename=None):
+def pin_selector(suite: str, uri: str | None = None, host_codename: str | None = None) -> str:
     """The apt `Pin:` value that matches `suite` of the source at `uri` (and nothing of the host's own release)."""
     if suite == "/" or suite.endswith("/") or (host_codename and suite == host_codename):
         host = _uri_host(uri)
@@ -213,7 +221,8 @@ def pin_selector(suite, uri=None, host_codename=None):
     return f"release n={suite}"
 
 
-def apt_pin(suite, packages, priority=990, uri=None, host_codename=None):
+def apt_pin(suite: str, packages: Sequence[str], priority: int = 990, uri: str | None = None,
+            host_codename: str | None = None) -> str:
     """An apt preferences file: only `packages` may come from `suite`; nothing else ever does."""
     packages = validate_apt_names(packages)
     if not packages:

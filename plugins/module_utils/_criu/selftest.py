@@ -20,6 +20,13 @@ import socket
 import sys
 import tempfile
 import time
+from typing import TYPE_CHECKING, Any, TypedDict
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    RunCommand = Callable[[list[str]], tuple[int, str, str]]  # argv -> (rc, stdout, stderr), like AnsibleModule's
+    WorkloadState = dict[str, Any]  # the workload's state.json: pid, counter, resource_ok (and port)
 
 KINDS = ("process", "pipe", "open_file", "child_process", "unix_socket", "tcp_listen")
 
@@ -101,7 +108,15 @@ class SelfTestError(Exception):
     pass
 
 
-def _read_state(work):
+class Outcome(TypedDict):
+    """How one resource kind fared: ok, the stage reached (start, dump, restore, verify, done) and the error."""
+
+    ok: bool
+    stage: str
+    error: str | None
+
+
+def _read_state(work: str) -> WorkloadState | None:
     try:
         with open(os.path.join(work, "state.json"), encoding="utf-8") as handle:
             return json.load(handle)
@@ -109,7 +124,7 @@ def _read_state(work):
         return None
 
 
-def _wait_state(work, predicate, timeout):
+def _wait_state(work: str, predicate: Callable[[WorkloadState], bool], timeout: float) -> WorkloadState | None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         state = _read_state(work)
@@ -119,7 +134,7 @@ def _wait_state(work, predicate, timeout):
     return _read_state(work)
 
 
-def _criu_error(log_path):
+def _criu_error(log_path: str) -> str:
     """The most telling error line of a CRIU log."""
     try:
         with open(log_path, encoding="utf-8", errors="replace") as handle:
@@ -131,7 +146,7 @@ def _criu_error(log_path):
     return (errors[0] if errors else (lines[-1] if lines else "empty CRIU log"))[-300:]
 
 
-def _kill_tree(pid):
+def _kill_tree(pid: int | None) -> None:
     if not pid:
         return
     try:
@@ -143,7 +158,7 @@ def _kill_tree(pid):
             pass
 
 
-def _talk(kind, work, state):
+def _talk(kind: str, work: str, state: WorkloadState) -> int:
     """Connect to the restored listening socket; return the counter it answers with."""
     if kind == "tcp_listen":
         sock = socket.create_connection(("127.0.0.1", state["port"]), timeout=2)
@@ -155,7 +170,7 @@ def _talk(kind, work, state):
         return int(sock.recv(64).split()[0])
 
 
-def _spawn(argv, cwd, log_path):
+def _spawn(argv: list[str], cwd: str, log_path: str) -> int:
     """Start argv in a new session, stdin from /dev/null, output to log_path; return its PID (our child)."""
     pid = os.fork()
     if pid == 0:  # the child: never returns
@@ -174,7 +189,7 @@ def _spawn(argv, cwd, log_path):
     return pid
 
 
-def _reap(pid, timeout):
+def _reap(pid: int, timeout: float) -> bool:
     """Wait for our child to exit (so that its PID is free again); True when it did."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -188,7 +203,7 @@ def _reap(pid, timeout):
     return False
 
 
-def run_one(criu, kind, run, base_dir=None, timeout=10):
+def run_one(criu: str, kind: str, run: RunCommand, base_dir: str | None = None, timeout: float = 10) -> Outcome:
     """Dump and restore one workload holding `kind`; return {'ok', 'stage', 'error'}.
 
     `run(argv)` returns (rc, stdout, stderr), like AnsibleModule.run_command.
@@ -197,8 +212,8 @@ def run_one(criu, kind, run, base_dir=None, timeout=10):
     os.chmod(work, 0o700)
     images = os.path.join(work, "images")
     os.mkdir(images, 0o700)
-    restored_pid = None
-    pid = None
+    restored_pid: int | None = None
+    pid: int | None = None
     try:
         pid = _spawn([sys.executable, "-c", WORKLOAD, kind, work], work, os.path.join(work, "workload.log"))
         before = _wait_state(work, lambda s: s["counter"] >= 3, timeout)
@@ -211,7 +226,10 @@ def run_one(criu, kind, run, base_dir=None, timeout=10):
         if not _reap(pid, timeout):  # its PID must be free for the restore
             return {"ok": False, "stage": "dump", "error": "the dumped process did not exit"}
         pid = None
-        frozen = _read_state(work)["counter"]
+        dumped = _read_state(work)
+        if dumped is None:  # not reached: read as `before` already; the workload only ever replaces it atomically
+            return {"ok": False, "stage": "dump", "error": "the workload's state could not be read after the dump"}
+        frozen = dumped["counter"]
         restore_log = os.path.join(work, "restore.log")
         pidfile = os.path.join(work, "restored.pid")
         rc, _out, _err = run([criu, "restore", "-d", "-D", images, "-o", restore_log, "-v4", "--pidfile", pidfile])
@@ -240,12 +258,13 @@ def run_one(criu, kind, run, base_dir=None, timeout=10):
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run_all(criu, run, kinds=KINDS, base_dir=None):
+def run_all(criu: str, run: RunCommand, kinds: Iterable[str] = KINDS,
+            base_dir: str | None = None) -> dict[str, Outcome]:
     """{kind: result} for every kind."""
     return {kind: run_one(criu, kind, run, base_dir) for kind in kinds}
 
 
-def summary(results):
+def summary(results: dict[str, Outcome]) -> list[str]:
     """One line per failing kind, naming the resource, the stage, CRIU's line and the fix."""
     lines = []
     for kind, result in results.items():

@@ -12,13 +12,13 @@ _CRIU_VERSION = re.compile(r"^\s*Version:\s*([0-9]+(?:\.[0-9]+)*)", re.MULTILINE
 _NUMERIC_PREFIX = re.compile(r"^([0-9]+(?:\.[0-9]+)*)")
 
 
-def parse_criu_version(text):
+def parse_criu_version(text: str | None) -> str | None:
     """The version from `criu --version` output ("Version: 4.1.1", maybe a "GitID:" line), or None."""
     match = _CRIU_VERSION.search(text or "")
     return match.group(1) if match else None
 
 
-def version_tuple(version, width=3):
+def version_tuple(version: str | None, width: int = 3) -> tuple[int, ...]:
     """'4.1' -> (4, 1, 0). Accepts package versions: epoch and Debian/RPM revision are dropped."""
     if version is None:
         raise ValueError("no version")
@@ -32,7 +32,7 @@ def version_tuple(version, width=3):
     return tuple(parts + [0] * (width - len(parts))) if len(parts) < width else tuple(parts)
 
 
-def upstream_version(package_version):
+def upstream_version(package_version: str) -> str:
     """'3.17.1-2+deb12u2' -> '3.17.1'; '1:4.1.1-1' -> '4.1.1'; '4.2-13.fc44' -> '4.2'."""
     text = str(package_version).strip()
     if ":" in text:
@@ -43,7 +43,7 @@ def upstream_version(package_version):
     return match.group(1)
 
 
-def compare(left, right):
+def compare(left: str, right: str) -> int:
     """-1, 0 or 1, comparing two version strings numerically ('4.1' == '4.1.0')."""
     a, b = version_tuple(left), version_tuple(right)
     width = max(len(a), len(b))
@@ -51,10 +51,10 @@ def compare(left, right):
     return (a > b) - (a < b)
 
 
-def at_least(version, minimum):
+def at_least(version: str, minimum: str) -> bool:
     return compare(version, minimum) >= 0
 
 
-def kernel_version(release):
+def kernel_version(release: str) -> tuple[int, ...]:
     """'6.18.44-fc-v669' -> (6, 18, 44)."""
     return version_tuple(release)

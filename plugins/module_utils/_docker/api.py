@@ -15,6 +15,25 @@ from __future__ import annotations
 import json
 import socket
 import urllib.parse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any, BinaryIO, TypeAlias, TypedDict
+
+    JSONValue: TypeAlias = Any
+    """A decoded Engine API answer: any JSON (object, array, string, number, bool) or None for an empty body."""
+    JSONDict: TypeAlias = dict[str, Any]
+    """A decoded JSON object, such as the answer of /info or /containers/ID/json."""
+    Address: TypeAlias = tuple[str, str] | tuple[str, tuple[str, int]]
+    """What parse_docker_host returns: ('unix', path) or ('tcp', (host, port))."""
+
+    class RunningContainer(TypedDict):
+        """One value of DockerAPI.running_containers()."""
+
+        name: str
+        pid: int | None
+        started_at: str | None
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 _MAX_LINE = 65536
@@ -24,7 +43,7 @@ _MAX_HEADERS = 100
 class DockerAPIError(Exception):
     """The Engine answered with an error status, or could not be reached (status None)."""
 
-    def __init__(self, message, status=None):
+    def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
 
@@ -33,7 +52,7 @@ class BadResponse(OSError):
     """What came back is not the HTTP this client understands."""
 
 
-def _line(reader):
+def _line(reader: BinaryIO) -> bytes:
     line = reader.readline(_MAX_LINE + 1)
     if len(line) > _MAX_LINE:
         raise BadResponse("a response line is too long")
@@ -42,8 +61,8 @@ def _line(reader):
     return line.rstrip(b"\r\n")
 
 
-def _headers(reader):
-    headers = {}
+def _headers(reader: BinaryIO) -> dict[str, str]:
+    headers: dict[str, str] = {}
     for _count in range(_MAX_HEADERS + 1):
         line = _line(reader)
         if not line:
@@ -55,15 +74,15 @@ def _headers(reader):
     raise BadResponse(f"more than {_MAX_HEADERS} headers")
 
 
-def _exactly(reader, size):
+def _exactly(reader: BinaryIO, size: int) -> bytes:
     data = reader.read(size)
     if len(data) != size:
         raise BadResponse(f"the body ended after {len(data)} of {size} bytes")
     return data
 
 
-def _chunked(reader):
-    parts = []
+def _chunked(reader: BinaryIO) -> bytes:
+    parts: list[bytes] = []
     while True:
         size_text = _line(reader).split(b";", 1)[0].strip()
         try:
@@ -78,7 +97,7 @@ def _chunked(reader):
             raise BadResponse("a chunk is not followed by CRLF")
 
 
-def read_response(reader, method="GET"):
+def read_response(reader: BinaryIO, method: str = "GET") -> tuple[int, bytes]:
     """(status, body bytes) of one HTTP/1.x response read from a binary file object."""
     while True:
         parts = _line(reader).split(None, 2)
@@ -101,7 +120,7 @@ def read_response(reader, method="GET"):
     return status, reader.read()  # the body ends with the connection (Connection: close)
 
 
-def parse_docker_host(docker_host):
+def parse_docker_host(docker_host: str | None) -> Address:
     """Return ('unix', path) or ('tcp', (host, port)) for a docker_host URL; raise ValueError when unsupported."""
     if not docker_host:
         docker_host = DEFAULT_DOCKER_HOST
@@ -124,12 +143,15 @@ def parse_docker_host(docker_host):
 class DockerAPI:
     """Engine API requests returning decoded JSON. Paths are unversioned: the daemon serves its own API version."""
 
-    def __init__(self, docker_host=None, timeout=60):
+    kind: str  # 'unix' or 'tcp'
+    address: str | tuple[str, int]  # a socket path for 'unix', (host, port) for 'tcp'
+
+    def __init__(self, docker_host: str | None = None, timeout: float = 60) -> None:
         self.docker_host = docker_host or DEFAULT_DOCKER_HOST
         self.kind, self.address = parse_docker_host(self.docker_host)
         self.timeout = timeout
 
-    def _connect(self, timeout):
+    def _connect(self, timeout: float) -> socket.socket:
         if self.kind == "unix":
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.settimeout(timeout)
@@ -139,9 +161,18 @@ class DockerAPI:
                 sock.close()
                 raise
             return sock
+        if not isinstance(self.address, tuple):  # not reached: kind 'tcp' has a (host, port) address
+            raise DockerAPIError(f"{self.docker_host}: not a tcp address")
         return socket.create_connection(self.address, timeout=timeout)
 
-    def request(self, method, path, query=None, body=None, timeout=None):
+    def request(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, Any] | None = None,
+        body: JSONValue = None,
+        timeout: float | None = None,
+    ) -> JSONValue:
         """Send one request; return the decoded JSON body (None when empty). Raise DockerAPIError on failure."""
         path = urllib.parse.quote(path, safe="/:@")  # a name with a space or a control character stays one path
         if query:
@@ -153,11 +184,11 @@ class DockerAPI:
             head.append("Content-Type: application/json")
         if body is not None or method in ("POST", "PUT", "PATCH"):
             head.append(f"Content-Length: {len(payload)}")
-        message = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload
+        wire = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload
         try:
             sock = self._connect(timeout or self.timeout)
             try:
-                sock.sendall(message)
+                sock.sendall(wire)
                 with sock.makefile("rb") as reader:
                     status, raw = read_response(reader, method)
             finally:
@@ -178,28 +209,28 @@ class DockerAPI:
         except ValueError:
             return text
 
-    def get(self, path, **query):
+    def get(self, path: str, **query: Any) -> JSONValue:
         return self.request("GET", path, query=query or None)
 
-    def post(self, path, body=None, timeout=None, **query):
+    def post(self, path: str, body: JSONValue = None, timeout: float | None = None, **query: Any) -> JSONValue:
         return self.request("POST", path, query=query or None, body=body, timeout=timeout)
 
-    def delete(self, path, **query):
+    def delete(self, path: str, **query: Any) -> JSONValue:
         return self.request("DELETE", path, query=query or None)
 
-    def info(self):
+    def info(self) -> JSONDict:
         return self.get("/info")
 
-    def ping(self, timeout=5):
+    def ping(self, timeout: float = 5) -> bool:
         """True when the daemon answers /_ping."""
         try:
             return self.request("GET", "/_ping", timeout=timeout) == "OK"
         except DockerAPIError:
             return False
 
-    def running_containers(self):
+    def running_containers(self) -> dict[str, RunningContainer]:
         """Running containers as {id: {'name', 'pid', 'started_at'}} (one inspect per container)."""
-        result = {}
+        result: dict[str, RunningContainer] = {}
         for summary in self.get("/containers/json") or []:
             try:
                 details = self.get(f"/containers/{summary['Id']}/json")

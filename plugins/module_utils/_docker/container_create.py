@@ -10,6 +10,19 @@ restart policy `no` (the restore puts the recorded one back once the container r
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any, TypeAlias
+
+    from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPI, JSONDict
+
+    ContainerConfig: TypeAlias = Mapping[str, Any]
+    """A checkpoint manifest's `container` section (image, cmd, env, mounts, networks, ...)."""
+    PathExists: TypeAlias = Callable[[str], bool]
+    """Whether a path exists on this host, like os.path.exists."""
+
 DEFAULT_NETWORKS = ("bridge", "host", "none", "default")
 
 
@@ -17,7 +30,7 @@ class CreateError(Exception):
     """The container cannot be recreated here; the message says what is missing."""
 
 
-def _mount(mount):
+def _mount(mount: Mapping[str, Any]) -> JSONDict:
     kind = mount.get("type")
     target = mount.get("destination")
     if not target:
@@ -32,7 +45,7 @@ def _mount(mount):
     raise CreateError(f"mount type {kind!r} at {target} cannot be recreated")
 
 
-def choose_image(api, config):
+def choose_image(api: DockerAPI, config: ContainerConfig) -> str | None:
     """The image to create from: the manifest's reference when it names the recorded image id here, else the id
     (a tag may point to another image on this host)."""
     image = config.get("image") or {}
@@ -47,13 +60,13 @@ def choose_image(api, config):
     return reference or image_id
 
 
-def create_body(config, image_ref=None):
+def create_body(config: ContainerConfig, image_ref: str | None = None) -> JSONDict:
     """The Engine's `POST /containers/create` body for a manifest's `container` section."""
     image = (config.get("image") or {})
     reference = image_ref or image.get("reference") or image.get("id")
     if not reference:
         raise CreateError("the manifest names no image")
-    body = {
+    body: JSONDict = {
         "Image": reference,
         "Cmd": config.get("cmd"),
         "Entrypoint": config.get("entrypoint"),
@@ -82,12 +95,12 @@ def create_body(config, image_ref=None):
     return body
 
 
-def missing_prerequisites(api, config, path_exists):
+def missing_prerequisites(api: DockerAPI, config: ContainerConfig, path_exists: PathExists) -> list[str]:
     """What the host lacks to recreate the container (image, user networks, bind mount sources), as messages."""
-    problems = []
+    problems: list[str] = []
     image = config.get("image") or {}
     wanted = image.get("id") or image.get("reference")
-    found = None
+    found: JSONDict | None = None
     for ref in [ref for ref in (image.get("id"), image.get("reference")) if ref]:
         try:
             found = api.get(f"/images/{ref}/json")
@@ -113,7 +126,7 @@ def missing_prerequisites(api, config, path_exists):
     return problems
 
 
-def create(api, name, config, path_exists):
+def create(api: DockerAPI, name: str, config: ContainerConfig, path_exists: PathExists) -> str | None:
     """Create the container `name`; return its id. Raise CreateError naming what is missing."""
     problems = missing_prerequisites(api, config, path_exists)
     if problems:

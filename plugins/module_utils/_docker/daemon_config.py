@@ -19,6 +19,16 @@ import os
 import re
 import stat
 import tempfile
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Container, Mapping
+    from typing import Any, TypeAlias
+
+    from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import JSONDict
+
+    Indent: TypeAlias = int | str
+    """json.dumps indentation: a number of spaces, or a tab character."""
 
 DEFAULT_PATH = "/etc/docker/daemon.json"
 DEFAULT_INDENT = 2
@@ -31,7 +41,7 @@ class DaemonConfigError(Exception):
 class DaemonConfig:
     """One daemon.json as found on disk."""
 
-    def __init__(self, path, real_path, exists, text, data, indent):
+    def __init__(self, path: str, real_path: str, exists: bool, text: str, data: JSONDict, indent: Indent) -> None:
         self.path = path
         self.real_path = real_path
         self.exists = exists
@@ -39,19 +49,19 @@ class DaemonConfig:
         self.data = data
         self.indent = indent
 
-    def with_changes(self, updates=None, removals=()):
+    def with_changes(self, updates: Mapping[str, Any] | None = None, removals: Container[str] = ()) -> JSONDict:
         """Return the data with `updates` set and `removals` taken out: a new dict, order preserved."""
         return apply_changes(self.data, updates or {}, removals)
 
-    def render(self, data):
+    def render(self, data: Mapping[str, Any]) -> str:
         """The file's text for `data`: the original text when nothing changed, else JSON in the file's indentation."""
         if self.exists and data == self.data:
             return self.text
         return render(data, self.indent)
 
 
-def _reject_duplicates(pairs):
-    seen = {}
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> JSONDict:
+    seen: JSONDict = {}
     for key, value in pairs:
         if key in seen:
             raise ValueError(f"duplicate key {key!r}")
@@ -59,7 +69,7 @@ def _reject_duplicates(pairs):
     return seen
 
 
-def parse(text, path=DEFAULT_PATH):
+def parse(text: str, path: str = DEFAULT_PATH) -> JSONDict:
     """Parse daemon.json text into an ordered dict. Empty or blank text is {}."""
     if not text.strip():
         return {}
@@ -83,7 +93,7 @@ def parse(text, path=DEFAULT_PATH):
     return data
 
 
-def detect_indent(text):
+def detect_indent(text: str) -> Indent:
     """The indentation of the first indented line (a number of spaces, or a tab), else DEFAULT_INDENT."""
     match = re.search(r"^([ \t]+)\S", text, re.MULTILINE)
     if not match:
@@ -94,12 +104,12 @@ def detect_indent(text):
     return len(prefix)
 
 
-def render(data, indent=DEFAULT_INDENT):
+def render(data: Mapping[str, Any], indent: Indent = DEFAULT_INDENT) -> str:
     """JSON text for daemon.json with a trailing newline."""
     return json.dumps(data, indent=indent, ensure_ascii=False) + "\n"
 
 
-def apply_changes(data, updates, removals=()):
+def apply_changes(data: Mapping[str, Any], updates: Mapping[str, Any], removals: Container[str] = ()) -> JSONDict:
     """A new dict: keys in `removals` dropped, `updates` set in place (or appended when new)."""
     result = {key: value for key, value in data.items() if key not in removals}
     for key, value in updates.items():
@@ -107,7 +117,7 @@ def apply_changes(data, updates, removals=()):
     return result
 
 
-def read(path=DEFAULT_PATH):
+def read(path: str = DEFAULT_PATH) -> DaemonConfig:
     """Read daemon.json at `path` (following symlinks). A missing file reads as an empty object."""
     real_path = os.path.realpath(path)
     if os.path.isdir(real_path):
@@ -126,13 +136,15 @@ def read(path=DEFAULT_PATH):
     return DaemonConfig(path, real_path, True, text, parse(text, path), detect_indent(text))
 
 
-def write_atomic(real_path, text, default_mode=0o644):
+def write_atomic(real_path: str, text: str, default_mode: int = 0o644) -> None:
     """Write `text` to `real_path` atomically, keeping an existing file's mode and owner.
 
     The directory is created (0755) when missing. A new file gets `default_mode`, owned by the caller.
     """
     directory = os.path.dirname(real_path) or "."
     os.makedirs(directory, mode=0o755, exist_ok=True)
+    uid: int | None
+    gid: int | None
     try:
         current = os.stat(real_path)
         mode, uid, gid = stat.S_IMODE(current.st_mode), current.st_uid, current.st_gid
@@ -145,7 +157,7 @@ def write_atomic(real_path, text, default_mode=0o644):
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp_path, mode)
-        if uid is not None and (uid, gid) != (os.getuid(), os.getgid()):
+        if uid is not None and gid is not None and (uid, gid) != (os.getuid(), os.getgid()):  # both known or neither
             os.chown(tmp_path, uid, gid)
         os.replace(tmp_path, real_path)
     except BaseException:
@@ -159,7 +171,7 @@ def write_atomic(real_path, text, default_mode=0o644):
         os.close(dir_fd)
 
 
-def restore(config):
+def restore(config: DaemonConfig) -> None:
     """Put daemon.json back as `config` found it: same text, or no file when there was none."""
     if config.exists:
         write_atomic(config.real_path, config.text)
@@ -167,12 +179,14 @@ def restore(config):
         os.unlink(config.real_path)
 
 
-def wanted_changes(state, live_restore):
+def wanted_changes(state: str, live_restore: bool | str) -> tuple[JSONDict, list[str]]:
     """The (updates, removals) for daemon.json that the docker_experimental options ask for.
 
     state 'enabled' sets "experimental": true; 'disabled' removes the key (false is dockerd's default).
     live_restore True/False sets "live-restore"; 'keep' leaves it as it is.
     """
+    updates: JSONDict
+    removals: list[str]
     updates, removals = {}, []
     if state == "enabled":
         updates["experimental"] = True

@@ -16,6 +16,16 @@ from __future__ import annotations
 import os
 import re
 import shlex
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+    from typing import TypeAlias
+
+    UnitFile: TypeAlias = tuple[str, list[str]]
+    """One file of `systemctl cat` output: (its path, its lines)."""
+    Word: TypeAlias = tuple[str, str | None]
+    """A word of dockerd's command line and the file that supplied it (None: the command line's own file)."""
 
 # daemon.json key -> the dockerd flag that sets the same thing.
 FLAG_FOR_KEY = {
@@ -32,24 +42,24 @@ _VAR = re.compile(r"\$\{(\w+)\}|\$(\w+)")
 class Conflict:
     """A dockerd flag that makes a daemon.json change unsafe, and where it comes from."""
 
-    def __init__(self, key, flag, source):
+    def __init__(self, key: str, flag: str, source: str | None) -> None:
         self.key = key
         self.flag = flag
         self.source = source
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, str | None]:
         return {"key": self.key, "flag": self.flag, "source": self.source}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Conflict({self.key!r}, {self.flag!r}, {self.source!r})"
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, Conflict) and self.as_dict() == other.as_dict()
 
 
-def parse_systemctl_cat(text):
+def parse_systemctl_cat(text: str) -> list[UnitFile]:
     """Split `systemctl cat UNIT` output into [(file, [lines])], in the order systemd applies them."""
-    files = []
+    files: list[UnitFile] = []
     for line in text.splitlines():
         if line.startswith("# /"):
             files.append((line[2:].strip(), []))
@@ -58,7 +68,7 @@ def parse_systemctl_cat(text):
     return files
 
 
-def _logical_lines(lines):
+def _logical_lines(lines: Iterable[str]) -> Iterator[str]:
     """Join backslash-continued lines."""
     pending = ""
     for line in lines:
@@ -72,8 +82,10 @@ def _logical_lines(lines):
         yield pending
 
 
-def exec_start(unit_files):
+def exec_start(unit_files: Iterable[UnitFile]) -> tuple[str | None, str | None]:
     """The effective ExecStart command line and the file it comes from; an empty ExecStart= resets it."""
+    command: str | None
+    source: str | None
     command, source = None, None
     for path, lines in unit_files:
         for line in _logical_lines(lines):
@@ -88,9 +100,9 @@ def exec_start(unit_files):
     return command, source
 
 
-def environment_files(unit_files):
+def environment_files(unit_files: Iterable[UnitFile]) -> list[str]:
     """Paths named by EnvironmentFile= (a leading '-' means optional), in order."""
-    paths = []
+    paths: list[str] = []
     for _path, lines in unit_files:
         for line in _logical_lines(lines):
             key, sep, value = line.strip().partition("=")
@@ -102,9 +114,9 @@ def environment_files(unit_files):
     return paths
 
 
-def parse_env_file(text):
+def parse_env_file(text: str) -> dict[str, str]:
     """VAR=value assignments of a shell-style environment file (comments, `export` and quotes handled)."""
-    env = {}
+    env: dict[str, str] = {}
     for line in _logical_lines(text.splitlines()):
         line = line.strip()
         if not line or line.startswith("#"):
@@ -122,13 +134,13 @@ def parse_env_file(text):
     return env
 
 
-def expand(command, env, env_sources):
+def expand(command: str, env: Mapping[str, str], env_sources: Mapping[str, str]) -> list[Word]:
     """Split a systemd command line into words with their origin: [(word, source or None)].
 
     `$VAR` expands into several words, `${VAR}` into one, as systemd does. `env_sources` maps VAR to the file
     that set it, so that a flag found there is reported with that file.
     """
-    words = []
+    words: list[Word] = []
     for token in shlex.split(command):
         match = _VAR.fullmatch(token)
         if match and match.group(2):
@@ -136,7 +148,7 @@ def expand(command, env, env_sources):
             words.extend((word, env_sources.get(name)) for word in shlex.split(env.get(name, "")))
             continue
 
-        def substitute(found):
+        def substitute(found: re.Match[str]) -> str:
             return env.get(found.group(1) or found.group(2), "")
 
         names = [m.group(1) or m.group(2) for m in _VAR.finditer(token)]
@@ -145,9 +157,11 @@ def expand(command, env, env_sources):
     return words
 
 
-def conflicts_in(words, keys, config_path, default_source):
+def conflicts_in(
+    words: Sequence[Word], keys: Collection[str], config_path: str, default_source: str | None
+) -> list[Conflict]:
     """Conflicts among dockerd's words for the daemon.json `keys` we are about to set, and for --config-file."""
-    found = []
+    found: list[Conflict] = []
     real_config = os.path.realpath(config_path)
     for index, (word, origin) in enumerate(words):
         source = origin or default_source
@@ -167,7 +181,12 @@ def conflicts_in(words, keys, config_path, default_source):
     return found
 
 
-def find_conflicts(keys, config_path, systemctl_cat_text=None, read_file=None):
+def find_conflicts(
+    keys: Collection[str],
+    config_path: str,
+    systemctl_cat_text: str | None = None,
+    read_file: Callable[[str], str | None] | None = None,
+) -> list[Conflict]:
     """Every dockerd flag that clashes with writing `keys` to `config_path`.
 
     `systemctl_cat_text` is the output of `systemctl cat docker.service` (None when systemd does not manage
@@ -179,6 +198,8 @@ def find_conflicts(keys, config_path, systemctl_cat_text=None, read_file=None):
         command, source = exec_start(unit_files)
         if not command:
             return []
+        env: dict[str, str]
+        env_sources: dict[str, str]
         env, env_sources = {}, {}
         for path in environment_files(unit_files):
             text = read_file(path)
@@ -188,7 +209,7 @@ def find_conflicts(keys, config_path, systemctl_cat_text=None, read_file=None):
                 env[name] = value
                 env_sources[name] = f"{path} ({name})"
         return conflicts_in(expand(command, env, env_sources), keys, config_path, source)
-    found = []
+    found: list[Conflict] = []
     for path, variable in INIT_DEFAULTS:
         text = read_file(path)
         if text is None:
@@ -199,7 +220,7 @@ def find_conflicts(keys, config_path, systemctl_cat_text=None, read_file=None):
     return found
 
 
-def _read_text(path):
+def _read_text(path: str) -> str | None:
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
             return handle.read()

@@ -20,23 +20,61 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import TYPE_CHECKING
 
-from ansible_collections.fleet.checkpoint.plugins.module_utils._docker import daemon_config as daemon_config
+from ansible_collections.fleet.checkpoint.plugins.module_utils._docker import daemon_config
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPIError
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.service import DockerServiceError
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.dockerd_flags import FLAG_FOR_KEY, find_conflicts
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any, Literal, NoReturn, NotRequired, TypeAlias, TypedDict
+
+    from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import (
+        DockerAPI,
+        JSONDict,
+        RunningContainer,
+    )
+    from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.daemon_config import DaemonConfig
+    from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.service import DockerService, RunCommand
+
+    RestartMode: TypeAlias = Literal["none", "skip", "unsafe", "plain", "live_restore_first"]
+    """See the module docstring."""
+
+    class Plan(TypedDict):
+        """What ExperimentalMode.plan() decides: the files to write and how to bring dockerd to them."""
+
+        mode: NotRequired[RestartMode]  # always set by plan() before it returns
+        final: JSONDict  # the wanted daemon.json
+        intermediate: JSONDict | None  # written for the restart when live-restore must be on only for it
+        running: dict[str, RunningContainer]  # containers found running, when that mattered for the plan
+        reload: bool  # reload (SIGHUP) to apply a live-restore change without a restart
+        reason: str | None  # why a needed restart is not done (mode unsafe)
+        reload_live_restore: bool  # reload to turn live-restore on before the restart
 
 
 class ExperimentalModeError(Exception):
     """The module must fail; `details` go into the failure result."""
 
-    def __init__(self, message, **details):
+    def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
         self.details = details
 
 
 class ExperimentalMode:
-    def __init__(self, params, api, service, run, check_mode=False, backup=None, warn=None):
+    restart_attempted: bool  # set by execute(): whether dockerd may have been restarted
+
+    def __init__(
+        self,
+        params: Mapping[str, Any],
+        api: DockerAPI,
+        service: DockerService,
+        run: RunCommand,
+        check_mode: bool = False,
+        backup: Callable[[str], str] | None = None,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
         self.params = params
         self.api = api
         self.service = service
@@ -47,7 +85,7 @@ class ExperimentalMode:
 
     # ---- planning ---------------------------------------------------------------------------------------------
 
-    def _daemon_info(self):
+    def _daemon_info(self) -> JSONDict | None:
         try:
             return self.api.info()
         except DockerAPIError as exc:
@@ -58,13 +96,13 @@ class ExperimentalMode:
                 "daemon.json. Nothing was changed."
             ) from exc
 
-    def plan(self, config, info):
+    def plan(self, config: DaemonConfig, info: JSONDict | None) -> Plan:
         params = self.params
         want_experimental = params["state"] == "enabled"
         updates, removals = daemon_config.wanted_changes(params["state"], params["live_restore"])
         final = config.with_changes(updates, removals)
-        plan = {"final": final, "intermediate": None, "running": {}, "reload": False, "reason": None,
-                "reload_live_restore": False}
+        plan: Plan = {"final": final, "intermediate": None, "running": {}, "reload": False, "reason": None,
+                      "reload_live_restore": False}
         if info is None:
             plan["mode"] = "skip"
             return plan
@@ -108,14 +146,14 @@ class ExperimentalMode:
             plan["reload"] = True
         return plan
 
-    def check_conflicts(self, config, plan):
+    def check_conflicts(self, config: DaemonConfig, plan: Plan) -> None:
         keys = [key for key in FLAG_FOR_KEY if key in plan["final"] or key in (plan["intermediate"] or {})]
         if self.params["state"] == "disabled":
             keys.append("experimental")
         conflicts = find_conflicts(sorted(set(keys)), config.path, self.service.unit_text())
         if not conflicts:
             return
-        lines = []
+        lines: list[str] = []
         for conflict in conflicts:
             if conflict.key == "config-file":
                 lines.append(f"dockerd is started with {conflict.flag} (from {conflict.source}), so it does not read "
@@ -132,7 +170,7 @@ class ExperimentalMode:
             conflicts=[c.as_dict() for c in conflicts],
         )
 
-    def dockerd_validates(self):
+    def dockerd_validates(self) -> bool:
         """True when the installed dockerd has --validate (Docker 23 and later)."""
         try:
             rc, out, err = self.run_command(["dockerd", "--help"])
@@ -140,7 +178,7 @@ class ExperimentalMode:
             return False
         return rc == 0 and "--validate" in (out + err)
 
-    def validate(self, config, data):
+    def validate(self, config: DaemonConfig, data: JSONDict) -> None:
         """Check a candidate daemon.json with `dockerd --validate` in the target directory; raise when refused."""
         directory = tempfile.mkdtemp(prefix="fleet-daemon-json-")  # private (0700): check mode writes nothing in /etc
         tmp_path = os.path.join(directory, "daemon.json")
@@ -159,18 +197,18 @@ class ExperimentalMode:
 
     # ---- doing ------------------------------------------------------------------------------------------------
 
-    def _write(self, config, data):
+    def _write(self, config: DaemonConfig, data: JSONDict) -> None:
         daemon_config.write_atomic(config.real_path, config.render(data))
 
-    def _wait_experimental(self, want):
+    def _wait_experimental(self, want: bool) -> JSONDict:
         return self.service.wait_for(lambda info: bool(info.get("ExperimentalBuild")) == want,
                                      f"healthy with experimental={str(want).lower()}")
 
-    def _wait_live_restore(self, want):
+    def _wait_live_restore(self, want: bool) -> JSONDict:
         return self.service.wait_for(lambda info: bool(info.get("LiveRestoreEnabled")) == want,
                                      f"reloaded with live-restore={str(want).lower()}")
 
-    def execute(self, config, plan, want_experimental):
+    def execute(self, config: DaemonConfig, plan: Plan, want_experimental: bool) -> None:
         mode = plan["mode"]
         final = plan["final"]
         self.restart_attempted = False
@@ -202,10 +240,10 @@ class ExperimentalMode:
                 self.service.reload()
                 self._wait_live_restore(bool(final.get("live-restore", False)))
 
-    def rollback(self, config, plan, failure):
+    def rollback(self, config: DaemonConfig, plan: Plan, failure: BaseException) -> NoReturn:
         """Put daemon.json back and bring dockerd back as it was; raise an error telling what happened."""
         journal = self.service.journal_excerpt()
-        steps = []
+        steps: list[str] = []
         restarted = getattr(self, "restart_attempted", False)
         try:
             if plan["mode"] == "live_restore_first" and restarted:
@@ -246,13 +284,13 @@ class ExperimentalMode:
 
     # ---- the whole run ----------------------------------------------------------------------------------------
 
-    def run(self):
+    def run(self) -> JSONDict:
         try:
             return self._run()
         except DockerAPIError as exc:
             raise ExperimentalModeError(f"the Docker Engine API failed: {exc}") from exc
 
-    def _run(self):
+    def _run(self) -> JSONDict:
         params = self.params
         try:
             config = daemon_config.read(params["path"])
@@ -282,7 +320,7 @@ class ExperimentalMode:
             "experimental": bool(info.get("ExperimentalBuild")) if info else None,
             "live_restore": bool(info.get("LiveRestoreEnabled")) if info else None,
         }
-        result = {
+        result: JSONDict = {
             "changed": bool(file_changes or will_restart or plan["reload"]),
             "daemon_json": config.path,
             "docker_version": info.get("ServerVersion") if info else None,
@@ -309,6 +347,7 @@ class ExperimentalMode:
 
         predicted_experimental = want_experimental if will_restart else daemon_before["experimental"]
         final = plan["final"]
+        predicted_live_restore: bool | None
         if plan["mode"] == "live_restore_first":
             predicted_live_restore = bool(final.get("live-restore", True))
         elif will_restart:
@@ -331,7 +370,8 @@ class ExperimentalMode:
                     result["containers_stopped"] = names
             return result
 
-        if params["backup"] and config.exists and file_changes:
+        # The module always passes backup (module.backup_local).
+        if params["backup"] and config.exists and file_changes and self.backup is not None:
             result["backup_file"] = self.backup(config.real_path)
         try:
             self.execute(config, plan, want_experimental)

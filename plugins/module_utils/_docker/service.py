@@ -7,8 +7,18 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPIError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import TypeAlias
+
+    from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPI, JSONDict
+
+    RunCommand: TypeAlias = Callable[[list[str]], tuple[int, str, str]]
+    """Runs argv and returns (rc, stdout, stderr), like AnsibleModule.run_command; may raise OSError."""
 
 UNIT = "docker.service"
 
@@ -20,19 +30,21 @@ class DockerServiceError(Exception):
 class DockerService:
     """Operations on docker.service; `run(argv)` returns (rc, stdout, stderr) like AnsibleModule.run_command."""
 
-    def __init__(self, run, api, timeout=60):
+    since: float  # time.time() of the last restart(); unset before it
+
+    def __init__(self, run: RunCommand, api: DockerAPI, timeout: float = 60) -> None:
         self.run = run
         self.api = api
         self.timeout = timeout
 
-    def managed_by_systemd(self):
+    def managed_by_systemd(self) -> bool:
         try:
             rc, out, _err = self.run(["systemctl", "show", "-p", "LoadState", "--value", UNIT])
         except OSError:
             return False
         return rc == 0 and out.strip() == "loaded"
 
-    def unit_text(self):
+    def unit_text(self) -> str | None:
         """`systemctl cat docker.service` (the unit and its drop-ins), or None without systemd."""
         try:
             rc, out, _err = self.run(["systemctl", "cat", UNIT])
@@ -40,12 +52,12 @@ class DockerService:
             return None
         return out if rc == 0 else None
 
-    def reload(self):
+    def reload(self) -> None:
         rc, out, err = self.run(["systemctl", "reload", UNIT])
         if rc != 0:
             raise DockerServiceError(f"systemctl reload {UNIT} failed: {(err or out).strip()}")
 
-    def restart(self):
+    def restart(self) -> None:
         # Restart=always with StartLimitBurst: clear earlier failures so that systemd does not refuse to start it.
         self.run(["systemctl", "reset-failed", UNIT])
         self.since = time.time()
@@ -53,10 +65,10 @@ class DockerService:
         if rc != 0:
             raise DockerServiceError(f"systemctl restart {UNIT} failed: {(err or out).strip()}")
 
-    def wait_for(self, predicate, what):
+    def wait_for(self, predicate: Callable[[JSONDict], bool], what: str) -> JSONDict:
         """Poll /info until predicate(info) holds; return info. Raise DockerServiceError after the timeout."""
         deadline = time.monotonic() + self.timeout
-        last_error = None
+        last_error: DockerAPIError | None = None
         while True:
             try:
                 info = self.api.info()
@@ -70,7 +82,7 @@ class DockerService:
                 raise DockerServiceError(f"the Docker Engine did not become {what} within {self.timeout}s{detail}")
             time.sleep(0.5)
 
-    def journal_excerpt(self, lines=12):
+    def journal_excerpt(self, lines: int = 12) -> list[str]:
         """The daemon's own error lines since the last restart (or its last lines), for error messages."""
         since = getattr(self, "since", None)
         argv = ["journalctl", "-u", UNIT, "--no-pager", "-o", "cat"]

@@ -15,6 +15,7 @@ import fcntl
 import json
 import os
 import time
+from typing import Any, Literal
 
 DEFAULT_PATH = "/var/lib/fleet-checkpoint/lock"
 
@@ -24,22 +25,22 @@ class LockTimeout(Exception):
 
 
 class HostLock:
-    def __init__(self, path=DEFAULT_PATH, timeout=300, what="", interval=0.5):
+    def __init__(self, path: str = DEFAULT_PATH, timeout: float = 300, what: str = "", interval: float = 0.5) -> None:
         self.path = path
         self.timeout = timeout
         self.what = what
         self.interval = interval
-        self.fd = None
-        self.waited = 0.0
+        self.fd: int | None = None  # the locked file while held
+        self.waited = 0.0  # seconds spent waiting for another run
 
-    def _holder(self):
+    def _holder(self) -> dict[str, Any]:
         try:
             with open(self.path, encoding="utf-8") as handle:
                 return json.loads(handle.read() or "{}")
         except (OSError, ValueError):
             return {}
 
-    def __enter__(self):
+    def __enter__(self) -> HostLock:
         directory = os.path.dirname(self.path)
         os.makedirs(directory, mode=0o700, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -65,7 +66,7 @@ class HostLock:
         self.fd = fd
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         if self.fd is not None:
             os.ftruncate(self.fd, 0)
             fcntl.flock(self.fd, fcntl.LOCK_UN)

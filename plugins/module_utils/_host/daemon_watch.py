@@ -16,7 +16,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._host import proc
 DEFAULT_PIDFILE = "/var/run/docker.pid"
 
 
-def daemon_identity(pidfile=DEFAULT_PIDFILE, proc="/proc"):
+def daemon_identity(pidfile: str = DEFAULT_PIDFILE, proc: str = "/proc") -> tuple[int, int] | None:
     """(pid, start time in clock ticks since boot) of the process named by dockerd's PID file, or None if unknown."""
     try:
         with open(pidfile, encoding="ascii") as handle:
@@ -30,12 +30,12 @@ def daemon_identity(pidfile=DEFAULT_PIDFILE, proc="/proc"):
 class DaemonWatch:
     """`restarted()` is True when the daemon running now is not the one that ran when the watch was made."""
 
-    def __init__(self, pidfile=DEFAULT_PIDFILE, proc="/proc", enabled=True):
+    def __init__(self, pidfile: str = DEFAULT_PIDFILE, proc: str = "/proc", enabled: bool = True) -> None:
         self.pidfile = pidfile
         self.proc = proc
         self.start = daemon_identity(pidfile, proc) if enabled else None
 
-    def restarted(self):
+    def restarted(self) -> bool:
         if self.start is None:
             return False  # not a local daemon, or its PID file is elsewhere: no conclusion
         return daemon_identity(self.pidfile, self.proc) != self.start

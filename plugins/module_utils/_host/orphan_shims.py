@@ -15,13 +15,19 @@ from __future__ import annotations
 import os
 import signal
 import time
+from typing import TYPE_CHECKING
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host import processes as procs
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    Shims = dict[int, list[int]]  # shim pid -> the pids of its child processes
 
 SHIM = "containerd-shim-runc-v2"
 
 
-def _cmdline(proc, pid):
+def _cmdline(proc: str, pid: str) -> list[bytes]:
     try:
         with open(os.path.join(proc, pid, "cmdline"), "rb") as handle:
             return handle.read().split(b"\0")
@@ -29,7 +35,7 @@ def _cmdline(proc, pid):
         return []
 
 
-def _children(proc, pid):
+def _children(proc: str, pid: int | str) -> list[int]:
     found = []
     for entry in os.listdir(proc):
         if not entry.isdigit():
@@ -45,9 +51,9 @@ def _children(proc, pid):
     return found
 
 
-def find_shims(container_id, namespace="moby", proc="/proc"):
+def find_shims(container_id: str, namespace: str = "moby", proc: str = "/proc") -> Shims:
     """{shim pid: [its child pids]} for every shim serving this container id in this namespace."""
-    shims = {}
+    shims: Shims = {}
     for entry in os.listdir(proc):
         if not entry.isdigit():
             continue
@@ -60,7 +66,7 @@ def find_shims(container_id, namespace="moby", proc="/proc"):
     return shims
 
 
-def lingering_shims(container_id, wait=2.0, namespace="moby", proc="/proc"):
+def lingering_shims(container_id: str, wait: float = 2.0, namespace: str = "moby", proc: str = "/proc") -> Shims:
     """find_shims, but a shim with no process under it is given `wait` seconds to end first: Docker deletes a task
     (and its shim exits) just before it records the container stopped, so a shim seen right then is on its way out,
     not a copy."""
@@ -72,7 +78,7 @@ def lingering_shims(container_id, wait=2.0, namespace="moby", proc="/proc"):
     return shims
 
 
-def stop_shims(shims, wait=5.0, kill=os.kill):
+def stop_shims(shims: Shims, wait: float = 5.0, kill: Callable[[int, int], None] = os.kill) -> list[int]:
     """SIGKILL the shims' processes, then the shims; returns the pids still alive after `wait` seconds."""
     pids = [child for children in shims.values() for child in children] + list(shims)
     for pid in pids:

@@ -14,14 +14,41 @@ from __future__ import annotations
 
 import os
 import time
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, overload
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
 
 
-def _read(path, binary=False):
+class ProcessInfo(TypedDict):
+    """A process as recorded at checkpoint time: its PID inside the container and its command line."""
+
+    pid: int
+    cmd: str
+
+
+class Comparison(TypedDict):
+    """compare()'s answer: whether the tree resumed (else why not), and how many recorded processes are back."""
+
+    matched: int
+    recorded: int
+    missing: list[ProcessInfo]
+    resumed: bool
+    reason: str
+
+
+@overload
+def _read(path: str, binary: Literal[False] = False) -> str: ...
+@overload
+def _read(path: str, binary: Literal[True]) -> bytes: ...
+
+
+def _read(path: str, binary: bool = False) -> str | bytes:
     with open(path, "rb" if binary else "r", encoding=None if binary else "utf-8") as handle:
         return handle.read()
 
 
-def process_info(host_pid, proc="/proc"):
+def process_info(host_pid: int | str, proc: str = "/proc") -> ProcessInfo | None:
     """{'pid': in-container pid, 'cmd': command line} for a host PID, or None when it is gone."""
     try:
         status = _read(os.path.join(proc, str(host_pid), "status"))
@@ -38,7 +65,7 @@ def process_info(host_pid, proc="/proc"):
     return {"pid": ns_pid, "cmd": cmd}
 
 
-def host_pids(top):
+def host_pids(top: dict[str, Any]) -> list[int]:
     """Host PIDs from the Engine's `GET /containers/{id}/top` answer."""
     titles = top.get("Titles") or []
     if "PID" not in titles:
@@ -47,13 +74,13 @@ def host_pids(top):
     return [int(row[index]) for row in top.get("Processes") or [] if len(row) > index and str(row[index]).isdigit()]
 
 
-def process_tree(pids, proc="/proc"):
+def process_tree(pids: Iterable[int | str], proc: str = "/proc") -> list[ProcessInfo]:
     """Processes for the given host PIDs, sorted by in-container PID (vanished ones left out)."""
     tree = [info for info in (process_info(pid, proc) for pid in pids) if info]
     return sorted(tree, key=lambda item: item["pid"])
 
 
-def time_namespace(host_pid, proc="/proc"):
+def time_namespace(host_pid: int | str, proc: str = "/proc") -> str | None:
     """The time namespace link of a process ('time:[4026531834]'), or None when the kernel has none."""
     try:
         return os.readlink(os.path.join(proc, str(host_pid), "ns", "time"))
@@ -61,7 +88,8 @@ def time_namespace(host_pid, proc="/proc"):
         return None
 
 
-def compare(recorded, current, init_time_ns=None, host_time_ns=None):
+def compare(recorded: Sequence[ProcessInfo], current: Iterable[ProcessInfo], init_time_ns: str | None = None,
+            host_time_ns: str | None = None) -> Comparison:
     """How a restored process tree compares with the recorded one.
 
     Returns dict(resumed, matched, recorded, missing, reason). Resumed means: the container's first recorded process
@@ -72,7 +100,8 @@ def compare(recorded, current, init_time_ns=None, host_time_ns=None):
     now = {(item["pid"], item["cmd"]) for item in current}
     matched = [item for item in recorded if (item["pid"], item["cmd"]) in now]
     missing = [item for item in recorded if (item["pid"], item["cmd"]) not in now]
-    result = {"matched": len(matched), "recorded": len(recorded), "missing": missing, "resumed": False, "reason": ""}
+    result: Comparison = {"matched": len(matched), "recorded": len(recorded), "missing": missing, "resumed": False,
+                          "reason": ""}
     if not recorded:
         result["reason"] = "no process tree was recorded at checkpoint time"
         return result
@@ -89,7 +118,7 @@ def compare(recorded, current, init_time_ns=None, host_time_ns=None):
     return result
 
 
-def rss_bytes(pids, proc="/proc"):
+def rss_bytes(pids: Iterable[int | str], proc: str = "/proc") -> int:
     """Resident memory of these processes in bytes (VmRSS summed; vanished processes count 0)."""
     total = 0
     for pid in pids:
@@ -103,12 +132,12 @@ def rss_bytes(pids, proc="/proc"):
     return total
 
 
-def dump_estimate(rss, slack=0.1, floor=16 * 1024 * 1024):
+def dump_estimate(rss: int, slack: float = 0.1, floor: int = 16 * 1024 * 1024) -> int:
     """Bytes a dump of processes with this resident memory may need on disk."""
     return int(rss * (1 + slack)) + floor
 
 
-def start_time(host_pid, proc="/proc"):
+def start_time(host_pid: int | str, proc: str = "/proc") -> tuple[str, int] | None:
     """(state letter, start time in clock ticks since boot) of a process, or None when there is none by that PID."""
     try:
         with open(os.path.join(proc, str(host_pid), "stat"), encoding="utf-8", errors="replace") as handle:
@@ -121,7 +150,7 @@ def start_time(host_pid, proc="/proc"):
     return fields[0], int(fields[19])
 
 
-def alive(host_pid, started=None, proc="/proc"):
+def alive(host_pid: int | str | None, started: int | None = None, proc: str = "/proc") -> bool:
     """Whether the process runs (not gone, not a zombie) and, when `started` is given, is still the same process
     (same start time: the PID was not reused)."""
     if not host_pid:
@@ -132,7 +161,8 @@ def alive(host_pid, started=None, proc="/proc"):
     return started is None or seen[1] == started
 
 
-def wait_gone(host_pid, started, seconds, proc="/proc", interval=0.005):
+def wait_gone(host_pid: int | str | None, started: int | None, seconds: float, proc: str = "/proc",
+              interval: float = 0.005) -> bool:
     """Wait until the process is gone or a zombie; True when it is (False after `seconds`)."""
     deadline = time.monotonic() + seconds
     while alive(host_pid, started, proc):

@@ -17,6 +17,12 @@ import fcntl
 import json
 import os
 import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    LockRecord = dict[str, Any]  # owner, purpose, controller, since, expires (epoch seconds); or unreadable
 
 DEFAULT_PATH = "/var/lib/fleet-checkpoint/run.lock"
 
@@ -25,7 +31,7 @@ class LockHeld(Exception):
     """Another run holds the lock; the message names it and what to do."""
 
 
-def read(path):
+def read(path: str) -> LockRecord:
     """The lock's record, {} when there is none, {'unreadable': True, 'expires': mtime + 4 h} when the file cannot be
     parsed (a run killed while writing it: it expires like any other)."""
     try:
@@ -44,7 +50,7 @@ def read(path):
 
 
 @contextlib.contextmanager
-def _guard(path):
+def _guard(path: str) -> Iterator[None]:
     """Serialise the read-check-write of acquire and release between runs (an flock on the lock's directory, so
     that no extra file is left behind)."""
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
@@ -56,7 +62,7 @@ def _guard(path):
         os.close(fd)
 
 
-def describe(record, path):
+def describe(record: LockRecord, path: str) -> str:
     if record.get("unreadable"):
         return f"{path} exists but cannot be read"
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.get("since") or 0))
@@ -64,7 +70,7 @@ def describe(record, path):
             f"{record.get('controller') or 'an unknown controller'}, since {when})")
 
 
-def _create(path, record):
+def _create(path: str, record: LockRecord) -> None:
     """Write the record to a private temporary file, then link it into place: the lock file appears complete or not
     at all, and never replaces another run's."""
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
@@ -78,7 +84,9 @@ def _create(path, record):
         os.remove(tmp)
 
 
-def acquire(path, record, timeout=0, force=False, check_mode=False, interval=1.0, clock=time.time, sleep=time.sleep):
+def acquire(path: str, record: LockRecord, timeout: float = 0, force: bool = False, check_mode: bool = False,
+            interval: float = 1.0, clock: Callable[[], float] = time.time,
+            sleep: Callable[[float], None] = time.sleep) -> tuple[bool, LockRecord | None]:
     """Take the lock for record['owner'].
 
     Returns (changed, previous): previous is the record of an expired or forced-out holder, or None. Raises LockHeld
@@ -107,11 +115,12 @@ def acquire(path, record, timeout=0, force=False, check_mode=False, interval=1.0
         sleep(min(interval, max(deadline - clock(), 0.01)))
 
 
-def _expired(current, clock):
+def _expired(current: LockRecord, clock: Callable[[], float]) -> bool:
     return (current.get("expires") or 0) < clock()
 
 
-def _take(path, record, current, force, clock):
+def _take(path: str, record: LockRecord, current: LockRecord, force: bool,
+          clock: Callable[[], float]) -> tuple[bool, LockRecord | None] | None:
     """Under the guard: (changed, previous) when the lock is (already) ours now, None when another run keeps it."""
     if current and current.get("owner") == record["owner"]:
         return False, None
@@ -123,7 +132,7 @@ def _take(path, record, current, force, clock):
     return True, current or None
 
 
-def release(path, owner, force=False, check_mode=False):
+def release(path: str, owner: str, force: bool = False, check_mode: bool = False) -> tuple[bool, LockRecord | None]:
     """Give the lock back. Returns (changed, previous record). Raises LockHeld when someone else holds it."""
     if check_mode:
         return _release(path, owner, force, True)
@@ -133,7 +142,7 @@ def release(path, owner, force=False, check_mode=False):
         return _release(path, owner, force, False)
 
 
-def _release(path, owner, force, check_mode):
+def _release(path: str, owner: str, force: bool, check_mode: bool) -> tuple[bool, LockRecord | None]:
     current = read(path)
     if not current:
         return False, None

@@ -17,11 +17,24 @@ from __future__ import annotations
 
 import json
 import os
+from typing import TYPE_CHECKING, Any
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.store import (
     ensure_private_dir,
     write_private_json,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from typing import Optional, Union
+
+    Manifest = dict[str, Any]  # the JSON document: format, host, checkpoint, state, containers, ...
+    Entry = dict[str, Any]  # one container of a manifest: container, checkpoint, status, ...
+    Result = dict[str, Any]  # one of docker_checkpoint's per-container results
+    ColdStart = tuple[bool, str]  # (started, message) of a cold start
+    Settled = Union[str, ColdStart]  # 'kept_running', or the outcome of a cold start
+    RunState = tuple[bool, Optional[str]]  # (running, started_at) as Docker reports them
+    ExitState = tuple[bool, Optional[str], Optional[int]]  # (running, started_at, exit code) as Docker reports them
 
 FORMAT = "fleet.checkpoint/host-manifest"
 FORMAT_VERSION = 1
@@ -35,11 +48,11 @@ class HostManifestError(ValueError):
     """The manifest file cannot be used; the message says why."""
 
 
-def new(host, checkpoint, created, results, leave_running):
+def new(host: str, checkpoint: str, created: str, results: Iterable[Result], leave_running: bool) -> Manifest:
     """The manifest of a checkpoint run, from docker_checkpoint's per-container results."""
     containers = []
     for result in results:
-        entry = {"container": result.get("container"), "checkpoint": checkpoint}
+        entry: Entry = {"container": result.get("container"), "checkpoint": checkpoint}
         entry.update({key: result[key] for key in _KEPT if key in result})
         entry["dump_seconds"] = result.get("duration")
         if result.get("failed"):
@@ -61,19 +74,19 @@ def new(host, checkpoint, created, results, leave_running):
     }
 
 
-def state_of(containers):
+def state_of(containers: Iterable[Entry]) -> str:
     """'checkpointed' while some container still waits for its restore (or a failed dump is not settled yet),
     else 'restored'."""
     waiting = RETRY + ("checkpoint_failed",)
     return "checkpointed" if any(item.get("status") in waiting for item in containers) else "restored"
 
 
-def failed_dumps(manifest):
+def failed_dumps(manifest: Manifest) -> list[str]:
     """Names of containers whose dump failed and that the restore has not settled yet."""
     return [item["container"] for item in manifest["containers"] if item.get("status") == "checkpoint_failed"]
 
 
-def load(text):
+def load(text: str) -> Manifest:
     """Parse and check a manifest file's text; raise HostManifestError naming the problem."""
     try:
         data = json.loads(text)
@@ -91,7 +104,7 @@ def load(text):
     return data
 
 
-def read(path):
+def read(path: str) -> Manifest | None:
     """The manifest at path, or None when there is none."""
     try:
         with open(path, encoding="utf-8") as handle:
@@ -106,18 +119,20 @@ def read(path):
         raise HostManifestError(f"{path}: {exc}") from exc
 
 
-def write(path, manifest):
+def write(path: str, manifest: Manifest) -> None:
     """Write atomically, root-only (directory 0700, file 0600)."""
     ensure_private_dir(os.path.dirname(os.path.abspath(path)))
     write_private_json(path, manifest)
 
 
-def pending(manifest):
+def pending(manifest: Manifest) -> list[str]:
     """Names of the containers a restore still has to bring back."""
     return [item["container"] for item in manifest["containers"] if item.get("status") in RETRY]
 
 
-def apply_restore(manifest, results, fallback, cold_starts=None, failed_dumps_now=None):
+def apply_restore(manifest: Manifest, results: Iterable[Result], fallback: str,
+                  cold_starts: Mapping[str, ColdStart] | None = None,
+                  failed_dumps_now: Mapping[str, Settled] | None = None) -> Manifest:
     """A new manifest after a restore run.
 
     results: docker_checkpoint's per-container results for state=restored. cold_starts: {container: (ok, message)}
@@ -175,7 +190,7 @@ def apply_restore(manifest, results, fallback, cold_starts=None, failed_dumps_no
     return updated
 
 
-def confirm_restored(manifest, states):
+def confirm_restored(manifest: Manifest, states: Mapping[str, RunState | None]) -> tuple[Manifest, list[str]]:
     """After a restore run: states {container: (running, started_at) or None when Docker did not answer} for the
     containers this run restored. One no longer running as the restored process is set back to be restored again
     (checkpointed); one Docker could not be asked about is restore_failed (tried again). Returns (manifest, [lost])."""
@@ -202,7 +217,7 @@ def confirm_restored(manifest, states):
 KILLED = 137  # SIGKILL: what a Docker daemon starting without live-restore does to the containers it finds running
 
 
-def reopen_lost(manifest, states):
+def reopen_lost(manifest: Manifest, states: Mapping[str, ExitState]) -> tuple[Manifest, list[str]]:
     """Containers an unfinished restore run brought back that a Docker daemon restart killed since: set back to be
     restored again (from the same checkpoint). Nothing is stopped here.
 
@@ -235,7 +250,7 @@ def reopen_lost(manifest, states):
     return updated, reopened
 
 
-def summary(manifest):
+def summary(manifest: Manifest) -> list[dict[str, Any]]:
     """One row per container for reports: container, status, resumed, sizes and seconds, message."""
     rows = []
     for item in manifest.get("containers", []):
