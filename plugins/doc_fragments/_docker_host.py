@@ -4,7 +4,10 @@
 
 
 class ModuleDocFragment:
-    """How a module reaches the Docker Engine on the managed host (private to fleet.checkpoint)."""
+    """How a module reaches the Docker Engine on the managed host (private to fleet.checkpoint).
+
+    DOCUMENTATION documents the argument spec of plugins/module_utils/_docker/common_args.py: change both together.
+    """
 
     DOCUMENTATION = r"""
 options:

@@ -141,129 +141,28 @@ host:
   sample: {"experimental": true, "criu": "4.2.1", "docker": "26.1.5", "kernel": "6.18.44", "root_dir": "/var/lib/docker"}
 """
 
-import os
-import time
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.preflight import PreflightError, check_criu
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.names import (
-    validate_checkpoint_name,
-    validate_container_ref,
-)
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.store import is_managed, list_checkpoints
-from ansible_collections.fleet.checkpoint.plugins.module_utils._criu.version import at_least
-from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPI, DockerAPIError
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.info import InfoError, checkpoint_info
+from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.common_args import docker_host_argument_spec
 
 
-def restorability(checkpoint, host, running):
-    """Reasons this host cannot restore the checkpoint now (empty list: restorable)."""
-    reasons = []
-    if not host["experimental"]:
-        reasons.append("Docker's experimental mode is off (fleet.checkpoint.docker_experimental turns it on)")
-    if not host["criu"]:
-        reasons.append(f"CRIU is not usable: {host['criu_problem']}")
-    made_with = ((checkpoint.get("metadata") or {}).get("versions") or {}).get("criu")
-    try:
-        older = bool(host["criu"] and made_with and not at_least(host["criu"], str(made_with)))
-    except ValueError:
-        older = False
-    if older:
-        reasons.append(f"made with CRIU {made_with}, this host has the older CRIU {host['criu']}")
-    if running:
-        reasons.append("the container is running (restore with force=true to stop it first)")
-    return reasons
-
-
-def describe(checkpoint, host, running):
-    metadata = checkpoint["metadata"]
-    reasons = restorability(checkpoint, host, running)
-    return {
-        "name": checkpoint["name"],
-        "path": checkpoint["path"],
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(checkpoint["created"])),
-        "size": checkpoint["size"],
-        "managed": is_managed(metadata),
-        "method": metadata.get("method"),
-        "leave_running": metadata.get("leave_running"),
-        "restart_policy": metadata.get("restart_policy"),
-        "versions": metadata.get("versions") or {},
-        "restorable": not reasons,
-        "not_restorable_because": reasons,
-    }
-
-
-def main():
+def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
             container=dict(type="str"),
             containers=dict(type="list", elements="str"),
             name=dict(type="str"),
-            docker_host=dict(type="str", default="unix:///var/run/docker.sock"),
-            api_timeout=dict(type="int", default=60),
+            **docker_host_argument_spec(),
         ),
         mutually_exclusive=[("container", "containers")],
         supports_check_mode=True,
     )
-    params = module.params
-    if os.geteuid() != 0:
-        module.fail_json(msg="docker_checkpoint_info needs root on the managed host (Docker's checkpoint directories are "
-                             "root-only): use become: true")
     try:
-        if params["name"] is not None:
-            validate_checkpoint_name(params["name"])
-        refs = [params["container"]] if params["container"] is not None else params["containers"]
-        for ref in refs or []:
-            validate_container_ref(ref)
-    except ValueError as exc:
-        module.fail_json(msg=str(exc))
-    try:
-        api = DockerAPI(params["docker_host"], timeout=params["api_timeout"])
-        info = api.info()
-    except (ValueError, DockerAPIError) as exc:
-        module.fail_json(msg=f"cannot use the Docker Engine: {exc}")
-    host = {
-        "experimental": bool(info.get("ExperimentalBuild")),
-        "docker": info.get("ServerVersion"),
-        "kernel": info.get("KernelVersion"),
-        "root_dir": info.get("DockerRootDir") or "/var/lib/docker",
-        "criu": None,
-        "criu_problem": "",
-    }
-    try:
-        host["criu"] = check_criu(module.run_command, module.get_bin_path("criu"))
-    except PreflightError as exc:
-        host["criu_problem"] = str(exc)
-    try:
-        if refs:
-            inspects = []
-            for ref in refs:
-                try:
-                    inspects.append(api.get(f"/containers/{ref.lstrip('/')}/json"))
-                except DockerAPIError as exc:
-                    if exc.status == 404:
-                        module.fail_json(msg=f"container {ref!r} not found on this host", host=host)
-                    raise
-        else:
-            inspects = [api.get(f"/containers/{item['Id']}/json") for item in api.get("/containers/json", all="1") or []]
-    except DockerAPIError as exc:
-        module.fail_json(msg=f"cannot list containers: {exc}", host=host)
-    containers = []
-    for inspect in inspects:
-        running = bool((inspect.get("State") or {}).get("Running"))
-        checkpoints = [item for item in list_checkpoints(host["root_dir"], inspect["Id"])
-                       if params["name"] is None or item["name"] == params["name"]]
-        if not checkpoints and not refs:
-            continue
-        containers.append({
-            "name": (inspect.get("Name") or "").lstrip("/"),
-            "id": inspect["Id"],
-            "running": running,
-            "restart_policy": (inspect.get("HostConfig") or {}).get("RestartPolicy") or {"Name": "no"},
-            "checkpoints": [describe(item, host, running) for item in checkpoints],
-        })
-    host.pop("criu_problem")
-    module.exit_json(changed=False, containers=containers, host=host)
+        answer = checkpoint_info(module.params, module.run_command, module.get_bin_path("criu"))
+    except InfoError as exc:
+        module.fail_json(msg=str(exc), **exc.details)
+    module.exit_json(changed=False, **answer)
 
 
 if __name__ == "__main__":

@@ -229,7 +229,8 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.parsing.convert_bool import boolean
 
-from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DEFAULT_DOCKER_HOST, DockerAPI
+from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPI
+from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.common_args import docker_host_argument_spec
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.service import DockerService
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.experimental import (
     ExperimentalMode,
@@ -246,8 +247,7 @@ def argument_spec():
         "backup": {"type": "bool", "default": False},
         "validate": {"type": "bool", "default": True},
         "timeout": {"type": "int", "default": 60},
-        "docker_host": {"type": "str", "default": DEFAULT_DOCKER_HOST},
-        "api_timeout": {"type": "int", "default": 60},
+        **docker_host_argument_spec(),
     }
 
 

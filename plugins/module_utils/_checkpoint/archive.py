@@ -18,6 +18,8 @@ import shutil
 import tarfile
 import tempfile
 import zlib
+from dataclasses import dataclass
+from typing import Literal
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.files import (
     MANIFEST_NAME,
@@ -31,7 +33,8 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.crypt
     is_encrypted,
     require_cryptography,
 )
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.manifest import from_bytes
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import Run
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.manifest import Manifest, from_bytes
 
 EXTENSIONS = {"zstd": ".tar.zst", "gzip": ".tar.gz", "none": ".tar"}
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -40,16 +43,16 @@ _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 ENCRYPTED_SUFFIX = ".enc"
 
 
-def archive_name(container_name, checkpoint, compression, encrypted=False):
+def archive_name(container_name: str, checkpoint: str, compression: str, encrypted: bool = False) -> str:
     return f"{container_name}-{checkpoint}{EXTENSIONS[compression]}{ENCRYPTED_SUFFIX if encrypted else ''}"
 
 
-def is_zstd(path):
+def is_zstd(path: str) -> bool:
     with open(path, "rb") as handle:
         return handle.read(4) == _ZSTD_MAGIC
 
 
-def _private_tmpdir(near):
+def _private_tmpdir(near: str) -> str:
     parent = os.path.dirname(os.path.abspath(near)) or "."
     return tempfile.mkdtemp(prefix=".fleet-checkpoint-", dir=parent)
 
@@ -58,28 +61,29 @@ class Tarball:
     """A readable tar for an archive path: an encrypted archive is authenticated and decrypted, a zstd one
     decompressed, into a private temporary directory first (nothing unauthenticated is ever read as a tar)."""
 
-    def __init__(self, path, run, zstd_path, scratch=None, secret=None):
+    def __init__(self, path: str, run: Run, zstd_path: str | None, scratch: str | None = None,
+                 secret: bytes | None = None) -> None:
         self.path = path
         self.run = run
         self.zstd = zstd_path
         self.scratch = scratch
         self.secret = secret
-        self._tmp = None
+        self._tmp: str | None = None
 
-    def _private(self):
+    def _private(self) -> str:
         if not self._tmp:
             self._tmp = tempfile.mkdtemp(prefix=".fleet-checkpoint-", dir=self.scratch)
             os.chmod(self._tmp, 0o700)
         return self._tmp
 
-    def __enter__(self):
+    def __enter__(self) -> str:
         try:
             return self._open()
         except BaseException:
             self.__exit__()
             raise
 
-    def _open(self):
+    def _open(self) -> str:
         if not os.path.isfile(self.path):
             raise ArchiveError(f"archive {self.path} does not exist or is not a file")
         source = self.path
@@ -107,14 +111,14 @@ class Tarball:
             os.remove(source)
         return tar_path
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
         return False
 
 
-def read_manifest(tar_path):
+def read_manifest(tar_path: str) -> Manifest:
     """The validated manifest of an (uncompressed or gzip) archive; it must be the first entry."""
     try:
         with tarfile.open(tar_path, "r:*") as tar:
@@ -123,16 +127,19 @@ def read_manifest(tar_path):
                 raise ArchiveError(f"{tar_path} does not start with {MANIFEST_NAME}: not a fleet.checkpoint archive")
             if first.size > 16 * 1024 * 1024:
                 raise ArchiveError(f"{MANIFEST_NAME} is {first.size} bytes: too large to be a manifest")
-            data = tar.extractfile(first).read()
+            member = tar.extractfile(first)
+            if member is None:  # not reached: checked to be a file above
+                raise ArchiveError(f"{MANIFEST_NAME} cannot be read from {tar_path}")
+            data = member.read()
     except (tarfile.TarError, EOFError, zlib.error) as exc:
         raise ArchiveError(f"not a readable tar archive (truncated or damaged?): {exc}") from exc
     return from_bytes(data, MANIFEST_NAME)
 
 
-def verify_stream(tar_path, manifest):
+def verify_stream(tar_path: str, manifest: Manifest) -> list[str]:
     """Check every entry and checksum without writing anything; return a list of problems (empty when sound)."""
-    problems = []
-    seen = set()
+    problems: list[str] = []
+    seen: set[str] = set()
     expected = manifest["files"]
     try:
         with tarfile.open(tar_path, "r:*") as tar:
@@ -147,6 +154,8 @@ def verify_stream(tar_path, manifest):
                     continue
                 digest = hashlib.sha256()
                 source = tar.extractfile(member)
+                if source is None:  # not reached: a regular file
+                    raise ArchiveError(f"{relative} cannot be read from the archive")
                 for block in iter(lambda: source.read(1024 * 1024), b""):
                     digest.update(block)
                 if member.size != info["size"]:
@@ -159,11 +168,11 @@ def verify_stream(tar_path, manifest):
     return problems
 
 
-def check_members(tar_path, manifest):
+def check_members(tar_path: str, manifest: Manifest) -> list[str]:
     """Problems found from the tar's index alone (cheap, before anything is written): every entry safe, every file
     listed in the manifest with its size, no entry twice, nothing missing. Raises ArchiveError on an unsafe entry."""
-    problems = []
-    seen = set()
+    problems: list[str] = []
+    seen: set[str] = set()
     expected = manifest["files"]
     try:
         with tarfile.open(tar_path, "r:*") as tar:
@@ -186,7 +195,7 @@ def check_members(tar_path, manifest):
     return problems
 
 
-def _add_bytes(tar, name, data):
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size = len(data)
     info.mode = 0o600
@@ -194,9 +203,10 @@ def _add_bytes(tar, name, data):
     tar.addfile(info, io.BytesIO(data))
 
 
-def write_archive(source_dir, manifest, destination, compression, run, zstd_path, secret=None):
+def write_archive(source_dir: str, manifest: Manifest, destination: str, compression: str, run: Run,
+                  zstd_path: str | None, secret: bytes | None = None) -> str:
     """Write the archive atomically (0600, its directory created 0700), encrypted when a secret is given (see
-    _checkpoint_crypto); return the archive's sha256."""
+    crypto); return the archive's sha256."""
     if compression == "zstd" and not zstd_path:
         raise ArchiveError("compression=zstd needs the zstd command on the managed host: install the zstd package, "
                            "or use compression=gzip or none")
@@ -207,11 +217,13 @@ def write_archive(source_dir, manifest, destination, compression, run, zstd_path
     try:
         os.chmod(tmpdir, 0o700)
         tar_path = os.path.join(tmpdir, "archive.tar")
-        mode = "w:gz" if compression == "gzip" else "w"
         fd = os.open(tar_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as raw:
-            kwargs = {"compresslevel": 1} if compression == "gzip" else {}
-            with tarfile.open(fileobj=raw, mode=mode, format=tarfile.PAX_FORMAT, **kwargs) as tar:
+            if compression == "gzip":
+                opened = tarfile.open(fileobj=raw, mode="w:gz", format=tarfile.PAX_FORMAT, compresslevel=1)
+            else:
+                opened = tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT)
+            with opened as tar:
                 _add_bytes(tar, MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8"))
                 for relative in sorted(manifest["files"]):
                     info = tar.gettarinfo(os.path.join(source_dir, *relative.split("/")), arcname=relative)
@@ -219,7 +231,7 @@ def write_archive(source_dir, manifest, destination, compression, run, zstd_path
                     with open(os.path.join(source_dir, *relative.split("/")), "rb") as handle:
                         tar.addfile(info, handle)
         final = tar_path
-        if compression == "zstd":
+        if compression == "zstd" and zstd_path:  # (zstd without zstd_path is refused above)
             final = os.path.join(tmpdir, "archive.tar.zst")
             rc, out, err = run([zstd_path, "-q", "-T0", "-f", "-o", final, tar_path])
             if rc != 0:
@@ -241,3 +253,39 @@ def write_archive(source_dir, manifest, destination, compression, run, zstd_path
         return digest.hexdigest()
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class ArchiveOptions:
+    """Where a container's archive is (archive_path, or archive_dir with the standard name), how it is compressed
+    when written, and the encryption secret (bytes) when there is one."""
+
+    path: str | None = None
+    directory: str | None = None
+    compression: str = "zstd"
+    secret: bytes | None = None
+
+    def to_write(self, container: str, checkpoint: str) -> str:
+        """The archive an export writes."""
+        if self.path:
+            return self.path
+        if not self.directory:
+            raise ValueError("an archive needs archive_path or archive_dir")
+        return os.path.join(self.directory, archive_name(container, checkpoint, self.compression,
+                                                         self.secret is not None))
+
+    def to_read(self, container: str, checkpoint: str) -> str:
+        """The archive an import reads: with archive_dir, the encrypted name first when a key is given; either way
+        the other kind is found too, and refused with a message saying why (a key missing, or an unprotected archive
+        where an encrypted one is expected). Nothing found: the name an export would write."""
+        if self.path:
+            return self.path
+        if not self.directory:
+            raise ValueError("an archive needs archive_path or archive_dir")
+        keyed = self.secret is not None
+        for encrypted in (keyed, not keyed):
+            for compression in ("zstd", "gzip", "none"):
+                candidate = os.path.join(self.directory, archive_name(container, checkpoint, compression, encrypted))
+                if os.path.exists(candidate):
+                    return candidate
+        return self.to_write(container, checkpoint)

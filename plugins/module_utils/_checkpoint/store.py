@@ -14,33 +14,45 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
+from typing import Any
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import linked_pages as pages
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.names import validate_checkpoint_name
 
 METADATA_NAME = "fleet-checkpoint.json"
 METADATA_FORMAT = "fleet.checkpoint/checkpoint"
-_AGE = re.compile(r"(\d+)\s*([smhdw]?)")
-_AGE_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def checkpoints_dir(root_dir, container_id):
+def checkpoints_dir(root_dir: str, container_id: str) -> str:
     return os.path.join(root_dir, "containers", container_id, "checkpoints")
 
 
-def checkpoint_dir(root_dir, container_id, name):
+def checkpoint_dir(root_dir: str, container_id: str, name: str) -> str:
     validate_checkpoint_name(name)
     return os.path.join(checkpoints_dir(root_dir, container_id), name)
 
 
-def is_managed(metadata):
+def checkpoint_path(root_dir: str, container_id: str, name: str, put_back_pages: bool = True) -> str:
+    """checkpoint_dir; with put_back_pages, the memory pages that a run interrupted during a fast restore left
+    linked (see linked_pages) are put back first."""
+    path = checkpoint_dir(root_dir, container_id, name)
+    if put_back_pages:
+        pages.put_back(path)
+    return path
+
+
+def in_doubt_marker(path: str) -> str:
+    """The file that marks the checkpoint at path as in doubt: a dump whose end was not seen."""
+    return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.fleet-in-doubt")
+
+
+def is_managed(metadata: Any) -> bool:
     """Whether fleet.checkpoint made (or imported) the checkpoint with this metadata."""
     return isinstance(metadata, dict) and metadata.get("format") == METADATA_FORMAT
 
 
-def read_metadata(directory):
+def read_metadata(directory: str) -> dict[str, Any]:
     """The metadata of a checkpoint directory ({} when there is none or it cannot be read)."""
     try:
         with open(os.path.join(directory, METADATA_NAME), encoding="utf-8") as handle:
@@ -50,7 +62,7 @@ def read_metadata(directory):
     return data if isinstance(data, dict) else {}
 
 
-def write_private_json(path, data):
+def write_private_json(path: str, data: Any) -> None:
     """Write JSON atomically, root-only (0600)."""
     tmp = f"{path}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -61,12 +73,12 @@ def write_private_json(path, data):
     os.replace(tmp, path)
 
 
-def write_metadata(directory, data):
+def write_metadata(directory: str, data: dict[str, Any]) -> None:
     """Write the metadata atomically, root-only."""
     write_private_json(os.path.join(directory, METADATA_NAME), data)
 
 
-def secure_tree(directory):
+def secure_tree(directory: str) -> None:
     """Make a checkpoint root-only: directories 0700, files 0600 (CRIU writes its images 0644)."""
     os.chmod(directory, 0o700)
     for root, dirs, files in os.walk(directory):
@@ -80,13 +92,13 @@ def secure_tree(directory):
                 os.chmod(path, 0o600)
 
 
-def ensure_private_dir(path):
+def ensure_private_dir(path: str) -> None:
     """Create path (and parents) 0700 when missing; make an existing one 0700."""
     os.makedirs(path, mode=0o700, exist_ok=True)
     os.chmod(path, 0o700)
 
 
-def tree_size(directory):
+def tree_size(directory: str) -> int:
     total = 0
     for root, _dirs, files in os.walk(directory):
         for name in files:
@@ -96,7 +108,7 @@ def tree_size(directory):
     return total
 
 
-def list_checkpoints(root_dir, container_id):
+def list_checkpoints(root_dir: str, container_id: str) -> list[dict[str, Any]]:
     """Checkpoints of a container as a list of dicts (name, path, size, created, metadata), oldest first."""
     base = checkpoints_dir(root_dir, container_id)
     try:
@@ -118,7 +130,7 @@ def list_checkpoints(root_dir, container_id):
     return found
 
 
-def copy_checkpoint(source, destination):
+def copy_checkpoint(source: str, destination: str) -> None:
     """Copy a checkpoint directory (regular files only) to destination, root-only; destination must not exist."""
     if os.path.exists(destination):
         raise FileExistsError(f"{destination} already exists")
@@ -149,37 +161,6 @@ def copy_checkpoint(source, destination):
         raise
 
 
-def parse_age(value):
-    """'7d', '12h', '30m', '90s', '2w' or a number of seconds -> seconds. Raise ValueError otherwise."""
-    if isinstance(value, bool):
-        raise ValueError(f"max_age {value!r} is not a duration")
-    if isinstance(value, int):
-        seconds = value
-    else:
-        match = _AGE.fullmatch(str(value).strip())
-        if not match:
-            raise ValueError(f"max_age {value!r} is not a duration: use a number of seconds or e.g. 90m, 12h, 7d, 2w")
-        seconds = int(match.group(1)) * _AGE_UNITS[match.group(2)]
-    if seconds <= 0:
-        raise ValueError(f"max_age {value!r} must be longer than zero")
-    return seconds
-
-
-def select_pruned(checkpoints, keep, keep_last=None, max_age=None, now=None):
-    """Names of checkpoints to prune after a new one, `keep`, was made.
-
-    Only checkpoints made by fleet.checkpoint (metadata with its format) are candidates; `keep` never is. keep_last counts the
-    new checkpoint; max_age is in seconds. Either limit alone prunes; with both, a checkpoint goes when either says so.
-    """
-    candidates = [item for item in checkpoints if is_managed(item["metadata"]) and item["name"] != keep]
-    candidates.sort(key=lambda item: (item["created"], item["name"]), reverse=True)  # newest first
-    pruned = set()
-    if keep_last is not None:
-        for item in candidates[max(keep_last - 1, 0):]:
-            pruned.add(item["name"])
-    if max_age is not None and now is not None:
-        for item in candidates:
-            if now - item["created"] > max_age:
-                pruned.add(item["name"])
-    return [item["name"] for item in sorted(candidates, key=lambda item: (item["created"], item["name"]))
-            if item["name"] in pruned]
+def checkpoint_names(root_dir: str, container_id: str) -> list[str]:
+    """The names of the container's checkpoints, oldest first."""
+    return [item["name"] for item in list_checkpoints(root_dir, container_id)]

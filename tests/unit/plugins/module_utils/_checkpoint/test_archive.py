@@ -310,7 +310,7 @@ def test_archive_name_refuses_an_unknown_compression():
 
 
 def test_an_encrypted_archive_round_trips_and_refuses_the_wrong_key_or_no_key(tmp_path, monkeypatch):
-    from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import crypto as crypto
+    from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import crypto
     from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import archive as tr
     monkeypatch.setattr(crypto, "SCRYPT_LOG2N", 10)
     source = tmp_path / "cp"

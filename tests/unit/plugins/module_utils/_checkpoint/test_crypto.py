@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import crypto as crypto
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import crypto
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.crypto import (
     MAGIC,
     TAG_SIZE,

@@ -3,21 +3,25 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 
 """A stopping dump through containerd returns once the container's processes are gone; Docker records the exit a
-moment later, and every later operation waits for that (CheckpointOps.settled). Real processes stand for the
+moment later, and every later operation waits for that (container.settled). Real processes stand for the
 container's main process; the Engine is faked."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import types
 
 import pytest
 
-from ansible_collections.fleet.checkpoint.plugins.module_utils._host import processes as procs
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import container
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import dump
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import restore
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import send
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import HostContext
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.errors import DumpInDoubt, OpError
 from ansible_collections.fleet.checkpoint.plugins.module_utils._containerd import task as containerd_task
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import stream_ops as stream_ops
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.ops import CheckpointOps, DumpInDoubt, OpError
+from ansible_collections.fleet.checkpoint.plugins.module_utils._containerd.task import DumpCutOff, DumpFailed, DumpTimedOut
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host import processes as procs
 
 CID = "c" * 64
 
@@ -51,13 +55,16 @@ class FakeContainerd:
         assert container_id == CID and exit_task
         if self.process:
             self.process.kill()
-        return 0, "", "", "direct"
+        return "direct"
 
 
-def ops_with(api, containerd=None, root_dir="/nonexistent", check_mode=False, **options):
-    ctx = types.SimpleNamespace(api=api, containerd=containerd, check_mode=check_mode, criu_log=None,
-                                root_dir=root_dir, options=dict({"name": "cp", "timeout": 60, "force": False}, **options))
-    return CheckpointOps(ctx)
+def host(api, containerd=None, root_dir="/nonexistent", check_mode=False):
+    return HostContext(api=api, containerd=containerd, check_mode=check_mode, criu_log=None, root_dir=root_dir)
+
+
+def a_dump(path, main=(None, None), stop=True):
+    """A dump of checkpoint cp of CID into path, that began at time 0; main: the main process (pid, start time)."""
+    return dump.Dump(CID, "cp", str(path), stop=stop, since=0, timeout=60, main_pid=main[0], main_started=main[1])
 
 
 @pytest.fixture
@@ -84,24 +91,24 @@ def ended_pid():
 
 def test_running_with_a_live_main_process_is_taken_as_it_is(process):
     api = FakeAPI({"Running": True, "Pid": process.pid})
-    ops = ops_with(api)
-    assert ops.settled(ops.inspect(CID))["State"]["Running"] is True
+    ctx = host(api)
+    assert container.settled(ctx, container.inspect(ctx, CID))["State"]["Running"] is True
     assert api.inspects == 1
 
 
 def test_running_with_its_main_process_gone_waits_for_docker(task_left):
     gone = task_left["pid"] = ended_pid()
     api = FakeAPI({"Running": True, "Pid": gone}, {"Running": True, "Pid": gone}, {"Running": False, "Pid": 0})
-    ops = ops_with(api)
-    assert ops.settled(ops.inspect(CID))["State"] == {"Running": False, "Pid": 0}
+    ctx = host(api)
+    assert container.settled(ctx, container.inspect(ctx, CID))["State"] == {"Running": False, "Pid": 0}
     assert api.inspects == 3
 
 
 def test_the_wait_ends_when_docker_shows_another_process(task_left, process):
     gone = task_left["pid"] = ended_pid()
     api = FakeAPI({"Running": True, "Pid": gone}, {"Running": True, "Pid": process.pid})
-    ops = ops_with(api)
-    assert ops.settled(ops.inspect(CID))["State"]["Pid"] == process.pid
+    ctx = host(api)
+    assert container.settled(ctx, container.inspect(ctx, CID))["State"]["Pid"] == process.pid
     assert api.inspects == 2
 
 
@@ -115,16 +122,16 @@ def test_no_wait_without_evidence_of_an_exit_docker_has_not_recorded(task_left, 
     if state["Pid"] == "gone":
         state["Pid"] = task_left["pid"] = ended_pid()
     api = FakeAPI(state)
-    ops = ops_with(api)
-    assert ops.settled(ops.inspect(CID))["State"] == state
+    ctx = host(api)
+    assert container.settled(ctx, container.inspect(ctx, CID))["State"] == state
     assert api.inspects == 1
 
 
 def test_once_containerd_has_let_the_task_go_one_more_inspect_tells(task_left):
     gone = ended_pid()  # containerd holds no task for it: Docker is recording the exit (its lock makes us wait)
     api = FakeAPI({"Running": True, "Pid": gone}, {"Running": False, "Pid": 0}, {"Running": True, "Pid": 1})
-    ops = ops_with(api)
-    assert ops.settled(ops.inspect(CID))["State"] == {"Running": False, "Pid": 0}
+    ctx = host(api)
+    assert container.settled(ctx, container.inspect(ctx, CID))["State"] == {"Running": False, "Pid": 0}
     assert api.inspects == 2
     assert task_left == {}
 
@@ -132,45 +139,43 @@ def test_once_containerd_has_let_the_task_go_one_more_inspect_tells(task_left):
 def test_a_checkpoint_right_after_another_sees_the_container_stopped(task_left, tmp_path):
     gone = task_left["pid"] = ended_pid()
     api = FakeAPI({"Running": True, "Pid": gone}, {"Running": False, "Status": "exited", "Pid": 0})
-    ops = ops_with(api, root_dir=str(tmp_path), leave_running=False)
-    ops.begin()
+    ctx = host(api, root_dir=str(tmp_path))
     with pytest.raises(OpError, match="app is exited: a checkpoint needs a running container"):
-        ops.present(CID)
+        dump.present(ctx, CID, dump.DumpOptions("cp", leave_running=False, timeout=60))
 
 
 def test_a_restore_right_after_the_checkpoint_is_not_taken_for_already_running(task_left, tmp_path):
     gone = task_left["pid"] = ended_pid()
     api = FakeAPI({"Running": True, "Pid": gone}, {"Running": False, "Pid": 0})
-    ops = ops_with(api, root_dir=str(tmp_path), target=None, archive_mode=False)
-    ops.begin()
+    ctx = host(api, root_dir=str(tmp_path))
     # Stopped, so the restore goes on (and finds no checkpoint here) instead of answering "already running".
     with pytest.raises(OpError, match="checkpoint 'cp' not found for container app"):
-        ops.restored(CID)
+        restore.restored(ctx, CID, restore.RestoreOptions("cp", timeout=60, target=None, archive=None))
 
 
 def test_sending_an_existing_checkpoint_right_after_the_dump_is_not_refused(task_left):
     gone = task_left["pid"] = ended_pid()
     api = FakeAPI({"Running": True, "Pid": gone}, {"Running": False, "Pid": 0})
-    ops = ops_with(api, check_mode=True, send_to={"host": "b", "directory": "/var/lib/in", "user": None})
+    ctx = host(api, check_mode=True)
     result = {"container": "app", "id": CID, "action": "unchanged", "changed": False}
-    stream_ops.send_checkpoint(ops, result)
+    send.send_checkpoint(ctx, result, "cp", {"host": "b", "directory": "/var/lib/in", "user": None}, 60)
     assert result["action"] == "sent" and result["sent"]["to"] == "root@b:/var/lib/in/app-cp.stream"
 
 
 def test_a_remote_engine_is_never_second_guessed():
     api = FakeAPI({"Running": True, "Pid": ended_pid()})
     api.kind = "tcp"  # its PIDs are not this host's
-    ops = ops_with(api)
-    assert ops.settled(ops.inspect(CID))["State"]["Running"] is True
+    ctx = host(api)
+    assert container.settled(ctx, container.inspect(ctx, CID))["State"]["Running"] is True
     assert api.inspects == 1
 
 
 def test_containerd_dump_returns_when_the_process_is_gone_without_asking_docker(tmp_path, process):
     api = FakeAPI({"Running": True, "Pid": process.pid})
-    ops = ops_with(api, FakeContainerd(process))
+    ctx = host(api, FakeContainerd(process))
     main = (process.pid, procs.start_time(process.pid)[1])
     result = {"container": "app", "warnings": []}
-    assert ops._dump(CID, main, str(tmp_path / "cp"), "containerd", True, 0, result) == "containerd"
+    assert dump.run_dump(ctx, a_dump(tmp_path / "cp", main), "containerd", result) == "containerd"
     assert result["containerd_client"] == "direct"  # the client the containerd task reports is passed on
     assert api.inspects == 0
     assert not procs.alive(*main)
@@ -178,31 +183,34 @@ def test_containerd_dump_returns_when_the_process_is_gone_without_asking_docker(
 
 def test_containerd_dump_that_left_the_process_running_is_refused(tmp_path, process, monkeypatch):
     monkeypatch.setattr(procs, "wait_gone", lambda pid, started, seconds: False)  # 10 s shortened to none
-    monkeypatch.setattr(CheckpointOps, "_wait_state", lambda self, cid, running, seconds: {"Running": True})
+    monkeypatch.setattr(container, "wait_state", lambda ctx, cid, running, seconds: {"Running": True})
     path = tmp_path / "cp"
     path.mkdir()
-    ops = ops_with(FakeAPI({"Running": True, "Pid": process.pid}), FakeContainerd())
+    ctx = host(FakeAPI({"Running": True, "Pid": process.pid}), FakeContainerd())
     main = (process.pid, procs.start_time(process.pid)[1])
     with pytest.raises(OpError, match="still running after a stopping checkpoint through containerd"):
-        ops._dump(CID, main, str(path), "containerd", True, 0, {"container": "app", "warnings": []})
+        dump.run_dump(ctx, a_dump(path, main), "containerd", {"container": "app", "warnings": []})
     assert not path.exists()  # the checkpoint was discarded
 
 
 def test_without_a_known_start_time_docker_is_asked(tmp_path, process, monkeypatch):
     asked = []
-    monkeypatch.setattr(CheckpointOps, "_wait_state",
-                        lambda self, cid, running, seconds: asked.append(cid) or {"Running": False})
-    ops = ops_with(FakeAPI({"Running": True, "Pid": process.pid}), FakeContainerd(process))
-    assert ops._dump(CID, (process.pid, None), str(tmp_path / "cp"), "containerd", True, 0,
-                     {"container": "app", "warnings": []}) == "containerd"
+    monkeypatch.setattr(container, "wait_state",
+                        lambda ctx, cid, running, seconds: asked.append(cid) or {"Running": False})
+    ctx = host(FakeAPI({"Running": True, "Pid": process.pid}), FakeContainerd(process))
+    assert dump.run_dump(ctx, a_dump(tmp_path / "cp", (process.pid, None)), "containerd",
+                         {"container": "app", "warnings": []}) == "containerd"
     assert asked == [CID]
 
 
 class AnsweringContainerd:
-    """containerd's checkpoint call that answers (rc, out, err, client) and leaves a partial dump behind."""
+    """containerd's checkpoint call through the module's own client that leaves a partial dump behind, then answers
+    as a shell would put it: rc 0 done, 124 timed out, 125 cut off (both in doubt), else failed with `err`."""
+
+    ANSWERS = {124: DumpTimedOut, 125: DumpCutOff}
 
     def __init__(self, rc, err):
-        self.answer = (rc, "", err, "direct")
+        self.rc, self.err = rc, err
 
     def check(self, container_id, pid):
         return ""
@@ -211,7 +219,9 @@ class AnsweringContainerd:
         os.makedirs(path)
         with open(os.path.join(path, "pages-1.img"), "wb") as image:
             image.write(b"x")
-        return self.answer
+        if self.rc:
+            raise self.ANSWERS.get(self.rc, DumpFailed)(self.err, "direct")
+        return "direct"
 
 
 @pytest.mark.parametrize("rc, err, kept, error, fragment", [
@@ -222,9 +232,9 @@ class AnsweringContainerd:
 def test_a_dump_in_doubt_keeps_its_directory_and_a_failed_one_is_removed(tmp_path, rc, err, kept, error, fragment):
     path = tmp_path / "cp"
     result = {"container": "app", "warnings": []}
-    ops = ops_with(FakeAPI({"Running": True, "Pid": 1}), AnsweringContainerd(rc, err))
+    ctx = host(FakeAPI({"Running": True, "Pid": 1}), AnsweringContainerd(rc, err))
     with pytest.raises(error, match=fragment) as info:
-        ops._dump_containerd(CID, str(path), True, 0, result)
+        dump.dump_containerd(ctx, a_dump(path), result)
     assert info.type is error  # a failure is not reported in doubt, nor the other way round
     assert path.exists() is kept
     assert result["containerd_client"] == "direct" and result["dump_call_seconds"] >= 0
@@ -243,7 +253,7 @@ class RunningAPI(FakeAPI):
 
 
 def test_a_dump_in_doubt_is_marked_refused_later_and_never_costs_the_older_checkpoint(tmp_path, process, monkeypatch):
-    monkeypatch.setattr(CheckpointOps, "_pids", lambda self, cid: [process.pid])
+    monkeypatch.setattr(container, "host_pids", lambda ctx, cid: [process.pid])
     path = tmp_path / "containers" / CID / "checkpoints" / "cp"
     path.mkdir(parents=True)
     (path / "pages-1.img").write_bytes(b"good")
@@ -251,10 +261,9 @@ def test_a_dump_in_doubt_is_marked_refused_later_and_never_costs_the_older_check
     backup = path.parent / ".cp.fleet-old"
 
     def run(containerd, **options):
-        ops = ops_with(RunningAPI(process.pid), containerd, root_dir=str(tmp_path), method="containerd",
-                       leave_running=True, **options)
+        ctx = host(RunningAPI(process.pid), containerd, root_dir=str(tmp_path))
         with pytest.raises(OpError) as info:
-            ops.present(CID)
+            dump.present(ctx, CID, dump.DumpOptions("cp", method="containerd", leave_running=True, timeout=60, **options))
         return str(info.value)
 
     message = run(AnsweringContainerd(125, "containerd's answer could not be read: connection closed"), force=True)

@@ -2,21 +2,18 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""The fast restore's choices (CheckpointOps._start_linked) against a fake Docker API, on a real checkpoint tree."""
+"""The fast restore's choices (start_from_checkpoint.start) against a fake Docker API, on a real checkpoint tree."""
 
 from __future__ import annotations
 
 import os
-import types
 
 import pytest
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import linked_pages as pages
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.ops import (
-    CheckpointOps,
-    DaemonUnavailable,
-    OpError,
-)
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import start_from_checkpoint
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import HostContext
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.errors import DaemonUnavailable, OpError
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPIError
 
 CID = "9abd1e16c3bdd54bb6ba162a3af36ac28c2a4a5453151c09f7f2c410b211120e"
@@ -53,11 +50,11 @@ def checkpoint(tmp_path, monkeypatch):
     return path
 
 
-def ops_for(api, path, method="auto"):
+def start_linked(api, path, res, method="auto"):
+    """Restore checkpoint cp of CID at path (a restore that began at time 0)."""
     api.path = str(path)
-    ctx = types.SimpleNamespace(api=api, root_dir=None, check_mode=False, criu_log="/nonexistent/criu.log",
-                                options={"name": "cp", "method": method, "timeout": 60})
-    return CheckpointOps(ctx)
+    ctx = HostContext(api=api, root_dir="", criu_log="/nonexistent/criu.log")
+    start_from_checkpoint.start(ctx, start_from_checkpoint.Start(CID, "cp", str(path), method, 60, 0), res)
 
 
 def result():
@@ -72,7 +69,7 @@ def pages_in_place(path):
 def test_a_linked_restore_calls_docker_with_links_then_puts_the_pages_back(checkpoint):
     api = FakeAPI([None])
     res = result()
-    ops_for(api, checkpoint)._start_linked(CID, str(checkpoint), res, 0)
+    start_linked(api, checkpoint, res)
     assert api.linked_at_call == [True] and res["restore_path"] == "linked" and not res["warnings"]
     assert res["restore_call_seconds"] >= 0 and pages_in_place(checkpoint)
 
@@ -80,14 +77,14 @@ def test_a_linked_restore_calls_docker_with_links_then_puts_the_pages_back(check
 def test_method_api_lets_docker_copy(checkpoint):
     api = FakeAPI([None])
     res = result()
-    ops_for(api, checkpoint, method="api")._start_linked(CID, str(checkpoint), res, 0)
+    start_linked(api, checkpoint, res, method="api")
     assert api.linked_at_call == [False] and res["restore_path"] == "copied" and pages_in_place(checkpoint)
 
 
 def test_auto_falls_back_to_dockers_copy_after_a_failed_linked_restore(checkpoint):
     api = FakeAPI([DockerAPIError("criu failed: type NOTIFY errno 0", status=500), None])
     res = result()
-    ops_for(api, checkpoint)._start_linked(CID, str(checkpoint), res, 0)
+    start_linked(api, checkpoint, res)
     assert api.linked_at_call == [True, False] and res["restore_path"] == "copied"
     assert "restore with linked pages failed" in res["warnings"][0] and pages_in_place(checkpoint)
 
@@ -95,21 +92,21 @@ def test_auto_falls_back_to_dockers_copy_after_a_failed_linked_restore(checkpoin
 def test_containerd_does_not_fall_back(checkpoint):
     api = FakeAPI([DockerAPIError("criu failed", status=500)])
     with pytest.raises(OpError, match="restore of web failed"):
-        ops_for(api, checkpoint, method="containerd")._start_linked(CID, str(checkpoint), result(), 0)
+        start_linked(api, checkpoint, result(), method="containerd")
     assert api.linked_at_call == [True] and pages_in_place(checkpoint)
 
 
 def test_no_second_restore_when_the_container_runs_after_all(checkpoint):
     api = FakeAPI([DockerAPIError("timeout waiting", status=500)], running_after_failure=True)
     with pytest.raises(OpError):
-        ops_for(api, checkpoint)._start_linked(CID, str(checkpoint), result(), 0)
+        start_linked(api, checkpoint, result())
     assert api.linked_at_call == [True] and pages_in_place(checkpoint)
 
 
 def test_a_daemon_that_does_not_answer_leaves_the_links_for_the_next_run(checkpoint):
     api = FakeAPI([DockerAPIError("connection refused", status=None)])
     with pytest.raises(DaemonUnavailable):
-        ops_for(api, checkpoint)._start_linked(CID, str(checkpoint), result(), 0)
+        start_linked(api, checkpoint, result())
     assert os.path.islink(checkpoint / "pages-1.img")  # Docker may still be restoring through them
     assert pages.put_back(str(checkpoint)) == ["pages-1.img"] and pages_in_place(checkpoint)
 
@@ -118,7 +115,7 @@ def test_auto_dedup_in_criu_config_means_no_links(checkpoint, monkeypatch):
     monkeypatch.setattr(pages, "auto_dedup", lambda: True)
     api = FakeAPI([None])
     res = result()
-    ops_for(api, checkpoint)._start_linked(CID, str(checkpoint), res, 0)
+    start_linked(api, checkpoint, res)
     assert api.linked_at_call == [False] and res["restore_path"] == "copied" and "auto-dedup" in res["warnings"][0]
 
 

@@ -1,7 +1,8 @@
 """A checkpoint's files compared with what was recorded at dump time (size and sha256 per file)."""
 
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.ops import _damage, _images
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import store as store
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.integrity import damage as _damage
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.integrity import images as _images
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import store
 
 
 def _checkpoint(tmp_path):

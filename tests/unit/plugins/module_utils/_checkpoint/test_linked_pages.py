@@ -140,15 +140,15 @@ def test_containerd_temp_dirs_from_a_real_process_named_containerd(tmp_path):
 
 def test_pages_left_aside_are_counted_where_they_wait(checkpoint):
     """Check mode does not repair an interrupted fast restore: it must still see the checkpoint whole."""
-    from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import ops as ops
-    from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import store as store
+    from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import integrity
+    from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import store
 
-    whole = ops._images(str(checkpoint))  # pylint: disable=protected-access
+    whole = integrity.images(str(checkpoint))
     size = store.tree_size(str(checkpoint))
     pages.link(str(checkpoint))
     os.unlink(checkpoint / "pages-2.img")  # killed between moving a file and linking it
     assert set(pages.aside(str(checkpoint))) == {"pages-1.img", "pages-2.img"}
-    assert ops._images(str(checkpoint)) == whole  # pylint: disable=protected-access
+    assert integrity.images(str(checkpoint)) == whole
     listed = store.list_checkpoints(str(checkpoint.parent.parent.parent.parent), CID)
     assert [(item["name"], item["size"]) for item in listed] == [("pre-reboot", size)]
     pages.put_back(str(checkpoint))

@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""docker_checkpoint's receiving end (receive_checkpoint) on a real FIFO and tree, against a fake Docker API: what it
+"""docker_checkpoint's receiving end (receive.receive) on a real FIFO and tree, against a fake Docker API: what it
 leaves behind when the stream is whole, cut, or not the checkpoint it waits for."""
 
 from __future__ import annotations
@@ -13,16 +13,16 @@ import subprocess
 import sys
 import tempfile
 import threading
-import types
 
 import pytest
 
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import store as store
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import stream as stream
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import stream_ops as stream_ops
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import receive
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import store
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import stream
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import HostContext
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.errors import OpError
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.files import file_inventory
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.manifest import build
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.ops import CheckpointOps, OpError
 
 CID = "ab" * 32
 INSPECT = {"Id": CID, "Name": "/web", "Image": "sha256:" + "c" * 64, "Config": {"Image": "busybox"},
@@ -37,21 +37,31 @@ class FakeAPI:
         self.deleted.append((path, query))
 
 
-def make_ops(tmp_path, name="move"):
-    ctx = types.SimpleNamespace(api=FakeAPI(), root_dir=str(tmp_path / "docker"), check_mode=False,
-                                versions={}, options={"name": name, "archive_dir": str(tmp_path / "in"),
-                                                      "receive_timeout": 20, "force": False, "create": True})
-    ops = CheckpointOps(ctx)
-    created = []
+class Receiver:
+    """A receive of checkpoint `name` into container web on a fake host; the container is created (recorded in
+    `created`) from the stream's manifest."""
 
-    def inspect_or_create(ref, config=None, origin=None):
-        created.append((ref, config["name"], origin))
-        ops._local.created = True  # pylint: disable=protected-access
-        return INSPECT
+    def __init__(self, tmp_path, name, monkeypatch):
+        self.api = FakeAPI()
+        self.ctx = HostContext(api=self.api, root_dir=str(tmp_path / "docker"))
+        self.opts = receive.ReceiveOptions(name, str(tmp_path / "in"), 20, force=False, create=True)
+        self.created = []
+        monkeypatch.setattr(receive, "inspect_or_create", self.inspect_or_create)
 
-    ops.inspect_or_create = inspect_or_create
-    ops.begin()
-    return ops, created
+    def inspect_or_create(self, ctx, ref, config, origin, create):
+        self.created.append((ref, config["name"], origin))
+        return INSPECT, True
+
+    def receive(self, ref):
+        return receive.receive(self.ctx, ref, self.opts)
+
+
+@pytest.fixture
+def make_ops(monkeypatch):
+    def make(tmp_path, name="move"):
+        receiver = Receiver(tmp_path, name, monkeypatch)
+        return receiver, receiver.created
+    return make
 
 
 @pytest.fixture
@@ -75,11 +85,11 @@ def feed(fifo, data):
     return thread
 
 
-def test_a_whole_stream_is_installed_root_only_with_its_metadata(tmp_path, sent):
+def test_a_whole_stream_is_installed_root_only_with_its_metadata(tmp_path, sent, make_ops):
     cp, data = sent
     ops, created = make_ops(tmp_path)
     writer = feed(str(tmp_path / "in" / "web-move.stream"), data)
-    got = stream_ops.receive_checkpoint(ops, "web")
+    got = ops.receive("web")
     writer.join(30)
     path = store.checkpoint_dir(str(tmp_path / "docker"), CID, "move")
     assert created == [("web", "web", f"the stream at {tmp_path / 'in' / 'web-move.stream'}")]
@@ -92,31 +102,31 @@ def test_a_whole_stream_is_installed_root_only_with_its_metadata(tmp_path, sent)
     assert not [name for name in os.listdir(os.path.dirname(path)) if name.startswith(".")]
 
 
-def test_a_cut_stream_removes_the_container_it_created_and_every_file(tmp_path, sent):
+def test_a_cut_stream_removes_the_container_it_created_and_every_file(tmp_path, sent, make_ops):
     _cp, data = sent
     ops, created = make_ops(tmp_path)
     writer = feed(str(tmp_path / "in" / "web-move.stream"), data[: len(data) // 2])
     with pytest.raises(OpError, match="nothing was restored and the container created for it was removed"):
-        stream_ops.receive_checkpoint(ops, "web")
+        ops.receive("web")
     writer.join(30)
     assert len(created) == 1 and ops.api.deleted == [(f"/containers/{CID}", {"force": 1})]
     assert not os.path.exists(tmp_path / "docker" / "containers" / CID / "checkpoints")
     assert os.listdir(tmp_path / "in") == []
 
 
-def test_another_checkpoint_is_refused_before_any_container_is_made(tmp_path, sent):
+def test_another_checkpoint_is_refused_before_any_container_is_made(tmp_path, sent, make_ops):
     _cp, data = sent
     ops, created = make_ops(tmp_path, name="other")
     writer = feed(str(tmp_path / "in" / "web-other.stream"), data)
     with pytest.raises(OpError, match="holds checkpoint 'move', not 'other'"):
-        stream_ops.receive_checkpoint(ops, "web")
+        ops.receive("web")
     writer.join(30)
     assert created == [] and ops.api.deleted == []
 
 
-def test_nothing_arriving_ends_the_wait_with_nothing_made(tmp_path):
+def test_nothing_arriving_ends_the_wait_with_nothing_made(tmp_path, make_ops):
     ops, created = make_ops(tmp_path)
-    ops.opts["receive_timeout"] = 1
+    ops.opts = receive.ReceiveOptions("move", ops.opts.directory, 1, create=True)
     with pytest.raises(OpError, match="nothing arrived .* within 1s"):
-        stream_ops.receive_checkpoint(ops, "web")
+        ops.receive("web")
     assert created == [] and os.listdir(tmp_path / "in") == []

@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import stream as stream
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import stream
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.files import ArchiveError, file_inventory
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.manifest import build
 

@@ -10,14 +10,21 @@ import subprocess
 
 import pytest
 
-from ansible_collections.fleet.checkpoint.plugins.module_utils._containerd import grpc as grpc
+from ansible_collections.fleet.checkpoint.plugins.module_utils._containerd import grpc
 from ansible_collections.fleet.checkpoint.plugins.module_utils._containerd.task import (
     NAMESPACE,
     SOCKETS,
     ContainerdTask,
+    DumpCutOff,
+    DumpFailed,
+    DumpTimedOut,
+    NoContainerd,
     parse_task_list,
     task_init_pid,
 )
+
+# How a shell would have put each outcome (the exit codes the dump path used to return), as the typed answers now.
+ANSWER = {1: DumpFailed, 124: DumpTimedOut, 125: DumpCutOff}
 
 RUNNING_ID = "6cc94f80441f8008293c210b85b3f05cbd37c449d570ba3087f5b71cd953e127"
 STOPPED_ID = "21c88b68762f166d781187683a24ba404344ffb46121dc77392671d03deb5d1c"
@@ -156,7 +163,7 @@ def test_checkpoint_argv_of_the_ctr_fallback(socket, grpc_calls, exit_task, extr
     run = FakeRun((0, TASK_LS, ""), (0, "", ""))
     task = ContainerdTask(run, CTR, sockets=(socket,))
     image_path = "/var/lib/docker/containers/x/checkpoints/pre-reboot"
-    assert task.checkpoint(RUNNING_ID, image_path, exit_task) == (0, "", "", "ctr")
+    assert task.checkpoint(RUNNING_ID, image_path, exit_task) == "ctr"
     assert len(calls) == 1  # the direct call first
     assert run.calls[-1] == [CTR, "--address", socket, "--namespace", "moby", "task", "checkpoint",
                              "--image-path", image_path, *extra, RUNNING_ID]
@@ -167,7 +174,21 @@ def test_the_ctr_fallback_passes_the_result_through(socket, grpc_calls):
     run = FakeRun((0, TASK_LS, ""), (1, "", "criu failed: type NOTIFY errno 0\n"))
     task = ContainerdTask(run, CTR, sockets=(socket,))
     assert task.check(RUNNING_ID, 1354) == ""
-    assert task.checkpoint(RUNNING_ID, "/tmp/x", True) == (1, "", "criu failed: type NOTIFY errno 0\n", "ctr")
+    with pytest.raises(DumpFailed) as info:
+        task.checkpoint(RUNNING_ID, "/tmp/x", True)
+    assert (str(info.value), info.value.client, info.value.in_doubt) == ("criu failed: type NOTIFY errno 0\n", "ctr", False)
+
+
+@pytest.mark.parametrize("rc, in_doubt", [(124, True), (125, True), (1, False)])
+def test_the_ctr_fallbacks_exit_codes_become_typed_answers(socket, grpc_calls, rc, in_doubt):
+    """ctr under timeout(1), the reference path: 124 timed out, 125 timeout itself failed (in doubt), else failed."""
+    grpc_calls[1]["raise"] = grpc.NotConnected("cannot connect")
+    run = FakeRun((0, TASK_LS, ""), (rc, "", "ctr: something\n"))
+    task = ContainerdTask(run, CTR, sockets=(socket,), timeout_path="/usr/bin/timeout")
+    with pytest.raises(ANSWER[rc]) as info:
+        task.checkpoint(RUNNING_ID, "/tmp/x", True, timeout=30)
+    assert info.type is ANSWER[rc] and info.value.in_doubt is in_doubt and info.value.client == "ctr"
+    assert run.calls[-1][:2] == ["/usr/bin/timeout", "30"]
 
 
 @pytest.mark.parametrize("exit_task", [True, False])
@@ -177,7 +198,7 @@ def test_checkpoint_calls_containerd_directly_without_ctr(socket, grpc_calls, ex
     task = ContainerdTask(run, CTR, sockets=(socket,))
     assert task.check(RUNNING_ID, 1354) == ""
     path = "/var/lib/docker/containers/x/checkpoints/c"
-    assert task.checkpoint(RUNNING_ID, path, exit_task, timeout=30) == (0, "", "", "direct")
+    assert task.checkpoint(RUNNING_ID, path, exit_task, timeout=30) == "direct"
     assert run.calls == [task_ls_argv(socket)]  # the probe only: no ctr for the dump
     assert calls == [(socket, "moby", RUNNING_ID, path, {"exit_task": exit_task, "timeout": 30})]
 
@@ -199,9 +220,10 @@ def test_checkpoint_reports_what_containerd_answered(socket, grpc_calls, error, 
     answer["raise"] = error
     run = FakeRun((0, TASK_LS, ""))
     task = ContainerdTask(run, CTR, sockets=(socket,))
-    got = task.checkpoint(RUNNING_ID, "/tmp/x", False)
-    assert got[0] == rc and fragment in got[2], got
-    assert got[3] == "direct"
+    with pytest.raises(ANSWER[rc]) as info:
+        task.checkpoint(RUNNING_ID, "/tmp/x", False)
+    assert info.type is ANSWER[rc] and fragment in str(info.value), info.value
+    assert info.value.client == "direct"
     assert run.calls == [task_ls_argv(socket)]  # asked once: never again through ctr
 
 
@@ -209,8 +231,10 @@ def test_checkpoint_without_a_containerd_asks_nothing(tmp_path, grpc_calls):
     calls, _answer = grpc_calls
     run = FakeRun()
     task = ContainerdTask(run, CTR, sockets=(str(tmp_path / "absent.sock"),))
-    rc, _out, err, client = task.checkpoint(RUNNING_ID, "/tmp/x", True)
-    assert (rc, client) == (1, None) and "no containerd socket answered" in err
+    with pytest.raises(NoContainerd) as info:
+        task.checkpoint(RUNNING_ID, "/tmp/x", True)
+    assert (isinstance(info.value, DumpFailed), info.value.client) == (True, None)
+    assert "no containerd socket answered" in str(info.value)
     assert calls == [] and run.calls == []
 
 

@@ -2,11 +2,16 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
+"""docker_checkpoint's options as the module sees them: its argument spec with the rules given to Ansible
+(MUTUALLY_EXCLUSIVE), then the cross-option checks (options.check_options)."""
+
 from __future__ import annotations
 
 import pytest
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
-from ansible_collections.fleet.checkpoint.plugins.modules.docker_checkpoint import argument_spec, check_options
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import options
+from ansible_collections.fleet.checkpoint.plugins.modules.docker_checkpoint import argument_spec
 
 
 def params(**overrides):
@@ -14,6 +19,16 @@ def params(**overrides):
     values.update(name="pre-reboot", container="web")
     values.update(overrides)
     return values
+
+
+def check_options(values):
+    """Every refusal of these option values, in the module's order: Ansible's own (the spec and its declared rules,
+    for the options given, that is not None), then, when Ansible accepts them, the cross-option checks."""
+    given = {key: value for key, value in values.items() if value is not None}
+    validated = ArgumentSpecValidator(argument_spec(), mutually_exclusive=options.MUTUALLY_EXCLUSIVE).validate(given)
+    if validated.error_messages:
+        return validated.error_messages
+    return options.check_options(dict(values, **validated.validated_parameters))
 
 
 def test_good_options_have_no_errors():

@@ -1,0 +1,249 @@
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+
+class ModuleDocFragment:
+    """docker_checkpoint's options, grouped by subject as its code is (private to fleet.checkpoint): which containers
+    (_checkpoint/selection.py), archives (archive.py, export.py, import_.py), streams (send.py, receive.py) and the
+    host manifest (recorded_run.py), retention (retention.py), the run (runner.py) with the notes on how it works. The module's own file
+    keeps the options every operation reads."""
+
+    # No options of its own: the groups below are what modules include.
+    DOCUMENTATION = r"""
+options: {}
+"""
+
+    SELECTION = r"""
+options:
+  container:
+    description:
+      - Name or id of the container. Mutually exclusive with O(containers) and O(all_running).
+    type: str
+  containers:
+    description:
+      - Names or ids of several containers, handled in parallel.
+    type: list
+    elements: str
+  all_running:
+    description:
+      - V(true) selects containers by state instead of by name; V(false) or unset needs O(container) or
+        O(containers).
+      - With O(state=present), every running container (narrowed by O(filters) and O(exclude)).
+      - With any other state, every container that has the checkpoint O(name) (narrowed the same way), for example
+        to restore all containers of a host after a reboot.
+    type: bool
+  filters:
+    description:
+      - Docker Engine container filters applied with O(all_running), for example a C(label) key with the list
+        C([app=web]). Each value is a string or a list of strings.
+    type: dict
+  exclude:
+    description:
+      - Names or ids of containers to leave out with O(all_running).
+    type: list
+    elements: str
+    default: []
+"""
+
+    ARCHIVE = r"""
+options:
+  archive_path:
+    description:
+      - The archive file for O(state=exported), O(state=imported) or O(state=restored) with one container.
+    type: path
+  archive_dir:
+    description:
+      - A directory of archives, named C(<container>-<name>.tar.zst) (C(.tar.gz), C(.tar)), for any number of
+        containers. Created 0700 when missing.
+    type: path
+  compression:
+    description:
+      - Compression of exported archives. V(zstd) needs the C(zstd) command on the managed host; V(gzip) uses
+        Python's own (fast level). Imports recognise the compression from the file itself.
+    type: str
+    choices: [zstd, gzip, none]
+    default: zstd
+  encryption_key:
+    description:
+      - Encrypt exported archives at rest with this passphrase (at least 16 characters; for example the output of
+        C(openssl rand -base64 32), kept in Ansible Vault or an AWX credential), and decrypt archives on import or
+        restore with it.
+      - AES-256-GCM in 1 MiB chunks (a key derived with scrypt, a random salt per archive); any change to the archive,
+        a truncation or a wrong key makes the import fail before anything is written. Encrypted archives are named
+        C(<container>-<name>.tar.zst.enc).
+      - With a key, an archive that is not encrypted is refused. Needs the Python C(cryptography) library on the
+        managed host (Debian package C(python3-cryptography)).
+      - Never logged or returned.
+    type: str
+  encryption_key_file:
+    description:
+      - Like O(encryption_key), the passphrase read from this file on the managed host (mode C(0600) or stricter,
+        one trailing newline ignored).
+    type: path
+  create:
+    description:
+      - With O(state=imported) or O(state=restored) from an archive, create the container when it does not exist,
+        from the configuration in the archive's manifest - image, command, entrypoint, environment, labels, hostname,
+        working directory, user, ports, mounts and networks (restart policy C(no) until the restore puts the recorded
+        one back).
+      - The image, user-defined networks and bind mount sources must already exist on the host; what is missing is
+        named in the error and nothing is created.
+    type: bool
+    default: false
+"""
+
+    STREAM = r"""
+options:
+  send_to:
+    description:
+      - With O(state=present), send each checkpoint (just made, or found when it exists) straight to another host
+        over SSH, to a restore waiting there with O(receive_timeout) - the two halves of a live migration
+        (C(playbooks/migrate.yml) uses them). Nothing is written on either side but the checkpoint itself; it is
+        streamed as a tar (manifest first, per-file sha256 checked as it lands), uncompressed, encrypted and
+        authenticated by SSH.
+      - Runs C(ssh) on this host as root, with the target's host key checked (O(send_to.known_hosts_file)) and its
+        own key (O(send_to.identity_file), else root's default keys); the target runs a few lines of Python 3 (its
+        C(python3)) that copy the stream into the waiting restore's FIFO, and refuse to start when no restore waits.
+      - Sending is an action, so the task reports a change every time it sends (RV(results[].action) is V(sent) when
+        the checkpoint existed already).
+      - If sending fails, the checkpoint stays here (and the container stays stopped, as any checkpoint leaves it);
+        the task fails saying so. Restore it here with O(state=restored).
+    type: dict
+    suboptions:
+      host:
+        description: The target's address (name or IP) as this host reaches it.
+        type: str
+        required: true
+      user:
+        description: The SSH user on the target (it must be able to write to O(send_to.directory), so root).
+        type: str
+        default: root
+      port:
+        description: The target's SSH port.
+        type: int
+        default: 22
+      directory:
+        description: The directory given as O(archive_dir) to the waiting restore on the target.
+        type: path
+        required: true
+      known_hosts_file:
+        description:
+          - A known_hosts file holding the target's host key; the connection is refused when the key differs. Without
+            it, SSH's own settings for root on this host apply.
+        type: path
+      identity_file:
+        description: The private key to log in with (default, root's own keys).
+        type: path
+      python:
+        description: The Python 3 interpreter on the target.
+        type: str
+        default: python3
+  receive_timeout:
+    description:
+      - With O(state=restored) and O(archive_dir), receive the checkpoint streamed by O(state=present) with O(send_to)
+        from another host instead of reading an archive - waiting this many seconds for its first byte, which comes
+        after the source's dump (the sender connects first, then dumps) - then restore it (with O(create=true), the
+        container is created from the stream's manifest first, after checking the checkpoint's name and the free
+        disk; if the stream then fails, that container is removed again).
+      - Every selected container waits at once, whatever O(parallel) says (the sender sets the pace).
+      - The wait is on a root-only FIFO C(<archive_dir>/<container>-<name>.stream); removing it ends the wait (the
+        sending side gave up). Usually run with C(async) (and a C(poll) of 0) before the source's checkpoint, so that the
+        restore starts the moment the last byte arrives.
+      - The host's fleet.checkpoint lock (O(lock_timeout)) is held while waiting, so the sender must be another host.
+    type: int
+"""
+
+    MANIFEST = r"""
+options:
+  manifest_path:
+    description:
+      - A host manifest (JSON, root-only) recording a checkpoint run and what became of each container.
+      - With O(state=present), written after the run - the containers found, their checkpoint, restart policy, dump
+        path, size and result. While it lists containers not restored yet, another O(state=present) run with the
+        same O(manifest_path) checkpoints nothing (unless O(force=true)), so a re-run cannot overwrite them.
+      - With O(state=restored), read - the containers still to restore and the checkpoint name come from it (no
+        O(container), O(containers), O(all_running) or O(name)); afterwards each container's outcome is recorded
+        (C(restored), C(cold_started), C(left_stopped), C(restore_failed)). C(left_stopped) and C(restore_failed) are
+        tried again by the next run; once none is left, further runs change nothing. No manifest - nothing to do.
+    type: path
+  fallback:
+    description:
+      - With O(manifest_path) and O(state=restored), what to do with a container whose restore fails.
+      - V(cold_start) starts it afresh (its memory state is lost) with its recorded restart policy, reports it as
+        C(cold_started) with a warning, and does not fail the task.
+      - V(leave_stopped) leaves it stopped (C(left_stopped)) for a later attempt, without failing the task.
+      - V(fail) records C(restore_failed) and fails the task.
+    type: str
+    choices: [cold_start, leave_stopped, fail]
+    default: fail
+"""
+
+    RETENTION = r"""
+options:
+  keep_last:
+    description:
+      - With O(state=present) or O(state=restored), after success, remove older checkpoints of the same container
+        (only those made by fleet.checkpoint) so that this many remain, the new or restored one included.
+    type: int
+  max_age:
+    description:
+      - With O(state=present) or O(state=restored), after success, remove checkpoints of the same container made by
+        fleet.checkpoint that are older than this. Seconds, or a number with C(s), C(m), C(h), C(d) or C(w).
+    type: str
+"""
+
+    RUN = r"""
+options:
+  parallel:
+    description:
+      - How many containers are handled at once. Default is the number of CPUs of the managed host.
+    type: int
+  timeout:
+    description:
+      - Seconds to wait for one dump or restore (and, with O(send_to), for one transfer).
+    type: int
+    default: 600
+  lock_timeout:
+    description:
+      - One fleet.checkpoint change at a time per host - a run waits this many seconds for another one (another
+        playbook, another AWX job) to finish, then fails naming it. The lock is C(/var/lib/fleet-checkpoint/lock).
+      - Not taken in check mode.
+    type: int
+    default: 300
+notes:
+  - B(Restart policies.) A container checkpointed with a stop would be cold-started by Docker after a reboot (its
+    memory state lost) when its restart policy is C(always) or C(unless-stopped). The policy is therefore set to
+    C(no) before the dump, recorded with the checkpoint, and put back after a successful restore.
+  - B(Restores are real.) Docker's C(start --checkpoint) on a running container silently does nothing; this module
+    only ever restores a stopped container, and after the restore it checks that the container runs the recorded
+    process tree (same in-container PIDs and command lines) in its own time namespace, as after a CRIU restore.
+    It returns RV(results[].resumed) and fails when the container was started afresh instead.
+  - B(Stopped means stopped.) Docker's checkpoint API leaves a container running, silently, when that container was
+    kept alive across a daemon restart (live-restore). After every stopping checkpoint the module checks the
+    container stopped; if not, the checkpoint is discarded and redone through containerd's task API (which stops
+    it), or the module fails naming the cause.
+  - Needs root on the managed host (use C(become)).
+  - Talks to the Engine API with Python's standard library; the Docker SDK is not needed on the managed host.
+  - CRIU's error lines are included in failure messages when CRIU keeps a log (C(log-file) in
+    C(/etc/criu/runc.conf), set by the P(fleet.checkpoint.criu#role) role).
+  - Before a checkpoint the module runs C(criu --version) and C(criu check). A passing answer is remembered in
+    C(/run/fleet-checkpoint) (root-only) until the host reboots or the CRIU binary changes, because neither can
+    change in between. A failing check is asked again on every run.
+  - A stopping checkpoint through containerd returns as soon as the container's processes are gone, as
+    C(docker checkpoint create) does. Docker records the exit a moment later, and this module waits for that record
+    before it acts on the container again. For that moment C(docker ps) and
+    M(fleet.checkpoint.docker_checkpoint_info) may still show the container running.
+  - B(Fast path.) With O(method=auto), the dump goes through containerd's task API (its C(Tasks.Checkpoint) call,
+    made by the module itself, as C(ctr -n moby task checkpoint --image-path) would but without pausing the task
+    around the dump) straight into Docker's checkpoint directory, skipping the copy through containerd's content
+    store that takes most of Docker's own checkpoint time. It is used only when C(ctr), containerd's socket, Docker's
+    C(moby) namespace and the container's task (running, same PID) are exactly as expected; otherwise Docker's API
+    is used. RV(results[].method) says which path ran.
+  - B(Fast restore.) C(docker start --checkpoint) copies the checkpoint through containerd's content store and
+    unpacks it again (most of its time). For the restore, the memory pages files are moved beside the checkpoint
+    (root-only) and replaced by relative links, so that only the small images are copied and CRIU reads the pages
+    in place; they are put back right after. RV(results[].restore_path) says which way ran.
+  - fleet.checkpoint keeps a small metadata file (C(fleet-checkpoint.json)) inside each checkpoint directory it makes
+    (restart policy, dump path, process tree, versions, creation time). Docker and CRIU ignore it.
+"""

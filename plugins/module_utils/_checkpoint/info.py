@@ -1,0 +1,136 @@
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""docker_checkpoint_info's work: the checkpoints of containers on this host, and whether this host can restore each
+now (experimental mode, a usable CRIU not older than the one that made it, the container stopped). Changes nothing."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.names import (
+    validate_checkpoint_name,
+    validate_container_ref,
+)
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.preflight import PreflightError, check_criu
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.store import is_managed, list_checkpoints
+from ansible_collections.fleet.checkpoint.plugins.module_utils._criu.version import at_least
+from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPI, DockerAPIError
+
+Run = Callable[[List[str]], Tuple[int, str, str]]
+Host = Dict[str, Any]  # what this host offers for restores (the module's `host` return value)
+
+
+class InfoError(Exception):
+    """The module fails with this message; `details` are further return values (the host, when known)."""
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+def restorability(checkpoint: Mapping[str, Any], host: Host, running: bool) -> list[str]:
+    """Reasons this host cannot restore the checkpoint now (empty list: restorable)."""
+    reasons = []
+    if not host["experimental"]:
+        reasons.append("Docker's experimental mode is off (fleet.checkpoint.docker_experimental turns it on)")
+    if not host["criu"]:
+        reasons.append(f"CRIU is not usable: {host['criu_problem']}")
+    made_with = ((checkpoint.get("metadata") or {}).get("versions") or {}).get("criu")
+    try:
+        older = bool(host["criu"] and made_with and not at_least(host["criu"], str(made_with)))
+    except ValueError:
+        older = False
+    if older:
+        reasons.append(f"made with CRIU {made_with}, this host has the older CRIU {host['criu']}")
+    if running:
+        reasons.append("the container is running (restore with force=true to stop it first)")
+    return reasons
+
+
+def describe(checkpoint: Mapping[str, Any], host: Host, running: bool) -> dict[str, Any]:
+    metadata = checkpoint["metadata"]
+    reasons = restorability(checkpoint, host, running)
+    return {
+        "name": checkpoint["name"],
+        "path": checkpoint["path"],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(checkpoint["created"])),
+        "size": checkpoint["size"],
+        "managed": is_managed(metadata),
+        "method": metadata.get("method"),
+        "leave_running": metadata.get("leave_running"),
+        "restart_policy": metadata.get("restart_policy"),
+        "versions": metadata.get("versions") or {},
+        "restorable": not reasons,
+        "not_restorable_because": reasons,
+    }
+
+
+def checkpoint_info(params: Mapping[str, Any], run: Run, criu_path: Optional[str]) -> dict[str, Any]:
+    """The module's return values (containers, host); InfoError when it cannot answer."""
+    if os.geteuid() != 0:
+        raise InfoError("docker_checkpoint_info needs root on the managed host (Docker's checkpoint directories are "
+                        "root-only): use become: true")
+    try:
+        if params["name"] is not None:
+            validate_checkpoint_name(params["name"])
+        refs = [params["container"]] if params["container"] is not None else params["containers"]
+        for ref in refs or []:
+            validate_container_ref(ref)
+    except ValueError as exc:
+        raise InfoError(str(exc)) from exc
+    try:
+        api = DockerAPI(params["docker_host"], timeout=params["api_timeout"])
+        info = api.info()
+    except (ValueError, DockerAPIError) as exc:
+        raise InfoError(f"cannot use the Docker Engine: {exc}") from exc
+    host: Host = {
+        "experimental": bool(info.get("ExperimentalBuild")),
+        "docker": info.get("ServerVersion"),
+        "kernel": info.get("KernelVersion"),
+        "root_dir": info.get("DockerRootDir") or "/var/lib/docker",
+        "criu": None,
+        "criu_problem": "",
+    }
+    try:
+        host["criu"] = check_criu(run, criu_path)
+    except PreflightError as exc:
+        host["criu_problem"] = str(exc)
+    inspects = _inspects(api, refs, host)
+    containers = []
+    for found in inspects:
+        running = bool((found.get("State") or {}).get("Running"))
+        checkpoints = [item for item in list_checkpoints(host["root_dir"], found["Id"])
+                       if params["name"] is None or item["name"] == params["name"]]
+        if not checkpoints and not refs:
+            continue
+        containers.append({
+            "name": (found.get("Name") or "").lstrip("/"),
+            "id": found["Id"],
+            "running": running,
+            "restart_policy": (found.get("HostConfig") or {}).get("RestartPolicy") or {"Name": "no"},
+            "checkpoints": [describe(item, host, running) for item in checkpoints],
+        })
+    host.pop("criu_problem")
+    return {"containers": containers, "host": host}
+
+
+def _inspects(api: DockerAPI, refs: list[str] | None, host: Host) -> list[dict[str, Any]]:
+    """The named containers' inspects (every container's when none is named)."""
+    try:
+        if not refs:
+            return [api.get(f"/containers/{item['Id']}/json") for item in api.get("/containers/json", all="1") or []]
+        inspects = []
+        for ref in refs:
+            try:
+                inspects.append(api.get(f"/containers/{ref.lstrip('/')}/json"))
+            except DockerAPIError as exc:
+                if exc.status == 404:
+                    raise InfoError(f"container {ref!r} not found on this host", host=host) from exc
+                raise
+        return inspects
+    except DockerAPIError as exc:
+        raise InfoError(f"cannot list containers: {exc}", host=host) from exc

@@ -1,0 +1,196 @@
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""docker_checkpoint's options: the rules between them that Ansible cannot declare (they depend on values, or name
+the fix), checked before anything is touched; and each operation with the options it reads.
+
+The rules Ansible can declare are in MUTUALLY_EXCLUSIVE, given to AnsibleModule by the module.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Callable, Mapping
+
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import dump
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import export
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import import_
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import receive
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import remove
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import restore
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import send
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.archive import ArchiveOptions
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import HostContext, Result
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.names import (
+    validate_checkpoint_name,
+    validate_container_ref,
+)
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.retention import Retention, parse_age
+
+MUTUALLY_EXCLUSIVE = [("container", "containers"), ("archive_path", "archive_dir"),
+                      ("encryption_key", "encryption_key_file")]
+
+Operation = Callable[[HostContext, str], Result]  # one container's operation: (host, container reference) -> result
+
+
+def check_options(params: Mapping[str, Any]) -> list[str]:
+    """Every input problem the module can see before touching anything, as a list of messages."""
+    errors: list[str] = []
+    state = params["state"]
+    from_manifest = state == "restored" and params["manifest_path"]
+    if params["name"] is None and not from_manifest:
+        errors.append("name is required (the checkpoint's name), except for state=restored with manifest_path")
+    elif params["name"] is not None:
+        try:
+            validate_checkpoint_name(params["name"])
+        except ValueError as exc:
+            errors.append(str(exc))
+    if params["manifest_path"] and state not in ("present", "restored"):
+        errors.append("manifest_path is used only with state=present (written) or state=restored (read)")
+    if params["fallback"] != "fail" and not from_manifest:
+        errors.append("fallback is used only with state=restored and manifest_path (the manifest records what to "
+                      "cold-start and with which restart policy)")
+    for ref in ([params["container"]] if params["container"] is not None else []) + (params["containers"] or []) \
+            + (params["exclude"] or []) + ([params["target"]] if params["target"] is not None else []):
+        try:
+            validate_container_ref(ref)
+        except ValueError as exc:
+            errors.append(str(exc))
+    # container and containers are declared mutually exclusive (MUTUALLY_EXCLUSIVE); all_running=false means unset,
+    # which Ansible's rules cannot say.
+    selectors = [key for key in ("container", "containers") if params[key] is not None]
+    selectors += ["all_running=true"] if params["all_running"] else []
+    if from_manifest and selectors:
+        errors.append(f"{', '.join(selectors)} cannot be combined with manifest_path for state=restored: the manifest "
+                      "says which containers to restore")
+    elif not selectors and not from_manifest:
+        errors.append("no container selected: give container, containers, or all_running=true")
+    elif params["all_running"] and len(selectors) > 1:
+        errors.append(f"{' and '.join(selectors)} are mutually exclusive: select containers one way")
+    if params["containers"] is not None and not params["containers"]:
+        errors.append("containers is an empty list: name at least one container, or use all_running=true")
+    single = params["container"] is not None
+    if params["target"] is not None and (state != "restored" or not single):
+        errors.append("target is used only with state=restored and a single container")
+    if params["archive_path"] and not single:
+        errors.append("archive_path is for one container; use archive_dir for several")
+    if state in ("exported", "imported") and not (params["archive_path"] or params["archive_dir"]):
+        errors.append(f"state={state} needs archive_path (one container) or archive_dir")
+    if (params["archive_path"] or params["archive_dir"]) and state not in ("exported", "imported", "restored"):
+        errors.append("archive_path and archive_dir are used only with state=exported, imported or restored")
+    errors.extend(stream_option_errors(params))
+    if params["create"] and not (state in ("imported", "restored") and (params["archive_path"] or params["archive_dir"])):
+        errors.append("create is used only with state=imported or restored from an archive (archive_path or "
+                      "archive_dir): the archive's manifest describes the container to create")
+    if params["target"] is not None and (params["archive_path"] or params["archive_dir"]):
+        errors.append("target cannot be combined with an archive: import the archive into the target container "
+                      "itself (container=<target>)")
+    if (params.get("encryption_key") is not None or params.get("encryption_key_file")) \
+            and not (params["archive_path"] or params["archive_dir"]):
+        errors.append("encryption_key and encryption_key_file are used only with an archive (state=exported, imported "
+                      "or restored with archive_path or archive_dir)")
+    if params["leave_running"] and state != "present":
+        errors.append("leave_running is used only with state=present")
+    for key in ("keep_last", "max_age"):
+        if params[key] is not None and state not in ("present", "restored"):
+            errors.append(f"{key} is used only with state=present or restored (pruning after success)")
+    if params["keep_last"] is not None and params["keep_last"] < 1:
+        errors.append(f"keep_last must be 1 or more (the new checkpoint counts), not {params['keep_last']}")
+    if params["max_age"] is not None:
+        try:
+            parse_age(params["max_age"])
+        except ValueError as exc:
+            errors.append(str(exc))
+    from_archive = bool(params["archive_dir"] or params["archive_path"])
+    if params["all_running"] and (state == "imported" or (state == "restored" and from_archive)):
+        errors.append("all_running selects containers that already have the checkpoint, so it cannot import: name the "
+                      "containers to import into with container or containers")
+    if (params["filters"] or params["exclude"]) and not params["all_running"]:
+        errors.append("filters and exclude are used only with all_running=true")
+    if params["parallel"] is not None and params["parallel"] < 1:
+        errors.append(f"parallel must be 1 or more, not {params['parallel']}")
+    if params["lock_timeout"] < 0:
+        errors.append(f"lock_timeout must be 0 or more seconds, not {params['lock_timeout']}")
+    if params["timeout"] < 1 or params["api_timeout"] < 1:
+        errors.append("timeout and api_timeout must be 1 second or more")
+    if params["archive_dir"] and os.path.exists(params["archive_dir"]) and not os.path.isdir(params["archive_dir"]):
+        errors.append(f"archive_dir {params['archive_dir']} exists and is not a directory")
+    if params["archive_path"] and os.path.isdir(params["archive_path"]):
+        errors.append(f"archive_path {params['archive_path']} is a directory: give a file name, or use archive_dir")
+    if state in ("imported",) and params["archive_path"] and not os.path.exists(params["archive_path"]):
+        errors.append(f"archive_path {params['archive_path']} does not exist on the managed host")
+    return errors
+
+
+def stream_option_errors(params: Mapping[str, Any]) -> list[str]:
+    """Problems with send_to and receive_timeout (a streamed checkpoint's two ends)."""
+    errors: list[str] = []
+    state = params["state"]
+    send_to = params.get("send_to")
+    if send_to is not None:
+        if state != "present":
+            errors.append("send_to is used only with state=present (it sends the checkpoint made or found)")
+        if not os.path.isabs(send_to["directory"] or ""):
+            errors.append(f"send_to.directory must be an absolute path on the target, not {send_to['directory']!r}")
+        if not 0 < send_to["port"] < 65536:
+            errors.append(f"send_to.port must be 1-65535, not {send_to['port']}")
+        if not (send_to["host"] or "").strip() or (send_to["host"] or "").startswith("-") \
+                or any(c.isspace() or c == "@" for c in send_to["host"]):
+            errors.append(f"send_to.host {send_to['host']!r} is not a host name or address")
+        if not (send_to["user"] or "") or send_to["user"].startswith("-") \
+                or any(c.isspace() or c == "@" for c in send_to["user"]):
+            errors.append(f"send_to.user {send_to['user']!r} is not a user name")
+        for key in ("known_hosts_file", "identity_file"):
+            if send_to[key] and any(c.isspace() for c in send_to[key]):
+                errors.append(f"send_to.{key} {send_to[key]!r}: a path without spaces, please (SSH options split on "
+                              "them)")
+        if params["leave_running"]:
+            errors.append("send_to cannot be combined with leave_running: the target restores what it receives, so "
+                          "the container would run on both hosts")
+    receive = params.get("receive_timeout")
+    if receive is not None:
+        if state != "restored" or not params["archive_dir"]:
+            errors.append("receive_timeout is used only with state=restored and archive_dir (where the stream is "
+                          "received)")
+        if receive < 1:
+            errors.append(f"receive_timeout must be 1 second or more, not {receive}")
+        if params["archive_path"] or params["manifest_path"] or params.get("encryption_key") is not None \
+                or params.get("encryption_key_file"):
+            errors.append("receive_timeout cannot be combined with archive_path, manifest_path or an encryption key: "
+                          "the checkpoint comes as a stream (SSH encrypts it)")
+    return errors
+
+
+def operation(params: Mapping[str, Any], name: str, secret: bytes | None) -> Operation:
+    """The operation the module's state asks for, with the options it reads (`name`: the checkpoint's name, from the
+    host manifest for a restore that reads one; `secret`: the encryption key as bytes)."""
+    state = params["state"]
+    retention = Retention(params["keep_last"], parse_age(params["max_age"]) if params["max_age"] else None)
+    archive = None
+    if (params["archive_path"] or params["archive_dir"]) and params["receive_timeout"] is None:
+        archive = ArchiveOptions(params["archive_path"], params["archive_dir"], params["compression"], secret)
+    if state == "present":
+        dump_options = dump.DumpOptions(name, leave_running=params["leave_running"], force=params["force"],
+                                        method=params["method"], timeout=params["timeout"],
+                                        in_manifest=bool(params["manifest_path"]), retention=retention)
+        if params["send_to"]:
+            return functools.partial(send.present_and_send, opts=dump_options, send_to=params["send_to"])
+        return functools.partial(dump.present, opts=dump_options)
+    if state == "absent":
+        return functools.partial(remove.absent, name=name)
+    if state in ("exported", "imported"):
+        if archive is None:  # not reached: check_options requires one
+            raise ValueError(f"state={state} needs archive_path or archive_dir")
+        if state == "exported":
+            return functools.partial(export.exported, name=name, where=archive, force=params["force"])
+        importing = import_.ImportOptions(name, archive, force=params["force"], create=params["create"])
+        return functools.partial(import_.imported, opts=importing)
+    receiving = None
+    if params["receive_timeout"] is not None:
+        receiving = receive.ReceiveOptions(name, params["archive_dir"], params["receive_timeout"],
+                                           force=params["force"], create=params["create"])
+    return functools.partial(restore.restored, opts=restore.RestoreOptions(
+        name, force=params["force"], method=params["method"], timeout=params["timeout"], verify=params["verify"],
+        target=params["target"], archive=archive, create=params["create"], receive=receiving, retention=retention))

@@ -1,0 +1,166 @@
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The receiving end of a streamed checkpoint (state=restored with receive_timeout, see stream.py): wait for the
+stream, create the container from its manifest if asked to, unpack and check the checkpoint beside its final place
+and install it; the restore then goes on as from an imported archive (restore.py)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import container
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import store
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import stream
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import (
+    HostContext,
+    Inspect,
+    Result,
+    new_result,
+)
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.errors import OpError, carrying
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.files import ArchiveError
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.import_ import install
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.manifest import ManifestError
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.preflight import (
+    PreflightError,
+    check_free_space,
+)
+from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPIError
+
+MARGIN = 64 * 1024 * 1024  # free space kept beyond the received checkpoint
+
+
+@dataclass(frozen=True)
+class ReceiveOptions:
+    """The options a receive reads: the checkpoint's name, the directory its FIFO waits in (archive_dir), how long to
+    wait for the first byte (receive_timeout)."""
+
+    name: str
+    directory: str
+    timeout: int
+    force: bool = False  # restore into a running container (stopping it), replace a different checkpoint
+    create: bool = False  # create a missing container from the stream's manifest
+
+
+class Received(TypedDict):
+    """What arrived: the container it went to (created for it or not), the bytes, the wait before the first byte,
+    the seconds from the first byte to the checkpoint checked and in place, when that was."""
+
+    inspect: Inspect
+    created: bool
+    bytes: int
+    waited_seconds: float
+    seconds: float
+    finished_at: float
+
+
+def inspect_or_create(ctx: HostContext, ref: str, config: dict[str, Any], origin: str,
+                      create: bool) -> tuple[Inspect, bool]:
+    """The container's inspect, and whether it was created from the stream's manifest (it did not exist and
+    create=true)."""
+    try:
+        return container.inspect(ctx, ref), False
+    except OpError:
+        if not create:
+            raise
+    return container.create_from(ctx, ref, config, origin), True
+
+
+def _refuse_running(ctx: HostContext, found: Inspect, name: str, force: bool) -> None:
+    if not force and container.is_running(ctx, found):
+        raise OpError(f"container {name} is running: a received checkpoint is restored into a stopped or new "
+                      "container (stop it, or use force=true to stop it and restore)")
+
+
+def predict(ctx: HostContext, ref: str, opts: ReceiveOptions) -> Result:
+    """Check mode: what a receive and its restore would do (nothing is waited for)."""
+    try:
+        found, created = container.inspect(ctx, ref), False
+    except OpError:
+        if not opts.create:
+            raise
+        found, created = {"Id": "0" * 64, "Name": f"/{ref}", "State": {}}, True
+    result = new_result(found, opts.name, created)
+    with carrying(result):
+        _refuse_running(ctx, found, result["container"], opts.force)
+        result.update(changed=True, action="restored",
+                      msg=f"would wait up to {opts.timeout}s for the checkpoint to arrive in "
+                          f"{opts.directory}, then restore it")
+    return result
+
+
+def _drop_created(ctx: HostContext, place: dict[str, Any]) -> bool:
+    """Remove the container this receive created (from the manifest) when its checkpoint did not arrive whole."""
+    if not place.get("created"):
+        return False
+    try:
+        ctx.api.delete(f"/containers/{place['inspect']['Id']}", force=1)
+    except DockerAPIError:
+        return False
+    place["created"] = False
+    return True
+
+
+def receive(ctx: HostContext, ref: str, opts: ReceiveOptions) -> Received:
+    """Wait for the stream of checkpoint opts.name for container `ref`, create the container from the stream's
+    manifest if needed (create=true), unpack and check the checkpoint beside its final place and install it."""
+    fifo_path = os.path.join(opts.directory, stream.stream_name(ref, opts.name))
+    store.ensure_private_dir(opts.directory)
+    begin = time.monotonic()
+    place: dict[str, Any] = {}
+
+    def destination(manifest: dict[str, Any]) -> str:
+        # Called with the manifest, the stream's first entry: the rest is unpacked where it will stay.
+        if manifest["checkpoint"] != opts.name:
+            raise OpError(f"the stream at {fifo_path} holds checkpoint {manifest['checkpoint']!r}, not {opts.name!r}")
+        try:
+            check_free_space(ctx.root_dir, sum(item["size"] for item in manifest["files"].values()) + MARGIN)
+        except PreflightError as exc:
+            raise OpError(str(exc).replace("for the dump", "for the received checkpoint")) from exc
+        found, created = inspect_or_create(ctx, ref, manifest["container"], f"the stream at {fifo_path}", opts.create)
+        place["created"] = created
+        place["inspect"] = found
+        _refuse_running(ctx, found, (found.get("Name") or ref).lstrip("/"), opts.force)
+        path = store.checkpoint_path(ctx.root_dir, found["Id"], opts.name, put_back_pages=not ctx.check_mode)
+        parent = os.path.dirname(path)
+        place["created_parent"] = not os.path.isdir(parent)
+        store.ensure_private_dir(parent)
+        place["path"], place["tmp"] = path, os.path.join(parent, f".{opts.name}.fleet-import")
+        shutil.rmtree(place["tmp"], ignore_errors=True)
+        return str(place["tmp"])
+
+    try:
+        reader = stream.FifoReader(fifo_path)
+    except OSError as exc:
+        raise OpError(f"cannot wait for the checkpoint at {fifo_path}: {exc}") from exc
+    done = False
+    try:
+        try:
+            reader.wait(opts.timeout)
+            waited = time.monotonic() - begin
+            manifest = stream.receive(reader, destination)
+        except (stream.StreamError, ArchiveError, ManifestError, OSError) as exc:
+            raise OpError(f"receiving checkpoint {opts.name!r} for {ref} failed, nothing was restored"
+                          + (" and the container created for it was removed" if _drop_created(ctx, place) else "")
+                          + f": {exc}") from exc
+        path = place["path"]
+        if os.path.isdir(path) and store.read_metadata(path).get("files") != manifest["files"] and not opts.force:
+            raise OpError(f"container {ref} already has a checkpoint {opts.name!r} that differs from the one received: "
+                          "use force=true to replace it, or another name")
+        install(place["tmp"], manifest, path, f"stream at {fifo_path}")
+        done = True
+    finally:
+        reader.close()
+        if place.get("tmp"):
+            shutil.rmtree(place["tmp"], ignore_errors=True)
+            if place.get("created_parent") and not done:
+                shutil.rmtree(os.path.dirname(place["path"]), ignore_errors=True)
+    return {"inspect": place["inspect"], "created": bool(place.get("created")), "bytes": reader.count,
+            "waited_seconds": round(waited, 3), "seconds": round(time.monotonic() - begin - waited, 3),
+            "finished_at": round(time.time(), 3)}

@@ -1,0 +1,229 @@
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""state=restored: make sure the container runs from its checkpoint - in place, into another container (target),
+from an archive (imported first, import_.py) or from a stream (received first, receive.py) - and prove it resumed.
+
+The Docker traps handled here (see the project's LAB-FACTS):
+- `start?checkpoint=` on a running container does nothing: restores only ever start a stopped container (force=true
+  stops a running one first);
+- restores into another container: the checkpoint is copied into that container's checkpoint directory;
+- a container started afresh instead of restored is caught: its recorded process tree must be back, in its own time
+  namespace (verify);
+- the restart policy parked at `no` by the dump is put back once the container runs;
+- the restore call itself: start_from_checkpoint.py.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import container
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import import_
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import receive
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import start_from_checkpoint
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import store
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.archive import ArchiveOptions
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import (
+    HostContext,
+    Inspect,
+    Result,
+    new_result,
+)
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.errors import (
+    OpError,
+    carrying,
+    checkpoint_not_found,
+)
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.integrity import check_intact, images
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.retention import Retention, prune
+from ansible_collections.fleet.checkpoint.plugins.module_utils._criu.log import explain
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host import orphan_shims as shims
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host import processes as procs
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    """The options a restore reads. At most one of archive (import first) and receive (receive first)."""
+
+    name: str
+    force: bool = False  # stop a running container and restore it (rewind)
+    method: str = "auto"  # auto, containerd (linked pages) or api (Docker's copy)
+    timeout: int = 600
+    verify: bool = True
+    target: str | None = None  # restore the checkpoint of `ref` into this stopped container
+    archive: ArchiveOptions | None = None
+    create: bool = False  # create a missing container from the archive's manifest
+    receive: receive.ReceiveOptions | None = None
+    retention: Retention = field(default_factory=Retention)
+
+    def import_options(self, archive: ArchiveOptions) -> import_.ImportOptions:
+        return import_.ImportOptions(self.name, archive, force=self.force, create=self.create)
+
+
+def restored(ctx: HostContext, ref: str, opts: RestoreOptions) -> Result:
+    """Make sure the container runs from checkpoint opts.name."""
+    received: receive.Received | None = None
+    if opts.receive:
+        if ctx.check_mode:
+            return receive.predict(ctx, ref, opts.receive)
+        received = receive.receive(ctx, ref, opts.receive)
+        source, created = received["inspect"], received["created"]
+    elif opts.archive:
+        source, created = import_.inspect_or_create(ctx, ref, opts.import_options(opts.archive))
+    else:
+        source, created = container.inspect(ctx, ref), False
+    target = container.inspect(ctx, opts.target) if opts.target else source
+    target = container.settled(ctx, target)
+    result = new_result(target, opts.name, created)
+    with carrying(result):
+        _restore(ctx, source, target, opts, received, result)
+    return result
+
+
+def _restore(ctx: HostContext, source: Inspect, target: Inspect, opts: RestoreOptions,
+             received: receive.Received | None, result: Result) -> None:
+    tid = target["Id"]
+    result["source"] = (source.get("Name") or "").lstrip("/")
+    put_back = not ctx.check_mode
+    src_path = store.checkpoint_path(ctx.root_dir, source["Id"], opts.name, put_back_pages=put_back)
+    path = store.checkpoint_path(ctx.root_dir, tid, opts.name, put_back_pages=put_back)
+    result["path"] = path
+    state = target.get("State") or {}
+    running = bool(state.get("Running"))
+    result["was_running"] = running
+    archive = opts.archive
+    if running and not opts.force:
+        _already_running(path, state, same=tid == source["Id"] and not archive, result=result)
+        return
+    if archive:
+        import_started = time.monotonic()
+        imported = import_.import_into(ctx, target, opts.import_options(archive))
+        result["imported"] = imported["changed"]
+        if imported["changed"] and not ctx.check_mode:
+            result["import_seconds"] = round(time.monotonic() - import_started, 3)
+        src_path = path
+    elif received:
+        result["received"] = {"bytes": received["bytes"], "waited_seconds": received["waited_seconds"],
+                              "seconds": received["seconds"], "finished_at": received["finished_at"]}
+        result["import_seconds"] = received["seconds"]
+    elif not os.path.isdir(src_path):
+        raise checkpoint_not_found(opts.name, result["source"], store.checkpoint_names(ctx.root_dir, source["Id"]))
+    if not (archive or received):  # an imported archive or a received stream was just checked
+        check_intact(src_path, store.read_metadata(src_path), opts.name, result["source"])
+    result["changed"] = True
+    result["action"] = "restored"
+    orphans = {} if running else shims.lingering_shims(tid)
+    if orphans:
+        result["warnings"].append(
+            f"{result['container']}: a copy Docker does not know of was running (containerd shim "
+            f"{', '.join(map(str, orphans))}, left by a restore the Docker daemon was killed in the middle of)"
+            + ("; it would be stopped before the restore" if ctx.check_mode else "; stopped it first"))
+    if ctx.check_mode:
+        return
+    if orphans:
+        alive = shims.stop_shims(orphans)
+        if alive:
+            raise OpError(f"{result['container']}: the copy Docker does not know of (pids "
+                          f"{', '.join(map(str, alive))}) could not be stopped, so it was not restored again: "
+                          "kill those processes, then run the restore again")
+    started = time.time()
+    if running:
+        # Its current state is being replaced by the checkpoint's: a short grace period is enough.
+        ctx.api.post(f"/containers/{tid}/stop", t=3, timeout=opts.timeout)
+    if src_path != path:
+        if os.path.isdir(path) and images(path) != images(src_path):
+            shutil.rmtree(path)  # an older copy: the source's checkpoint was made again since
+        if not os.path.isdir(path):
+            store.copy_checkpoint(src_path, path)
+            result["copied_from"] = src_path
+    metadata = store.read_metadata(path)
+    metadata.pop("failed_restore", None)
+    try:
+        start_from_checkpoint.start(ctx, start_from_checkpoint.Start(tid, opts.name, path, opts.method, opts.timeout,
+                                                                     started), result)
+    except OpError as exc:
+        if running:
+            result["modified"] = True
+            raise OpError(f"{exc}. {result['container']} was running before and force=true stopped it for the "
+                          "restore: it is stopped now") from exc
+        raise
+    state = container.wait_state(ctx, tid, running=True, seconds=5)
+    result["resumed_at"] = round(time.time(), 3)
+    if not state.get("Running"):
+        result.pop("resumed_at")
+        raise OpError(explain(ctx.criu_log, f"{result['container']} stopped right after its restore (exit code "
+                                            f"{state.get('ExitCode')})", state.get("Error") or "", started))
+    try:
+        _verify(ctx, tid, state, metadata, opts.verify, result)
+    except OpError as exc:
+        result["modified"] = True
+        _put_back_policy(ctx, tid, metadata, result)
+        metadata["failed_restore"] = {"started_at": state.get("StartedAt"), "at": time.time(), "reason": str(exc)}
+        store.write_metadata(path, metadata)
+        raise
+    _put_back_policy(ctx, tid, metadata, result)
+    result["started_at"] = state.get("StartedAt")
+    metadata["last_restore"] = {"started_at": state.get("StartedAt"), "at": time.time()}
+    store.write_metadata(path, metadata)
+    result["pruned"] = prune(ctx, tid, opts.name, opts.retention, time.time())
+    result["duration"] = round(time.time() - started, 3)
+
+
+def _already_running(path: str, state: dict[str, Any], same: bool, result: Result) -> None:
+    """A running container without force: nothing to do when it runs from this checkpoint (or is the checkpoint's own
+    container), else OpError (Docker's start?checkpoint= would silently do nothing)."""
+    failed = store.read_metadata(path).get("failed_restore") or {}
+    if failed.get("started_at") and failed.get("started_at") == state.get("StartedAt"):
+        raise OpError(f"{result['container']} runs since a restore that did not resume from the checkpoint "
+                      f"({failed.get('reason')}): its memory state is not the checkpoint's. Use force=true to "
+                      "stop it and restore again")
+    if same:
+        result["msg"] = "already running; use force=true to stop it and restore from the checkpoint"
+        return
+    last = store.read_metadata(path).get("last_restore") or {}
+    if last.get("started_at") and last.get("started_at") == state.get("StartedAt"):
+        result["msg"] = "already running from this checkpoint"
+        result["resumed"] = True
+        return
+    raise OpError(f"target container {result['container']} is already running: a restore needs a stopped "
+                  "container (stop it, or use force=true to stop it and restore)")
+
+
+def _put_back_policy(ctx: HostContext, tid: str, metadata: dict[str, Any], result: Result) -> None:
+    recorded = metadata.get("restart_policy")
+    current = container.policy(container.inspect(ctx, tid))
+    if isinstance(recorded, dict) and recorded.get("Name") != current.get("Name"):
+        container.set_policy(ctx, tid, recorded)
+        result["restart_policy_restored"] = recorded
+
+
+def _verify(ctx: HostContext, tid: str, state: dict[str, Any], metadata: dict[str, Any], verify: bool,
+            result: Result) -> None:
+    """Did the container resume from the checkpoint: its recorded process tree back, in its own time namespace?"""
+    if not verify:
+        result["resumed"] = None
+        return
+    current = procs.process_tree(container.host_pids(ctx, tid))
+    init_ns = procs.time_namespace(state["Pid"]) if state.get("Pid") else None
+    check = procs.compare(metadata.get("processes") or [], current, init_ns, ctx.host_time_ns)
+    result["processes"] = {"recorded": check["recorded"], "back": check["matched"]}
+    if not metadata.get("processes"):
+        result["resumed"] = None
+        result["warnings"].append("no process tree recorded with this checkpoint (not made by fleet.checkpoint):"
+                                  " the restore could not be verified beyond the container running")
+        return
+    if not check["resumed"]:
+        raise OpError(f"{result['container']} is running but did not resume from the checkpoint: "
+                      f"{check['reason']}")
+    if not (init_ns and ctx.host_time_ns):
+        result["resumed"] = None
+        result["warnings"].append(f"{result['container']}: its processes are back, but time namespaces cannot be "
+                                  "read on this host, so a cold start cannot be ruled out")
+        return
+    result["resumed"] = True

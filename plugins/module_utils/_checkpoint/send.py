@@ -1,0 +1,97 @@
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The sending end of a streamed checkpoint (state=present with send_to, see stream.py): connect to the target and
+see its restore waiting before the container is touched, make the checkpoint (dump.py), stream it over SSH."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import container
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import dump
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import store
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import stream
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import HostContext, Result
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.errors import OpError, carrying
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.export import portable_manifest
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.files import ArchiveError, file_inventory
+
+SendTo = Mapping[str, Any]  # the module's send_to: host, user, port, directory, known_hosts_file, identity_file, python
+
+
+def _remote(send_to: SendTo, container_name: str, name: str) -> tuple[str, str]:
+    """The FIFO's path on the target, and user@host:path in words."""
+    remote = os.path.join(send_to["directory"], stream.stream_name(container_name, name))
+    return remote, f"{send_to.get('user') or 'root'}@{send_to['host']}:{remote}"
+
+
+def connect(send_to: SendTo, result: Result, name: str, made: bool = False) -> stream.Sender:
+    """Connect to the target and wait until its restore is seen waiting (before the dump: a target that is not ready
+    stops the operation with nothing changed)."""
+    remote, where = _remote(send_to, result["container"], name)
+    try:
+        sender = stream.Sender(stream.ssh_argv(send_to, remote))
+        sender.wait_ready(30)
+    except stream.StreamError as exc:
+        raise OpError(f"{where} is not ready to receive {name!r} of {result['container']}, so "
+                      + ("it was not sent" if made else "nothing was checkpointed and the container was not touched")
+                      + f": {str(exc).rstrip('.')}. Start the receiving restore there first (state=restored with "
+                      "receive_timeout), and check that this host can log in to it over SSH") from exc
+    return sender
+
+
+def present_and_send(ctx: HostContext, ref: str, opts: dump.DumpOptions, send_to: SendTo) -> Result:
+    """state=present with send_to: the checkpoint made (or found), then sent."""
+    result, planned = dump.plan(ctx, ref, opts)
+    sender = None
+    if planned is not None and not ctx.check_mode:
+        # Connected, and the target's restore seen waiting, before the container is touched.
+        sender = connect(send_to, result, opts.name)
+        try:
+            result = dump.execute(ctx, planned, opts)
+        except BaseException:
+            sender.abort()
+            raise
+    with carrying(result):
+        send_checkpoint(ctx, result, opts.name, send_to, opts.timeout, sender)
+    return result
+
+
+def send_checkpoint(ctx: HostContext, result: Result, name: str, send_to: SendTo, timeout: int,
+                    sender: stream.Sender | None = None) -> None:
+    """Send the checkpoint that state=present just made (or found) to send_to; fills result['sent']."""
+    where = _remote(send_to, result["container"], name)[1]
+    if result["action"] == "unchanged" and container.is_running(ctx, container.inspect(ctx, result["id"])):
+        raise OpError(f"container {result['container']} is running and already has a checkpoint {name!r}: sending "
+                      "that older state would start a second copy on the target while this one runs. Use force=true "
+                      "to make a new checkpoint (it stops the container), or another name")
+    result["changed"] = True
+    if result["action"] == "unchanged":
+        result["action"] = "sent"
+    if ctx.check_mode:
+        result["sent"] = {"to": where}
+        return
+    path = result["path"]
+    metadata = store.read_metadata(path)
+    files = metadata.get("files")
+    try:
+        if not files:  # a checkpoint made by Docker itself, without our metadata: inventory it now
+            files = file_inventory(path)
+        manifest = portable_manifest(ctx, name, container.inspect(ctx, result["id"]), path, metadata, files)
+    except (ArchiveError, OSError, ValueError) as exc:
+        if sender:
+            sender.abort()
+        raise OpError(f"checkpoint {name!r} of {result['container']} at {path} cannot be sent: {exc}") from exc
+    sender = sender or connect(send_to, result, name, made=True)
+    try:
+        sent = sender.send(path, manifest, timeout)
+    except stream.StreamError as exc:
+        result["modified"] = result.get("stopped", False) or result.get("modified", False)
+        raise OpError(f"checkpoint {name!r} of {result['container']} was made at {path}"
+                      + (" and the container is stopped" if result.get("stopped") else "")
+                      + f", but sending it to {where} failed: {str(exc).rstrip('.')}. Restore it here with "
+                      "state=restored, or send it again once a restore waits there") from exc
+    result["sent"] = dict(sent, to=where)
