@@ -40,6 +40,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.reten
 from ansible_collections.fleet.checkpoint.plugins.module_utils._containerd.task import DumpError, DumpTimedOut
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu.log import explain
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPIError
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host import private_files
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host import processes as procs
 
 
@@ -156,7 +157,7 @@ def _execute(ctx: HostContext, planned: DumpPlan, opts: DumpOptions) -> None:
     processes = procs.process_tree(planned.pids)
     in_doubt = store.in_doubt_marker(path)
     created_parent = not os.path.isdir(os.path.dirname(path))
-    store.ensure_private_dir(os.path.dirname(path))
+    private_files.ensure_private_dir(os.path.dirname(path))
     backup = None
     if planned.exists:
         backup = os.path.join(os.path.dirname(path), f".{opts.name}.fleet-old")
@@ -176,7 +177,7 @@ def _execute(ctx: HostContext, planned: DumpPlan, opts: DumpOptions) -> None:
         method = run_dump(ctx, dump, planned.method, result)
     except DumpInDoubt as exc:
         result["modified"] = True
-        store.write_private_json(in_doubt, {"since": round(time.time(), 3), "container": cid})
+        private_files.write_private_json(in_doubt, {"since": round(time.time(), 3), "container": cid})
         kept = f" The checkpoint it was replacing is kept in {backup}." if backup else ""
         raise OpError(f"{exc}{kept} {container.aftermath(ctx, cid, recorded)}") from exc
     except BaseException as exc:

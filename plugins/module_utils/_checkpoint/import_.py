@@ -35,6 +35,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.files
 )
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.integrity import images
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.manifest import ManifestError
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host import private_files
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ def _unpack(tar_path: str, manifest: dict[str, Any], path: str, archive: str) ->
     """Check the tar against the manifest, unpack it beside path, check every file, then install it."""
     parent = os.path.dirname(path)
     created_parent = not os.path.isdir(parent)
-    store.ensure_private_dir(parent)
+    private_files.ensure_private_dir(parent)
     tmp = os.path.join(parent, f".{os.path.basename(path)}.fleet-import")
     shutil.rmtree(tmp, ignore_errors=True)
     done = False

@@ -32,6 +32,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.prefl
     check_free_space,
 )
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPIError
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host import private_files
 
 MARGIN = 64 * 1024 * 1024  # free space kept beyond the received checkpoint
 
@@ -111,7 +112,7 @@ def receive(ctx: HostContext, ref: str, opts: ReceiveOptions) -> Received:
     """Wait for the stream of checkpoint opts.name for container `ref`, create the container from the stream's
     manifest if needed (create=true), unpack and check the checkpoint beside its final place and install it."""
     fifo_path = os.path.join(opts.directory, stream.stream_name(ref, opts.name))
-    store.ensure_private_dir(opts.directory)
+    private_files.ensure_private_dir(opts.directory)
     begin = time.monotonic()
     place: dict[str, Any] = {}
 
@@ -130,7 +131,7 @@ def receive(ctx: HostContext, ref: str, opts: ReceiveOptions) -> Received:
         path = store.checkpoint_path(ctx.root_dir, found["Id"], opts.name, put_back_pages=not ctx.check_mode)
         parent = os.path.dirname(path)
         place["created_parent"] = not os.path.isdir(parent)
-        store.ensure_private_dir(parent)
+        private_files.ensure_private_dir(parent)
         place["path"], place["tmp"] = path, os.path.join(parent, f".{opts.name}.fleet-import")
         shutil.rmtree(place["tmp"], ignore_errors=True)
         return str(place["tmp"])

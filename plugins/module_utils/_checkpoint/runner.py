@@ -60,11 +60,14 @@ class Module(Protocol):
     params: dict[str, Any]
     check_mode: bool
 
-    def warn(self, warning: str) -> None: ...
+    def warn(self, warning: str) -> None:
+        """Add a warning to the module's answer."""
 
-    def get_bin_path(self, arg: str) -> Optional[str]: ...
+    def get_bin_path(self, arg: str) -> Optional[str]:
+        """The path of a command on the managed host, or None."""
 
-    def run_command(self, args: Any, handle_exceptions: bool = ...) -> Tuple[int, str, str]: ...
+    def run_command(self, args: Any, handle_exceptions: bool = ...) -> Tuple[int, str, str]:
+        """Run a command: (rc, stdout, stderr)."""
 
 
 class Finished(Exception):

@@ -19,6 +19,10 @@ from typing import Any
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import linked_pages as pages
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.names import validate_checkpoint_name
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host.private_files import (
+    ensure_private_dir,
+    write_private_json,
+)
 
 METADATA_NAME = "fleet-checkpoint.json"
 METADATA_FORMAT = "fleet.checkpoint/checkpoint"
@@ -62,17 +66,6 @@ def read_metadata(directory: str) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def write_private_json(path: str, data: Any) -> None:
-    """Write JSON atomically, root-only (0600)."""
-    tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-
-
 def write_metadata(directory: str, data: dict[str, Any]) -> None:
     """Write the metadata atomically, root-only."""
     write_private_json(os.path.join(directory, METADATA_NAME), data)
@@ -90,12 +83,6 @@ def secure_tree(directory: str) -> None:
             path = os.path.join(root, name)
             if not os.path.islink(path):
                 os.chmod(path, 0o600)
-
-
-def ensure_private_dir(path: str) -> None:
-    """Create path (and parents) 0700 when missing; make an existing one 0700."""
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    os.chmod(path, 0o700)
 
 
 def tree_size(directory: str) -> int:

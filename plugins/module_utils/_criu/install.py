@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 class RunCommand(Protocol):
     """AnsibleModule.run_command, as far as it is used here: argv -> (rc, stdout, stderr)."""
 
-    def __call__(self, args: list[str], *, environ_update: dict[str, str] | None = None) -> tuple[int, str, str]: ...
+    def __call__(self, args: list[str], *, environ_update: dict[str, str] | None = None) -> tuple[int, str, str]:
+        """Run argv (with extra environment variables): (rc, stdout, stderr)."""
 
 
 CRIU_PATHS = ("/usr/sbin/criu", "/usr/bin/criu", "/usr/local/sbin/criu", "/usr/local/bin/criu")

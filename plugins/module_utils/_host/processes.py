@@ -38,9 +38,13 @@ class Comparison(TypedDict):
 
 
 @overload
-def _read(path: str, binary: Literal[False] = False) -> str: ...
+def _read(path: str, binary: Literal[False] = False) -> str:
+    """A /proc file as text."""
+
+
 @overload
-def _read(path: str, binary: Literal[True]) -> bytes: ...
+def _read(path: str, binary: Literal[True]) -> bytes:
+    """A /proc file as bytes."""
 
 
 def _read(path: str, binary: bool = False) -> str | bytes:

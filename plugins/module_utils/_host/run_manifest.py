@@ -19,7 +19,7 @@ import json
 import os
 from typing import TYPE_CHECKING, Any
 
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.store import (
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host.private_files import (
     ensure_private_dir,
     write_private_json,
 )
