@@ -4,8 +4,13 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 VENV        := $(CURDIR)/.venv
+# The oldest ansible-core the collection claims (meta/runtime.yml), for sanity-oldest and units-oldest.
+VENV_OLDEST := $(CURDIR)/.venv-oldest
 BUILD       := $(CURDIR)/.build
 COLLECTION  := $(BUILD)/ansible_collections/fleet/checkpoint
+# A copy of its own for the oldest ansible-core: ansible-test keeps its venvs and output inside the copy.
+OLDEST      := $(BUILD)/oldest
+COLLECTION_OLDEST := $(OLDEST)/ansible_collections/fleet/checkpoint
 VERSION     := $(shell sed -n 's/^version: *//p' galaxy.yml)
 TARBALL     := $(BUILD)/fleet-checkpoint-$(VERSION).tar.gz
 INVENTORY   := $(CURDIR)/tests/lab/inventory.yml
@@ -14,40 +19,80 @@ PYTEST_BOUNDS := --timeout=900 --session-timeout=1500 --durations=25
 
 # Tools run from the virtualenv, against the collection copy in .build (ansible-test needs a path that ends in
 # ansible_collections/fleet/checkpoint); the real Python 3.12 comes before any pyenv shim.
-export PATH := $(VENV)/bin:$(dir $(shell tools/find-python.sh 2>/dev/null)):$(PATH)
+PYTHON312   := $(shell tools/find-python.sh 2>/dev/null)
+export PATH := $(VENV)/bin:$(if $(PYTHON312),$(dir $(PYTHON312)):)$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(BUILD)
 export ANSIBLE_HOST_KEY_CHECKING := False
 export ANSIBLE_DEPRECATION_WARNINGS := False
 export ANSIBLE_FORCE_COLOR := False
 export PY_COLORS := 0
 
-.PHONY: help setup collection sanity units lint docs-lint galaxy integration test-faults soak molecule test demo \
-        bench bench-smoke lab-up lab-down lab-status lock clean
+.PHONY: help venv venv-oldest host setup collection collection-oldest sanity sanity-oldest units units-oldest mypy \
+        import-graph lint docs-lint galaxy integration test-faults soak molecule test demo bench bench-smoke lab-up \
+        lab-down lab-status lock clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
-setup: $(VENV)/.installed ## Install apt packages, the Python 3.12 venv and ansible-test's pip shim; start dockerd
-	@tools/setup-host.sh
+# pip-install VENV REQUIREMENTS (pip's "WARNING: Location ... is ignored" lines are noise from this machine's config)
+pip-install = $(1)/bin/python -m pip install -q --disable-pip-version-check -r $(2) 2>&1 \
+  | { grep -v '^WARNING: Location' || true; }
+
+# Two kinds of preparation. The fast gates (sanity, units, mypy, import-graph, lint, docs-lint, galaxy) need only
+# Python 3.12, git and the venv, and run as any user. The lab gates also need `host`: root, apt and a Docker daemon.
+venv: $(VENV)/.installed ## The Python 3.12 venv (.venv) and ansible-test's pip shim in ~/.ansible; no root
 	@tools/ansible-test-pip-shim.sh $(VENV)/bin/python
 
 $(VENV)/.installed: requirements-dev.txt
-	@tools/setup-host.sh
 	@py="$$(tools/find-python.sh)"; [ -x $(VENV)/bin/python ] || "$$py" -m venv $(VENV)
-	$(VENV)/bin/python -m pip install -q -r requirements-dev.txt 2>&1 | { grep -v '^WARNING: Location' || true; }
+	$(call pip-install,$(VENV),requirements-dev.txt)
 	@touch $@
 
-collection: setup ## Copy the collection's files to .build/ansible_collections/fleet/checkpoint
-	@mkdir -p $(COLLECTION)
-	@rsync -a --delete --exclude /.git --exclude /.venv --exclude /.build --filter=':- .gitignore' ./ $(COLLECTION)/
-	@# A repository of its own, so that ansible-test lists these files and not the (ignored) ones of the checkout.
-	@[ -d $(COLLECTION)/.git ] || git -C $(COLLECTION) init -q
+venv-oldest: $(VENV_OLDEST)/.installed ## The venv with the oldest ansible-core claimed (.venv-oldest); no root
+	@claimed="$$(sed -n 's/^requires_ansible: *["'"'"']*>=\([0-9]*\.[0-9]*\).*/\1/p' meta/runtime.yml)"; \
+	  pinned="$$(sed -n 's/^ansible-core==//p' tools/requirements-oldest.txt)"; \
+	  [ -n "$$claimed" ] && [ "$${pinned%.*}" = "$$claimed" ] || { echo "ERROR: meta/runtime.yml claims ansible-core" \
+	  ">=$$claimed but tools/requirements-oldest.txt pins $$pinned: test what is claimed (same minor)" >&2; exit 1; }
+	@tools/ansible-test-pip-shim.sh $(VENV_OLDEST)/bin/python
 
-sanity: collection ## ansible-test sanity, every test, no ignore files
+$(VENV_OLDEST)/.installed: tools/requirements-oldest.txt
+	@py="$$(tools/find-python.sh)"; [ -x $(VENV_OLDEST)/bin/python ] || "$$py" -m venv $(VENV_OLDEST)
+	$(call pip-install,$(VENV_OLDEST),tools/requirements-oldest.txt)
+	@touch $@
+
+host: ## As root: apt packages and a running Docker daemon (the lab gates need them)
+	@tools/setup-host.sh
+
+setup: host venv venv-oldest ## host + venv + venv-oldest: everything every gate needs
+
+collection: venv ## Copy the collection's files to .build/ansible_collections/fleet/checkpoint
+	@python tools/sync_collection.py . $(COLLECTION)
+
+# The oldest ansible-core's tools first on PATH (ansible-test, and the python3.12 its --venv is made from).
+OLDEST_ENV  = PATH=$(VENV_OLDEST)/bin:$$PATH ANSIBLE_COLLECTIONS_PATH=$(OLDEST)
+
+collection-oldest: venv venv-oldest
+	@python tools/sync_collection.py . $(COLLECTION_OLDEST)
+
+sanity: collection ## ansible-test sanity, every test, no ignore files (newest ansible-core, requirements-dev.txt)
 	cd $(COLLECTION) && ansible-test sanity --venv --python 3.12 --color no
 
-units: collection ## ansible-test units
+sanity-oldest: collection-oldest ## ansible-test sanity with the oldest ansible-core claimed (.venv-oldest)
+	cd $(COLLECTION_OLDEST) && $(OLDEST_ENV) ansible-test sanity --venv --python 3.12 --color no
+
+units: collection ## ansible-test units (newest ansible-core)
 	cd $(COLLECTION) && ansible-test units --venv --python 3.12 --color no --requirements
+
+units-oldest: collection-oldest ## ansible-test units with the oldest ansible-core claimed (.venv-oldest)
+	cd $(COLLECTION_OLDEST) && $(OLDEST_ENV) ansible-test units --venv --python 3.12 --color no --requirements
+
+mypy: collection ## mypy over plugins/ (mypy.ini), from .build so that ansible_collections.* imports resolve
+	cd $(BUILD) && mypy --config-file $(CURDIR)/mypy.ini --cache-dir $(BUILD)/.mypy_cache \
+	  ansible_collections/fleet/checkpoint/plugins
+
+import-graph: venv ## Print module_utils' import graph; fail on a cycle or a use of another module's private name
+	pytest -p no:cacheprovider -q tools/test_import_graph.py
+	python tools/import_graph.py .
 
 lint: collection ## ansible-lint, production profile, no skips
 	cd $(COLLECTION) && ansible-lint --offline --profile production --strict
@@ -60,7 +105,7 @@ galaxy: collection ## Build the collection tarball and import-check it with gala
 	cd $(COLLECTION) && ansible-galaxy collection build --force --output-path $(BUILD)
 	tools/galaxy-import-check.sh $(TARBALL)
 
-lab-up: setup ## Start the lab fleet (LAB_HOSTS=3, LAB_BOOKWORM=0, LAB_FRESH=0)
+lab-up: host venv ## Start the lab fleet (LAB_HOSTS=3, LAB_BOOKWORM=0, LAB_FRESH=0)
 	tests/lab/up.sh
 
 lab-down: ## Remove the lab fleet and its data
@@ -69,25 +114,25 @@ lab-down: ## Remove the lab fleet and its data
 lab-status: ## Show every lab host's state
 	tests/lab/status.sh
 
-integration: collection ## Integration tests on a fresh lab fleet (real Docker, systemd, SSH)
+integration: host collection ## Integration tests on a fresh lab fleet (real Docker, systemd, SSH)
 	LAB_FRESH=1 LAB_BOOKWORM=1 tests/lab/up.sh
 	pytest -p no:cacheprovider $(PYTEST_BOUNDS) -m "not fault and not bad_inputs and not soak" tests/integration
 
-test-faults: collection ## Fault injection, bad-input corpus, a 2-cycle soak on the lab; prints the reliability table
+test-faults: host collection ## Faults injected, bad-input corpus, 2-cycle soak on the lab; prints the reliability table
 	LAB_BOOKWORM=1 tests/lab/up.sh
 	SOAK_CYCLES=2 pytest -p no:cacheprovider $(PYTEST_BOUNDS) -m "fault or bad_inputs or soak" tests/integration
 
-soak: collection ## SOAK_CYCLES (default 20) host_reboot cycles over 3 lab hosts x 4 counters; records the figures
+soak: host collection ## SOAK_CYCLES (default 20) host_reboot cycles over 3 lab hosts x 4 counters; records the figures
 	tests/lab/up.sh
 	SOAK_CYCLES=$${SOAK_CYCLES:-20} pytest -p no:cacheprovider -s -m soak tests/integration
 
-bench: collection ## Benchmarks on the lab (several minutes): writes docs/performance.md, .json and .png
+bench: host collection ## Benchmarks on the lab (several minutes): writes docs/performance.md, .json and .png
 	tests/lab/up.sh
 	python tools/bench/run.py --mode full --out $(BUILD)/bench/results.json
 	cp $(BUILD)/bench/results.json docs/performance.json
 	python tools/bench/report.py docs/performance.json --doc docs/performance.md --png docs/performance.png
 
-bench-smoke: collection ## The benchmark in miniature (1 repetition, small sizes): every case runs and is reported
+bench-smoke: host collection ## The benchmark in miniature (1 repetition, small sizes): every case runs and is reported
 	tests/lab/up.sh
 	pytest -p no:cacheprovider -q tools/bench
 	python tools/bench/run.py --mode smoke --out $(BUILD)/bench-smoke/results.json
@@ -95,12 +140,19 @@ bench-smoke: collection ## The benchmark in miniature (1 repetition, small sizes
 	  --png $(BUILD)/bench-smoke/performance.png
 	python tools/bench/check.py $(BUILD)/bench-smoke/results.json
 
-molecule: collection ## Molecule scenarios on the lab image
+molecule: host collection ## Molecule scenarios on the lab image
 	cd $(COLLECTION) && molecule test --all
 
-test: setup ## Every gate, in order: sanity, units, lint, docs-lint, galaxy, integration, test-faults, bench-smoke, molecule
+# `host` first: a fresh CI machine then has shellcheck for sanity (ansible-test skips that test without it).
+test: ## As root: every gate, in order (timed, table at the end): setup, the fast gates, the lab gates
+	@tools/timed.sh host $(MAKE) --no-print-directory host
+	@tools/timed.sh venv $(MAKE) --no-print-directory venv venv-oldest
 	@tools/timed.sh sanity $(MAKE) --no-print-directory sanity
+	@tools/timed.sh sanity-oldest $(MAKE) --no-print-directory sanity-oldest
 	@tools/timed.sh units $(MAKE) --no-print-directory units
+	@tools/timed.sh units-oldest $(MAKE) --no-print-directory units-oldest
+	@tools/timed.sh mypy $(MAKE) --no-print-directory mypy
+	@tools/timed.sh import-graph $(MAKE) --no-print-directory import-graph
 	@tools/timed.sh lint $(MAKE) --no-print-directory lint
 	@tools/timed.sh docs-lint $(MAKE) --no-print-directory docs-lint
 	@tools/timed.sh galaxy $(MAKE) --no-print-directory galaxy
@@ -110,15 +162,13 @@ test: setup ## Every gate, in order: sanity, units, lint, docs-lint, galaxy, int
 	@tools/timed.sh molecule $(MAKE) --no-print-directory molecule
 	@tools/timed.sh --summary
 
-demo: collection ## The main job on the built-in lab fleet
+demo: host collection ## The main job on the built-in lab fleet
 	tests/lab/up.sh
 	tools/demo.sh
 
-lock: ## Re-pin requirements-dev.txt from requirements-dev.in in a throw-away venv
-	@py="$$(tools/find-python.sh)"; tmp="$$(mktemp -d)"; "$$py" -m venv "$$tmp" \
-	  && "$$tmp/bin/pip" install -q -r requirements-dev.in \
-	  && { echo "# Generated from requirements-dev.in by 'make lock' (pip freeze of a fresh Python 3.12 venv). Do not edit."; \
-	       "$$tmp/bin/pip" freeze --all | grep -v -E '^(pip|setuptools)=='; } > requirements-dev.txt; rm -rf "$$tmp"
+lock: ## Re-pin requirements-dev.txt and tools/requirements-oldest.txt from their .in files (throw-away venvs)
+	tools/lock.sh requirements-dev.in requirements-dev.txt
+	tools/lock.sh tools/requirements-oldest.in tools/requirements-oldest.txt
 
-clean: ## Remove build output (not the venv, not the lab)
+clean: ## Remove build output (not the venvs, not the lab)
 	rm -rf $(BUILD) tests/output

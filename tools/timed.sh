@@ -15,7 +15,7 @@ start=$(date +%s)
 status=0
 "$@" || status=$?
 elapsed=$(( $(date +%s) - start ))
-printf '%-12s %6d  %s\n' "$gate" "$elapsed" "$([ $status = 0 ] && echo passed || echo FAILED)" >>"$record"
+printf '%-14s %6d  %s\n' "$gate" "$elapsed" "$([ $status = 0 ] && echo passed || echo FAILED)" >>"$record"
 if [ $status != 0 ]; then
   echo "== $gate FAILED after ${elapsed}s ==" >&2
   cat "$record" >&2; rm -f "$record"
