@@ -65,8 +65,9 @@ host: ## As root: apt packages and a running Docker daemon (the lab gates need t
 
 setup: host venv venv-oldest ## host + venv + venv-oldest: everything every gate needs
 
-collection: venv ## Copy the collection's files to .build/ansible_collections/fleet/checkpoint
+collection: venv ## Copy the collection's files to .build/ansible_collections/fleet/checkpoint (guides as docs-site RST)
 	@python tools/sync_collection.py . $(COLLECTION)
+	@python tools/docsite_rst.py $(COLLECTION)
 
 # The oldest ansible-core's tools first on PATH (ansible-test, and the python3.12 its --venv is made from).
 OLDEST_ENV  = PATH=$(VENV_OLDEST)/bin:$$PATH ANSIBLE_COLLECTIONS_PATH=$(OLDEST)
@@ -97,8 +98,8 @@ import-graph: venv ## Print module_utils' import graph; fail on a cycle or a use
 lint: collection ## ansible-lint, production profile, no skips
 	cd $(COLLECTION) && ansible-lint --offline --profile production --strict
 
-docs-lint: collection ## antsibull-docs lint-collection-docs
-	antsibull-docs lint-collection-docs --plugin-docs --skip-rstcheck $(COLLECTION)
+docs-lint: collection ## antsibull-docs lint-collection-docs (plugin docs, the docs site's guides, rstcheck)
+	antsibull-docs lint-collection-docs --plugin-docs $(COLLECTION)
 
 galaxy: collection ## Build the collection tarball and import-check it with galaxy-importer
 	@rm -f $(BUILD)/fleet-checkpoint-*.tar.gz
