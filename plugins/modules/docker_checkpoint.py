@@ -85,8 +85,8 @@ options:
         switches to containerd when Docker's API leaves a stopping container running).
       - Restore path for O(state=restored) (Docker restores in every case).
         V(auto) and V(containerd) link the checkpoint's memory pages instead of having Docker copy them through
-        containerd's content store (see B(Fast restore) above); after a failed linked restore V(auto) tries again
-        with Docker's own copy, V(containerd) fails. V(api) always lets Docker copy them. Docker copies them also
+        containerd's content store (see B(Fast restore) in the notes); after a failed linked restore V(auto) tries
+        again with Docker's own copy, V(containerd) fails. V(api) always lets Docker copy them. Docker copies them also
         when they cannot be linked (with a warning) and when CRIU is configured with C(auto-dedup).
     type: str
     choices: [auto, api, containerd]

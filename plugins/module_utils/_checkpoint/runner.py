@@ -110,7 +110,7 @@ def _run(module: Module, diff: bool) -> tuple[Answer, bool]:
         if early:
             raise Finished(early, failed=False)
         if params["state"] == "restored" and manifest is not None:  # (no manifest: shortcut() answered)
-            name = manifest["checkpoint"]
+            name = params["name"] = manifest["checkpoint"]  # the manifest names the checkpoint (and the invocation)
     ctx, refs = _prepare(module, name, manifest)
     results = _each(ctx, operation(params, name, secret), refs, params)
     changed, failed, message = results_mod.summarize(results)
@@ -159,7 +159,7 @@ def _read_manifest(module: Module, params: dict[str, Any]) -> dict[str, Any] | N
         manifest = host_manifest.read(params["manifest_path"])
     except host_manifest.HostManifestError as exc:
         raise _refuse(f"manifest_path {exc}: move it away to start afresh", results=[]) from exc
-    if params["state"] == "restored" and manifest is not None:
+    if params["state"] == "restored" and manifest is not None and manifest.get("state") == "checkpointed":
         try:
             manifest = recorded_run.reopen_lost(DockerAPI(params["docker_host"], timeout=params["api_timeout"]),
                                                 manifest, module.warn)

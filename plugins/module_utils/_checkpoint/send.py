@@ -49,7 +49,8 @@ def present_and_send(ctx: HostContext, ref: str, opts: dump.DumpOptions, send_to
     sender = None
     if planned is not None and not ctx.check_mode:
         # Connected, and the target's restore seen waiting, before the container is touched.
-        sender = connect(send_to, result, opts.name)
+        with carrying(result):
+            sender = connect(send_to, result, opts.name)
         try:
             result = dump.execute(ctx, planned, opts)
         except BaseException:
