@@ -41,7 +41,9 @@ def module(host, check=False, diff=False, **args):
 
 def reset(host):
     """Docker as the lab image ships it: no daemon.json, no drop-in, no swarm, experimental off, no containers."""
-    sh(host, f"rm -rf {DROP_IN_DIR} /etc/docker/daemon.json* /etc/default/docker.fleet-test; "
+    # Containers and the swarm go first: a restart would otherwise wait 10 s for each container that ignores SIGTERM.
+    sh(host, "docker swarm leave --force >/dev/null 2>&1; docker rm -f $(docker ps -aq) >/dev/null 2>&1; "
+             f"rm -rf {DROP_IN_DIR} /etc/docker/daemon.json* /etc/default/docker.fleet-test; "
              "systemctl daemon-reload; systemctl reset-failed docker.service; systemctl restart docker.service; "
              "docker swarm leave --force >/dev/null 2>&1; docker rm -f $(docker ps -aq) >/dev/null 2>&1; true")
     assert daemon(host) == {"experimental": False, "live_restore": False}
