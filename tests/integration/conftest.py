@@ -73,6 +73,11 @@ def docker_up(host, seconds=120):
         raise AssertionError(f"Docker did not come back on {host} within {seconds}s:\n{status.stdout}")
 
 
+# Everything a test may leave in a host's state directories or root's home, besides containers and CRIU.
+LEFTOVERS = ("/root/bad /root/archives /root/tight.key /root/loose.key /root/archive.key /srv/fleet-archives "
+             "/root/lab-known-hosts /root/.ssh/id_ed25519 /root/.ssh/known_hosts /root/grpc-probe /run/reboot-required")
+
+
 def as_shipped(host):
     """A lab host as the image ships it: no containers or volumes, no CRIU, no daemon.json, no fleet.checkpoint state."""
     docker_up(host)
@@ -81,10 +86,70 @@ def as_shipped(host):
              f">/dev/null 2>&1 || {{ {FORGET_STARTS}; systemctl kill -s KILL docker.service; }}; umount /var/lib/fleet-checkpoint/migrate 2>/dev/null; "
              "DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq criu libcompel1 python3-pycriu libcriu2 "
              ">/dev/null 2>&1; rm -rf /etc/criu /etc/apt/sources.list.d/fleet-checkpoint* "
-             "/etc/apt/preferences.d/fleet-checkpoint* /etc/docker/daemon.json* /var/lib/fleet-checkpoint /root/bad "
-             f"/run/reboot-required; {FORGET_STARTS}; systemctl restart docker.service; true")
+             f"/etc/apt/preferences.d/fleet-checkpoint* /etc/docker/daemon.json* /var/lib/fleet-checkpoint {LEFTOVERS} "
+             f"{PREPARED_MARK}; {FORGET_STARTS}; systemctl restart docker.service; true")
     docker_up(host)
     sh(host, "timeout 60 sh -c 'docker rm -f $(docker ps -aq) >/dev/null 2>&1; true'", check=False)
+
+
+# -- A prepared fleet, shared ------------------------------------------------------------------------------------------
+# Preparing a host (the install playbook: CRIU from testing, experimental mode) costs 15-25 s; resetting it to "as
+# shipped" first costs a Docker restart. Test modules that only need "CRIU installed and experimental mode on" share
+# hosts prepared once: `ready()` removes what the previous module left (containers, volumes, checkpoints, manifests,
+# locks, archives, keys) and checks that the host's configuration is still exactly what the install playbook made of
+# it. A host whose configuration changed since (a module that reset it, a test that turned live-restore on, a daemon
+# that does not answer) is reset and prepared again. The fingerprint taken right after the install playbook is kept
+# on the host itself (PREPARED_MARK), so a later pytest session reuses the hosts an earlier one prepared.
+PREPARED_MARK = "/etc/fleet-lab-prepared"
+FINGERPRINT = r"""
+dpkg-query -W -f '${Package} ${Status} ${Version}\n' criu libcompel1 python3-pycriu libcriu2 2>/dev/null | sort
+for f in /etc/docker/daemon.json* /etc/criu/* /etc/apt/sources.list.d/* /etc/apt/preferences.d/* /etc/apt/keyrings/* \
+         /etc/default/docker /etc/systemd/system/docker.service.d/* /var/lib/fleet-checkpoint/criu-selftest.json; do
+  [ -e "$f" ] && md5sum "$f"
+done
+stat -c '%a %U %n' /usr/sbin/criu /etc/criu /var/log/criu /var/lib/fleet-checkpoint 2>/dev/null
+timeout 20 docker info --format '{{.ExperimentalBuild}} {{.LiveRestoreEnabled}} {{.Swarm.LocalNodeState}}' 2>&1
+systemctl is-active docker.service docker.socket containerd.service ssh.service
+"""
+
+
+def fingerprint(host):
+    return sh(host, FINGERPRINT, check=False).stdout
+
+
+def tidy(host):
+    """What a test module leaves on a prepared host, removed; True when the host is still exactly as prepared."""
+    # Docker is not restarted: a container Docker cannot remove, or a daemon that does not answer, means a reset.
+    removed = sh(host, "timeout 60 sh -c 'docker rm -f $(docker ps -aq) >/dev/null 2>&1; "
+                       "docker volume prune -af >/dev/null 2>&1'", check=False)
+    sh(host, "pkill -f '^flock /var/lib/fleet-checkpoint/lock' ; pkill -x -f 'sleep 61'; "
+             "for m in $(awk '$2 ~ \"^/var/lib/(docker/containers|fleet-checkpoint)\" {print $2}' /proc/mounts "
+             "| sort -r); do umount $m; done; "
+             "find /var/lib/fleet-checkpoint -mindepth 1 -maxdepth 1 ! -name criu-selftest.json -exec rm -rf {} +; "
+             f"rm -rf {LEFTOVERS}; true")
+    if removed.returncode != 0:
+        return False
+    mark = sh(host, f"cat {PREPARED_MARK} 2>/dev/null || true").stdout
+    return bool(mark) and mark == fingerprint(host)
+
+
+def ready(hosts):
+    """These hosts prepared (CRIU, experimental mode) with nothing left by earlier tests; reset and prepared only when
+    their configuration is not what the install playbook made of it."""
+    hosts = list(hosts)
+    verdicts = {}
+
+    def check(host):
+        verdicts[host] = tidy(host)
+
+    on_hosts(check, hosts)
+    stale = [host for host in hosts if not verdicts[host]]
+    if stale:
+        on_hosts(as_shipped, stale)
+        prepared(stale)
+        on_hosts(lambda host: run(["docker", "exec", "-i", host, "sh", "-c", f"cat > {PREPARED_MARK}"],
+                                  input=fingerprint(host)), stale)
+    return hosts
 
 
 def on_hosts(action, hosts):
@@ -155,12 +220,29 @@ def inventory_hosts(path=INVENTORY):
 
 @pytest.fixture(scope="session")
 def lab():
-    """The lab fleet, up; returns its host names (as in the generated inventory)."""
+    """The lab fleet, up; returns its host names (as in the generated inventory). What the tests left running on the
+    hosts (containers, checkpoints, archives) is removed at the end of the session."""
     if not INVENTORY.exists():
         run([str(LAB / "up.sh")], timeout=1800)
     hosts = inventory_hosts()
     assert hosts, f"{INVENTORY} lists no hosts"
-    return hosts
+    yield hosts
+    on_hosts(tidy, hosts)
+
+
+# Test modules in the order that changes the hosts' configuration least often: those that start from hosts as the
+# image ships them first (a fresh lab is that already), then those that share the prepared fleet (conftest.ready);
+# test_docker_checkpoint last, as it takes CRIU off its third host. Tests keep their order within a module. Any order
+# works (each module's fixtures bring the hosts to what it needs); this one is only the cheapest.
+MODULE_ORDER = ("test_lab", "test_docker_experimental", "test_criu", "test_fleet_ops", "test_soak", "test_faults",
+                "test_bad_inputs", "test_security", "test_awx", "test_docker_checkpoint")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.module.__name__.rsplit(".", 1)[-1]
+        return MODULE_ORDER.index(name) if name in MODULE_ORDER else len(MODULE_ORDER)
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session")
@@ -170,12 +252,15 @@ def trixie_hosts(lab):
 
 @pytest.fixture(scope="module")
 def fleet(trixie_hosts):
-    """Three lab hosts as shipped, then prepared (CRIU, experimental mode) by the install playbook; as shipped after."""
-    hosts = trixie_hosts[:3]
-    on_hosts(as_shipped, hosts)
-    prepared(hosts)
-    yield hosts
-    on_hosts(as_shipped, hosts)
+    """Three lab hosts prepared (CRIU, experimental mode) by the install playbook, shared (see ready())."""
+    return ready(trixie_hosts[:3])
+
+
+@pytest.fixture(scope="module")
+def lab_as_shipped(lab):
+    """Every lab host as the image ships it (no CRIU, no daemon.json), for the modules that test from there."""
+    on_hosts(as_shipped, lab)
+    return lab
 
 
 def docker_restore(host, container, checkpoint):

@@ -9,7 +9,7 @@ import ansible_runner
 import pytest
 import yaml
 
-from conftest import INVENTORY, ROOT, as_shipped, lab_exec, prepared, run
+from conftest import INVENTORY, ROOT, lab_exec, ready, run
 
 IMAGE = "fleet-lab-workload:busybox"
 
@@ -34,11 +34,8 @@ def test_execution_environment_builds_a_valid_context(tmp_path):
 
 @pytest.fixture
 def ready_host(trixie_hosts):
-    host = trixie_hosts[1]
-    as_shipped(host)
-    prepared([host])
-    yield host
-    as_shipped(host)
+    """A host prepared by the install playbook, shared (conftest.ready)."""
+    return ready([trixie_hosts[1]])[0]
 
 
 def test_host_reboot_through_ansible_runner(ready_host, tmp_path):

@@ -9,7 +9,7 @@ import json
 import pytest
 import yaml
 
-from conftest import ROOT, ansible_playbook, as_shipped, lab_exec, on_hosts, prepared, sh
+from conftest import ROOT, ansible_playbook, lab_exec, ready, sh
 
 IMAGE = "fleet-lab-workload:busybox"
 PLAYBOOKS = ROOT / "playbooks"
@@ -28,15 +28,12 @@ def snapshot(host):
 
 @pytest.fixture(scope="module")
 def hosts(trixie_hosts):
-    first, second = trixie_hosts[:2]
-    on_hosts(as_shipped, (first, second))
-    prepared([first, second])
+    first, second = ready(trixie_hosts[:2])
     for host in (first, second):
         lab_exec(host, "docker", "run", "-d", "--name", "victim", "--restart", "always", IMAGE)
     sh(first, "apt-get install -y -qq python3-cryptography >/dev/null 2>&1 || "
               "(apt-get update -qq && apt-get install -y -qq python3-cryptography) >/dev/null")
-    yield first, second
-    on_hosts(as_shipped, (first, second))
+    return first, second
 
 
 MODULE_CASES = [

@@ -11,7 +11,7 @@ import time
 import pytest
 import yaml
 
-from conftest import ROOT, ansible_adhoc, ansible_playbook, as_shipped, counts, lab_exec, on_hosts, run, run_module, sh
+from conftest import ROOT, ansible_adhoc, ansible_playbook, as_shipped, counts, lab_exec, on_hosts, ready, run, run_module, sh
 
 MODULE = "fleet.checkpoint.docker_checkpoint"
 INFO = "fleet.checkpoint.docker_checkpoint_info"
@@ -87,15 +87,21 @@ def snapshot(host):
                     f"find {ARCHIVES} /root/bad 2>/dev/null | sort").stdout
 
 
+def experimental_only(host):
+    """A host as shipped, then experimental mode on (no CRIU)."""
+    as_shipped(host)
+    assert not run_module(host, "fleet.checkpoint.docker_experimental").get("failed")
+
+
 @pytest.fixture(scope="module")
-def hosts(trixie_hosts):
-    """Hosts 1 and 2 with CRIU (criu role, lab overrides) and experimental mode; host 3 with experimental mode only."""
+def hosts(lab, trixie_hosts):
+    """Hosts 1 and 2 with CRIU (criu role, lab overrides) and experimental mode, shared (conftest.ready); host 3 with
+    experimental mode only; the bookworm host as shipped (neither). All made at once."""
     first, second, third = trixie_hosts[:3]
-    on_hosts(as_shipped, (first, second, third))
-    ansible_playbook(INSTALL, limit=f"{first},{second}")
-    assert not run_module(third, "fleet.checkpoint.docker_experimental").get("failed")
-    yield first, second, third
-    on_hosts(as_shipped, (first, second, third))
+    bookworm = [host for host in lab if host not in trixie_hosts]
+    on_hosts(lambda action: action(), [lambda: ready((first, second)), lambda: experimental_only(third)]
+             + [lambda host=host: as_shipped(host) for host in bookworm])
+    return first, second, third
 
 
 # -- create and restore ----------------------------------------------------------------------------------------------

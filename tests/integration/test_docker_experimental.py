@@ -50,10 +50,10 @@ def reset(host):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def lab_as_shipped_afterwards(lab):
-    """Leave every lab host as the image ships it, whatever these tests did."""
-    yield
-    on_hosts(reset, lab)
+def shipped_lab(lab_as_shipped):
+    """Every lab host as the image ships it before these tests; what they leave is undone by the next module's
+    fixture (conftest.ready, lab_as_shipped)."""
+    return lab_as_shipped
 
 
 @pytest.fixture

@@ -3,7 +3,15 @@
 import json
 import time
 
+import pytest
+
 from conftest import DOCKER_INVENTORY, LAB, ROOT, ansible_adhoc, ansible_playbook, lab_exec, run
+
+
+@pytest.fixture(scope="module", autouse=True)
+def shipped_lab(lab_as_shipped):
+    """Every lab host as the image ships it: the lab's own promise (no CRIU, experimental mode off)."""
+    return lab_as_shipped
 
 
 def test_ping_over_ssh_reaches_every_host(lab):

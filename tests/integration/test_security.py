@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, ansible_playbook, as_shipped, counts, lab_exec, on_hosts, prepared, run, run_module, sh
+from conftest import ROOT, ansible_playbook, counts, lab_exec, on_hosts, ready, run, run_module, sh
 
 IMAGE = "fleet-lab-workload:busybox"
 PLAYBOOKS = ROOT / "playbooks"
@@ -40,19 +40,15 @@ def start(host, name, *options):
 
 @pytest.fixture(scope="module")
 def hosts(trixie_hosts):
-    first, second = trixie_hosts[:2]
-    on_hosts(as_shipped, (first, second))
-    prepared([first, second])
-    for host in (first, second):
+    first, second = ready(trixie_hosts[:2])
+
+    def keyed(host):
         sh(host, "apt-get install -y -qq python3-cryptography >/dev/null 2>&1 || "
                  "(apt-get update -qq && apt-get install -y -qq python3-cryptography) >/dev/null")
         sh(host, f"head -c 32 /dev/urandom | base64 > {KEY_FILE} && chmod 600 {KEY_FILE}")
+    on_hosts(keyed, (first, second))
     yield first, second
-
-    def shipped(host):
-        as_shipped(host)
-        sh(host, f"rm -rf {KEY_FILE} {ARCHIVES}")
-    on_hosts(shipped, (first, second))
+    on_hosts(lambda host: sh(host, f"rm -rf {KEY_FILE} {ARCHIVES}"), (first, second))
 
 
 def test_every_file_fleet_checkpoint_writes_is_root_only(hosts, tmp_path):
