@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import pathlib
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -17,6 +18,15 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 LAB = ROOT / "tests" / "lab"
 INVENTORY = LAB / "inventory.yml"
 DOCKER_INVENTORY = LAB / "inventory-docker.yml"
+# What the fixtures decided (hosts reused, or reset and prepared again), for whoever wonders where a session's time
+# went.
+DECISIONS = ROOT / ".build" / "lab" / "decisions.log"
+
+
+def decided(message):
+    DECISIONS.parent.mkdir(parents=True, exist_ok=True)
+    with open(DECISIONS, "a", encoding="utf-8") as log:
+        log.write(f"{time.strftime('%H:%M:%S')} {os.environ.get('PYTEST_XDIST_WORKER', 'main')}: {message}\n")
 
 
 def run(cmd, check=True, env=None, timeout=600, **kwargs):
@@ -78,14 +88,35 @@ LEFTOVERS = ("/root/bad /root/archives /root/tight.key /root/loose.key /root/arc
              "/root/lab-known-hosts /root/.ssh/id_ed25519 /root/.ssh/known_hosts /root/grpc-probe /run/reboot-required")
 
 
+CRIU_PACKAGES = "criu libcompel1 python3-pycriu libcriu2"
+# True when a host already is what as_shipped() makes of it (a fresh lab, or the previous module left it so): then
+# neither apt nor a Docker restart is needed.
+SHIPPED_ALREADY = (
+    "[ -z \"$(docker ps -aq)$(docker volume ls -q)\" ] "
+    f"&& ! dpkg -l {CRIU_PACKAGES} 2>/dev/null | grep -q '^[ir]' "
+    "&& ! ls -d /etc/criu /etc/apt/sources.list.d/fleet-checkpoint* /etc/apt/preferences.d/fleet-checkpoint* "
+    "/etc/docker/daemon.json* /etc/systemd/system/docker.service.d /var/lib/fleet-checkpoint {leftovers} {mark} "
+    "2>/dev/null | grep -q . "
+    "&& ! grep -q ' /var/lib/fleet-checkpoint' /proc/mounts "
+    "&& [ \"$(timeout 20 docker info --format '{{{{.ExperimentalBuild}}}} {{{{.LiveRestoreEnabled}}}} "
+    "{{{{.Swarm.LocalNodeState}}}}')\" = 'false false inactive' ] "
+    "&& systemctl is-active -q docker.service docker.socket containerd.service ssh.service")
+
+
 def as_shipped(host):
     """A lab host as the image ships it: no containers or volumes, no CRIU, no daemon.json, no fleet.checkpoint state."""
+    if sh(host, SHIPPED_ALREADY.format(leftovers=LEFTOVERS, mark=PREPARED_MARK), check=False).returncode == 0:
+        decided(f"{host}: as shipped already")
+        return
+    decided(f"{host}: reset to as shipped")
     docker_up(host)
     # A container Docker cannot stop (see test_faults.clean) does not hold this up: the daemon is killed instead.
-    sh(host, "timeout 60 sh -c 'docker rm -f $(docker ps -aq) >/dev/null 2>&1; docker volume prune -af' "
+    # (Docker 20.10 on bookworm has no `volume prune -a`: plain prune there, not a killed daemon.)
+    sh(host, "timeout 60 sh -c 'docker rm -f $(docker ps -aq) >/dev/null 2>&1; "
+             "docker volume prune -af 2>/dev/null || docker volume prune -f' "
              f">/dev/null 2>&1 || {{ {FORGET_STARTS}; systemctl kill -s KILL docker.service; }}; umount /var/lib/fleet-checkpoint/migrate 2>/dev/null; "
-             "DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq criu libcompel1 python3-pycriu libcriu2 "
-             ">/dev/null 2>&1; rm -rf /etc/criu /etc/apt/sources.list.d/fleet-checkpoint* "
+             f"dpkg -l {CRIU_PACKAGES} 2>/dev/null | grep -q '^[ir]' && DEBIAN_FRONTEND=noninteractive "
+             f"apt-get purge -y -qq {CRIU_PACKAGES} >/dev/null 2>&1; rm -rf /etc/criu /etc/apt/sources.list.d/fleet-checkpoint* "
              f"/etc/apt/preferences.d/fleet-checkpoint* /etc/docker/daemon.json* /var/lib/fleet-checkpoint {LEFTOVERS} "
              f"{PREPARED_MARK}; {FORGET_STARTS}; systemctl restart docker.service; true")
     docker_up(host)
@@ -117,20 +148,34 @@ def fingerprint(host):
     return sh(host, FINGERPRINT, check=False).stdout
 
 
-def tidy(host):
-    """What a test module leaves on a prepared host, removed; True when the host is still exactly as prepared."""
-    # Docker is not restarted: a container Docker cannot remove, or a daemon that does not answer, means a reset.
+def remove_leftovers(host):
+    """What tests leave on a host besides its configuration: containers, volumes, mounts, background lock holders,
+    fleet.checkpoint's state files (not the install's self-test cache), archives and keys. Docker is not restarted.
+    True when every container could be removed (not so when Docker cannot stop one, or does not answer)."""
     removed = sh(host, "timeout 60 sh -c 'docker rm -f $(docker ps -aq) >/dev/null 2>&1; "
-                       "docker volume prune -af >/dev/null 2>&1'", check=False)
+                       "docker volume prune -af >/dev/null 2>&1 || docker volume prune -f >/dev/null 2>&1; "
+                       "[ -z \"$(docker ps -aq)\" ]'", check=False)
     sh(host, "pkill -f '^flock /var/lib/fleet-checkpoint/lock' ; pkill -x -f 'sleep 61'; "
              "for m in $(awk '$2 ~ \"^/var/lib/(docker/containers|fleet-checkpoint)\" {print $2}' /proc/mounts "
              "| sort -r); do umount $m; done; "
              "find /var/lib/fleet-checkpoint -mindepth 1 -maxdepth 1 ! -name criu-selftest.json -exec rm -rf {} +; "
              f"rm -rf {LEFTOVERS}; true")
-    if removed.returncode != 0:
+    return removed.returncode == 0
+
+
+def tidy(host):
+    """What a test module leaves on a prepared host, removed; True when the host is still exactly as prepared."""
+    if not remove_leftovers(host):
+        decided(f"{host}: containers could not be removed: reset")
         return False
     mark = sh(host, f"cat {PREPARED_MARK} 2>/dev/null || true").stdout
-    return bool(mark) and mark == fingerprint(host)
+    now = fingerprint(host)
+    if mark != now:
+        changed = sorted(set(mark.splitlines()) ^ set(now.splitlines())) if mark else ["not prepared"]
+        decided(f"{host}: not as prepared ({'; '.join(changed)[:400]}): reset and prepare")
+        return False
+    decided(f"{host}: as prepared, tidied")
+    return True
 
 
 def ready(hosts):
@@ -227,15 +272,16 @@ def lab():
     hosts = inventory_hosts()
     assert hosts, f"{INVENTORY} lists no hosts"
     yield hosts
-    on_hosts(tidy, hosts)
+    on_hosts(remove_leftovers, hosts)
 
 
 # Test modules in the order that changes the hosts' configuration least often: those that start from hosts as the
 # image ships them first (a fresh lab is that already), then those that share the prepared fleet (conftest.ready);
-# test_docker_checkpoint last, as it takes CRIU off its third host. Tests keep their order within a module. Any order
-# works (each module's fixtures bring the hosts to what it needs); this one is only the cheapest.
+# test_docker_checkpoint late, as it takes CRIU off its third host (test_awx, after it, uses the first host only).
+# Tests keep their order within a module. Any order works (each module's fixtures bring the hosts to what it needs);
+# this one is only the cheapest.
 MODULE_ORDER = ("test_lab", "test_docker_experimental", "test_criu", "test_fleet_ops", "test_soak", "test_faults",
-                "test_bad_inputs", "test_security", "test_awx", "test_docker_checkpoint")
+                "test_bad_inputs", "test_security", "test_docker_checkpoint", "test_awx")
 
 
 def pytest_collection_modifyitems(items):
