@@ -41,11 +41,14 @@ lab_definition_hash() {
 
 lab_image_ref() { echo "$LAB_IMAGE_REPO:$1"; }
 
-# Host names: fleet-lab-1..N (trixie) and, with LAB_BOOKWORM=1, fleet-lab-bookworm.
+# Host names: fleet-lab-1..N (trixie) and, with LAB_BOOKWORM=1, fleet-lab-bookworm. LAB_BOOKWORM=2 adds
+# fleet-lab-2-bookworm (the integration gates run two sets of hosts at once, each with its bookworm host).
 lab_host_names() {
   local i
   for i in $(seq 1 "$LAB_HOSTS"); do echo "${LAB_PREFIX}-${i}"; done
-  if [ "$LAB_BOOKWORM" = 1 ]; then echo "${LAB_PREFIX}-bookworm"; fi
+  for i in $(seq 1 "$LAB_BOOKWORM"); do
+    if [ "$i" = 1 ]; then echo "${LAB_PREFIX}-bookworm"; else echo "${LAB_PREFIX}-${i}-bookworm"; fi
+  done
 }
 
 # Every lab host container that exists, whatever LAB_HOSTS says now.

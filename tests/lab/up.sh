@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Bring up the lab fleet: LAB_HOSTS trixie hosts (default 3) and, with LAB_BOOKWORM=1, one bookworm host.
+# Bring up the lab fleet: LAB_HOSTS trixie hosts (default 3) and LAB_BOOKWORM bookworm hosts (0, 1 or more).
 # Safe to run again: hosts that already run the current image are kept; LAB_FRESH=1 recreates them all.
 source "$(dirname "$0")/lib.sh"
 
 mkdir -p "$LAB_STATE/hosts" "$LAB_STATE/ssh"
 chmod 0700 "$LAB_STATE" "$LAB_STATE/ssh"
 
-"$LAB_DIR/build-image.sh" trixie
-[ "$LAB_BOOKWORM" = 1 ] && "$LAB_DIR/build-image.sh" bookworm
+# The images are independent: built at once (on a fresh machine, two debootstraps and two image builds).
+builds=()
+"$LAB_DIR/build-image.sh" trixie & builds+=($!)
+if [ "$LAB_BOOKWORM" -ge 1 ]; then "$LAB_DIR/build-image.sh" bookworm & builds+=($!); fi
 "$LAB_DIR/build-workload.sh"
+for build in "${builds[@]}"; do wait "$build" || die "building a lab image failed (see above)"; done
 
 if [ ! -f "$LAB_SSH_KEY" ]; then
   log "generating the lab SSH key $LAB_SSH_KEY"
@@ -24,7 +27,13 @@ for host in $(lab_existing_hosts); do
 done
 
 host_suite() { case "$1" in *-bookworm) echo bookworm ;; *) echo trixie ;; esac; }
-host_port() { case "$1" in *-bookworm) echo "$LAB_SSH_BASE_PORT" ;; *) echo $((LAB_SSH_BASE_PORT + ${1##*-})) ;; esac; }
+host_port() {
+  case "$1" in
+    "$LAB_PREFIX-bookworm") echo "$LAB_SSH_BASE_PORT" ;;
+    *-bookworm) local n="${1%-bookworm}"; echo $((LAB_SSH_BASE_PORT + 30 + ${n##*-})) ;;
+    *) echo $((LAB_SSH_BASE_PORT + ${1##*-})) ;;
+  esac
+}
 
 start_host() {
   local host="$1" suite image_id port current
@@ -56,17 +65,22 @@ start_host() {
 }
 
 for host in "${wanted[@]}"; do start_host "$host"; done
-for host in "${wanted[@]}"; do "$LAB_DIR/wait-host.sh" "$host"; done
 
+# Each host, once up, gets the workload image; hosts are waited for and loaded at once.
 # The workload image carries its definition's hash as a label: a host with an older one gets the new one.
 workload_definition="$(cat "$LAB_STATE/workload-busybox.tar.definition")"
-for host in "${wanted[@]}"; do
+ready_host() {
+  local host="$1"
+  "$LAB_DIR/wait-host.sh" "$host" || return 1
   if [ "$(docker exec "$host" docker image inspect -f '{{ index .Config.Labels "fleet.lab.definition" }}' \
           "$WORKLOAD_IMAGE" 2>/dev/null)" != "$workload_definition" ]; then
     log "loading $WORKLOAD_IMAGE into $host"
     docker exec -i "$host" docker load <"$LAB_STATE/workload-busybox.tar" >/dev/null
   fi
-done
+}
+waits=()
+for host in "${wanted[@]}"; do ready_host "$host" & waits+=($!); done
+for wait_pid in "${waits[@]}"; do wait "$wait_pid" || die "a lab host did not come up (see above)"; done
 
 "$LAB_DIR/write-inventory.sh" "${wanted[@]}"
 log "lab is up: ${#wanted[@]} hosts; inventory: $LAB_INVENTORY"
