@@ -115,13 +115,13 @@ lab-down: ## Remove the lab fleet and its data
 lab-status: ## Show every lab host's state
 	tests/lab/status.sh
 
-integration: host collection ## Integration tests on a fresh lab fleet (real Docker, systemd, SSH)
-	LAB_FRESH=1 LAB_BOOKWORM=1 tests/lab/up.sh
-	pytest -p no:cacheprovider $(PYTEST_BOUNDS) -m "not fault and not bad_inputs and not soak" tests/integration
+integration: host collection ## Integration tests on a fresh lab fleet: two sets of hosts at once (pytest -n 2)
+	LAB_FRESH=1 LAB_BOOKWORM=2 LAB_HOSTS=6 tests/lab/up.sh
+	pytest -p no:cacheprovider $(PYTEST_BOUNDS) -n 2 --dist loadfile -m "not fault and not bad_inputs and not soak" tests/integration
 
 test-faults: host collection ## Faults injected, bad-input corpus, 2-cycle soak on the lab; prints the reliability table
-	LAB_BOOKWORM=1 tests/lab/up.sh
-	SOAK_CYCLES=2 pytest -p no:cacheprovider $(PYTEST_BOUNDS) -m "fault or bad_inputs or soak" tests/integration
+	LAB_BOOKWORM=2 LAB_HOSTS=6 tests/lab/up.sh
+	SOAK_CYCLES=2 pytest -p no:cacheprovider $(PYTEST_BOUNDS) -n 2 --dist loadfile -m "fault or bad_inputs or soak" tests/integration
 
 soak: host collection ## SOAK_CYCLES (default 20) host_reboot cycles over 3 lab hosts x 4 counters; records the figures
 	tests/lab/up.sh

@@ -11,7 +11,8 @@ import time
 import pytest
 import yaml
 
-from conftest import ROOT, ansible_adhoc, ansible_playbook, as_shipped, counts, lab_exec, on_hosts, ready, run, run_module, sh
+from conftest import (ROOT, ansible_adhoc, ansible_playbook, as_shipped, counts, lab_exec, lab_turn, on_hosts, ready, run,
+                      run_module, sh)
 
 MODULE = "fleet.checkpoint.docker_checkpoint"
 INFO = "fleet.checkpoint.docker_checkpoint_info"
@@ -99,8 +100,9 @@ def hosts(lab, trixie_hosts):
     experimental mode only; the bookworm host as shipped (neither). All made at once."""
     first, second, third = trixie_hosts[:3]
     bookworm = [host for host in lab if host not in trixie_hosts]
-    on_hosts(lambda action: action(), [lambda: ready((first, second)), lambda: experimental_only(third)]
-             + [lambda host=host: as_shipped(host) for host in bookworm])
+    with lab_turn():
+        on_hosts(lambda action: action(), [lambda: ready((first, second)), lambda: experimental_only(third)]
+                 + [lambda host=host: as_shipped(host) for host in bookworm])
     return first, second, third
 
 
