@@ -75,6 +75,8 @@ except (AttributeError, OSError):
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
+os.close(fd)
+os.write(1, b"done\n")  # every byte is in the FIFO: the sender's proof that the stream arrived whole
 """
 
 
@@ -213,6 +215,8 @@ class Sender:
             except OSError as exc:
                 self.proc.kill()
                 raise StreamError(f"reading the checkpoint to send failed: {exc}") from exc
+            # The relay's "done" (after "ready") says that every byte reached the receiver's FIFO.
+            answer = b"" if broken else cast(IO[bytes], self.proc.stdout).read()
             rc = self.proc.wait()
             self._reader.join(5)
         finally:
@@ -225,6 +229,8 @@ class Sender:
             if rc in (-9, 137) and time.monotonic() - begin >= timeout:
                 raise StreamError(f"the transfer did not finish within timeout={timeout}s")
             raise StreamError(f"sending over SSH failed (exit code {rc}): {detail or broken or 'no message'}")
+        if b"done\n" not in answer.splitlines(keepends=True):
+            raise StreamError(f"the target did not confirm that the stream arrived whole: {detail or 'no message'}")
         return {"bytes": sent, "seconds": round(time.monotonic() - begin, 3), "started_at": round(started_at, 3)}
 
 

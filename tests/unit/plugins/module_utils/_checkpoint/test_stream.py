@@ -276,7 +276,7 @@ def test_the_relay_waits_a_little_for_a_receiver_that_is_starting(tmp_path):
     late.start()
     proc = subprocess.run(relay(fifo, 10), input=b"", capture_output=True, check=False, timeout=30)
     late.join()
-    assert proc.returncode == 0 and proc.stdout == b"ready\n", proc.stderr
+    assert proc.returncode == 0 and proc.stdout == b"ready\ndone\n", proc.stderr
     readers[0].close()
 
 
@@ -287,3 +287,12 @@ def test_a_malformed_pax_header_is_refused(records):
     block = info.tobuf(tarfile.USTAR_FORMAT) + records + bytes(stream._padding(len(records)))  # pylint: disable=protected-access
     with pytest.raises(ArchiveError, match="damaged PAX header"):
         stream._next_member(io.BytesIO(block + bytes(1024)))  # pylint: disable=protected-access
+
+
+def test_a_relay_that_does_not_confirm_fails_the_send(checkpoint, tmp_path):
+    """The relay says "done" once every byte is in the FIFO: a far side that takes the stream and ends without it
+    (cut off, killed) is a failed send, even when its exit code says 0."""
+    cp, manifest = checkpoint
+    silent = [sys.executable, "-c", "import os, sys; os.write(1, b'ready\\n'); sys.stdin.buffer.read()"]
+    with pytest.raises(stream.StreamError, match="did not confirm"):
+        send(silent, str(cp), manifest, 60)
