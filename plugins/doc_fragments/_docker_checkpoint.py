@@ -109,12 +109,21 @@ options:
         the checkpoint existed already).
       - If sending fails, the checkpoint stays here (and the container stays stopped, as any checkpoint leaves it);
         the task fails saying so. Restore it here with O(state=restored).
+      - With O(send_to.via=relay), for hosts that cannot reach each other, it dials nothing - it waits on a root-only
+        Unix socket C(<directory>/<container>-<name>.send) on this host for the controller's relay
+        (M(fleet.checkpoint.stream_relay)), which carries the stream into the restore waiting on the target; one
+        container at a time with O(parallel=1).
     type: dict
     suboptions:
-      host:
-        description: The target's address (name or IP) as this host reaches it.
+      via:
+        description:
+          - V(ssh) logs in to O(send_to.host) from this host; V(relay) waits for the controller's relay to connect.
         type: str
-        required: true
+        choices: [ssh, relay]
+        default: ssh
+      host:
+        description: The target's address (name or IP) as this host reaches it. Required with O(send_to.via=ssh).
+        type: str
       user:
         description: The SSH user on the target (it must be able to write to O(send_to.directory), so root).
         type: str
@@ -124,9 +133,17 @@ options:
         type: int
         default: 22
       directory:
-        description: The directory given as O(archive_dir) to the waiting restore on the target.
+        description:
+          - The directory given as O(archive_dir) to the waiting restore on the target.
+          - With O(send_to.via=relay), the directory on this host where the sender's socket is made (root-only).
         type: path
         required: true
+      ready_timeout:
+        description:
+          - Seconds to wait for the target's restore to answer that it waits (with O(send_to.via=relay), for the
+            relay to connect too), before the container is touched.
+        type: int
+        default: 30
       known_hosts_file:
         description:
           - A known_hosts file holding the target's host key; the connection is refused when the key differs. Without

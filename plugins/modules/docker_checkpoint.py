@@ -435,55 +435,11 @@ results:
       sample: {"checkpoint": "move", "method": "containerd", "size": 268935168, "versions": {"criu": "4.2.1"}}
 """
 
-from typing import Any
-
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import runner
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.argument_spec import argument_spec
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.options import MUTUALLY_EXCLUSIVE
-from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.common_args import docker_host_argument_spec
-
-
-def argument_spec() -> dict[str, Any]:
-    """The module's options (docker_host and api_timeout shared with the other Docker modules)."""
-    return dict(
-        name=dict(type="str"),
-        state=dict(type="str", default="present", choices=["present", "absent", "restored", "exported", "imported"]),
-        container=dict(type="str"),
-        containers=dict(type="list", elements="str"),
-        all_running=dict(type="bool"),
-        filters=dict(type="dict"),
-        exclude=dict(type="list", elements="str", default=[]),
-        leave_running=dict(type="bool", default=False),
-        force=dict(type="bool", default=False),
-        method=dict(type="str", default="auto", choices=["auto", "api", "containerd"]),
-        target=dict(type="str"),
-        archive_path=dict(type="path"),
-        archive_dir=dict(type="path"),
-        compression=dict(type="str", default="zstd", choices=["zstd", "gzip", "none"]),
-        encryption_key=dict(type="str", no_log=True),
-        encryption_key_file=dict(type="path", no_log=False),
-        keep_last=dict(type="int"),
-        max_age=dict(type="str"),
-        verify=dict(type="bool", default=True),
-        parallel=dict(type="int"),
-        timeout=dict(type="int", default=600),
-        manifest_path=dict(type="path"),
-        lock_timeout=dict(type="int", default=300),
-        create=dict(type="bool", default=False),
-        send_to=dict(type="dict", options=dict(
-            host=dict(type="str", required=True),
-            user=dict(type="str", default="root"),
-            port=dict(type="int", default=22),
-            directory=dict(type="path", required=True),
-            known_hosts_file=dict(type="path"),
-            identity_file=dict(type="path"),
-            python=dict(type="str", default="python3"),
-        )),
-        receive_timeout=dict(type="int"),
-        fallback=dict(type="str", default="fail", choices=["cold_start", "leave_stopped", "fail"]),
-        **docker_host_argument_spec(),
-    )
 
 
 def main() -> None:

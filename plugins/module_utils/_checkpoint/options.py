@@ -134,9 +134,15 @@ def stream_option_errors(params: Mapping[str, Any]) -> list[str]:
             errors.append("send_to is used only with state=present (it sends the checkpoint made or found)")
         if not os.path.isabs(send_to["directory"] or ""):
             errors.append(f"send_to.directory must be an absolute path on the target, not {send_to['directory']!r}")
+        if send_to.get("ready_timeout") is not None and send_to["ready_timeout"] < 1:
+            errors.append(f"send_to.ready_timeout must be 1 second or more, not {send_to['ready_timeout']}")
         if not 0 < send_to["port"] < 65536:
             errors.append(f"send_to.port must be 1-65535, not {send_to['port']}")
-        if not (send_to["host"] or "").strip() or (send_to["host"] or "").startswith("-") \
+        if send_to.get("via", "ssh") == "relay":
+            if send_to["host"] is not None:
+                errors.append("send_to.host is for via=ssh: with via=relay the controller's relay "
+                              "(fleet.checkpoint.stream_relay) connects to this host, nothing is dialled from here")
+        elif not (send_to["host"] or "").strip() or (send_to["host"] or "").startswith("-") \
                 or any(c.isspace() or c == "@" for c in send_to["host"]):
             errors.append(f"send_to.host {send_to['host']!r} is not a host name or address")
         if not (send_to["user"] or "") or send_to["user"].startswith("-") \

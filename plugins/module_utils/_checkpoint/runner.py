@@ -190,7 +190,7 @@ def _prepare(module: Module, name: str, manifest: dict[str, Any] | None) -> tupl
         if state in ("present", "restored"):
             versions["criu"] = criu_preflight(run_command, module.get_bin_path("criu"), works=state == "present",
                                               record=not module.check_mode)
-        if params["send_to"] and not module.get_bin_path("ssh"):
+        if params["send_to"] and params["send_to"].get("via") != "relay" and not module.get_bin_path("ssh"):
             raise PreflightError("send_to needs the ssh client on this host: install the openssh-client package")
         if state == "exported" and params["compression"] == "zstd" and not module.get_bin_path("zstd"):
             raise PreflightError("compression=zstd needs the zstd command on the managed host: install the zstd "

@@ -8,38 +8,55 @@ see its restore waiting before the container is touched, make the checkpoint (du
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, Union
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import container
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import dump
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import relayed_send
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import store
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import stream
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import HostContext, Result
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.errors import OpError, carrying
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.export import portable_manifest
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.files import ArchiveError, file_inventory
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host.private_files import ensure_private_dir
 
-SendTo = Mapping[str, Any]  # the module's send_to: host, user, port, directory, known_hosts_file, identity_file, python
+SendTo = Mapping[str, Any]  # the module's send_to: via, host, user, port, directory, known_hosts_file, ... ready_timeout
+Sender = Union[stream.Sender, relayed_send.SocketSender]
+
+
+def _relayed(send_to: SendTo) -> bool:
+    return send_to.get("via") == "relay"
 
 
 def _remote(send_to: SendTo, container_name: str, name: str) -> tuple[str, str]:
-    """The FIFO's path on the target, and user@host:path in words."""
+    """The FIFO's path on the target (the socket's path here with via=relay), and where it goes in words."""
+    if _relayed(send_to):
+        local = os.path.join(send_to["directory"], relayed_send.socket_name(container_name, name))
+        return local, f"the controller's relay (at {local})"
     remote = os.path.join(send_to["directory"], stream.stream_name(container_name, name))
     return remote, f"{send_to.get('user') or 'root'}@{send_to['host']}:{remote}"
 
 
-def connect(send_to: SendTo, result: Result, name: str, made: bool = False) -> stream.Sender:
-    """Connect to the target and wait until its restore is seen waiting (before the dump: a target that is not ready
-    stops the operation with nothing changed)."""
-    remote, where = _remote(send_to, result["container"], name)
+def connect(send_to: SendTo, result: Result, name: str, made: bool = False) -> Sender:
+    """Connect to the target (or wait for the controller's relay to connect here) and wait until its restore is seen
+    waiting (before the dump: a target that is not ready stops the operation with nothing changed)."""
+    path, where = _remote(send_to, result["container"], name)
+    sender: Sender
     try:
-        sender = stream.Sender(stream.ssh_argv(send_to, remote))
-        sender.wait_ready(30)
-    except stream.StreamError as exc:
+        if _relayed(send_to):
+            ensure_private_dir(send_to["directory"])
+            sender = relayed_send.SocketSender(path)
+        else:
+            sender = stream.Sender(stream.ssh_argv(send_to, path))
+        sender.wait_ready(send_to.get("ready_timeout") or 30)
+    except (stream.StreamError, OSError) as exc:
         raise OpError(f"{where} is not ready to receive {name!r} of {result['container']}, so "
                       + ("it was not sent" if made else "nothing was checkpointed and the container was not touched")
                       + f": {str(exc).rstrip('.')}. Start the receiving restore there first (state=restored with "
-                      "receive_timeout), and check that this host can log in to it over SSH") from exc
+                      "receive_timeout), and "
+                      + ("then the controller's relay (fleet.checkpoint.stream_relay)" if _relayed(send_to)
+                         else "check that this host can log in to it over SSH")) from exc
     return sender
 
 
@@ -62,7 +79,7 @@ def present_and_send(ctx: HostContext, ref: str, opts: dump.DumpOptions, send_to
 
 
 def send_checkpoint(ctx: HostContext, result: Result, name: str, send_to: SendTo, timeout: int,
-                    sender: stream.Sender | None = None) -> None:
+                    sender: Sender | None = None) -> None:
     """Send the checkpoint that state=present just made (or found) to send_to; fills result['sent']."""
     where = _remote(send_to, result["container"], name)[1]
     if result["action"] == "unchanged" and container.is_running(ctx, container.inspect(ctx, result["id"])):

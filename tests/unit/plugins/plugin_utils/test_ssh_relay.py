@@ -1,0 +1,48 @@
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""How the controller's relay logs in to each host, from the host's Ansible variables."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from ansible_collections.fleet.checkpoint.plugins.plugin_utils import _ssh_relay as ssh_relay
+
+
+def test_a_lab_host_logs_in_as_ansible_does():
+    host = ssh_relay.login("fleet-lab-1", {
+        "ansible_host": "127.0.0.1", "ansible_port": 2221, "ansible_user": "root",
+        "ansible_ssh_private_key_file": "/var/lib/fleet-lab/ssh/id_ed25519",
+        "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"})
+    argv = ssh_relay.ssh_argv(host, ["python3", "-c", "print('a b')", "/x y"])
+    assert argv[:1] == ["ssh"] and "BatchMode=yes" in argv
+    assert argv[argv.index("-p") + 1] == "2221" and argv[argv.index("-l") + 1] == "root"
+    assert argv[argv.index("-i") + 1] == "/var/lib/fleet-lab/ssh/id_ed25519"
+    assert "StrictHostKeyChecking=no" in argv
+    assert argv[-3:-1] == ["--", "127.0.0.1"]
+    assert shlex.split(argv[-1]) == ["python3", "-c", "print('a b')", "/x y"]
+
+
+def test_the_play_defaults_fill_in_and_sudo_makes_root():
+    host = ssh_relay.login("web-2", {}, remote_user="deploy", private_key_file="/keys/awx",
+                           host_key_checking=False)
+    argv = ssh_relay.ssh_argv(host, ["docker", "load"])
+    assert argv[-2] == "web-2" and argv[argv.index("-l") + 1] == "deploy" and "-p" not in argv
+    assert argv[argv.index("-i") + 1] == "/keys/awx" and "UserKnownHostsFile=/dev/null" in argv
+    assert shlex.split(argv[-1]) == ["sudo", "-n", "--", "docker", "load"]
+    agent = ssh_relay.ssh_argv(ssh_relay.login("web-3", {}), ["true"])
+    assert "-l" not in agent and "-i" not in agent and shlex.split(agent[-1]) == ["true"]
+
+
+@pytest.mark.parametrize("hostvars, words", [
+    ({"ansible_connection": "community.docker.docker"}, "needs SSH"),
+    ({"ansible_password": "x"}, "password"),
+    ({"ansible_user": "deploy", "ansible_become_method": "su"}, "sudo"),
+])
+def test_logins_the_relay_cannot_make_are_refused(hostvars, words):
+    with pytest.raises(ssh_relay.RelayError, match=words):
+        ssh_relay.login("web-1", hostvars)
