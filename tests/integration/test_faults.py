@@ -430,15 +430,17 @@ def test_a_target_lost_mid_transfer_leaves_the_container_running_on_the_source(f
     source, target = fleet[0], fleet[1]
     clean(source)
     clean(target)
-    start(source, "mover")
+    start(source, "mover", command=["memhog", "512"])  # a stream of 512 MiB: time to cut it halfway
     wait_counting(source, ["mover"])
     stop_sshd = threading.Event()
 
     def cut_the_target_off():
-        # Once the export is written on the source (the container is frozen), the target's SSH goes away.
+        # Once the checkpoint's memory is arriving on the target (the container is frozen), the target's SSH goes
+        # away: the relayed stream breaks mid-transfer.
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            if sh(source, "ls /var/lib/fleet-checkpoint/migrate/*.tar.zst", check=False).returncode == 0:
+            if sh(target, "ls /var/lib/docker/containers/*/checkpoints/.*.fleet-import/pages-*",
+                  check=False).returncode == 0:
                 sh(target, "systemctl stop ssh.service; pkill -9 sshd-session; true")
                 stop_sshd.set()
                 return
@@ -470,16 +472,17 @@ def test_a_target_out_of_disk_leaves_the_container_running_on_the_source(fleet):
     source, target = fleet[0], fleet[2]
     clean(source)
     clean(target)
-    start(source, "mover")
+    start(source, "mover", command=["memhog", "64"])
     wait_counting(source, ["mover"])
-    sh(target, "mkdir -p /var/lib/fleet-checkpoint/migrate && "
-               "mount -t tmpfs -o size=64k,mode=0700 tmpfs /var/lib/fleet-checkpoint/migrate")
+    # The filesystem that receives the checkpoint (Docker's containers directory) holds 4 MiB: the stream of a 64 MiB
+    # checkpoint fills it halfway (the free-space check looks at Docker's root directory, which has room).
+    sh(target, "mount -t tmpfs -o size=4m,mode=0710 tmpfs /var/lib/docker/containers")
     leftovers = controller_dirs()
     try:
         last = counts(source, "mover")[-1]
         rc, output = migrate(source, target, "mover")
     finally:
-        sh(target, "umount /var/lib/fleet-checkpoint/migrate; true")
+        sh(target, "umount /var/lib/docker/containers; true")
     assert rc != 0
     report = json.dumps(output)
     assert "NOT moved" in report and "No space left on device" in report, all_failed_messages(output)

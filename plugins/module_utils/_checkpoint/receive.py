@@ -108,10 +108,15 @@ def _drop_created(ctx: HostContext, place: dict[str, Any]) -> bool:
     return True
 
 
+_MADE_DIRS: set[str] = set()  # the FIFOs' directories this run made (removed again when the last FIFO goes)
+
+
 def receive(ctx: HostContext, ref: str, opts: ReceiveOptions) -> Received:
     """Wait for the stream of checkpoint opts.name for container `ref`, create the container from the stream's
     manifest if needed (create=true), unpack and check the checkpoint beside its final place and install it."""
     fifo_path = os.path.join(opts.directory, stream.stream_name(ref, opts.name))
+    if not os.path.isdir(opts.directory):
+        _MADE_DIRS.add(opts.directory)
     private_files.ensure_private_dir(opts.directory)
     begin = time.monotonic()
     place: dict[str, Any] = {}
@@ -158,6 +163,11 @@ def receive(ctx: HostContext, ref: str, opts: ReceiveOptions) -> Received:
         done = True
     finally:
         reader.close()
+        if opts.directory in _MADE_DIRS:
+            try:
+                os.rmdir(opts.directory)  # made for this run's FIFOs: gone with the last of them
+            except OSError:
+                pass
         if place.get("tmp"):
             shutil.rmtree(place["tmp"], ignore_errors=True)
             if place.get("created_parent") and not done:

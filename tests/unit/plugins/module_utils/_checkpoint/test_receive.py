@@ -98,7 +98,7 @@ def test_a_whole_stream_is_installed_root_only_with_its_metadata(tmp_path, sent,
         (cp / "pages-1.img").read_bytes()
     assert store.read_metadata(path)["files"] == file_inventory(str(cp))
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
-    assert os.listdir(tmp_path / "in") == []  # the FIFO is gone
+    assert not (tmp_path / "in").exists()  # the FIFO is gone, and the directory made for it
     assert not [name for name in os.listdir(os.path.dirname(path)) if name.startswith(".")]
 
 
@@ -111,7 +111,7 @@ def test_a_cut_stream_removes_the_container_it_created_and_every_file(tmp_path, 
     writer.join(30)
     assert len(created) == 1 and ops.api.deleted == [(f"/containers/{CID}", {"force": 1})]
     assert not os.path.exists(tmp_path / "docker" / "containers" / CID / "checkpoints")
-    assert os.listdir(tmp_path / "in") == []
+    assert not (tmp_path / "in").exists()  # made for the FIFO, removed with it
 
 
 def test_another_checkpoint_is_refused_before_any_container_is_made(tmp_path, sent, make_ops):
@@ -129,4 +129,16 @@ def test_nothing_arriving_ends_the_wait_with_nothing_made(tmp_path, make_ops):
     ops.opts = receive.ReceiveOptions("move", ops.opts.directory, 1, create=True)
     with pytest.raises(OpError, match="nothing arrived .* within 1s"):
         ops.receive("web")
-    assert created == [] and os.listdir(tmp_path / "in") == []
+    assert created == [] and not (tmp_path / "in").exists()
+
+
+def test_a_directory_that_was_there_before_stays(tmp_path, sent, make_ops):
+    """Only the directory a receive made for its FIFO is removed with it; an existing archive_dir stays as it was."""
+    cp, data = sent
+    (tmp_path / "in").mkdir(mode=0o700)
+    (tmp_path / "in" / "keep").write_bytes(b"mine")
+    ops = make_ops(tmp_path)[0]
+    writer = feed(str(tmp_path / "in" / "web-move.stream"), data)
+    ops.receive("web")
+    writer.join(30)
+    assert os.listdir(tmp_path / "in") == ["keep"]
