@@ -18,9 +18,12 @@ ONE_CONTAINER = ("dump.criu", "restore.criu", "dump.docker", "restore.docker", "
 OTHERS = ("many.cli-dump", "many.cli-restore", "many.module-dump", "many.module-restore", "overhead.cli-host",
           "overhead.cli-task", "overhead.module-api-task", "overhead.module-auto-task", "fleet.checkpoint",
           "fleet.reboot", "fleet.restore", "fleet.total", "migrate.dump", "migrate.transfer", "migrate.restore",
-          "migrate.downtime", "transfer.ours", "transfer.copy", "transfer.plain")
+          "migrate.downtime", "transfer.ours", "transfer.copy", "transfer.plain", "migrate-controller.dump",
+          "migrate-controller.transfer", "migrate-controller.restore", "migrate-controller.downtime",
+          "transfer.controller", "transfer.plain-relay", "relay.peak-rss")
 PAIRED = tuple(f"paired.{step}-{tool}" for step in ("dump", "restore") for tool in ("criu", "podman", "module"))
 TARGETED = ("many_vs_cli_loop", "small_module_vs_command_task", "migrate_overhead_share", "transfer_vs_plain_copy",
+            "controller_vs_direct_downtime", "controller_transfer_vs_plain_relay",
             "fast_vs_criu_dump_paired", "fast_vs_podman_dump_paired", "restore_vs_podman_paired")
 
 

@@ -335,54 +335,112 @@ def migrate_rows(tasks):
     return sent, received
 
 
+def lab_ssh(host):
+    """The controller's ssh command line for a lab host (as the inventory logs in)."""
+    port = None
+
+    def walk(group):
+        nonlocal port
+        for name, hostvars in (group.get("hosts") or {}).items():
+            if name == host:
+                port = (hostvars or {}).get("ansible_port")
+        for child in (group.get("children") or {}).values():
+            walk(child or {})
+
+    walk(yaml.safe_load(INVENTORY.read_text())["all"])
+    return ["ssh", "-p", str(port), "-i", SSH_KEY, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "root@127.0.0.1"]
+
+
+def plain_relay(source, target, size):
+    """The controller-path baseline: `ssh source cat FILE | ssh target 'cat > FILE'` of SIZE random bytes, seconds."""
+    path = "/var/tmp/fleet-bench-relay"
+    run(["docker", "exec", source, "sh", "-c", f"head -c {size} /dev/urandom > {path}"])
+    begin = time.monotonic()
+    sender = subprocess.Popen(lab_ssh(source) + [f"cat {path}"], stdout=subprocess.PIPE)
+    receiver = subprocess.run(lab_ssh(target) + [f"cat > {path}"], stdin=sender.stdout, check=False, timeout=1800)
+    sender.stdout.close()
+    sender.wait()
+    seconds = time.monotonic() - begin
+    for host in (source, target):
+        run(["docker", "exec", host, "rm", "-f", path], check=False)
+    if sender.returncode or receiver.returncode:
+        raise SystemExit(f"the plain relay failed ({sender.returncode}, {receiver.returncode})")
+    return seconds
+
+
 def case_migrate(results, hostnames, cfg):
-    """migrate.yml source -> target over the direct path (streamed); a fresh workload each run."""
+    """migrate.yml source -> target over the direct path and through the controller (streamed both ways), in
+    alternating order; a fresh workload each run. Baselines of the same run: scp from host to host, and
+    ssh | ssh through the controller."""
     source, target = hostnames[1], hostnames[0]
     mib = cfg["migrate_mib"]
     address = run(["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", target]
                   ).stdout.strip()
     run(["docker", "cp", SSH_KEY, f"{source}:/root/.ssh/id_ed25519"])
     run(["docker", "exec", source, "chmod", "600", "/root/.ssh/id_ed25519"])
-    parts = {"dump": [], "transfer": [], "restore": [], "overhead": [], "downtime": []}
-    copy, moved, copied = [], [], []
+    parts = {path: {"dump": [], "transfer": [], "restore": [], "overhead": [], "downtime": []}
+             for path in ("direct", "controller")}
+    copy, moved, copied, relayed, plain, peak = [], [], [], [], [], []
     try:
         for rep in range(cfg["migrate_reps"]):
-            log(f"migrate.yml {mib} MiB, run {rep + 1}")
-            for host in (source, target):
-                onhost(host, "workload", "remove", 1, mib, "bench-move")
-            name = onhost(source, "workload", "start", 1, mib, "bench-move")["info"]["containers"][0]
-            events = playbook(ROOT / "playbooks" / "migrate.yml", {
-                "fleet_checkpoint_migrate_source": source, "fleet_checkpoint_migrate_target": target,
-                "fleet_checkpoint_migrate_containers": [name], "fleet_checkpoint_migrate_transfer": "direct",
-                "fleet_checkpoint_migrate_target_address": address})
-            sent, received = migrate_rows(tasks_of(events))
-            # Downtime: from the freeze (the dump begins on the source) to the container running on the target, both
-            # stamped by the modules themselves (the lab hosts share one clock).
-            downtime = received["resumed_at"] - sent["dump_started_at"]
-            transfer = received["received"]["finished_at"] - sent["sent"]["started_at"]
-            split = {"dump": sent["duration"], "transfer": transfer, "restore": received["restore_call_seconds"]}
-            split["overhead"] = downtime - sum(split.values())
-            split["downtime"] = downtime
-            for key, value in split.items():
-                parts[key].append(value)
-            size = sent["sent"]["bytes"]
-            moved.append(size / transfer)
-            copied.append(size / sent["sent"]["seconds"])
-            out = onhost(source, "copy-random", size, address, 1)
-            copy.extend(size / s for s in out["samples"]["copy"])
+            for path in (("direct", "controller") if rep % 2 == 0 else ("controller", "direct")):
+                log(f"migrate.yml {mib} MiB, {path} path, run {rep + 1}")
+                for host in (source, target):
+                    onhost(host, "workload", "remove", 1, mib, "bench-move")
+                name = onhost(source, "workload", "start", 1, mib, "bench-move")["info"]["containers"][0]
+                extra = {"fleet_checkpoint_migrate_transfer": "direct",
+                         "fleet_checkpoint_migrate_target_address": address} if path == "direct" else {
+                    "fleet_checkpoint_migrate_transfer": "controller"}
+                events = playbook(ROOT / "playbooks" / "migrate.yml", {
+                    "fleet_checkpoint_migrate_source": source, "fleet_checkpoint_migrate_target": target,
+                    "fleet_checkpoint_migrate_containers": [name], **extra})
+                tasks = tasks_of(events)
+                sent, received = migrate_rows(tasks)
+                # Downtime: from the freeze (the dump begins on the source) to the container running on the target,
+                # both stamped by the modules themselves (the lab hosts share one clock).
+                downtime = received["resumed_at"] - sent["dump_started_at"]
+                transfer = received["received"]["finished_at"] - sent["sent"]["started_at"]
+                split = {"dump": sent["duration"], "transfer": transfer, "restore": received["restore_call_seconds"]}
+                split["overhead"] = downtime - sum(split.values())
+                split["downtime"] = downtime
+                for key, value in split.items():
+                    parts[path][key].append(value)
+                size = sent["sent"]["bytes"]
+                if path == "direct":
+                    moved.append(size / transfer)
+                    copied.append(size / sent["sent"]["seconds"])
+                    out = onhost(source, "copy-random", size, address, 1)
+                    copy.extend(size / s for s in out["samples"]["copy"])
+                else:
+                    relayed.append(size / transfer)
+                    peak.extend(max(row["peak_rss"].values()) / 1e6 for task in tasks for row in rows(task)
+                                if "peak_rss" in row)
+                    plain.append(size / plain_relay(source, target, size))
     finally:
         for host in (source, target):
             onhost(host, "workload", "remove", 1, mib, "bench-move")
         run(["docker", "exec", source, "rm", "-f", "/root/.ssh/id_ed25519"], check=False)
-    for key, values in parts.items():
-        results.add(f"migrate.{key}", "migrate", f"migrate.yml: {key}", values, mib)
+    for path, prefix in (("direct", "migrate"), ("controller", "migrate-controller")):
+        for key, values in parts[path].items():
+            results.add(f"{prefix}.{key}", prefix, f"migrate.yml ({path} path): {key}", values, mib)
     results.add("transfer.ours", "transfer", "migration transfer (send to checked and in place on the target), MB/s",
                 [m / 1e6 for m in moved], mib, unit="MB/s")
     results.add("transfer.copy", "transfer", "migration's sending side alone (ssh stream until the last byte is in), MB/s",
                 [c / 1e6 for c in copied], mib, unit="MB/s")
     results.add("transfer.plain", "transfer", "plain scp of as many random bytes, same hosts, MB/s",
                 [c / 1e6 for c in copy], mib, unit="MB/s")
-    results.splits["migrate"] = median_run(parts, "downtime", f"migrate.yml downtime, 1 container x {mib} MiB")
+    results.add("transfer.controller", "transfer", "migration transfer through the controller's relay (sent, checked, "
+                "in place), MB/s", [r / 1e6 for r in relayed], mib, unit="MB/s")
+    results.add("transfer.plain-relay", "transfer", "plain `ssh source cat | ssh target 'cat >'` through the controller, "
+                "as many random bytes, MB/s", [p / 1e6 for p in plain], mib, unit="MB/s")
+    results.add("relay.peak-rss", "transfer", "controller relay's peak RSS (its process or an ssh client, the larger), "
+                "MB", peak, mib, unit="MB")
+    results.splits["migrate"] = median_run(parts["direct"], "downtime",
+                                           f"migrate.yml downtime, direct path, 1 container x {mib} MiB")
+    results.splits["migrate-controller"] = median_run(parts["controller"], "downtime",
+                                                      f"migrate.yml downtime, through the controller, 1 container x "
+                                                      f"{mib} MiB")
 
 
 # -- ratios and targets ------------------------------------------------------------------------------------------------
@@ -462,6 +520,10 @@ def ratios(results, cfg):
           "plain copy throughput", "transfer.ours", "transfer.plain", ">= 0.7")
     ratio(results, "copy_step_vs_plain_copy", "migration's sending side alone / plain copy throughput",
           "transfer.copy", "transfer.plain")
+    ratio(results, "controller_vs_direct_downtime", "migration downtime through the controller / direct path",
+          "migrate-controller.downtime", "migrate.downtime", "<= 1.3")
+    ratio(results, "controller_transfer_vs_plain_relay", "migration transfer through the controller / plain ssh | ssh "
+          "relay throughput", "transfer.controller", "transfer.plain-relay", ">= 0.7")
 
 
 def main():

@@ -26,7 +26,7 @@ description: Writes one JSON object per task start and per host result to the fi
 KEPT = ("changed", "failed", "delta", "start", "end", "rc", "msg")
 KEPT_ROW = ("container", "action", "method", "size", "duration", "dump_call_seconds", "restore_call_seconds",
             "containerd_client", "restore_path", "import_seconds", "failed", "msg", "archive", "dump_seconds",
-            "restore_seconds", "dump_started_at", "resumed_at", "sent", "received")
+            "restore_seconds", "dump_started_at", "resumed_at", "sent", "received", "bytes", "seconds", "peak_rss")
 
 
 class CallbackModule(CallbackBase):
