@@ -13,6 +13,7 @@ goes back to the source (the stream's "ready" and "done"). Used by the fleet.che
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import resource
 import shlex
@@ -23,6 +24,12 @@ from collections.abc import Mapping, Sequence
 from typing import IO, Any, cast
 
 CHUNK = 1024 * 1024
+# OpenSSH's default ciphers, AES-GCM first: every byte is encrypted twice on this path (source to controller,
+# controller to target), and with AES instructions AES-GCM costs less CPU than ChaCha20 (about +25% throughput
+# through the relay on the lab). The host's own ansible_ssh_common_args/extra_args take precedence.
+CIPHERS = ("aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,"
+           "aes128-ctr,aes192-ctr,aes256-ctr")
+_F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux), named in the fcntl module only from Python 3.10
 TAIL = 8192  # bytes of each side's stderr kept for the report
 
 
@@ -70,15 +77,16 @@ def login(name: str, hostvars: Mapping[str, Any], remote_user: str | None = None
 
 def ssh_argv(host: Mapping[str, Any], remote: Sequence[str]) -> list[str]:
     """The ssh command line that runs `remote` (an argv) as root on `host` (a login())."""
-    argv = [host["ssh"], "-x", "-a", "-T", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
-            "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]
+    # The host's own SSH arguments first: for an option given twice, ssh takes the first value, so theirs win.
+    argv = [host["ssh"]] + list(host.get("args") or []) + [
+        "-x", "-a", "-T", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=15",
+        "-o", "ServerAliveCountMax=4", "-o", f"Ciphers={CIPHERS}"]
     if host.get("port"):
         argv += ["-p", str(host["port"])]
     if host.get("private_key_file"):
         argv += ["-i", os.path.expanduser(str(host["private_key_file"]))]
     if host.get("user"):
         argv += ["-l", str(host["user"])]
-    argv += list(host.get("args") or [])
     command = (["sudo", "-n", "--"] if host.get("sudo") else []) + list(remote)
     return argv + ["--", str(host["host"]), " ".join(shlex.quote(part) for part in command)]
 
@@ -142,6 +150,11 @@ def run(source_argv: Sequence[str], target_argv: Sequence[str], timeout: float,
         raise
     src_in, src_out = cast(IO[bytes], src.stdin), cast(IO[bytes], src.stdout)
     dst_in, dst_out = cast(IO[bytes], dst.stdin), cast(IO[bytes], dst.stdout)
+    for pipe in (src_out, dst_in):  # 1 MiB pipes on the stream's way: fewer wake-ups of the ssh clients and the pump
+        try:
+            fcntl.fcntl(pipe.fileno(), _F_SETPIPE_SZ, CHUNK)
+        except OSError:
+            pass
     answers: list[bytes] = []
     threads = [
         threading.Thread(target=_pump, args=(os.dup(src_out.fileno()), os.dup(dst_in.fileno()), forward)),

@@ -46,3 +46,10 @@ def test_the_play_defaults_fill_in_and_sudo_makes_root():
 def test_logins_the_relay_cannot_make_are_refused(hostvars, words):
     with pytest.raises(ssh_relay.RelayError, match=words):
         ssh_relay.login("web-1", hostvars)
+
+
+def test_the_hosts_own_ssh_options_come_first_so_that_they_win():
+    host = ssh_relay.login("web-1", {"ansible_ssh_common_args": "-o Ciphers=aes256-ctr -o ProxyJump=bastion"})
+    argv = ssh_relay.ssh_argv(host, ["true"])
+    ours = argv.index(f"Ciphers={ssh_relay.CIPHERS}")
+    assert argv.index("Ciphers=aes256-ctr") < ours and "ProxyJump=bastion" in argv
