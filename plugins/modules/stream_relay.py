@@ -144,7 +144,8 @@ seconds:
 peak_rss:
   description:
     - Peak memory (resident set, bytes) on the controller of the relay's own process (C(relay), an Ansible worker)
-      and of its largest SSH client (C(ssh)).
+      and of its largest SSH client (C(ssh); as the kernel counts it, this includes the worker's own memory in the
+      instant between fork and exec, so it is never below C(relay)).
   type: dict
   returned: success
   sample: {"relay": 61440000, "ssh": 9437184}
