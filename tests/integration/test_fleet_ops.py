@@ -220,7 +220,7 @@ class PeakRss:
             for host in self.hosts:
                 out = lab_exec(host, "ps", "-eo", "rss=,comm=", check=False).stdout
                 for line in out.splitlines():
-                    rss, _, comm = line.strip().partition(" ")
+                    rss, comm = (line.split(None, 1) + [""])[:2]
                     key = (host, comm.strip())
                     self.peak[key] = max(self.peak.get(key, 0), int(rss) * 1024)
             time.sleep(0.3)
