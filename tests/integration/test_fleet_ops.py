@@ -139,6 +139,80 @@ def test_restore_falls_back_to_a_cold_start_and_says_so(fleet):
     assert policies(host)["always"] == "always:0"
 
 
+BROKEN_CRIU = '#!/bin/sh\n[ "$1" = swrk ] && { echo "fleet-lab: restore broken on purpose" >&2; exit 1; }\nexec "$0.real" "$@"\n'
+
+
+def restores_fail(host):
+    """CRIU that passes every pre-flight (version, check, cpuinfo) but fails what runc asks of it (swrk: the
+    restore): a target whose restore breaks after the container was created from the stream."""
+    sh(host, f'criu=$(command -v criu) && mv "$criu" "$criu.real" && cat > "$criu" <<\'EOF\'\n{BROKEN_CRIU}EOF\n'
+             'chmod 755 "$criu"')
+
+
+def restores_work(host):
+    sh(host, 'criu=$(command -v criu) && [ -e "$criu.real" ] && mv "$criu.real" "$criu"; true')
+
+
+OLD_CRIU = ('#!/bin/sh\ncase "$1" in\n  --version) echo "Version: 4.0"; exit 0 ;;\n'
+            '  cpuinfo) [ "$2" = check ] && { echo "Error (criu/cpu.c): cpu feature avx512f missing" >&2; exit 1; } ;;\n'
+            'esac\nexec "$0.real" "$@"\n')
+
+
+def test_migrate_preflight_names_every_problem_of_both_hosts_and_touches_nothing(fleet):
+    """Ten kinds of refusal, before anything stops: each named in one message, the containers untouched on the
+    source, nothing made on the target, both run locks given back."""
+    source, target = fleet[0], fleet[1]
+    for host in (source, target):
+        lab_exec(host, "docker", "rm", "-f", "pf-web", "pf-rm", "pf-port", check=False)
+        lab_exec(host, "docker", "network", "rm", "pfnet", check=False)
+        sh(host, "rm -rf /srv/pf-data")
+    lab_exec(source, "docker", "network", "create", "pfnet")
+    sh(source, "mkdir -p /srv/pf-data")
+    lab_exec(source, "docker", "run", "-d", "--name", "pf-web", "--network", "pfnet", "-p", "18080:8080",
+             "-v", "/srv/pf-data:/data", "-e", "COUNTER_INTERVAL=0.2", IMAGE)
+    lab_exec(source, "docker", "run", "-d", "--rm", "--name", "pf-rm", "-e", "COUNTER_INTERVAL=0.2", IMAGE)
+    lab_exec(target, "docker", "create", "--name", "pf-web", IMAGE)  # the name is taken there
+    lab_exec(target, "docker", "run", "-d", "--name", "pf-port", "-p", "18080:8080", IMAGE)  # and the port
+    pids = {name: lab_exec(source, "docker", "inspect", "-f", "{{.State.Pid}}", name).stdout for name in
+            ("pf-web", "pf-rm")}
+    target_before = lab_exec(target, "docker", "ps", "-a", "--format", "{{.ID}} {{.Names}} {{.State}}").stdout
+    criu = sh(target, "command -v criu").stdout.strip()
+
+    def migrate(containers):
+        rc, output = ansible_playbook(PLAYBOOKS / "migrate.yml", check=False, extra_vars={
+            "fleet_checkpoint_migrate_source": source, "fleet_checkpoint_migrate_target": target,
+            "fleet_checkpoint_migrate_containers": containers})
+        assert rc != 0
+        text = json.dumps(output)
+        assert "cannot move from" in text and "nothing was changed" in text, text[-3000:]
+        return text
+
+    try:
+        sh(target, f"chmod -x {criu}")  # no usable CRIU on the target
+        first = migrate(["pf-web", "pf-rm"])
+        sh(target, f"chmod +x {criu}")
+        # A CRIU older than the source's (and than this kernel needs), on a CPU that lacks what the source's has.
+        sh(target, f'mv {criu} {criu}.real && cat > {criu} <<\'EOF\'\n{OLD_CRIU}EOF\nchmod 755 {criu}')
+        second = migrate(["pf-web", "ghost"])
+    finally:
+        restores_work(target)
+        sh(target, f"chmod +x {criu}")
+    for fragment in ("--rm", "a container named pf-web already exists on the target",
+                     "18080/tcp, which is taken on the target", "network pfnet does not exist",
+                     "bind mount source /srv/pf-data does not exist", "CRIU is not installed on the target"):
+        assert fragment in first, (fragment, first[-3000:])
+    for fragment in ("ghost", "older than the source's", "is too old", "cpu feature avx512f missing"):
+        assert fragment in second, (fragment, second[-3000:])
+    assert {name: lab_exec(source, "docker", "inspect", "-f", "{{.State.Pid}}", name).stdout for name in
+            ("pf-web", "pf-rm")} == pids, "a container on the source was touched"
+    assert lab_exec(target, "docker", "ps", "-a", "--format", "{{.ID}} {{.Names}} {{.State}}").stdout == target_before
+    for host in (source, target):
+        assert sh(host, "test -e /var/lib/fleet-checkpoint/run.lock", check=False).returncode != 0, host
+        lab_exec(host, "docker", "rm", "-f", "pf-web", "pf-rm", "pf-port", check=False)
+        lab_exec(host, "docker", "network", "rm", "pfnet", check=False)
+        sh(host, "rm -rf /srv/pf-data")
+
+
 def test_migrate_moves_a_running_container_with_its_count(fleet):
     source, target = fleet[0], fleet[1]
     lab_exec(target, "docker", "rm", "-f", "mover", check=False)
@@ -288,14 +362,13 @@ def test_migrate_to_a_host_that_cannot_restore_leaves_it_running_on_the_source(f
     lab_exec(source, "docker", "rm", "-f", "stayer", check=False)
     lab_exec(source, "docker", "run", "-d", "--name", "stayer", "-e", "COUNTER_INTERVAL=0.2", IMAGE)
     time.sleep(2)
-    criu = sh(target, "command -v criu").stdout.strip()
-    sh(target, f"chmod -x {criu}")  # CRIU unusable on the target
+    restores_fail(target)  # CRIU answers the pre-flight on the target, then fails the restore
     try:
         rc = playbook_rc(PLAYBOOKS / "migrate.yml", check=False, extra_vars={
             "fleet_checkpoint_migrate_source": source, "fleet_checkpoint_migrate_target": target,
             "fleet_checkpoint_migrate_containers": ["stayer"]})
     finally:
-        sh(target, f"chmod +x {criu}")
+        restores_work(target)
     assert rc != 0, "a migration that did not happen must fail the run"
     assert lab_exec(source, "docker", "inspect", "-f", "{{.State.Running}}", "stayer").stdout.strip() == "true"
     numbers = counts(source, "stayer")
@@ -450,15 +523,14 @@ def test_a_streamed_migration_whose_target_cannot_restore_leaves_it_running_on_t
     lab_exec(source, "docker", "rm", "-f", "streamer", check=False)
     lab_exec(source, "docker", "run", "-d", "--name", "streamer", "-e", "COUNTER_INTERVAL=0.2", IMAGE)
     time.sleep(2)
-    criu = sh(target, "command -v criu").stdout.strip()
-    sh(target, f"chmod -x {criu}")
+    restores_fail(target)
     try:
         rc = playbook_rc(PLAYBOOKS / "migrate.yml", check=False, extra_vars={
             "fleet_checkpoint_migrate_source": source, "fleet_checkpoint_migrate_target": target,
             "fleet_checkpoint_migrate_containers": ["streamer"], "fleet_checkpoint_migrate_transfer": "direct",
             "fleet_checkpoint_migrate_target_address": address})
     finally:
-        sh(target, f"chmod +x {criu}")
+        restores_work(target)
         sh(source, "rm -f /root/.ssh/id_ed25519")
     assert rc != 0, "a migration that did not happen must fail the run"
     assert lab_exec(source, "docker", "inspect", "-f", "{{.State.Running}}", "streamer").stdout.strip() == "true"

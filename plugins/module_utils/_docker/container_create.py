@@ -113,6 +113,12 @@ def missing_prerequisites(api: DockerAPI, config: ContainerConfig, path_exists: 
     elif image.get("id") and found.get("Id") != image.get("id"):
         problems.append(f"image {image.get('reference')} here is {found.get('Id')}, the checkpoint was made from "
                         f"{image.get('id')}: load the same image")
+    return problems + missing_host_parts(api, config, path_exists)
+
+
+def missing_host_parts(api: DockerAPI, config: ContainerConfig, path_exists: PathExists) -> list[str]:
+    """The user networks and bind mount sources the container needs that this host lacks, as messages."""
+    problems: list[str] = []
     for name in config.get("networks") or {}:
         if name in DEFAULT_NETWORKS:
             continue

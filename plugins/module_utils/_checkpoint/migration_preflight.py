@@ -1,0 +1,227 @@
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""A migration's pre-flight on both hosts, before anything stops: every problem named at once, nothing changed.
+
+The source side (`plan`) describes what will move: each container's configuration as a manifest records it, its
+memory (the checkpoint's size, about), its image and the image's size, the source's CRIU, kernel and CPU (CRIU's
+`cpuinfo dump`). The target side (`target_problems`) checks that plan against the target: the commands the transfer
+path runs, the container names free, the published ports free, the user networks and bind-mount sources present,
+the free disk for the images it lacks and the checkpoints, Docker's experimental mode, CRIU present, as new as the
+source's and new enough for the kernel, and the CPU features the processes use (`criu cpuinfo check`).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.manifest import container_config
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.preflight import (
+    PreflightError,
+    check_criu,
+    check_experimental,
+)
+from ansible_collections.fleet.checkpoint.plugins.module_utils._criu.version import at_least, parse_criu_version
+from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPI, DockerAPIError
+from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.container_create import missing_host_parts
+
+Run = Callable[..., "tuple[int, str, str]"]
+Which = Callable[[str], "str | None"]
+MARGIN = 256 * 1024 * 1024  # free disk kept beyond the estimate (metadata, logs, the restore's own files)
+_LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp
+
+# The commands each side runs, by transfer path (the playbook's own steps and the stream's ends).
+COMMANDS = {
+    ("source", "direct"): ("docker", "ssh", "scp"),
+    ("source", "controller"): ("docker", "python3"),
+    ("target", "direct"): ("docker", "python3"),
+    ("target", "controller"): ("docker", "python3"),
+}
+
+
+def missing_commands(side: str, transfer: str, which: Which) -> list[str]:
+    """The commands this side of a `transfer` migration runs that this host lacks, as problems."""
+    return [f"the {command} command is missing on the {side} (the {transfer} path runs it there): install it"
+            for command in COMMANDS[(side, transfer)] if not which(command)]
+
+
+def _criu(run: Run, which: Which) -> tuple[str | None, str | None]:
+    """(CRIU's path, its version) on this host; (None, None) without CRIU."""
+    path = which("criu")
+    if not path:
+        return None, None
+    rc, out = run([path, "--version"])[:2]
+    return path, parse_criu_version(out) if rc == 0 else None
+
+
+def cpuinfo_dump(run: Run, criu_path: str | None) -> str | None:
+    """CRIU's record of this CPU's features (`criu cpuinfo dump`), base64; None when CRIU cannot say."""
+    if not criu_path:
+        return None
+    work = tempfile.mkdtemp(prefix="fleet-cpuinfo-")
+    try:
+        rc = run([criu_path, "cpuinfo", "dump", "-D", work])[0]
+        image = os.path.join(work, "cpuinfo.img")
+        if rc != 0 or not os.path.isfile(image):
+            return None
+        with open(image, "rb") as handle:
+            return base64.b64encode(handle.read()).decode("ascii")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _memory(api: DockerAPI, cid: str) -> int:
+    """The container's memory now (what its checkpoint's pages will about weigh), from Docker's stats."""
+    try:
+        stats = api.get(f"/containers/{cid}/stats", stream=0, **{"one-shot": 1}) or {}
+    except DockerAPIError:
+        return 0
+    return int((stats.get("memory_stats") or {}).get("usage") or 0)
+
+
+def plan(api: DockerAPI, names: Iterable[str], run: Run, which: Which, kernel: str) -> dict[str, Any]:
+    """What moves, as the target's pre-flight needs it; containers that do not exist are left to the source's own
+    pre-flight (docker_checkpoint in check mode), which names them."""
+    containers = []
+    for name in names:
+        try:
+            inspect = api.get(f"/containers/{name}/json") or {}
+        except DockerAPIError:
+            continue
+        try:
+            image_size = int((api.get(f"/images/{inspect.get('Image')}/json") or {}).get("Size") or 0)
+        except DockerAPIError:
+            image_size = 0
+        containers.append({"name": name, "config": container_config(inspect), "memory": _memory(api, inspect["Id"]),
+                           "image_size": image_size})
+    criu_path, criu_version = _criu(run, which)
+    return {"containers": containers, "criu": criu_version, "kernel": kernel,
+            "cpuinfo": cpuinfo_dump(run, criu_path)}
+
+
+def _host_port_bindings(config: Mapping[str, Any]) -> list[tuple[str, int, str]]:
+    """(host address, host port, protocol) of every published port."""
+    bindings = []
+    for container_port, hosts in (config.get("port_bindings") or {}).items():
+        proto = container_port.partition("/")[2] or "tcp"
+        for binding in hosts or []:
+            port = str((binding or {}).get("HostPort") or "")
+            if port.isdigit() and int(port):
+                bindings.append(((binding or {}).get("HostIp") or "", int(port), proto))
+    return bindings
+
+
+def listening_ports(read: Callable[[str], str]) -> set[tuple[int, str]]:
+    """(port, protocol) of every TCP socket listening and every UDP socket bound on this host (/proc/net)."""
+    found: set[tuple[int, str]] = set()
+    for proto, files in (("tcp", ("/proc/net/tcp", "/proc/net/tcp6")), ("udp", ("/proc/net/udp", "/proc/net/udp6"))):
+        for path in files:
+            try:
+                lines = read(path).splitlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                fields = line.split()
+                if len(fields) < 4 or (proto == "tcp" and fields[3] != _LISTEN):
+                    continue
+                found.add((int(fields[1].rpartition(":")[2], 16), proto))
+    return found
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="ascii", errors="replace") as handle:
+        return handle.read()
+
+
+def target_problems(api: DockerAPI, the_plan: Mapping[str, Any], transfer: str, image_mode: str, run: Run,
+                    which: Which, kernel: str, read: Callable[[str], str] = _read,
+                    path_exists: Callable[[str], bool] = os.path.exists,
+                    free_bytes: Callable[[str], int] | None = None) -> list[str]:
+    """Everything that would make the move fail on this host (the target), as messages; an empty list when it can
+    take the containers."""
+    problems = missing_commands("target", transfer, which)
+    try:
+        info = api.get("/info") or {}
+        check_experimental(info)
+    except PreflightError as exc:
+        problems.append(str(exc))
+    except DockerAPIError as exc:
+        return problems + [f"Docker does not answer on the target: {exc}"]
+    criu_path, criu_version = _criu(run, which)
+    source_criu = the_plan.get("criu")
+    if not criu_path:
+        problems.append("CRIU is not installed on the target: run fleet.checkpoint.install there first")
+    else:
+        try:
+            check_criu(run, criu_path, kernel_release=kernel, version=criu_version)
+        except PreflightError as exc:
+            problems.append(f"on the target: {exc}")
+        if criu_version and source_criu and not at_least(criu_version, source_criu):
+            problems.append(f"CRIU {criu_version} on the target is older than the source's {source_criu}, which makes "
+                            "the checkpoint: install the same or a newer CRIU on the target")
+        problems += cpu_problems(run, criu_path, the_plan.get("cpuinfo"))
+    listening = listening_ports(read)
+    needed = MARGIN
+    for container in the_plan.get("containers") or []:
+        name, config = container["name"], container.get("config") or {}
+        try:
+            there = api.get(f"/containers/{name}/json") or {}
+            state = (there.get("State") or {}).get("Status") or "present"
+            problems.append(f"a container named {name} already exists on the target ({state}): remove or rename it "
+                            "there first")
+        except DockerAPIError:
+            pass
+        for address, port, proto in _host_port_bindings(config):
+            if (port, proto) in listening:
+                problems.append(f"{name} publishes {address or '0.0.0.0'}:{port}/{proto}, which is taken on the "
+                                "target: free it, or move the container that holds it first")
+        problems += [f"{name}: {problem}" for problem in missing_host_parts(api, config, path_exists)]
+        needed += int(container.get("memory") or 0)
+        image_id = (config.get("image") or {}).get("id")
+        if image_mode == "load" and image_id and not _has_image(api, image_id):
+            needed += int(container.get("image_size") or 0)
+    root = info.get("DockerRootDir") or "/var/lib/docker"
+    free = (free_bytes or _free_bytes)(root)
+    if free < needed:
+        problems.append(f"the target has {free // 2**20} MiB free in {root}, the images it lacks and the checkpoints "
+                        f"need about {needed // 2**20} MiB: free some space there")
+    return problems
+
+
+def _has_image(api: DockerAPI, image_id: str) -> bool:
+    try:
+        return (api.get(f"/images/{image_id}/json") or {}).get("Id") == image_id
+    except DockerAPIError:
+        return False
+
+
+def _free_bytes(path: str) -> int:
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    stat = os.statvfs(probe)
+    return stat.f_bavail * stat.f_frsize
+
+
+def cpu_problems(run: Run, criu_path: str, cpuinfo: str | None) -> list[str]:
+    """`criu cpuinfo check` of the source's CPU record on this host: the problem, or nothing."""
+    if not cpuinfo:
+        return []
+    work = tempfile.mkdtemp(prefix="fleet-cpuinfo-")
+    try:
+        with open(os.path.join(work, "cpuinfo.img"), "wb") as handle:
+            handle.write(base64.b64decode(cpuinfo))
+        rc, out, err = run([criu_path, "cpuinfo", "check", "-D", work])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if rc == 0:
+        return []
+    detail = " / ".join(line.strip() for line in f"{out}\n{err}".splitlines() if line.strip())[-300:]
+    return [f"the target's CPU lacks features the source's processes may use (`criu cpuinfo check`: "
+            f"{detail or f'exit {rc}'}): move to a host with the same CPU features"]

@@ -1,0 +1,143 @@
+#!/usr/bin/python
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: docker_migration_preflight
+short_description: Check both hosts of a container migration before anything stops
+version_added: 0.1.0
+description:
+  - The pre-flight of C(playbooks/migrate.yml), usable on its own. It changes nothing and names every problem at once.
+  - With O(side=source), on the host the containers leave, it describes what will move (RV(plan)) - each container's
+    configuration as a checkpoint manifest records it, its memory now (about its checkpoint's size), its image and
+    the image's size, this host's CRIU, kernel and CPU features (C(criu cpuinfo dump)) - and checks the commands the
+    transfer path runs here.
+  - With O(side=target), on the host they go to, it checks that plan against this host - the commands the transfer path
+    runs here, Docker's experimental mode, CRIU present, new enough for this kernel and at least as new as the
+    source's, the CPU features the processes may use (C(criu cpuinfo check)), each container's name free, its
+    published ports free, its user networks and bind-mount sources present, and the free disk for the images this
+    host lacks and the checkpoints.
+  - Fails listing every problem found (RV(problems)); succeeds with an empty list.
+author:
+  - fleet.checkpoint maintainers (@fleet-checkpoint)
+extends_documentation_fragment:
+  - fleet.checkpoint._docker_host
+  - fleet.checkpoint._docker_host.attributes
+  - fleet.checkpoint._docker_host.info_module
+options:
+  side:
+    description: Which end of the migration this host is.
+    type: str
+    choices: [source, target]
+    required: true
+  containers:
+    description: The names of the containers that move. Required with O(side=source).
+    type: list
+    elements: str
+  plan:
+    description: RV(plan) of the O(side=source) run on the source. Required with O(side=target).
+    type: dict
+  transfer:
+    description:
+      - The transfer path, for the commands it runs (V(direct) - C(ssh) and C(scp) on the source, C(python3) on the
+        target; V(controller) - C(python3) on both). C(docker) is needed on both in either case.
+    type: str
+    choices: [direct, controller]
+    default: controller
+  image:
+    description:
+      - How the images get to the target - V(load) counts the images the target lacks into the free disk it needs;
+        V(pull) does not (the target pulls them before anything stops).
+    type: str
+    choices: [load, pull]
+    default: load
+notes:
+  - Needs root on the managed host (use C(become)) to run CRIU and read Docker's state.
+  - The source's own checks (unknown containers, C(--rm) containers, CRIU working, free disk for the dump) are those of
+    M(fleet.checkpoint.docker_checkpoint) in check mode, which the playbook runs too.
+seealso:
+  - module: fleet.checkpoint.docker_checkpoint
+  - module: fleet.checkpoint.stream_relay
+"""
+
+EXAMPLES = r"""
+- name: Describe what moves
+  fleet.checkpoint.docker_migration_preflight:
+    side: source
+    containers: [billing, cache]
+  register: moving
+  become: true
+
+- name: Check that web-2 can take it, before anything stops
+  fleet.checkpoint.docker_migration_preflight:
+    side: target
+    plan: "{{ moving.plan }}"
+  delegate_to: web-2
+  become: true
+"""
+
+RETURN = r"""
+plan:
+  description: With O(side=source), what moves - give it to O(side=target) as O(plan).
+  type: dict
+  returned: side=source
+  sample: {"containers": [{"name": "billing", "memory": 268435456, "image_size": 4400000, "config": {}}],
+           "criu": "4.2.1", "kernel": "6.18.44", "cpuinfo": "..."}
+problems:
+  description: Every problem found on this host; empty when the move can go on.
+  type: list
+  elements: str
+  returned: always
+  sample: ["a container named billing already exists on the target (running): remove or rename it there first"]
+"""
+
+import os
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import migration_preflight
+from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPI, DockerAPIError
+from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.common_args import docker_host_argument_spec
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=dict(
+            side=dict(type="str", required=True, choices=["source", "target"]),
+            containers=dict(type="list", elements="str"),
+            plan=dict(type="dict"),
+            transfer=dict(type="str", default="controller", choices=["direct", "controller"]),
+            image=dict(type="str", default="load", choices=["load", "pull"]),
+            **docker_host_argument_spec(),
+        ),
+        required_if=[("side", "source", ("containers",)), ("side", "target", ("plan",))],
+        supports_check_mode=True,
+    )
+    params = module.params
+    api = DockerAPI(params["docker_host"], timeout=params["api_timeout"])
+    kernel = os.uname().release
+    answer: dict[str, Any] = {"changed": False}
+    if params["side"] == "source":
+        try:
+            answer["plan"] = migration_preflight.plan(api, params["containers"], module.run_command,
+                                                      module.get_bin_path, kernel)
+        except DockerAPIError as exc:
+            module.fail_json(msg=f"Docker does not answer on the source: {exc}", problems=[str(exc)], **answer)
+        problems = migration_preflight.missing_commands("source", params["transfer"], module.get_bin_path)
+    else:
+        problems = migration_preflight.target_problems(api, params["plan"], params["transfer"], params["image"],
+                                                       module.run_command, module.get_bin_path, kernel)
+    answer["problems"] = problems
+    if problems:
+        module.fail_json(msg=f"the {params['side']} cannot take part in the migration ({len(problems)} problem"
+                             f"{'s' if len(problems) > 1 else ''}, nothing was changed): " + "; ".join(problems),
+                         **answer)
+    module.exit_json(**answer)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""A migration's pre-flight, on a faked Engine API and faked CRIU answers: every problem named at once."""
+
+from __future__ import annotations
+
+import base64
+
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import migration_preflight as mp
+from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPIError
+
+IMAGE_ID = "sha256:" + "1" * 64
+INSPECT = {
+    "Id": "ab" * 32, "Name": "/web", "Image": IMAGE_ID,
+    "Config": {"Image": "busybox", "Cmd": ["counter"], "ExposedPorts": {"8080/tcp": {}}},
+    "HostConfig": {"NetworkMode": "appnet", "PortBindings": {"8080/tcp": [{"HostIp": "", "HostPort": "18080"}],
+                                                             "53/udp": [{"HostIp": "", "HostPort": "5353"}]}},
+    "Mounts": [{"Type": "bind", "Source": "/etc/app", "Destination": "/etc/app", "RW": False}],
+    "NetworkSettings": {"Networks": {"appnet": {"Aliases": ["web"]}}},
+}
+# /proc/net/tcp: a socket listening on 18080 (0x46A0); /proc/net/udp: one bound to 5353 (0x14E9).
+TCP = ("  sl  local_address rem_address   st\n"
+       "   0: 00000000:46A0 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1\n"
+       "   1: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 2\n")
+UDP = "  sl  local_address rem_address   st\n   0: 00000000:14E9 00000000:0000 07 00000000:00000000\n"
+
+
+class FakeApi:
+    def __init__(self, containers=None, images=None, networks=(), experimental=True):
+        self.containers = containers or {}
+        self.images = images or {}
+        self.networks = set(networks)
+        self.experimental = experimental
+
+    def get(self, path, **query):
+        if path == "/info":
+            return {"ExperimentalBuild": self.experimental, "DockerRootDir": "/var/lib/docker"}
+        parts = path.split("/")
+        if parts[1] == "containers" and parts[-1] == "stats":
+            return {"memory_stats": {"usage": 300 * 2**20}}
+        name = parts[2]
+        if parts[1] == "containers" and name in self.containers:
+            return self.containers[name]
+        if parts[1] == "images" and name in self.images:
+            return {"Id": name, "Size": self.images[name]}
+        if parts[1] == "networks" and name in self.networks:
+            return {"Name": name}
+        raise DockerAPIError(f"{path}: 404", status=404)
+
+
+def criu(version="4.2.1", cpu_ok=True):
+    calls = []
+
+    def run(argv, **kwargs):
+        calls.append(argv)
+        if argv[1:] == ["--version"]:
+            return 0, f"Version: {version}\n", ""
+        if argv[1:3] == ["cpuinfo", "dump"]:
+            with open(f"{argv[4]}/cpuinfo.img", "wb") as handle:
+                handle.write(b"cpu")
+            return 0, "", ""
+        if argv[1:3] == ["cpuinfo", "check"]:
+            with open(f"{argv[4]}/cpuinfo.img", "rb") as handle:
+                assert handle.read() == b"cpu"
+            return (0, "", "") if cpu_ok else (1, "", "Error: cpu feature avx512f missing")
+        raise AssertionError(argv)
+    run.calls = calls
+    return run
+
+
+def which(missing=()):
+    return lambda name: None if name in missing else f"/usr/bin/{name}"
+
+
+def the_plan(**kwargs):
+    api = FakeApi(containers={"web": INSPECT}, images={IMAGE_ID: 500 * 2**20})
+    return mp.plan(api, ["web", "ghost"], criu(**kwargs), which(), "6.18.44")
+
+
+def test_the_plan_describes_what_moves():
+    plan = the_plan()
+    assert [c["name"] for c in plan["containers"]] == ["web"]  # ghost is the source's own pre-flight's to name
+    web = plan["containers"][0]
+    assert web["memory"] == 300 * 2**20 and web["image_size"] == 500 * 2**20
+    assert web["config"]["image"]["id"] == IMAGE_ID and web["config"]["port_bindings"]
+    assert plan["criu"] == "4.2.1" and plan["kernel"] == "6.18.44"
+    assert base64.b64decode(plan["cpuinfo"]) == b"cpu"
+
+
+def test_a_target_that_can_take_it_has_no_problems():
+    api = FakeApi(networks=["appnet"], images={IMAGE_ID: 1})
+    problems = mp.target_problems(api, the_plan(), "controller", "load", criu(), which(), "6.18.44",
+                                  read=lambda path: "header\n", path_exists=lambda path: True,
+                                  free_bytes=lambda path: 10 * 2**30)
+    assert problems == []
+
+
+def test_every_problem_is_named_at_once():
+    api = FakeApi(containers={"web": {"State": {"Status": "running"}}}, experimental=False)
+    proc = {"/proc/net/tcp": TCP, "/proc/net/udp": UDP}
+
+    def read(path):
+        if path not in proc:
+            raise FileNotFoundError(path)
+        return proc[path]
+    problems = mp.target_problems(api, the_plan(version="4.2.1"), "controller", "load", criu("4.1", cpu_ok=False),
+                                  which(missing=("python3",)), "6.18.44", read=read,
+                                  path_exists=lambda path: False, free_bytes=lambda path: 100 * 2**20)
+    text = "\n".join(problems)
+    for fragment in ("python3 command is missing on the target", "experimental mode is off",
+                     "CRIU 4.1 on the target is older than the source's 4.2.1", "avx512f",
+                     "a container named web already exists on the target (running)",
+                     "0.0.0.0:18080/tcp, which is taken", "0.0.0.0:5353/udp, which is taken",
+                     "network appnet does not exist", "bind mount source /etc/app does not exist",
+                     "100 MiB free in /var/lib/docker"):
+        assert fragment in text, (fragment, problems)
+    assert len(problems) == 10, problems
+
+
+def test_the_disk_needed_counts_only_the_images_the_target_lacks():
+    plan = the_plan()
+    has = FakeApi(networks=["appnet"], images={IMAGE_ID: 1})
+    lacks = FakeApi(networks=["appnet"])
+    free = (300 + 256 + 100) * 2**20  # the memory and the margin fit, the 500 MiB image does not
+    args = dict(read=lambda path: "", path_exists=lambda path: True, free_bytes=lambda path: free)
+    assert mp.target_problems(has, plan, "controller", "load", criu(), which(), "6.18.44", **args) == []
+    assert "MiB free" in mp.target_problems(lacks, plan, "controller", "load", criu(), which(), "6.18.44", **args)[0]
+    assert mp.target_problems(lacks, plan, "controller", "pull", criu(), which(), "6.18.44", **args) == []
+
+
+def test_no_criu_on_the_target_is_named():
+    api = FakeApi(networks=["appnet"], images={IMAGE_ID: 1})
+    problems = mp.target_problems(api, the_plan(), "direct", "load", criu(), which(missing=("criu",)), "6.18.44",
+                                  read=lambda path: "", path_exists=lambda path: True,
+                                  free_bytes=lambda path: 10 * 2**30)
+    assert problems == ["CRIU is not installed on the target: run fleet.checkpoint.install there first"]
+
+
+def test_the_commands_of_each_path():
+    assert mp.missing_commands("source", "direct", which(missing=("scp",))) == [
+        "the scp command is missing on the source (the direct path runs it there): install it"]
+    assert mp.missing_commands("source", "controller", which(missing=("scp",))) == []
+    assert mp.listening_ports(lambda path: {"/proc/net/tcp": TCP}.get(path, "")) == {(18080, "tcp")}
