@@ -271,6 +271,13 @@ def test_migrate_through_the_controller_streams_the_image_and_the_checkpoint(fle
     assert all(value < 200 * 1024 * 1024 for value in relayed[0]["peak_rss"].values()), relayed[0]["peak_rss"]
     print(f"relay: {relayed[0]['bytes']} bytes in {relayed[0]['seconds']} s, peak RSS {relayed[0]['peak_rss']}")
     assert set(glob.glob(os.path.join(tempfile.gettempdir(), "fleet-checkpoint-migrate-*"))) == controller_dirs
+    # The report (set_stats): the path, the image sent, the freeze of the container phase by phase.
+    report = output["global_custom_stats"]["fleet_checkpoint_migrate"]
+    assert report["path"] == "controller" and report["images_sent"] == [image_id]
+    assert int(report["image_bytes_relayed"]) == image[0]["bytes"], report
+    row = report["containers"][0]
+    assert row["container"] == "relayed" and row["moved"] is True and row["stream_bytes"] == relayed[0]["bytes"]
+    assert 0 < row["dump_seconds"] < row["downtime_seconds"] and row["restore_seconds"] < row["downtime_seconds"]
     last = counts(source, "relayed")[-1]
     deadline = time.monotonic() + 20
     while len(counts(target, "relayed")) < 2:
