@@ -33,6 +33,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.container
 
 Run = Callable[..., "tuple[int, str, str]"]
 Which = Callable[[str], "str | None"]
+PLAN_KEYS = ("image", "port_bindings", "networks", "mounts", "network_mode")
 MARGIN = 256 * 1024 * 1024  # free disk kept beyond the estimate (metadata, logs, the restore's own files)
 _LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp
 
@@ -98,7 +99,10 @@ def plan(api: DockerAPI, names: Iterable[str], run: Run, which: Which, kernel: s
             image_size = int((api.get(f"/images/{inspect.get('Image')}/json") or {}).get("Size") or 0)
         except DockerAPIError:
             image_size = 0
-        containers.append({"name": name, "config": container_config(inspect), "memory": _memory(api, inspect["Id"]),
+        # Only what the target's checks read: no environment, labels or command (secrets would show in the
+        # task's result and in the target task's arguments).
+        config = {key: value for key, value in container_config(inspect).items() if key in PLAN_KEYS}
+        containers.append({"name": name, "config": config, "memory": _memory(api, inspect["Id"]),
                            "image_size": image_size})
     criu_path, criu_version = _criu(run, which)
     return {"containers": containers, "criu": criu_version, "kernel": kernel,

@@ -19,13 +19,17 @@ import threading
 import time
 from typing import Any, Mapping
 
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.stream import StreamError, write_stream
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.stream import (
+    StreamError,
+    stream_preamble,
+    write_stream,
+)
 
 # Runs on the source under the relay's SSH login (kept to what Python 3.6 understands): connect to the sender's socket
 # (a sender that is still starting is given until the deadline), then copy the socket to stdout (the stream, out to
 # the controller) and stdin to the socket (the target's answers, back).
 BRIDGE = r"""
-import os, socket, sys, threading, time
+import errno, os, socket, sys, threading, time
 path, deadline = sys.argv[1], time.time() + float(sys.argv[2])
 while True:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -34,7 +38,7 @@ while True:
         break
     except OSError as exc:
         sock.close()
-        if time.time() > deadline:
+        if exc.errno not in (errno.ENOENT, errno.ECONNREFUSED) or time.time() > deadline:
             sys.exit("fleet.checkpoint: nothing sends at %s on this host (%s): start the sending checkpoint "
                      "(state=present with send_to.via=relay) first" % (path, exc.strerror))
         time.sleep(0.1)
@@ -81,19 +85,19 @@ class SocketSender:
     def __init__(self, path: str) -> None:
         self.path = path
         self.conn: socket.socket | None = None
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         if os.path.lexists(path):
             os.unlink(path)  # a sender killed earlier left it
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        umask = os.umask(0o177)
+        umask = os.umask(0o177)  # the socket is made 0600 (and chmod'ed again below)
         try:
             self.listener.bind(path)
+            os.chmod(path, 0o600)
+            self.listener.listen(1)
         except OSError as exc:
-            self.listener.close()
+            self.abort()
             raise StreamError(f"cannot listen at {path}: {exc}") from exc
         finally:
             os.umask(umask)
-        os.chmod(path, 0o600)
-        self.listener.listen(1)
 
     def wait_ready(self, seconds: float) -> None:
         """Wait for the relay to connect and the restore on the target to answer "ready"; raise StreamError when it
@@ -155,6 +159,7 @@ class SocketSender:
         timer = threading.Timer(timeout, self._cut)
         timer.start()
         try:
+            self.conn.sendall(stream_preamble(manifest))
             sent = write_stream(self.conn.fileno(), source_dir, manifest)
             self.conn.shutdown(socket.SHUT_WR)
             answer = b""

@@ -64,17 +64,43 @@ if not stat.S_ISFIFO(os.fstat(fd).st_mode):
     sys.exit("fleet.checkpoint: %s is not a receiver's FIFO" % path)
 os.set_blocking(fd, True)
 os.write(1, b"ready\n")
+# The stream says its length first ("fleet-stream <bytes>"): the relay copies exactly that much, then says "done" -
+# without waiting for the end of its input, which a sudo or a relay in between may hold open.
+line = b""
+while not line.endswith(b"\n") and len(line) < 64:
+    byte = os.read(0, 1)
+    if not byte:
+        break
+    line += byte
+if not line:
+    os.close(fd)
+    sys.exit(0)  # the sender gave up before sending anything: the receiver sees an empty stream
+words = line.split()
+if len(words) != 2 or words[0] != b"fleet-stream" or not words[1].isdigit():
+    sys.exit("fleet.checkpoint: this is not a fleet.checkpoint stream (it starts with %r)" % line[:40])
+left, use_splice = int(words[1]), hasattr(os, "splice")
 try:
-    while os.splice(0, fd, 1048576):  # straight from SSH's pipe into the FIFO, no copy through Python (3.10+)
-        pass
-except (AttributeError, OSError):
-    while True:
-        data = os.read(0, 1048576)
-        if not data:
-            break
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+    while left:
+        if use_splice:
+            try:
+                moved = os.splice(0, fd, min(left, 1048576))  # SSH's pipe into the FIFO, no copy through Python
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                use_splice = False
+                continue
+        else:
+            data = os.read(0, min(left, 1048576))
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            moved = len(data)
+        if not moved:
+            sys.exit("fleet.checkpoint: the stream ended %d bytes short (the sender stopped or the connection broke)"
+                     % left)
+        left -= moved
+except OSError as exc:
+    sys.exit("fleet.checkpoint: writing into %s failed (%s): the receiving restore stopped" % (path, exc.strerror))
 os.close(fd)
 os.write(1, b"done\n")  # every byte is in the FIFO: the sender's proof that the stream arrived whole
 """
@@ -123,6 +149,21 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+def stream_length(manifest: Mapping[str, Any]) -> int:
+    """The bytes write_stream will write for this manifest (said first to the relay, which copies that many)."""
+    data = json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8")
+    count = BLOCK + len(data) + _padding(len(data)) + 2 * BLOCK
+    for relative in manifest["files"]:
+        size = manifest["files"][relative]["size"]
+        count += len(_header(relative, size)) + size + _padding(size)
+    return count
+
+
+def stream_preamble(manifest: Mapping[str, Any]) -> bytes:
+    """What a sender writes before the tar: the stream's length, for the relay on the target."""
+    return b"fleet-stream %d\n" % stream_length(manifest)
 
 
 def write_stream(out: FileDescriptorLike, source_dir: str, manifest: Mapping[str, Any]) -> int:
@@ -208,6 +249,8 @@ class Sender:
         sent, broken = 0, None
         try:
             try:
+                stdin.write(stream_preamble(manifest))
+                stdin.flush()
                 sent = write_stream(stdin, source_dir, manifest)
                 stdin.close()
             except (BrokenPipeError, ConnectionResetError) as exc:

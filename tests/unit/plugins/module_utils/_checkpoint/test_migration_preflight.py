@@ -14,7 +14,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api impor
 IMAGE_ID = "sha256:" + "1" * 64
 INSPECT = {
     "Id": "ab" * 32, "Name": "/web", "Image": IMAGE_ID,
-    "Config": {"Image": "busybox", "Cmd": ["counter"], "ExposedPorts": {"8080/tcp": {}}},
+    "Config": {"Image": "busybox", "Cmd": ["counter"], "Env": ["DB_PASSWORD=hunter2"], "ExposedPorts": {"8080/tcp": {}}},
     "HostConfig": {"NetworkMode": "appnet", "PortBindings": {"8080/tcp": [{"HostIp": "", "HostPort": "18080"}],
                                                              "53/udp": [{"HostIp": "", "HostPort": "5353"}]}},
     "Mounts": [{"Type": "bind", "Source": "/etc/app", "Destination": "/etc/app", "RW": False}],
@@ -85,6 +85,7 @@ def test_the_plan_describes_what_moves():
     web = plan["containers"][0]
     assert web["memory"] == 300 * 2**20 and web["image_size"] == 500 * 2**20
     assert web["config"]["image"]["id"] == IMAGE_ID and web["config"]["port_bindings"]
+    assert "hunter2" not in str(plan) and "env" not in web["config"]  # no secrets in a task result
     assert plan["criu"] == "4.2.1" and plan["kernel"] == "6.18.44"
     assert base64.b64decode(plan["cpuinfo"]) == b"cpu"
 

@@ -78,9 +78,11 @@ def sent(tmp_path):
 
 
 def feed(fifo, data):
-    """The relay, as ssh runs it on the target, writing `data` into the FIFO once the receiver is there."""
+    """The relay, as ssh runs it on the target, writing `data` into the FIFO once the receiver is there (after the
+    length a sender says first)."""
     relay = [sys.executable, "-c", stream.RELAY, fifo, "10"]
-    thread = threading.Thread(target=subprocess.run, args=(relay,), kwargs={"input": data, "capture_output": True})
+    framed = b"fleet-stream %d\n" % len(data) + data
+    thread = threading.Thread(target=subprocess.run, args=(relay,), kwargs={"input": framed, "capture_output": True})
     thread.start()
     return thread
 

@@ -244,7 +244,7 @@ def test_a_sender_that_dies_mid_stream_is_a_refused_stream(checkpoint, tmp_path)
     reader = stream.FifoReader(fifo)
     data = as_bytes(cp, manifest)
     writer = subprocess.Popen(relay(fifo), stdin=subprocess.PIPE)  # pylint: disable=consider-using-with
-    writer.stdin.write(data[: len(data) // 3])
+    writer.stdin.write(b"fleet-stream %d\n" % len(data) + data[: len(data) // 3])
     writer.stdin.close()  # the connection broke
     reader.wait(30)
     with pytest.raises(ArchiveError, match="not a complete tar"):
@@ -276,7 +276,7 @@ def test_the_relay_waits_a_little_for_a_receiver_that_is_starting(tmp_path):
     late.start()
     proc = subprocess.run(relay(fifo, 10), input=b"", capture_output=True, check=False, timeout=30)
     late.join()
-    assert proc.returncode == 0 and proc.stdout == b"ready\ndone\n", proc.stderr
+    assert proc.returncode == 0 and proc.stdout == b"ready\n", proc.stderr
     readers[0].close()
 
 
@@ -296,3 +296,33 @@ def test_a_relay_that_does_not_confirm_fails_the_send(checkpoint, tmp_path):
     silent = [sys.executable, "-c", "import os, sys; os.write(1, b'ready\\n'); sys.stdin.buffer.read()"]
     with pytest.raises(stream.StreamError, match="did not confirm"):
         send(silent, str(cp), manifest, 60)
+
+
+def test_the_relay_copies_the_length_said_and_no_more(checkpoint, tmp_path):
+    """The relay reads the stream's length first, copies exactly that into the FIFO and says "done" without waiting
+    for the end of its input (a sudo between SSH and the relay may hold it open); a stream cut short is an error."""
+    cp, manifest = checkpoint
+    data = as_bytes(cp, manifest)
+    assert stream.stream_length(manifest) == len(data)
+    fifo = str(tmp_path / "framed.stream")
+    reader = stream.FifoReader(fifo)
+    writer = subprocess.Popen(relay(fifo, 10), stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # pylint: disable=consider-using-with
+
+    def write():
+        writer.stdin.write(stream.stream_preamble(manifest) + data)
+        writer.stdin.flush()  # and the input stays open
+    feeding = threading.Thread(target=write)
+    feeding.start()
+    reader.wait(30)
+    got = stream.receive(reader, str(tmp_path / "in"))
+    assert writer.stdout.read(11) == b"ready\ndone\n" and got["files"] == manifest["files"]
+    feeding.join(30)
+    writer.stdin.close()
+    assert writer.wait(30) == 0
+    reader.close()
+    short = tmp_path / "short.stream"
+    reader = stream.FifoReader(str(short))
+    cut = subprocess.run(relay(str(short), 10), input=stream.stream_preamble(manifest) + data[:1000],
+                         capture_output=True, check=False, timeout=30)
+    reader.close()
+    assert cut.returncode != 0 and b"bytes short" in cut.stderr
