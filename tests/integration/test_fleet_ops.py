@@ -168,11 +168,11 @@ def test_migrate_preflight_names_every_problem_of_both_hosts_and_touches_nothing
         sh(host, "rm -rf /srv/pf-data")
     lab_exec(source, "docker", "network", "create", "pfnet")
     sh(source, "mkdir -p /srv/pf-data")
-    lab_exec(source, "docker", "run", "-d", "--name", "pf-web", "--network", "pfnet", "-p", "18080:8080",
+    lab_exec(source, "docker", "run", "-d", "--name", "pf-web", "--network", "pfnet", "-p", "18093:8080",
              "-v", "/srv/pf-data:/data", "-e", "COUNTER_INTERVAL=0.2", IMAGE)
     lab_exec(source, "docker", "run", "-d", "--rm", "--name", "pf-rm", "-e", "COUNTER_INTERVAL=0.2", IMAGE)
     lab_exec(target, "docker", "create", "--name", "pf-web", IMAGE)  # the name is taken there
-    lab_exec(target, "docker", "run", "-d", "--name", "pf-port", "-p", "18080:8080", IMAGE)  # and the port
+    lab_exec(target, "docker", "run", "-d", "--name", "pf-port", "-p", "18093:8080", IMAGE)  # and the port
     pids = {name: lab_exec(source, "docker", "inspect", "-f", "{{.State.Pid}}", name).stdout for name in
             ("pf-web", "pf-rm")}
     target_before = lab_exec(target, "docker", "ps", "-a", "--format", "{{.ID}} {{.Names}} {{.State}}").stdout
@@ -198,7 +198,7 @@ def test_migrate_preflight_names_every_problem_of_both_hosts_and_touches_nothing
         restores_work(target)
         sh(target, f"chmod +x {criu}")
     for fragment in ("--rm", "a container named pf-web already exists on the target",
-                     "18080/tcp, which is taken on the target", "network pfnet does not exist",
+                     "18093/tcp, which is taken on the target", "network pfnet does not exist",
                      "bind mount source /srv/pf-data does not exist", "CRIU is not installed on the target"):
         assert fragment in first, (fragment, first[-3000:])
     for fragment in ("ghost", "older than the source's", "is too old", "cpu feature avx512f missing"):
