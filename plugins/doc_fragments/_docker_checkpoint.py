@@ -156,6 +156,33 @@ options:
         description: The Python 3 interpreter on the target.
         type: str
         default: python3
+      writable_layer:
+        description:
+          - Send the container's writable layer with its checkpoint - what C(docker diff) shows (added, changed and
+            deleted files, with owners, modes, times, hard links, sparse files and the extended attributes C(user.*),
+            file capabilities and POSIX ACLs), read from overlay2's upper directory once the dump has stopped the
+            container. The files the processes hold open are then where CRIU expects them on the target.
+          - Needs the overlay2 storage driver on both hosts. The receiving restore must create the container
+            (O(create=true)) and the same image (same ID) must be there; the layer is put in place before the restore.
+          - Every entry is listed in an index (validated strictly on the target, with bounds), every file checked
+            against its sha256. Device nodes are refused; socket files are left out (whoever binds them makes them).
+          - Off by default here (the checkpoint's memory alone, for a container that exists on the target);
+            C(playbooks/migrate.yml) turns it on.
+        type: bool
+        default: false
+      volumes:
+        description:
+          - Send the data of the container's volumes with its checkpoint. V(all) every volume of the C(local) driver
+            without options; V(named) the same but not anonymous volumes (named by Docker with 64 hex digits, made
+            empty on the target); V(none) none (the target makes empty volumes, as C(docker run) would).
+          - A carried volume is created on the target before the container and filled before the restore; a volume of
+            that name that exists on the target already is refused, and so is a volume that another container uses
+            on this host, or one of another driver or with options (NFS, tmpfs, bind) - use V(none) for those.
+          - Bind mounts never travel - their sources must exist on the target.
+          - V(none) by default here; C(playbooks/migrate.yml) sends V(all).
+        type: str
+        choices: [all, named, none]
+        default: none
   receive_timeout:
     description:
       - With O(state=restored) and O(archive_dir), receive the checkpoint streamed by O(state=present) with O(send_to)
@@ -163,6 +190,10 @@ options:
         after the source's dump (the sender connects first, then dumps) - then restore it (with O(create=true), the
         container is created from the stream's manifest first, after checking the checkpoint's name and the free
         disk; if the stream then fails, that container is removed again).
+      - When the stream carries disk state (O(send_to.writable_layer), O(send_to.volumes)), the container must be
+        created by this restore (O(create=true), no container of that name here) - its volumes are created first,
+        and its writable layer and volume data put in place before the restore. If that fails, the container and
+        those volumes are removed again.
       - Every selected container waits at once, whatever O(parallel) says (the sender sets the pace).
       - The wait is on a root-only FIFO C(<archive_dir>/<container>-<name>.stream); removing it ends the wait (the
         sending side gave up). Usually run with C(async) (and a C(poll) of 0) before the source's checkpoint, so that the

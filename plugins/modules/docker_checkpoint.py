@@ -379,14 +379,19 @@ results:
       returned: state=restored, when a container was restored
       sample: 1764600003.456
     sent:
-      description: With O(send_to), where the checkpoint went and how long it took (only C(to) in check mode).
+      description: With O(send_to), where the checkpoint went and how long it took (only C(to) in check mode); with
+        disk state, C(disk) gives its files and directories (C(entries)), its C(bytes), the seconds spent reading and
+        hashing it (C(walk_seconds)) and the trees sent (the writable layer, volume names).
       type: dict
       returned: state=present with O(send_to)
       sample: {"to": "root@web-2:/var/lib/fleet-checkpoint/migrate/billing-worker-move.stream", "bytes": 268939264,
-               "seconds": 1.71, "started_at": 1764600001.02}
+               "seconds": 1.71, "started_at": 1764600001.02,
+               "disk": {"entries": 41, "bytes": 10485760, "walk_seconds": 0.04, "trees": ["writable layer", "data"]}}
     received:
       description: With O(receive_timeout), what arrived - C(bytes), C(waited_seconds) before the first byte,
-        C(seconds) from the first byte to the checkpoint checked and in place, C(finished_at) (seconds since the epoch).
+        C(seconds) from the first byte to the checkpoint checked and in place, C(finished_at) (seconds since the epoch);
+        with disk state, C(disk) gives the trees C(applied), their C(entries), the C(volumes) created and the
+        C(seconds) it took to put them in place.
       type: dict
       returned: state=restored with O(receive_timeout), when a checkpoint was received
       sample: {"bytes": 268939264, "waited_seconds": 12.4, "seconds": 1.75, "finished_at": 1764600002.8}

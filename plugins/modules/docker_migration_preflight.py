@@ -18,8 +18,9 @@ description:
   - With O(side=target), on the host they go to, it checks that plan against this host - the commands the transfer path
     runs here, Docker's experimental mode, CRIU present, new enough for this kernel and at least as new as the
     source's, the CPU features the processes may use (C(criu cpuinfo check)), each container's name free, its
-    published ports free, its user networks and bind-mount sources present, and the free disk for the images this
-    host lacks and the checkpoints.
+    published ports free, its user networks and bind-mount sources present, the free disk for the images this
+    host lacks, the checkpoints and the disk state, and when disk state travels, overlay2 here and its volumes not
+    here yet.
   - Fails listing every problem found (RV(problems)); succeeds with an empty list.
 author:
   - fleet.checkpoint maintainers (@fleet-checkpoint)
@@ -54,6 +55,23 @@ options:
     type: str
     choices: [load, pull]
     default: load
+  writable_layer:
+    description:
+      - With O(side=source), the containers' writable layers travel (see the option of the same name of
+        M(fleet.checkpoint.docker_checkpoint)'s C(send_to)) - the source needs overlay2, and so does the target
+        (checked with O(side=target) from the plan); their size counts into the target's free disk.
+    type: bool
+    default: false
+  volumes:
+    description:
+      - With O(side=source), which volumes' data travel - V(all), V(named) or V(none), as C(send_to.volumes) of
+        M(fleet.checkpoint.docker_checkpoint). A volume that another container uses here, or that is not a plain local
+        volume, is a problem on the source; one that exists on the target already, a problem on the target. Their
+        size counts into the target's free disk.
+      - Bind mounts never travel; each is named in RV(notices) (and as a warning).
+    type: str
+    choices: [all, named, none]
+    default: none
 notes:
   - Needs root on the managed host (use C(become)) to run CRIU and read Docker's state.
   - The source's own checks (unknown containers, C(--rm) containers, CRIU working, free disk for the dump) are those of
@@ -84,8 +102,16 @@ plan:
   description: With O(side=source), what moves - give it to O(side=target) as O(plan).
   type: dict
   returned: side=source
-  sample: {"containers": [{"name": "billing", "memory": 268435456, "image_size": 4400000, "config": {}}],
+  sample: {"containers": [{"name": "billing", "memory": 268435456, "image_size": 4400000, "config": {},
+                           "disk": {"rootfs": true, "volumes": ["billing-data"], "bytes": 52428800}}],
            "criu": "4.2.1", "kernel": "6.18.44", "cpuinfo": "..."}
+notices:
+  description: With O(side=source), what stays on this host whatever moves (each bind mount), also shown as warnings.
+  type: list
+  elements: str
+  returned: side=source
+  sample: ["billing: bind mount /srv/billing -> /data is host-local - its contents do not move; the target's own
+           /srv/billing is mounted there"]
 problems:
   description: Every problem found on this host; empty when the move can go on.
   type: list
@@ -112,6 +138,8 @@ def main() -> None:
             plan=dict(type="dict"),
             transfer=dict(type="str", default="controller", choices=["direct", "controller"]),
             image=dict(type="str", default="load", choices=["load", "pull"]),
+            writable_layer=dict(type="bool", default=False),
+            volumes=dict(type="str", default="none", choices=["all", "named", "none"]),
             **docker_host_argument_spec(),
         ),
         required_if=[("side", "source", ("containers",)), ("side", "target", ("plan",))],
@@ -124,10 +152,15 @@ def main() -> None:
     if params["side"] == "source":
         try:
             answer["plan"] = migration_preflight.plan(api, params["containers"], module.run_command,
-                                                      module.get_bin_path, kernel)
+                                                      module.get_bin_path, kernel, params["writable_layer"],
+                                                      params["volumes"])
         except DockerAPIError as exc:
             module.fail_json(msg=f"Docker does not answer on the source: {exc}", problems=[str(exc)], **answer)
         problems = migration_preflight.missing_commands("source", params["transfer"], module.get_bin_path)
+        problems += answer["plan"].pop("problems")
+        answer["notices"] = answer["plan"].pop("notices")
+        for notice in answer["notices"]:
+            module.warn(notice)
     else:
         problems = migration_preflight.target_problems(api, params["plan"], params["transfer"], params["image"],
                                                        module.run_command, module.get_bin_path, kernel)

@@ -48,6 +48,8 @@ def argument_spec() -> dict[str, Any]:
             identity_file=dict(type="path"),
             python=dict(type="str", default="python3"),
             ready_timeout=dict(type="int", default=30),
+            writable_layer=dict(type="bool", default=False),
+            volumes=dict(type="str", default="none", choices=["all", "named", "none"]),
         ), required_if=[("via", "ssh", ("host",))]),
         receive_timeout=dict(type="int"),
         fallback=dict(type="str", default="fail", choices=["cold_start", "leave_stopped", "fail"]),

@@ -13,8 +13,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any, Dict
+from typing import Any, Dict, cast
 
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.disk_index import (
+    DiskIndexError,
+    validate_members,
+)
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.names import validate_checkpoint_name
 
 FORMAT = "fleet.checkpoint/manifest"
@@ -123,21 +127,11 @@ def validate(data: object) -> Manifest:
     files = _require(data, "files", dict)
     if not files:
         raise ManifestError("manifest lists no files")
-    total = 0
-    for name, info in files.items():
-        parts = name.split("/")
-        if name.startswith("/") or ".." in parts or "" in parts or "\\" in name:
-            raise ManifestError(f"manifest file name {name!r} is not a safe relative path")
-        if not isinstance(info, dict):
-            raise ManifestError(f"manifest entry for {name!r} is not an object")
-        size = info.get("size")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise ManifestError(f"manifest size of {name!r} must be a non-negative integer")
-        if not isinstance(info.get("sha256"), str) or not _SHA256.fullmatch(info["sha256"]):
-            raise ManifestError(f"manifest sha256 of {name!r} must be 64 lowercase hex digits")
-        total += size
+    total = _check_files(files, "manifest")
     if data.get("size") != total:
         raise ManifestError(f"manifest size {data.get('size')!r} is not the sum of its files ({total})")
+    if "disk" in data:
+        _validate_disk(data["disk"])
     _validate_policy(container["restart_policy"], "manifest container restart_policy")
     for key, value in data["versions"].items():
         if value is not None and not isinstance(value, str):
@@ -145,6 +139,36 @@ def validate(data: object) -> Manifest:
     if "metadata" in data:
         _validate_metadata(data["metadata"])
     return data
+
+
+def _check_files(files: Mapping[str, Any], where: str) -> int:
+    """Check a {relative path: {size, sha256}} map; return the sum of its sizes."""
+    total = 0
+    for name, info in files.items():
+        parts = name.split("/")
+        if name.startswith("/") or ".." in parts or "" in parts or "\\" in name:
+            raise ManifestError(f"{where} file name {name!r} is not a safe relative path")
+        if not isinstance(info, dict):
+            raise ManifestError(f"{where} entry for {name!r} is not an object")
+        size = info.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ManifestError(f"{where} size of {name!r} must be a non-negative integer")
+        if not isinstance(info.get("sha256"), str) or not _SHA256.fullmatch(info["sha256"]):
+            raise ManifestError(f"{where} sha256 of {name!r} must be 64 lowercase hex digits")
+        total += size
+    return total
+
+
+def _validate_disk(disk: object) -> None:
+    """The disk state that travels with a streamed checkpoint (disk_index.py): its members, sized and hashed."""
+    try:
+        validate_members(disk)
+    except DiskIndexError as exc:
+        raise ManifestError(str(exc)) from exc
+    section = cast(Dict[str, Any], disk)  # validate_members checked that it is an object
+    total = _check_files(section["files"], "manifest disk")
+    if section.get("size") != total:
+        raise ManifestError(f"manifest disk size {section.get('size')!r} is not the sum of its files ({total})")
 
 
 def _validate_policy(policy: Mapping[str, Any], where: str) -> None:

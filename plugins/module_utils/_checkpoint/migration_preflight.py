@@ -8,8 +8,9 @@ The source side (`plan`) describes what will move: each container's configuratio
 memory (the checkpoint's size, about), its image and the image's size, the source's CRIU, kernel and CPU (CRIU's
 `cpuinfo dump`). The target side (`target_problems`) checks that plan against the target: the commands the transfer
 path runs, the container names free, the published ports free, the user networks and bind-mount sources present,
-the free disk for the images it lacks and the checkpoints, Docker's experimental mode, CRIU present, as new as the
-source's and new enough for the kernel, and the CPU features the processes use (`criu cpuinfo check`).
+the free disk for the images it lacks, the checkpoints and the disk state, Docker's experimental mode, CRIU present,
+as new as the source's and new enough for the kernel, the CPU features the processes use (`criu cpuinfo check`),
+and, when disk state travels, the volumes not there yet and overlay2 for the writable layer.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import disk_walk
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.errors import OpError
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.manifest import container_config
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.preflight import (
     PreflightError,
@@ -86,10 +89,43 @@ def _memory(api: DockerAPI, cid: str) -> int:
     return int((stats.get("memory_stats") or {}).get("usage") or 0)
 
 
-def plan(api: DockerAPI, names: Iterable[str], run: Run, which: Which, kernel: str) -> dict[str, Any]:
+def disk_plan(api: DockerAPI, inspect: Mapping[str, Any], writable_layer: bool,
+              volumes: str) -> tuple[dict[str, Any], list[str]]:
+    """The disk state of one container that travels ({'rootfs', 'volumes', 'bytes'}), and the problem that stops it
+    (a volume another container uses, one that is not a plain local volume, a storage driver other than overlay2)."""
+    try:
+        trees = disk_walk.plan(api, inspect, writable_layer, volumes)
+    except OpError as exc:
+        return {"rootfs": False, "volumes": [], "bytes": 0}, [str(exc)]
+    size = 0
+    for tree in trees:
+        if tree.kind == "rootfs":
+            try:
+                found = api.get(f"/containers/{inspect['Id']}/json", size=1) or {}
+                size += int(found.get("SizeRw") or 0)
+            except DockerAPIError:
+                size += disk_walk.tree_bytes(tree.path)
+        else:
+            size += disk_walk.tree_bytes(tree.path)
+    return {"rootfs": any(tree.kind == "rootfs" for tree in trees),
+            "volumes": [tree.name for tree in trees if tree.kind == "volume"], "bytes": size}, []
+
+
+def host_local(inspect: Mapping[str, Any]) -> list[str]:
+    """What stays on this host whatever moves: the bind mounts (their sources must exist on the target)."""
+    name = (inspect.get("Name") or "").lstrip("/")
+    return [f"{name}: bind mount {mount.get('Source')} -> {mount.get('Destination')} is host-local - its contents "
+            f"do not move; the target's own {mount.get('Source')} is mounted there"
+            for mount in inspect.get("Mounts") or [] if mount.get("Type") == "bind"]
+
+
+def plan(api: DockerAPI, names: Iterable[str], run: Run, which: Which, kernel: str,
+         writable_layer: bool = False, volumes: str = "none") -> dict[str, Any]:
     """What moves, as the target's pre-flight needs it; containers that do not exist are left to the source's own
-    pre-flight (docker_checkpoint in check mode), which names them."""
+    pre-flight (docker_checkpoint in check mode), which names them. `problems` and `notices` are this side's."""
     containers = []
+    problems: list[str] = []
+    notices: list[str] = []
     for name in names:
         try:
             inspect = api.get(f"/containers/{name}/json") or {}
@@ -102,11 +138,14 @@ def plan(api: DockerAPI, names: Iterable[str], run: Run, which: Which, kernel: s
         # Only what the target's checks read: no environment, labels or command (secrets would show in the
         # task's result and in the target task's arguments).
         config = {key: value for key, value in container_config(inspect).items() if key in PLAN_KEYS}
+        disk, trouble = disk_plan(api, inspect, writable_layer, volumes)
+        problems += trouble
+        notices += host_local(inspect)
         containers.append({"name": name, "config": config, "memory": _memory(api, inspect["Id"]),
-                           "image_size": image_size})
+                           "image_size": image_size, "disk": disk})
     criu_path, criu_version = _criu(run, which)
     return {"containers": containers, "criu": criu_version, "kernel": kernel,
-            "cpuinfo": cpuinfo_dump(run, criu_path)}
+            "cpuinfo": cpuinfo_dump(run, criu_path), "problems": problems, "notices": notices}
 
 
 def _host_port_bindings(config: Mapping[str, Any]) -> list[tuple[str, int, str]]:
@@ -186,7 +225,8 @@ def target_problems(api: DockerAPI, the_plan: Mapping[str, Any], transfer: str, 
                 problems.append(f"{name} publishes {address or '0.0.0.0'}:{port}/{proto}, which is taken on the "
                                 "target: free it, or move the container that holds it first")
         problems += [f"{name}: {problem}" for problem in missing_host_parts(api, config, path_exists)]
-        needed += int(container.get("memory") or 0)
+        problems += disk_problems(api, info, name, container.get("disk") or {})
+        needed += int(container.get("memory") or 0) + int((container.get("disk") or {}).get("bytes") or 0)
         image_id = (config.get("image") or {}).get("id")
         if image_mode == "load" and image_id and not _has_image(api, image_id):
             needed += int(container.get("image_size") or 0)
@@ -195,6 +235,24 @@ def target_problems(api: DockerAPI, the_plan: Mapping[str, Any], transfer: str, 
     if free < needed:
         problems.append(f"the target has {free // 2**20} MiB free in {root}, the images it lacks and the checkpoints "
                         f"need about {needed // 2**20} MiB: free some space there")
+    return problems
+
+
+def disk_problems(api: DockerAPI, info: Mapping[str, Any], name: str, disk: Mapping[str, Any]) -> list[str]:
+    """What stops the container's disk state from landing here: its volumes existing already, a storage driver
+    other than overlay2 for its writable layer."""
+    problems = []
+    if disk.get("rootfs") and info.get("Driver") != "overlay2":
+        problems.append(f"{name}: its writable layer travels, but Docker on the target uses the {info.get('Driver')} "
+                        "storage driver, not overlay2: set fleet_checkpoint_migrate_writable_layer to false to leave "
+                        "it behind")
+    for volume in disk.get("volumes") or []:
+        try:
+            api.get(f"/volumes/{volume}")
+        except DockerAPIError:
+            continue
+        problems.append(f"{name}: volume {volume} already exists on the target - its data would be replaced by the "
+                        "source's: remove or rename it there, or set fleet_checkpoint_migrate_volumes to none")
     return problems
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import container
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import disk_apply
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import disk_index
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import store
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import stream
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import (
@@ -59,6 +61,7 @@ class Received(TypedDict):
     waited_seconds: float
     seconds: float
     finished_at: float
+    disk: dict[str, Any] | None
 
 
 def inspect_or_create(ctx: HostContext, ref: str, config: dict[str, Any], origin: str,
@@ -71,6 +74,20 @@ def inspect_or_create(ctx: HostContext, ref: str, config: dict[str, Any], origin
         if not create:
             raise
     return container.create_from(ctx, ref, config, origin), True
+
+
+def _refuse_existing(ctx: HostContext, ref: str, create: bool) -> None:
+    """Disk state goes only into a container this receive creates: refuse one that exists (before anything)."""
+    try:
+        container.inspect(ctx, ref)
+    except OpError:
+        if create:
+            return
+        raise OpError(f"container {ref} does not exist here and create=false: the checkpoint came with its disk "
+                      "state, which goes into a container this receive creates (create=true)") from None
+    raise OpError(f"container {ref} exists here already: the checkpoint came with its disk state (writable layer, "
+                  "volumes), which goes only into a container this receive creates. Remove or rename it here, or "
+                  "send with writable_layer=false and volumes=none")
 
 
 def _refuse_running(ctx: HostContext, found: Inspect, name: str, force: bool) -> None:
@@ -96,16 +113,35 @@ def predict(ctx: HostContext, ref: str, opts: ReceiveOptions) -> Result:
     return result
 
 
-def _drop_created(ctx: HostContext, place: dict[str, Any]) -> bool:
-    """Remove the container this receive created (from the manifest) when its checkpoint did not arrive whole."""
-    if not place.get("created"):
-        return False
-    try:
-        ctx.api.delete(f"/containers/{place['inspect']['Id']}", force=1)
-    except DockerAPIError:
-        return False
-    place["created"] = False
-    return True
+def _drop_created(ctx: HostContext, place: dict[str, Any]) -> str:
+    """Remove the container this receive created (from the manifest), and the volumes it made for it, when its
+    checkpoint did not arrive whole or could not be put in place; what was removed, in words ('' for nothing)."""
+    dropped = []
+    if place.get("created"):
+        try:
+            ctx.api.delete(f"/containers/{place['inspect']['Id']}", force=1)
+            place["created"] = False
+            dropped.append("the container created for it")
+        except DockerAPIError:
+            pass
+    volumes = disk_apply.drop_volumes(ctx, place.setdefault("volumes_made", []))
+    if volumes:
+        dropped.append(f"the volumes made for it ({', '.join(volumes)})")
+    return " and ".join(dropped)
+
+
+def _apply_disk(ctx: HostContext, place: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """Put the disk state that came with the checkpoint in place (the container is created, not started)."""
+    disk = manifest.get("disk")
+    blobs = os.path.join(place["tmp"], "disk")
+    if not disk:
+        return None
+    with open(os.path.join(blobs, "index.json"), "rb") as handle:
+        index = disk_index.decode(handle.read(disk_index.MAX_INDEX_BYTES + 1), disk["files"])
+    applied = disk_apply.apply(ctx, container.inspect(ctx, place["inspect"]["Id"]), index,
+                               disk.get("volumes") or {}, blobs)
+    shutil.rmtree(blobs)
+    return applied
 
 
 _MADE_DIRS: set[str] = set()  # the FIFOs' directories this run made (removed again when the last FIFO goes)
@@ -126,9 +162,12 @@ def receive(ctx: HostContext, ref: str, opts: ReceiveOptions) -> Received:
         if manifest["checkpoint"] != opts.name:
             raise OpError(f"the stream at {fifo_path} holds checkpoint {manifest['checkpoint']!r}, not {opts.name!r}")
         try:
-            check_free_space(ctx.root_dir, sum(item["size"] for item in manifest["files"].values()) + MARGIN)
+            check_free_space(ctx.root_dir, sum(item["size"] for item in stream.members(manifest).values()) + MARGIN)
         except PreflightError as exc:
             raise OpError(str(exc).replace("for the dump", "for the received checkpoint")) from exc
+        if manifest.get("disk"):
+            _refuse_existing(ctx, ref, opts.create)
+            disk_apply.make_volumes(ctx, manifest["disk"].get("volumes") or {}, place.setdefault("volumes_made", []))
         found, created = inspect_or_create(ctx, ref, manifest["container"], f"the stream at {fifo_path}", opts.create)
         place["created"] = created
         place["inspect"] = found
@@ -151,10 +190,16 @@ def receive(ctx: HostContext, ref: str, opts: ReceiveOptions) -> Received:
             reader.wait(opts.timeout)
             waited = time.monotonic() - begin
             manifest = stream.receive(reader, destination)
-        except (stream.StreamError, ArchiveError, ManifestError, OSError) as exc:
+            disk = _apply_disk(ctx, place, manifest)
+        except (stream.StreamError, ArchiveError, ManifestError, OSError, disk_index.DiskIndexError,
+                disk_apply.DiskApplyError) as exc:
+            dropped = _drop_created(ctx, place)
             raise OpError(f"receiving checkpoint {opts.name!r} for {ref} failed, nothing was restored"
-                          + (" and the container created for it was removed" if _drop_created(ctx, place) else "")
+                          + (f" and {dropped} {'were' if ' and ' in dropped else 'was'} removed" if dropped else "")
                           + f": {exc}") from exc
+        except OpError:
+            _drop_created(ctx, place)
+            raise
         path = place["path"]
         if os.path.isdir(path) and store.read_metadata(path).get("files") != manifest["files"] and not opts.force:
             raise OpError(f"container {ref} already has a checkpoint {opts.name!r} that differs from the one received: "
@@ -174,4 +219,4 @@ def receive(ctx: HostContext, ref: str, opts: ReceiveOptions) -> Received:
                 shutil.rmtree(os.path.dirname(place["path"]), ignore_errors=True)
     return {"inspect": place["inspect"], "created": bool(place.get("created")), "bytes": reader.count,
             "waited_seconds": round(waited, 3), "seconds": round(time.monotonic() - begin - waited, 3),
-            "finished_at": round(time.time(), 3)}
+            "finished_at": round(time.time(), 3), "disk": disk}

@@ -151,7 +151,25 @@ class SocketSender:
             except OSError:
                 pass
 
-    def send(self, source_dir: str, manifest: Mapping[str, Any], timeout: float) -> dict[str, float]:
+    def send_more(self, manifest: Mapping[str, Any], disk_sources: Mapping[str, Any], timeout: float) -> dict[str, float]:
+        """A first segment (the disk state's pre-copy), like stream.Sender.send_more."""
+        if self.conn is None:
+            raise StreamError("the relay is not connected")
+        begin = time.monotonic()
+        timer = threading.Timer(timeout, self._cut)
+        timer.start()
+        try:
+            self.conn.sendall(stream_preamble(manifest, more=True))
+            sent = write_stream(self.conn.fileno(), "", manifest, disk_sources, lenient=True)
+        except OSError as exc:
+            self.abort()
+            raise StreamError(f"sending the pre-copy through the controller's relay failed: {exc}") from exc
+        finally:
+            timer.cancel()
+        return {"bytes": sent, "seconds": round(time.monotonic() - begin, 3)}
+
+    def send(self, source_dir: str, manifest: Mapping[str, Any], timeout: float,
+             disk_sources: Mapping[str, Any] | None = None) -> dict[str, float]:
         """Stream the checkpoint; returns {'bytes', 'seconds', 'started_at'}, like stream.Sender.send."""
         if self.conn is None:
             raise StreamError("the relay is not connected")
@@ -160,7 +178,7 @@ class SocketSender:
         timer.start()
         try:
             self.conn.sendall(stream_preamble(manifest))
-            sent = write_stream(self.conn.fileno(), source_dir, manifest)
+            sent = write_stream(self.conn.fileno(), source_dir, manifest, disk_sources)
             self.conn.shutdown(socket.SHUT_WR)
             answer = b""
             while True:

@@ -111,6 +111,8 @@ def _restore(ctx: HostContext, source: Inspect, target: Inspect, opts: RestoreOp
     elif received:
         result["received"] = {"bytes": received["bytes"], "waited_seconds": received["waited_seconds"],
                               "seconds": received["seconds"], "finished_at": received["finished_at"]}
+        if received.get("disk"):
+            result["received"]["disk"] = received["disk"]
         result["import_seconds"] = received["seconds"]
     elif not os.path.isdir(src_path):
         raise checkpoint_not_found(opts.name, result["source"], store.checkpoint_names(ctx.root_dir, source["Id"]))

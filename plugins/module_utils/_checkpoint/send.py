@@ -11,11 +11,12 @@ import os
 from typing import Any, Mapping, Union
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import container
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import disk_walk
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import dump
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import relayed_send
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import store
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import stream
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import HostContext, Result
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import HostContext, Inspect, Result
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.errors import OpError, carrying
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.export import portable_manifest
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.files import ArchiveError, file_inventory
@@ -60,10 +61,24 @@ def connect(send_to: SendTo, result: Result, name: str, made: bool = False) -> S
     return sender
 
 
+def disk_trees(ctx: HostContext, found: Inspect, send_to: SendTo, leave_running: bool) -> list[disk_walk.Tree]:
+    """The disk state that travels with the checkpoint (send_to.writable_layer, send_to.volumes); OpError before
+    anything is touched when it cannot."""
+    trees = disk_walk.plan(ctx.api, found, bool(send_to.get("writable_layer")), send_to.get("volumes") or "none")
+    if trees and leave_running:
+        raise OpError(f"{(found.get('Name') or '').lstrip('/')} would keep running while its disk state is copied: "
+                      "disk state travels only with a checkpoint that stops the container. Use leave_running=false, "
+                      "or writable_layer=false and volumes=none to send the memory alone")
+    return trees
+
+
 def present_and_send(ctx: HostContext, ref: str, opts: dump.DumpOptions, send_to: SendTo) -> Result:
     """state=present with send_to: the checkpoint made (or found), then sent."""
     result, planned = dump.plan(ctx, ref, opts)
     sender = None
+    with carrying(result):
+        trees = disk_trees(ctx, planned.inspect if planned else container.inspect(ctx, result["id"]), send_to,
+                           opts.leave_running and planned is not None)
     if planned is not None and not ctx.check_mode:
         # Connected, and the target's restore seen waiting, before the container is touched.
         with carrying(result):
@@ -74,13 +89,14 @@ def present_and_send(ctx: HostContext, ref: str, opts: dump.DumpOptions, send_to
             sender.abort()
             raise
     with carrying(result):
-        send_checkpoint(ctx, result, opts.name, send_to, opts.timeout, sender)
+        send_checkpoint(ctx, result, opts.name, send_to, opts.timeout, sender, trees)
     return result
 
 
 def send_checkpoint(ctx: HostContext, result: Result, name: str, send_to: SendTo, timeout: int,
-                    sender: Sender | None = None) -> None:
-    """Send the checkpoint that state=present just made (or found) to send_to; fills result['sent']."""
+                    sender: Sender | None = None, trees: list[disk_walk.Tree] | None = None) -> None:
+    """Send the checkpoint that state=present just made (or found) to send_to, with the disk state of `trees`;
+    fills result['sent']."""
     where = _remote(send_to, result["container"], name)[1]
     if result["action"] == "unchanged" and container.is_running(ctx, container.inspect(ctx, result["id"])):
         raise OpError(f"container {result['container']} is running and already has a checkpoint {name!r}: sending "
@@ -95,17 +111,27 @@ def send_checkpoint(ctx: HostContext, result: Result, name: str, send_to: SendTo
     path = result["path"]
     metadata = store.read_metadata(path)
     files = metadata.get("files")
+    disk = None
     try:
         if not files:  # a checkpoint made by Docker itself, without our metadata: inventory it now
             files = file_inventory(path)
-        manifest = portable_manifest(ctx, name, container.inspect(ctx, result["id"]), path, metadata, files)
-    except (ArchiveError, OSError, ValueError) as exc:
+        found = container.inspect(ctx, result["id"])
+        manifest = portable_manifest(ctx, name, found, path, metadata, files)
+        if trees:
+            if container.is_running(ctx, found):
+                raise disk_walk.DiskStateError("the container runs again: its disk state would change as it is read")
+            disk = disk_walk.collect(trees)
+            manifest["disk"] = disk.manifest_section(
+                {tree.name: tree.labels for tree in trees if tree.kind == "volume"},
+                any(tree.kind == "rootfs" for tree in trees))
+    except (ArchiveError, disk_walk.DiskStateError, OSError, ValueError) as exc:
         if sender:
             sender.abort()
+        result["modified"] = result.get("stopped", False) or result.get("modified", False)
         raise OpError(f"checkpoint {name!r} of {result['container']} at {path} cannot be sent: {exc}") from exc
     sender = sender or connect(send_to, result, name, made=True)
     try:
-        sent = sender.send(path, manifest, timeout)
+        sent = sender.send(path, manifest, timeout, disk.sources if disk else None)
     except stream.StreamError as exc:
         result["modified"] = result.get("stopped", False) or result.get("modified", False)
         raise OpError(f"checkpoint {name!r} of {result['container']} was made at {path}"
@@ -113,3 +139,6 @@ def send_checkpoint(ctx: HostContext, result: Result, name: str, send_to: SendTo
                       + f", but sending it to {where} failed: {str(exc).rstrip('.')}. Restore it here with "
                       "state=restored, or send it again once a restore waits there") from exc
     result["sent"] = dict(sent, to=where)
+    if disk:
+        result["sent"]["disk"] = {"entries": disk.entries, "bytes": disk.size, "walk_seconds": disk.seconds,
+                                  "trees": [tree.name or "writable layer" for tree in trees or []]}

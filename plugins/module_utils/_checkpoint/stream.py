@@ -65,42 +65,50 @@ if not stat.S_ISFIFO(os.fstat(fd).st_mode):
 os.set_blocking(fd, True)
 os.write(1, b"ready\n")
 # The stream says its length first ("fleet-stream <bytes>"): the relay copies exactly that much, then says "done" -
-# without waiting for the end of its input, which a sudo or a relay in between may hold open.
-line = b""
-while not line.endswith(b"\n") and len(line) < 64:
-    byte = os.read(0, 1)
-    if not byte:
+# without waiting for the end of its input, which a sudo or a relay in between may hold open. A segment marked
+# "more" (a pre-copy sent while the container still runs) is followed by another one on the same connection.
+use_splice, started = hasattr(os, "splice"), False
+while True:
+    line = b""
+    while not line.endswith(b"\n") and len(line) < 64:
+        byte = os.read(0, 1)
+        if not byte:
+            break
+        line += byte
+    if not line and not started:
+        os.close(fd)
+        sys.exit(0)  # the sender gave up before sending anything: the receiver sees an empty stream
+    if not line:
+        sys.exit("fleet.checkpoint: the sender stopped after its pre-copy, before the checkpoint")
+    words = line.split()
+    if (len(words) not in (2, 3) or words[0] != b"fleet-stream" or not words[1].isdigit()
+            or words[2:] not in ([], [b"more"])):
+        sys.exit("fleet.checkpoint: this is not a fleet.checkpoint stream (it starts with %r)" % line[:40])
+    started, left = True, int(words[1])
+    try:
+        while left:
+            if use_splice:
+                try:
+                    moved = os.splice(0, fd, min(left, 1048576))  # SSH's pipe into the FIFO, no copy through Python
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:
+                        raise
+                    use_splice = False
+                    continue
+            else:
+                data = os.read(0, min(left, 1048576))
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                moved = len(data)
+            if not moved:
+                sys.exit("fleet.checkpoint: the stream ended %d bytes short (the sender stopped or the connection "
+                         "broke)" % left)
+            left -= moved
+    except OSError as exc:
+        sys.exit("fleet.checkpoint: writing into %s failed (%s): the receiving restore stopped" % (path, exc.strerror))
+    if words[2:] != [b"more"]:
         break
-    line += byte
-if not line:
-    os.close(fd)
-    sys.exit(0)  # the sender gave up before sending anything: the receiver sees an empty stream
-words = line.split()
-if len(words) != 2 or words[0] != b"fleet-stream" or not words[1].isdigit():
-    sys.exit("fleet.checkpoint: this is not a fleet.checkpoint stream (it starts with %r)" % line[:40])
-left, use_splice = int(words[1]), hasattr(os, "splice")
-try:
-    while left:
-        if use_splice:
-            try:
-                moved = os.splice(0, fd, min(left, 1048576))  # SSH's pipe into the FIFO, no copy through Python
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:
-                    raise
-                use_splice = False
-                continue
-        else:
-            data = os.read(0, min(left, 1048576))
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            moved = len(data)
-        if not moved:
-            sys.exit("fleet.checkpoint: the stream ended %d bytes short (the sender stopped or the connection broke)"
-                     % left)
-        left -= moved
-except OSError as exc:
-    sys.exit("fleet.checkpoint: writing into %s failed (%s): the receiving restore stopped" % (path, exc.strerror))
 os.close(fd)
 os.write(1, b"done\n")  # every byte is in the FIFO: the sender's proof that the stream arrived whole
 """
@@ -155,43 +163,89 @@ def stream_length(manifest: Mapping[str, Any]) -> int:
     """The bytes write_stream will write for this manifest (said first to the relay, which copies that many)."""
     data = json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8")
     count = BLOCK + len(data) + _padding(len(data)) + 2 * BLOCK
-    for relative in manifest["files"]:
-        size = manifest["files"][relative]["size"]
-        count += len(_header(relative, size)) + size + _padding(size)
+    for relative, info in members(manifest).items():
+        count += len(_header(relative, info["size"])) + info["size"] + _padding(info["size"])
     return count
 
 
-def stream_preamble(manifest: Mapping[str, Any]) -> bytes:
-    """What a sender writes before the tar: the stream's length, for the relay on the target."""
-    return b"fleet-stream %d\n" % stream_length(manifest)
+def members(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """Every file the stream carries after its manifest: the checkpoint's, then the disk state's (if any)."""
+    return {**manifest["files"], **((manifest.get("disk") or {}).get("files") or {})}
 
 
-def write_stream(out: FileDescriptorLike, source_dir: str, manifest: Mapping[str, Any]) -> int:
+def stream_preamble(manifest: Mapping[str, Any], more: bool = False) -> bytes:
+    """What a sender writes before the tar: the stream's length, for the relay on the target; `more` when another
+    segment follows on the same connection (a pre-copy, then the checkpoint)."""
+    return b"fleet-stream %d%s\n" % (stream_length(manifest), b" more" if more else b"")
+
+
+def _send_range(fd: int, handle: IO[bytes], full: str, offset: int, length: int, lenient: bool = False) -> None:
+    end = offset + length
+    while offset < end:
+        sent = os.sendfile(fd, handle.fileno(), offset, min(end - offset, 1 << 30))
+        if sent == 0:
+            if not lenient:
+                raise StreamError(f"{full} ended early while being sent (it shrank)")
+            _zeros(fd, end - offset)  # a pre-copy: see _send_file
+            return
+        offset += sent
+
+
+def _zeros(fd: int, count: int) -> None:
+    while count:
+        step = min(count, 1024 * 1024)
+        _write_all(fd, bytes(step))
+        count -= step
+
+
+def _send_file(fd: int, header: bytes, full: str, extents: list[list[int]] | None, size: int, lenient: bool) -> None:
+    """A member's header, then its bytes (its data extents when sparse) from the file `full`. `lenient` (a pre-copy of
+    a running container): a file that shrank or went away since its walk is made up with zeros - the receiver finds
+    its sha256 wrong and drops it, and the final pass sends it again, as it changed."""
+    try:
+        handle = open(full, "rb")  # pylint: disable=consider-using-with
+    except OSError:
+        if not lenient:
+            raise
+        _write_all(fd, header)
+        _zeros(fd, size)
+        return
+    with handle:
+        actual = os.fstat(handle.fileno()).st_size
+        if extents is None and actual != size and not lenient:
+            raise StreamError(f"{full} changed size since its manifest was made ({actual} bytes, the manifest says "
+                              f"{size})")
+        _write_all(fd, header)
+        for offset, length in extents if extents is not None else [[0, size]]:
+            _send_range(fd, handle, full, offset, length, lenient)
+
+
+def write_stream(out: FileDescriptorLike, source_dir: str, manifest: Mapping[str, Any],
+                 disk_sources: Mapping[str, Any] | None = None, lenient: bool = False) -> int:
     """Write the checkpoint under source_dir as a plain tar stream to `out` (a file descriptor, or a file object with
     one): manifest.json first, then every file the manifest lists (root-only modes), the files' bytes handed over by
-    the kernel (sendfile) without passing through Python. Returns the number of bytes written."""
+    the kernel (sendfile) without passing through Python; then the disk state's members, from `disk_sources`
+    (member -> its bytes, or (path, data extents or None)). Returns the number of bytes written."""
     fd = out if isinstance(out, int) else out.fileno()
     data = json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8")
     _write_all(fd, _header(MANIFEST_NAME, len(data)) + data + bytes(_padding(len(data))))
     count = BLOCK + len(data) + _padding(len(data))
-    for relative in sorted(manifest["files"]):
-        full = os.path.join(source_dir, *relative.split("/"))
-        size = manifest["files"][relative]["size"]
-        with open(full, "rb") as handle:
-            actual = os.fstat(handle.fileno()).st_size
-            if actual != size:
-                raise StreamError(f"{full} changed size since its manifest was made ({actual} bytes, the manifest "
-                                  f"says {size})")
-            header = _header(relative, size)
-            _write_all(fd, header)
-            offset = 0
-            while offset < size:
-                sent = os.sendfile(fd, handle.fileno(), offset, min(size - offset, 1 << 30))
-                if sent == 0:
-                    raise StreamError(f"{full} ended early while being sent (it shrank)")
-                offset += sent
-            _write_all(fd, bytes(_padding(size)))
-            count += len(header) + size + _padding(size)
+    disk = dict(sorted(((manifest.get("disk") or {}).get("files") or {}).items()))
+    for relative, info in [*sorted(manifest["files"].items()), *disk.items()]:
+        size = info["size"]
+        source = (disk_sources or {}).get(relative) if relative in disk else (
+            os.path.join(source_dir, *relative.split("/")), None)
+        header = _header(relative, size)
+        if isinstance(source, bytes):
+            if len(source) != size:
+                raise StreamError(f"{relative} is {len(source)} bytes, the manifest says {size}")
+            _write_all(fd, header + source)
+        elif source is None:
+            raise StreamError(f"nothing to send for {relative}")
+        else:
+            _send_file(fd, header, source[0], source[1], size, lenient)
+        _write_all(fd, bytes(_padding(size)))
+        count += len(header) + size + _padding(size)
     _write_all(fd, _ZERO_BLOCK * 2)  # the end of the archive
     return count + 2 * BLOCK
 
@@ -237,7 +291,27 @@ class Sender:
                 self.proc.wait()
         self._reader.join(5)
 
-    def send(self, source_dir: str, manifest: Mapping[str, Any], timeout: float) -> dict[str, float]:
+    def send_more(self, manifest: Mapping[str, Any], disk_sources: Mapping[str, Any], timeout: float) -> dict[str, float]:
+        """A first segment on the connection - the disk state's pre-copy, the container still running - written but not
+        confirmed (the relay confirms the whole after the last segment); returns {'bytes', 'seconds'}."""
+        stdin = cast(IO[bytes], self.proc.stdin)  # stdin=PIPE
+        begin = time.monotonic()
+        timer = threading.Timer(timeout, self.proc.kill)
+        timer.start()
+        try:
+            stdin.write(stream_preamble(manifest, more=True))
+            stdin.flush()
+            sent = write_stream(stdin, "", manifest, disk_sources, lenient=True)
+        except OSError as exc:
+            self.abort()
+            detail = b"".join(self._errors).decode("utf-8", "replace").strip()
+            raise StreamError(f"sending the pre-copy over SSH failed: {detail or exc}") from exc
+        finally:
+            timer.cancel()
+        return {"bytes": sent, "seconds": round(time.monotonic() - begin, 3)}
+
+    def send(self, source_dir: str, manifest: Mapping[str, Any], timeout: float,
+             disk_sources: Mapping[str, Any] | None = None) -> dict[str, float]:
         """Stream the checkpoint; returns {'bytes', 'seconds', 'started_at'} (from the first byte on: the connection
         was made beforehand). The whole transfer must end within `timeout` seconds, else ssh is killed."""
         stdin = cast(IO[bytes], self.proc.stdin)  # stdin=PIPE
@@ -251,7 +325,7 @@ class Sender:
             try:
                 stdin.write(stream_preamble(manifest))
                 stdin.flush()
-                sent = write_stream(stdin, source_dir, manifest)
+                sent = write_stream(stdin, source_dir, manifest, disk_sources)
                 stdin.close()
             except (BrokenPipeError, ConnectionResetError) as exc:
                 broken = exc
@@ -435,7 +509,7 @@ def receive(fileobj: SupportsRead[bytes], destination: str | Callable[[Manifest]
     unsafe, unlisted, missing, truncated or corrupted (what was written is left for the caller to remove)."""
     seen: dict[str, str] = {}
     manifest = _read_manifest(fileobj)
-    expected = manifest["files"]
+    expected = members(manifest)
     if callable(destination):
         destination = destination(manifest)
     if os.path.lexists(destination):

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import migration_preflight as mp
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPIError
@@ -144,3 +145,61 @@ def test_the_commands_of_each_path():
         "the scp command is missing on the source (the direct path runs it there): install it"]
     assert mp.missing_commands("source", "controller", which(missing=("scp",))) == []
     assert mp.listening_ports(lambda path: {"/proc/net/tcp": TCP}.get(path, "")) == {(18080, "tcp")}
+
+
+class DiskApi(FakeApi):
+    """Volumes too: {name: (driver, options, mountpoint, users)}; the daemon's storage driver."""
+
+    def __init__(self, volumes, driver="overlay2", **kwargs):
+        super().__init__(**kwargs)
+        self.volumes, self.driver = volumes, driver
+
+    def get(self, path, **query):
+        if path == "/info":
+            return dict(super().get(path), Driver=self.driver)
+        if path.startswith("/volumes/") and path[9:] in self.volumes:
+            driver, options, mountpoint, _users = self.volumes[path[9:]]
+            return {"Name": path[9:], "Driver": driver, "Options": options, "Mountpoint": mountpoint, "Labels": None}
+        if path == "/containers/json":
+            wanted = json.loads(query["filters"])["volume"][0]
+            return [{"Id": cid, "Names": [f"/{name}"]} for cid, name in self.volumes[wanted][3]]
+        if path == f"/containers/{INSPECT['Id']}/json":
+            return dict(INSPECT, SizeRw=7 * 2**20)
+        return super().get(path, **query)
+
+
+def with_volumes(*names):
+    inspect = dict(INSPECT, GraphDriver={"Name": "overlay2", "Data": {"UpperDir": "/nonexistent/diff"}})
+    inspect["Mounts"] = INSPECT["Mounts"] + [{"Type": "volume", "Name": name, "Destination": f"/{name}"}
+                                             for name in names]
+    return inspect
+
+
+def test_the_source_names_volumes_that_cannot_travel_and_each_bind_mount(tmp_path):
+    (tmp_path / "db").mkdir()
+    (tmp_path / "db" / "rows").write_bytes(b"r" * 8192)
+    mine = (INSPECT["Id"], "web")
+    api = DiskApi({"db": ("local", None, str(tmp_path / "db"), [mine]),
+                   "shared": ("local", None, str(tmp_path), [mine, ("cd" * 32, "worker")]),
+                   "nfs": ("local", {"type": "nfs", "device": ":/export"}, "/x", [mine])},
+                  containers={"web": with_volumes("db")}, images={IMAGE_ID: 1})
+    good = mp.plan(api, ["web"], criu(), which(), "6.18.44", True, "all")
+    assert good["problems"] == []
+    assert good["containers"][0]["disk"] == {"rootfs": True, "volumes": ["db"], "bytes": 7 * 2**20 + 8192}
+    assert good["notices"] == ["web: bind mount /etc/app -> /etc/app is host-local - its contents do not move; the "
+                               "target's own /etc/app is mounted there"]
+    assert mp.plan(api, ["web"], criu(), which(), "6.18.44", False, "none")["containers"][0]["disk"] == {
+        "rootfs": False, "volumes": [], "bytes": 0}
+    api.containers["web"] = with_volumes("shared")
+    assert "also used by worker" in mp.plan(api, ["web"], criu(), which(), "6.18.44", True, "all")["problems"][0]
+    api.containers["web"] = with_volumes("nfs")
+    assert "not a plain local volume" in mp.plan(api, ["web"], criu(), which(), "6.18.44", True, "named")["problems"][0]
+
+
+def test_the_target_refuses_a_volume_it_has_and_a_layer_it_cannot_hold():
+    api = DiskApi({"db": ("local", None, "/var/lib/docker/volumes/db/_data", [])}, driver="btrfs")
+    problems = mp.disk_problems(api, api.get("/info"), "web", {"rootfs": True, "volumes": ["db", "logs"]})
+    assert len(problems) == 2
+    assert "btrfs storage driver, not overlay2" in problems[0]
+    assert "volume db already exists on the target" in problems[1]
+    assert mp.disk_problems(api, {"Driver": "overlay2"}, "web", {"rootfs": True, "volumes": ["logs"]}) == []

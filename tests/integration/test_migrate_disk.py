@@ -1,0 +1,160 @@
+"""Migration that moves the whole container: its writable layer and its volumes' data travel with its checkpoint.
+
+The workload keeps a journal open in its own writable layer (CRIU reopens it on the target, at the size it had at the
+dump), deletes a file of its image (an overlayfs whiteout) and replaces a directory (an opaque one), makes a sparse
+file, a hard link, a FIFO, a symbolic link and a set-uid file owned by another user, and counts into a named volume.
+"""
+
+import json
+import time
+
+from conftest import ROOT, ansible_playbook, counts, lab_exec, sh
+
+IMAGE = "fleet-lab-workload:busybox"
+PLAYBOOKS = ROOT / "playbooks"
+VOLUME = "mig-data"
+NAME = "mover-disk"
+WORKLOAD = """set -e
+rm -f /bin/vi
+rm -rf /root && mkdir /root && echo opaque > /root/new
+mkdir -p /state
+dd if=/dev/urandom of=/state/blob bs=1M count=8 2>/dev/null
+dd if=/dev/zero of=/state/sparse bs=1 count=0 seek=200M 2>/dev/null
+echo middle | dd of=/state/sparse bs=1 seek=100M conv=notrunc 2>/dev/null
+touch /state/suid && chown 1234:5678 /state/suid && chmod 4750 /state/suid
+mkfifo /state/fifo
+ln -s /state/blob /state/link
+[ -e /data/big ] || dd if=/dev/urandom of=/data/big bs=1M count=24 2>/dev/null
+exec 3>>/state/journal.log
+ln /state/journal.log /state/journal.hard
+i=0
+while :; do i=$((i + 1)); echo $i; echo $i >&3; echo $i > /data/last; sleep 0.2; done
+"""
+
+
+def inspect(host, name, template):
+    return lab_exec(host, "docker", "inspect", "-f", template, name).stdout.strip()
+
+
+def upper(host, name):
+    return inspect(host, name, "{{.GraphDriver.Data.UpperDir}}")
+
+
+def host_python(host, code):
+    return lab_exec(host, "python3", "-c", code).stdout.strip()
+
+
+def diff(host, name):
+    return sorted(lab_exec(host, "docker", "diff", name).stdout.split("\n"))
+
+
+def sha(host, path):
+    return sh(host, f"sha256sum {path}").stdout.split()[0]
+
+
+def clean(*hosts):
+    for host in hosts:
+        lab_exec(host, "docker", "rm", "-f", NAME, check=False)
+        lab_exec(host, "docker", "volume", "rm", "-f", VOLUME, check=False)
+
+
+def test_migrate_carries_the_writable_layer_and_the_volume_and_refuses_a_volume_already_there(fleet):
+    source, target = fleet[1], fleet[2]
+    clean(source, target)
+    lab_exec(source, "docker", "run", "-d", "--name", NAME, "-v", f"{VOLUME}:/data", IMAGE, "sh", "-c", WORKLOAD)
+    deadline = time.monotonic() + 30
+    while len(counts(source, NAME)) < 5:
+        assert time.monotonic() < deadline, "the workload does not count"
+        time.sleep(0.3)
+    merged = inspect(source, NAME, "{{.GraphDriver.Data.MergedDir}}")
+    host_python(source, f"import os; os.setxattr('{merged}/state/blob', 'user.fleet', b'kept\\0here')")
+    pid = inspect(source, NAME, "{{.State.Pid}}")
+    extra = {"fleet_checkpoint_migrate_source": source, "fleet_checkpoint_migrate_target": target,
+             "fleet_checkpoint_migrate_containers": [NAME]}
+
+    # A volume of that name on the target: refused before anything stops, nothing changed on either host.
+    lab_exec(target, "docker", "volume", "create", VOLUME)
+    rc, output = ansible_playbook(PLAYBOOKS / "migrate.yml", check=False, extra_vars=extra)
+    text = json.dumps(output)
+    assert rc != 0 and f"volume {VOLUME} already exists on the target" in text, text[-3000:]
+    assert "nothing was changed" in text
+    assert inspect(source, NAME, "{{.State.Pid}}") == pid
+    assert lab_exec(target, "docker", "ps", "-aq", "--filter", f"name={NAME}").stdout.strip() == ""
+    lab_exec(target, "docker", "volume", "rm", VOLUME)
+
+    rc, output = ansible_playbook(PLAYBOOKS / "migrate.yml", extra_vars=extra)
+    assert inspect(source, NAME, "{{.State.Running}}") == "false"
+    assert inspect(target, NAME, "{{.State.Running}}") == "true"
+    report = output["global_custom_stats"]["fleet_checkpoint_migrate"]["containers"][0]
+    assert report["moved"] is True and report["disk_bytes"] > 32 * 1024 * 1024, report
+    print(f"\ndisk state: {report['disk_bytes']} bytes in {report['disk_entries']} entries, read in "
+          f"{report['disk_walk_seconds']} s, put in place in {report['disk_apply_seconds']} s; downtime "
+          f"{report['downtime_seconds']} s")
+
+    # The process went on writing to the journal it held open: the target's continues the source's.
+    source_upper, target_upper = upper(source, NAME), upper(target, NAME)
+    before = sh(source, f"cat {source_upper}/state/journal.log").stdout.split()
+    deadline = time.monotonic() + 20
+    while len(lab_exec(target, "docker", "exec", NAME, "cat", "/state/journal.log").stdout.split()) < len(before) + 3:
+        assert time.monotonic() < deadline, "the journal does not grow on the target"
+        time.sleep(0.3)
+    after = lab_exec(target, "docker", "exec", NAME, "cat", "/state/journal.log").stdout.split()
+    assert after[:len(before)] == before and int(after[len(before)]) == int(before[-1]) + 1
+    assert counts(target, NAME)[0] == int(before[-1]) + 1
+
+    # The same changes to the image on both hosts (the source's container is kept, stopped).
+    assert diff(target, NAME) == diff(source, NAME)
+    listing = lab_exec(target, "docker", "exec", NAME, "sh", "-c",
+                       "cat /root/new; ls /root; ls /bin/vi 2>&1; stat -c '%n %u:%g %a %h %F' /state/suid "
+                       "/state/journal.hard /state/fifo /state/link; readlink /state/link").stdout
+    assert "opaque\nnew\n" in listing and "No such file" in listing, listing
+    assert "/state/suid 1234:5678 4750 1 regular empty file" in listing, listing
+    assert "/state/journal.hard 0:0 644 2 regular file" in listing, listing
+    assert "/state/fifo 0:0 644 1 fifo" in listing and "/state/blob" in listing, listing
+    same_inode = lab_exec(target, "docker", "exec", NAME, "stat", "-c", "%i", "/state/journal.log",
+                          "/state/journal.hard").stdout.split()
+    assert same_inode[0] == same_inode[1]
+    # Sparse: 200 MiB long, a few KiB on disk, as on the source.
+    blocks = sh(target, f"stat -c '%s %b' {target_upper}/state/sparse").stdout.split()
+    assert blocks[0] == str(200 * 1024 * 1024) and int(blocks[1]) * 512 < 1024 * 1024, blocks
+    assert sha(target, f"{target_upper}/state/sparse") == sha(source, f"{source_upper}/state/sparse")
+    assert sha(target, f"{target_upper}/state/blob") == sha(source, f"{source_upper}/state/blob")
+    assert host_python(target, f"import os; print(os.getxattr('{target_upper}/state/blob', 'user.fleet'))") \
+        == repr(b"kept\0here")
+    # The root-only overlay marks came as they were: the replaced directory hides the image's.
+    assert host_python(target, f"import os; print(os.getxattr('{target_upper}/root', 'trusted.overlay.opaque'))") \
+        == "b'y'"
+
+    # The volume's data: the same bytes, and the counter's last number moved on from the source's.
+    source_data = lab_exec(source, "docker", "volume", "inspect", "-f", "{{.Mountpoint}}", VOLUME).stdout.strip()
+    assert sha(target, f"{source_data}/big") == sha(source, f"{source_data}/big")
+    assert int(lab_exec(target, "docker", "exec", NAME, "cat", "/data/last").stdout) > int(before[-1])
+    # Nothing of the transfer is left on the target beside the container's own directories.
+    leftovers = sh(target, "ls -d /var/lib/docker/overlay2/*.fleet-* /var/lib/docker/overlay2/*/diff.fleet-* "
+                           f"/var/lib/docker/volumes/{VOLUME}/_data.fleet-* 2>/dev/null; true").stdout
+    assert leftovers.strip() == "", leftovers
+    clean(source, target)
+
+
+def test_without_its_writable_layer_the_restore_fails_and_nothing_is_left_on_the_target(fleet):
+    """The issue's first finding, kept as the proof that the layer matters: the journal the process holds open is
+    not on the target, CRIU cannot restore there, the container runs on the source again - and the target keeps
+    neither the container nor the volume made for it."""
+    source, target = fleet[1], fleet[2]
+    clean(source, target)
+    lab_exec(source, "docker", "run", "-d", "--name", NAME, "-v", f"{VOLUME}:/data", IMAGE, "sh", "-c", WORKLOAD)
+    deadline = time.monotonic() + 30
+    while len(counts(source, NAME)) < 5:
+        assert time.monotonic() < deadline, "the workload does not count"
+        time.sleep(0.3)
+    rc, output = ansible_playbook(PLAYBOOKS / "migrate.yml", check=False, extra_vars={
+        "fleet_checkpoint_migrate_source": source, "fleet_checkpoint_migrate_target": target,
+        "fleet_checkpoint_migrate_containers": [NAME], "fleet_checkpoint_migrate_writable_layer": False})
+    text = json.dumps(output)
+    assert rc != 0 and "journal.log" in text, text[-3000:]
+    assert inspect(source, NAME, "{{.State.Running}}") == "true"
+    last = counts(source, NAME)
+    assert last == list(range(1, len(last) + 1)), "restored on the source, the count goes on from where it was"
+    assert lab_exec(target, "docker", "ps", "-aq", "--filter", f"name={NAME}").stdout.strip() == ""
+    assert lab_exec(target, "docker", "volume", "ls", "-q", "--filter", f"name={VOLUME}").stdout.strip() == ""
+    clean(source, target)
