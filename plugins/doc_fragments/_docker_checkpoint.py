@@ -183,6 +183,19 @@ options:
         type: str
         choices: [all, named, none]
         default: none
+      precopy:
+        description:
+          - With disk state to send, send it in two passes, as rsync would - first, before the container is touched,
+            every file and directory as it is (on the same connection, right after the target answered that it
+            waits); then, once the dump has stopped the container, the complete index and the bytes of only the
+            files that changed since (a different inode, size, modification or change time). The downtime then grows
+            with what the container writes, not with the size of its layer and volumes.
+          - A file changed in the second before the first pass, or while it is read, is left to the second pass;
+            one that arrives damaged in the first pass is dropped by the target (the second pass sends it, as it
+            changed).
+          - V(false) sends everything during the freeze, and so does a container whose files hold less than 1 MiB.
+        type: bool
+        default: true
   receive_timeout:
     description:
       - With O(state=restored) and O(archive_dir), receive the checkpoint streamed by O(state=present) with O(send_to)

@@ -380,8 +380,10 @@ results:
       sample: 1764600003.456
     sent:
       description: With O(send_to), where the checkpoint went and how long it took (only C(to) in check mode); with
-        disk state, C(disk) gives its files and directories (C(entries)), its C(bytes), the seconds spent reading and
-        hashing it (C(walk_seconds)) and the trees sent (the writable layer, volume names).
+        disk state, C(disk) gives its files and directories (C(entries)), the C(bytes) of the final pass, the seconds
+        spent reading and hashing it during the freeze (C(walk_seconds)), the files not sent again as they did not
+        change since the pre-copy (C(unchanged_files)), the trees sent (the writable layer, volume names) and
+        C(precopy) (the first pass, before the freeze - its C(bytes), C(seconds), C(entries)).
       type: dict
       returned: state=present with O(send_to)
       sample: {"to": "root@web-2:/var/lib/fleet-checkpoint/migrate/billing-worker-move.stream", "bytes": 268939264,
@@ -390,8 +392,9 @@ results:
     received:
       description: With O(receive_timeout), what arrived - C(bytes), C(waited_seconds) before the first byte,
         C(seconds) from the first byte to the checkpoint checked and in place, C(finished_at) (seconds since the epoch);
-        with disk state, C(disk) gives the trees C(applied), their C(entries), the C(volumes) created and the
-        C(seconds) it took to put them in place.
+        with disk state, C(disk) gives the trees C(applied), their C(entries), the C(volumes) created, the
+        C(seconds) it took to put them in place and, when it came in two passes, C(precopy) (its C(bytes), C(files) and
+        the files that arrived C(damaged), sent again by the final pass). C(bytes) counts both passes.
       type: dict
       returned: state=restored with O(receive_timeout), when a checkpoint was received
       sample: {"bytes": 268939264, "waited_seconds": 12.4, "seconds": 1.75, "finished_at": 1764600002.8}

@@ -490,3 +490,40 @@ def test_a_target_out_of_disk_leaves_the_container_running_on_the_source(fleet):
     assert not exists(target, "/var/lib/fleet-checkpoint/run.lock")
     clean(source)
     clean(target)
+
+
+@pytest.mark.fault(8, "migration target unreachable or out of disk mid-transfer")
+def test_a_target_disk_that_fills_with_the_disk_state_leaves_the_container_running_on_the_source(fleet):
+    """The volume's 64 MiB go ahead of the freeze (the pre-copy) into a target directory that holds 8 MiB: the
+    receive fails while the container still runs on the source - it is never frozen - and the target keeps neither
+    the container nor the volume made for it."""
+    source, target = fleet[0], fleet[2]
+    clean(source)
+    clean(target)
+    for host in (source, target):
+        lab_exec(host, "docker", "volume", "rm", "-f", "mover-data", check=False)
+    lab_exec(source, "docker", "run", "--rm", "-v", "mover-data:/data", IMAGE, "sh", "-c",
+             "head -c 67108864 /dev/urandom > /data/blob")
+    start(source, "mover", "-v", "mover-data:/data")
+    wait_counting(source, ["mover"])
+    pid = lab_exec(source, "docker", "inspect", "-f", "{{.State.Pid}}", "mover").stdout.strip()
+    sh(target, "mount -t tmpfs -o size=8m,mode=0710 tmpfs /var/lib/docker/containers")
+    leftovers = controller_dirs()
+    try:
+        rc, output = migrate(source, target, "mover")
+    finally:
+        sh(target, "umount /var/lib/docker/containers; true")
+    assert rc != 0
+    report = json.dumps(output)
+    assert "NOT moved" in report and "No space left on device" in report, all_failed_messages(output)
+    assert "ahead failed, so nothing was checkpointed and the container was not touched" in report, \
+        all_failed_messages(output)
+    # Never frozen: the same process, counting on.
+    assert lab_exec(source, "docker", "inspect", "-f", "{{.State.Pid}}", "mover").stdout.strip() == pid
+    assert_back_on_source(source, target, "mover", counts(source, "mover")[-1] - 1, leftovers)
+    assert lab_exec(target, "docker", "volume", "ls", "-q", "--filter", "name=^mover-data$").stdout.strip() == ""
+    assert not exists(target, "/var/lib/fleet-checkpoint/run.lock")
+    clean(source)
+    clean(target)
+    for host in (source, target):
+        lab_exec(host, "docker", "volume", "rm", "-f", "mover-data", check=False)

@@ -318,18 +318,21 @@ class PeakRss:
 
 
 def test_a_gib_image_and_a_gib_of_memory_through_the_controller_keep_memory_flat(fleet):
-    """1 GiB of image and a 1 GiB checkpoint relayed by the controller: no process of ours, on the controller or on
-    either host, grows with them (each stays under 200 MB)."""
+    """1 GiB of image, 1 GiB of volume data and a 1 GiB checkpoint relayed by the controller: no process of ours, on
+    the controller or on either host, grows with them (each stays under 200 MB)."""
     source, target = fleet[0], fleet[2]
     for host in (source, target):
         lab_exec(host, "docker", "rm", "-f", "big", "big-base", check=False)
         lab_exec(host, "docker", "rmi", "-f", "fleet-lab-big:1", check=False)
+        lab_exec(host, "docker", "volume", "rm", "-f", "big-data", check=False)
     lab_exec(source, "docker", "run", "--name", "big-base", IMAGE, "sh", "-c",
              "head -c 1073741824 /dev/urandom > /big.bin")
     lab_exec(source, "docker", "commit", "big-base", "fleet-lab-big:1")
     lab_exec(source, "docker", "rm", "big-base")
-    lab_exec(source, "docker", "run", "-d", "--name", "big", "-e", "COUNTER_INTERVAL=0.2", "fleet-lab-big:1",
-             "memhog", "1024")
+    lab_exec(source, "docker", "run", "--rm", "-v", "big-data:/data", IMAGE, "sh", "-c",
+             "head -c 1073741824 /dev/urandom > /data/blob")
+    lab_exec(source, "docker", "run", "-d", "--name", "big", "-e", "COUNTER_INTERVAL=0.2", "-v", "big-data:/data",
+             "fleet-lab-big:1", "memhog", "1024")
     time.sleep(8)  # memhog fills its 1 GiB first
     try:
         with PeakRss([source, target]) as hosts:
@@ -341,14 +344,17 @@ def test_a_gib_image_and_a_gib_of_memory_through_the_controller_keep_memory_flat
                       "load)"][source]["results"][0]
         stream = tasks["Relay each checkpoint from the source into the restore waiting on the target"][source][
             "results"][0]
-        assert image["bytes"] > 1 << 30 and stream["bytes"] > 1 << 30, (image["bytes"], stream["bytes"])
+        sent = tasks["Collect the checkpoints' result from the source"][source]["results"][0]["sent"]
+        # The volume's GiB went ahead of the freeze, the checkpoint's during it: both through the same relay.
+        assert sent["disk"]["precopy"]["bytes"] > 1 << 30 and sent["bytes"] > 1 << 30, sent
+        assert image["bytes"] > 1 << 30 and stream["bytes"] > 2 << 30, (image["bytes"], stream["bytes"])
         ours = {key: rss for key, rss in hosts.peak.items()
                 if key[1] in ("python3", "ssh", "sshd", "sshd-session", "docker", "dockerd", "containerd",
                               "containerd-shim", "runc", "criu", "zstd", "sudo", "sh")}
         table = [("controller", "relay (Ansible worker)", image["peak_rss"]["relay"]),
                  ("controller", "ssh clients (largest)", max(image["peak_rss"]["ssh"], stream["peak_rss"]["ssh"]))]
         table += [(host, comm, rss) for (host, comm), rss in sorted(ours.items())]
-        print("\npeak RSS, 1 GiB image + 1 GiB checkpoint through the controller")
+        print("\npeak RSS, 1 GiB image + 1 GiB of volume data + 1 GiB checkpoint through the controller")
         for where, what, rss in table:
             print(f"  {where:22} {what:24} {rss / 1e6:8.1f} MB")
         # On the target, the process named criu while it restores is the workload taking shape (CRIU's restorer
@@ -362,6 +368,7 @@ def test_a_gib_image_and_a_gib_of_memory_through_the_controller_keep_memory_flat
         for host in (source, target):
             lab_exec(host, "docker", "rm", "-f", "big", check=False)
             lab_exec(host, "docker", "rmi", "-f", "fleet-lab-big:1", check=False)
+            lab_exec(host, "docker", "volume", "rm", "-f", "big-data", check=False)
 
 
 @pytest.mark.fault(8, "migration target unreachable or out of disk mid-transfer")

@@ -8,7 +8,8 @@ file, a hard link, a FIFO, a symbolic link and a set-uid file owned by another u
 import json
 import time
 
-from conftest import ROOT, ansible_playbook, counts, lab_exec, sh
+import pytest
+from conftest import ROOT, ansible_playbook, counts, lab_exec, run, sh
 
 IMAGE = "fleet-lab-workload:busybox"
 PLAYBOOKS = ROOT / "playbooks"
@@ -19,16 +20,16 @@ rm -f /bin/vi
 rm -rf /root && mkdir /root && echo opaque > /root/new
 mkdir -p /state
 dd if=/dev/urandom of=/state/blob bs=1M count=8 2>/dev/null
-dd if=/dev/zero of=/state/sparse bs=1 count=0 seek=200M 2>/dev/null
-echo middle | dd of=/state/sparse bs=1 seek=100M conv=notrunc 2>/dev/null
+dd if=/dev/zero of=/state/sparse bs=1 count=0 seek=1G 2>/dev/null
+echo middle | dd of=/state/sparse bs=1 seek=500M conv=notrunc 2>/dev/null
 touch /state/suid && chown 1234:5678 /state/suid && chmod 4750 /state/suid
 mkfifo /state/fifo
 ln -s /state/blob /state/link
 [ -e /data/big ] || dd if=/dev/urandom of=/data/big bs=1M count=24 2>/dev/null
-exec 3>>/state/journal.log
+exec 3>>/state/journal.log 4>>/data/journal.log
 ln /state/journal.log /state/journal.hard
 i=0
-while :; do i=$((i + 1)); echo $i; echo $i >&3; echo $i > /data/last; sleep 0.2; done
+while :; do i=$((i + 1)); echo $i; echo $i >&3; echo $i >&4; echo $i > /data/last; sleep 0.2; done
 """
 
 
@@ -58,7 +59,17 @@ def clean(*hosts):
         lab_exec(host, "docker", "volume", "rm", "-f", VOLUME, check=False)
 
 
-def test_migrate_carries_the_writable_layer_and_the_volume_and_refuses_a_volume_already_there(fleet):
+def direct_path(source, target):
+    """The variables that send straight from source to target (the source holds a key the target accepts)."""
+    run(["docker", "cp", "/var/lib/fleet-lab/ssh/id_ed25519", f"{source}:/root/.ssh/id_ed25519"])
+    sh(source, "chmod 600 /root/.ssh/id_ed25519")
+    address = run(["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", target]
+                  ).stdout.strip()
+    return {"fleet_checkpoint_migrate_transfer": "direct", "fleet_checkpoint_migrate_target_address": address}
+
+
+@pytest.mark.parametrize("path", ["controller", "direct"])
+def test_migrate_carries_the_writable_layer_and_the_volume_and_refuses_a_volume_already_there(fleet, path):
     source, target = fleet[1], fleet[2]
     clean(source, target)
     lab_exec(source, "docker", "run", "-d", "--name", NAME, "-v", f"{VOLUME}:/data", IMAGE, "sh", "-c", WORKLOAD)
@@ -70,26 +81,36 @@ def test_migrate_carries_the_writable_layer_and_the_volume_and_refuses_a_volume_
     host_python(source, f"import os; os.setxattr('{merged}/state/blob', 'user.fleet', b'kept\\0here')")
     pid = inspect(source, NAME, "{{.State.Pid}}")
     extra = {"fleet_checkpoint_migrate_source": source, "fleet_checkpoint_migrate_target": target,
-             "fleet_checkpoint_migrate_containers": [NAME]}
+             "fleet_checkpoint_migrate_containers": [NAME], "fleet_checkpoint_migrate_transfer": "controller"}
 
-    # A volume of that name on the target: refused before anything stops, nothing changed on either host.
-    lab_exec(target, "docker", "volume", "create", VOLUME)
-    rc, output = ansible_playbook(PLAYBOOKS / "migrate.yml", check=False, extra_vars=extra)
-    text = json.dumps(output)
-    assert rc != 0 and f"volume {VOLUME} already exists on the target" in text, text[-3000:]
-    assert "nothing was changed" in text
-    assert inspect(source, NAME, "{{.State.Pid}}") == pid
-    assert lab_exec(target, "docker", "ps", "-aq", "--filter", f"name={NAME}").stdout.strip() == ""
-    lab_exec(target, "docker", "volume", "rm", VOLUME)
-
-    rc, output = ansible_playbook(PLAYBOOKS / "migrate.yml", extra_vars=extra)
+    if path == "controller":
+        # A volume of that name on the target: refused before anything stops, nothing changed on either host.
+        lab_exec(target, "docker", "volume", "create", VOLUME)
+        rc, output = ansible_playbook(PLAYBOOKS / "migrate.yml", check=False, extra_vars=extra)
+        text = json.dumps(output)
+        assert rc != 0 and f"volume {VOLUME} already exists on the target" in text, text[-3000:]
+        assert "nothing was changed" in text
+        assert inspect(source, NAME, "{{.State.Pid}}") == pid
+        assert lab_exec(target, "docker", "ps", "-aq", "--filter", f"name={NAME}").stdout.strip() == ""
+        lab_exec(target, "docker", "volume", "rm", VOLUME)
+    try:
+        if path == "direct":
+            extra.update(direct_path(source, target))
+        output = ansible_playbook(PLAYBOOKS / "migrate.yml", extra_vars=extra)[1]
+    finally:
+        sh(source, "rm -f /root/.ssh/id_ed25519 /root/.ssh/known_hosts")
+    assert output["global_custom_stats"]["fleet_checkpoint_migrate"]["path"] == path
     assert inspect(source, NAME, "{{.State.Running}}") == "false"
     assert inspect(target, NAME, "{{.State.Running}}") == "true"
     report = output["global_custom_stats"]["fleet_checkpoint_migrate"]["containers"][0]
-    assert report["moved"] is True and report["disk_bytes"] > 32 * 1024 * 1024, report
-    print(f"\ndisk state: {report['disk_bytes']} bytes in {report['disk_entries']} entries, read in "
-          f"{report['disk_walk_seconds']} s, put in place in {report['disk_apply_seconds']} s; downtime "
-          f"{report['downtime_seconds']} s")
+    # Two passes: the 8 MiB blob, the sparse file and the 24 MiB of the volume went before the freeze; during it,
+    # only what the workload kept writing (its journal, /data/last) and the index.
+    assert report["moved"] is True and report["precopy_bytes"] > 32 * 1024 * 1024, report
+    assert report["disk_bytes"] < 1024 * 1024 and report["disk_unchanged_files"] >= 3, report
+    print(f"\ndisk state: pre-copy {report['precopy_bytes']} bytes in {report['precopy_seconds']} s; during the "
+          f"freeze {report['disk_bytes']} bytes in {report['disk_entries']} entries ({report['disk_unchanged_files']} "
+          f"files unchanged), read in {report['disk_walk_seconds']} s, put in place in {report['disk_apply_seconds']} "
+          f"s; downtime {report['downtime_seconds']} s")
 
     # The process went on writing to the journal it held open: the target's continues the source's.
     source_upper, target_upper = upper(source, NAME), upper(target, NAME)
@@ -114,9 +135,9 @@ def test_migrate_carries_the_writable_layer_and_the_volume_and_refuses_a_volume_
     same_inode = lab_exec(target, "docker", "exec", NAME, "stat", "-c", "%i", "/state/journal.log",
                           "/state/journal.hard").stdout.split()
     assert same_inode[0] == same_inode[1]
-    # Sparse: 200 MiB long, a few KiB on disk, as on the source.
+    # Sparse: 1 GiB long, a few KiB on disk, as on the source.
     blocks = sh(target, f"stat -c '%s %b' {target_upper}/state/sparse").stdout.split()
-    assert blocks[0] == str(200 * 1024 * 1024) and int(blocks[1]) * 512 < 1024 * 1024, blocks
+    assert blocks[0] == str(1024 ** 3) and int(blocks[1]) * 512 < 1024 * 1024, blocks
     assert sha(target, f"{target_upper}/state/sparse") == sha(source, f"{source_upper}/state/sparse")
     assert sha(target, f"{target_upper}/state/blob") == sha(source, f"{source_upper}/state/blob")
     assert host_python(target, f"import os; print(os.getxattr('{target_upper}/state/blob', 'user.fleet'))") \
@@ -129,6 +150,10 @@ def test_migrate_carries_the_writable_layer_and_the_volume_and_refuses_a_volume_
     source_data = lab_exec(source, "docker", "volume", "inspect", "-f", "{{.Mountpoint}}", VOLUME).stdout.strip()
     assert sha(target, f"{source_data}/big") == sha(source, f"{source_data}/big")
     assert int(lab_exec(target, "docker", "exec", NAME, "cat", "/data/last").stdout) > int(before[-1])
+    # ... and the journal the process holds open in the volume goes on too.
+    volume_before = sh(source, f"cat {source_data}/journal.log").stdout.split()
+    volume_after = lab_exec(target, "docker", "exec", NAME, "cat", "/data/journal.log").stdout.split()
+    assert volume_before == before and volume_after[:len(before)] == before and len(volume_after) > len(before)
     # Nothing of the transfer is left on the target beside the container's own directories.
     leftovers = sh(target, "ls -d /var/lib/docker/overlay2/*.fleet-* /var/lib/docker/overlay2/*/diff.fleet-* "
                            f"/var/lib/docker/volumes/{VOLUME}/_data.fleet-* 2>/dev/null; true").stdout

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import yaml
 
+import disk_case
+
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = Path(__file__).resolve().parent
 INVENTORY = ROOT / "tests" / "lab" / "inventory.yml"
@@ -35,9 +37,9 @@ EVENTS_DIR = None  # set by main(): <out>/../events
 MODES = {
     # sizes (MiB) of the one-container cases, repetitions, the 8-container case, fleet and migration sizes
     "full": {"sizes": [64, 256, 1024], "reps": 5, "many": 8, "many_mib": 64, "fleet_reps": 3, "fleet_mib": 64,
-             "migrate_mib": 256, "migrate_reps": 3, "small_reps": 15, "paired_reps": 9},
+             "migrate_mib": 256, "migrate_reps": 3, "small_reps": 15, "paired_reps": 9, "volume_mb": 500},
     "smoke": {"sizes": [64], "reps": 1, "many": 2, "many_mib": 16, "fleet_reps": 1, "fleet_mib": 16,
-              "migrate_mib": 64, "migrate_reps": 1, "small_reps": 1, "paired_reps": 1},
+              "migrate_mib": 64, "migrate_reps": 1, "small_reps": 1, "paired_reps": 1, "volume_mb": 32},
 }
 
 
@@ -64,6 +66,18 @@ def hosts():
 
     walk(yaml.safe_load(INVENTORY.read_text())["all"])
     return sorted(found)
+
+
+IMAGE = "fleet-lab-workload:busybox"
+
+
+def wait_counting(host, name, seconds=180):
+    """Until the workload container `name` on `host` has filled its memory (it printed its first number)."""
+    deadline = time.monotonic() + seconds
+    while not run(["docker", "exec", host, "docker", "logs", name], check=False).stdout.strip():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{name} on {host} did not start counting within {seconds}s")
+        time.sleep(0.3)
 
 
 def onhost(host, *args):
@@ -522,6 +536,7 @@ def ratios(results, cfg):
           "transfer.copy", "transfer.plain")
     ratio(results, "controller_vs_direct_downtime", "migration downtime through the controller / direct path",
           "migrate-controller.downtime", "migrate.downtime", "<= 1.3")
+    disk_case.ratios(sys.modules[__name__], results, cfg)
     ratio(results, "controller_transfer_vs_plain_relay", "migration transfer through the controller / plain ssh | ssh "
           "relay throughput", "transfer.controller", "transfer.plain-relay", ">= 0.7")
 
@@ -530,7 +545,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=sorted(MODES), default="full")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--only", help="comma-separated cases (floor,baselines,module,paired,many,small,fleet,migrate); default all")
+    parser.add_argument("--only", help="comma-separated cases (floor,baselines,module,paired,many,small,fleet,migrate,"
+                        "migrate-disk); default all")
     parser.add_argument("--sizes", help="comma-separated MiB sizes of the one-container cases (default: the mode's)")
     parser.add_argument("--reps", type=int, help="repetitions (default: the mode's)")
     parser.add_argument("--merge", action="store_true", help="keep the other cases' figures already in --out")
@@ -563,7 +579,8 @@ def main():
     cases = {"floor": lambda: case_floor(results, host, cfg), "baselines": lambda: case_baselines(results, host, cfg),
              "module": lambda: case_module(results, host, cfg), "paired": lambda: case_paired(results, host, cfg),
              "many": lambda: case_many(results, host, cfg), "small": lambda: case_small(results, host, cfg),
-             "fleet": lambda: case_fleet(results, hostnames, cfg), "migrate": lambda: case_migrate(results, hostnames, cfg)}
+             "fleet": lambda: case_fleet(results, hostnames, cfg), "migrate": lambda: case_migrate(results, hostnames, cfg),
+             "migrate-disk": lambda: disk_case.case_migrate_disk(results, hostnames, cfg, sys.modules[__name__])}
     for name in (args.only.split(",") if args.only else cases):
         cases[name]()
         partial = Path(args.out).with_suffix(".partial.json")  # what is done so far, should a later case fail

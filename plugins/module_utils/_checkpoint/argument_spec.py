@@ -50,6 +50,7 @@ def argument_spec() -> dict[str, Any]:
             ready_timeout=dict(type="int", default=30),
             writable_layer=dict(type="bool", default=False),
             volumes=dict(type="str", default="none", choices=["all", "named", "none"]),
+            precopy=dict(type="bool", default=True),
         ), required_if=[("via", "ssh", ("host",))]),
         receive_timeout=dict(type="int"),
         fallback=dict(type="str", default="fail", choices=["cold_start", "leave_stopped", "fail"]),

@@ -22,7 +22,7 @@ import shutil
 import stat
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Dict, Set, Tuple
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import HostContext, Inspect
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.disk_index import (
@@ -33,6 +33,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.disk_
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPIError
 
 BUILDING = ".fleet-incoming"
+PRECOPY = ".fleet-precopy"
 OLD = ".fleet-replaced"
 
 
@@ -152,10 +153,27 @@ def _set_metadata(entry: Entry, full: str) -> None:
     os.utime(full, ns=(entry["mtime_ns"], entry["mtime_ns"]), follow_symlinks=False)
 
 
-def build(entries: list[Entry], blobs: str, root: str) -> None:
+def _from_precopy(entry: Entry, prior: Mapping[str, Entry], prior_root: str | None, skip: set[str],
+                  full: str) -> None:
+    """Move a file marked `same` from the pre-copy's tree: it must have come whole, with the same size and extents."""
+    before = prior.get(entry["path"])
+    if (prior_root is None or not before or before.get("type") != "file" or before.get("size") != entry["size"]
+            or before.get("extents") != entry.get("extents") or before.get("blob") in skip):
+        raise DiskApplyError(f"{entry['path']} is marked unchanged since the pre-copy, but the pre-copy did not bring "
+                             "it whole")
+    os.rename(os.path.join(prior_root, *entry["path"].split("/")), full)
+
+
+def build(entries: list[Entry], blobs: str, root: str, prior_root: str | None = None,
+          prior: Mapping[str, Entry] | None = None, skip: set[str] | None = None,
+          metadata: bool = True) -> list[Entry]:
     """Make the tree of `entries` (validated by disk_index) at `root`, which must not exist; file bytes from the
-    directory `blobs` (the stream's disk members)."""
+    directory `blobs` (the stream's disk members), or for files marked `same`, from the pre-copy's tree at
+    `prior_root` (`prior`: its entries by path). Files whose member is in `skip` (arrived damaged: a pre-copy of a
+    file that changed while it was read) are left out; `metadata=False` for a pre-copy's tree (only its files'
+    bytes are used). Returns the entries made."""
     os.mkdir(root, 0o700)
+    skip = skip or set()
     made: list[Entry] = []
     for entry in entries:
         path, kind = entry["path"], entry["type"]
@@ -164,7 +182,11 @@ def build(entries: list[Entry], blobs: str, root: str) -> None:
             pass
         elif kind == "dir":
             os.mkdir(full, 0o700)
+        elif kind == "file" and entry.get("same"):
+            _from_precopy(entry, prior or {}, prior_root, skip, full)
         elif kind == "file":
+            if entry["blob"] in skip:
+                continue
             _place_file(entry, os.path.join(blobs, entry["blob"].split("/", 1)[1]), full)
         elif kind == "hardlink":
             os.link(os.path.join(root, *entry["target"].split("/")), full, follow_symlinks=False)
@@ -176,10 +198,13 @@ def build(entries: list[Entry], blobs: str, root: str) -> None:
         elif kind == "whiteout":
             os.mknod(full, 0o600 | stat.S_IFCHR, os.makedev(0, 0))
         made.append(entry)
+    if not metadata:
+        return made
     for entry in [item for item in made if item["type"] != "dir"]:
         _set_metadata(entry, root if entry["path"] == "." else os.path.join(root, *entry["path"].split("/")))
     for entry in reversed([item for item in made if item["type"] == "dir"]):  # deepest first: their mtimes stay
         _set_metadata(entry, root if entry["path"] == "." else os.path.join(root, *entry["path"].split("/")))
+    return made
 
 
 def swap(new: str, place: str) -> None:
@@ -195,22 +220,60 @@ def swap(new: str, place: str) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+# A pre-copy's trees on this host, by tree key: (the directory they were built in, their entries by path, the
+# members that arrived damaged).
+Staged = Dict[str, Tuple[str, Dict[str, Entry], Set[str]]]
+
+
+def _key(tree: Mapping[str, Any]) -> str:
+    return "rootfs" if tree["kind"] == "rootfs" else f"volume:{tree['name']}"
+
+
+def stage(ctx: HostContext, found: Inspect, index: Mapping[str, Any], volumes: Mapping[str, Any], blobs: str,
+          damaged: set[str]) -> Staged:
+    """Build the pre-copy's trees beside their places (the container created, its volumes made): the files' bytes the
+    final pass will not send again."""
+    staged: Staged = {}
+    try:
+        for tree, place in destinations(ctx, found, index, volumes):
+            root = place + PRECOPY
+            shutil.rmtree(root, ignore_errors=True)
+            staged[_key(tree)] = (root, {}, damaged)
+            made = build(tree["entries"], blobs, root, skip=damaged, metadata=False)
+            staged[_key(tree)] = (root, {entry["path"]: entry for entry in made}, damaged)
+    except (OSError, DiskApplyError) as exc:
+        drop_staged(staged)
+        raise DiskApplyError(f"the pre-copy could not be put aside: {exc}") from exc
+    return staged
+
+
+def drop_staged(staged: Staged) -> None:
+    for root, _entries, _damaged in staged.values():
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def apply(ctx: HostContext, found: Inspect, index: Mapping[str, Any], volumes: Mapping[str, Any],
-          blobs: str) -> dict[str, Any]:
-    """Build and swap in every tree of the index for the created container `found`; returns what was applied."""
+          blobs: str, staged: Staged | None = None) -> dict[str, Any]:
+    """Build and swap in every tree of the index for the created container `found` (files marked `same` taken from
+    the pre-copy's trees, `staged`); returns what was applied."""
     begin = time.monotonic()
-    places = destinations(ctx, found, index, volumes)
-    applied = []
-    for tree, place in places:
-        building = place + BUILDING
-        shutil.rmtree(building, ignore_errors=True)  # a receive killed earlier left it
-        try:
-            build(tree["entries"], blobs, building)
-            swap(building, place)
-        except (OSError, DiskApplyError) as exc:
-            shutil.rmtree(building, ignore_errors=True)
-            raise DiskApplyError(f"{tree_label(tree)} could not be put in place at {place}: {exc}") from exc
-        applied.append(tree_label(tree))
+    staged = staged or {}
+    try:
+        places = destinations(ctx, found, index, volumes)
+        applied = []
+        for tree, place in places:
+            building = place + BUILDING
+            shutil.rmtree(building, ignore_errors=True)  # a receive killed earlier left it
+            prior_root, prior, damaged = staged.get(_key(tree), (None, {}, set()))
+            try:
+                build(tree["entries"], blobs, building, prior_root, prior, damaged)
+                swap(building, place)
+            except (OSError, DiskApplyError) as exc:
+                shutil.rmtree(building, ignore_errors=True)
+                raise DiskApplyError(f"{tree_label(tree)} could not be put in place at {place}: {exc}") from exc
+            applied.append(tree_label(tree))
+    finally:
+        drop_staged(staged)
     return {"applied": applied, "entries": sum(len(tree["entries"]) for tree in index["trees"]),
             "volumes": sorted(tree["name"] for tree in index["trees"] if tree["kind"] == "volume"),
             "seconds": round(time.monotonic() - begin, 3)}

@@ -10,7 +10,8 @@ and kept extended attributes; a file names the stream member that holds its byte
 sparse); a hard link names an earlier file of the same tree. The index is untrusted input on the receiving host and
 is validated here strictly, with bounds, before anything is written: every path is relative and its parent is an
 earlier directory of the same tree (so nothing can be written through a symbolic link), every file's bytes are a
-member listed, sized and hashed in the stream's manifest, used once.
+member listed, sized and hashed in the stream's manifest, used once - or, in the final pass of a two-pass transfer,
+marked `same`: unchanged since the pre-copy, whose checked bytes the target holds already.
 """
 
 from __future__ import annotations
@@ -127,10 +128,10 @@ def _check_xattrs(entry: Mapping[str, Any], kind: str, where: str) -> None:
         raise DiskIndexError(f"{where}: extended attributes of {total} bytes, more than {MAX_XATTRS_PER_ENTRY}")
 
 
-def _check_extents(entry: Mapping[str, Any], size: int, member_size: int, where: str) -> None:
+def _check_extents(entry: Mapping[str, Any], size: int, member_size: int | None, where: str) -> None:
     extents = entry.get("extents")
     if extents is None:
-        if member_size != size:
+        if member_size is not None and member_size != size:
             raise DiskIndexError(f"{where}: {size} bytes, its member holds {member_size}")
         return
     if not isinstance(extents, list) or len(extents) > 1_000_000:
@@ -144,7 +145,7 @@ def _check_extents(entry: Mapping[str, Any], size: int, member_size: int, where:
         if offset < end or length <= 0 or offset + length > size:
             raise DiskIndexError(f"{where}: extents overlap, are out of order or go past the file's size")
         end, total = offset + length, total + length
-    if total != member_size:
+    if member_size is not None and total != member_size:
         raise DiskIndexError(f"{where}: its extents hold {total} bytes, its member {member_size}")
 
 
@@ -184,6 +185,9 @@ def _check_entry(entry: Any, tree: Mapping[str, Any], seen: dict[str, str], used
             raise DiskIndexError(f"{where}: a symbolic link needs a target of 1 to {MAX_PATH} characters")
     elif kind == "file":
         size = _int(entry, "size", where, 0, 2 ** 63 - 1)
+        if entry.get("same") is True and "blob" not in entry:
+            _check_extents(entry, size, None, where)  # its bytes came with the pre-copy (checked when applied)
+            return
         member = entry.get("blob")
         if not isinstance(member, str) or member not in members or not _MEMBER.fullmatch(member):
             raise DiskIndexError(f"{where}: its bytes are not a member of the stream ({member!r})")

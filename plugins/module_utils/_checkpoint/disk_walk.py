@@ -68,6 +68,10 @@ class DiskState:
     sources: Dict[str, Any]
     entries: int
     seconds: float
+    # Per tree key and path, the identity of each file whose bytes were sent ((inode, size, mtime, ctime)) and its
+    # entry: what a later pass compares with, to send only what changed.
+    sent: Dict[Tuple[str, str], Tuple[Tuple[int, int, int, int], Entry]] = field(default_factory=dict)
+    unchanged: int = 0
 
     @property
     def size(self) -> int:
@@ -165,11 +169,27 @@ def _xattrs(path: str, kind: str) -> dict[str, str]:
             for name in sorted(names) if keep_xattr(name, kind)}
 
 
+HOT_SECONDS = 1.0  # a file changed this recently is left to the final pass (its ctime may not move on a change)
+
+
+def tree_key(kind: str, name: str = "") -> str:
+    return "rootfs" if kind == "rootfs" else f"volume:{name}"
+
+
 class _Walker:
-    def __init__(self) -> None:
+    """precopy: the first pass, the container running - directories and the files not changed in the last second,
+    nothing else; a file that changes or goes away while it is read is left out. previous: the state an earlier pass
+    sent - a file with the same identity is marked `same` (its bytes are on the target already) instead of sent."""
+
+    def __init__(self, precopy: bool = False, previous: DiskState | None = None) -> None:
         self.files: Dict[str, Dict[str, Any]] = {}
         self.sources: Dict[str, Any] = {}
         self.entries = 0
+        self.precopy = precopy
+        self.previous = previous.sent if previous else {}
+        self.sent: Dict[Tuple[str, str], Tuple[Tuple[int, int, int, int], Entry]] = {}
+        self.unchanged = 0
+        self.now = time.time()
 
     def member(self, path: str, extents: Extents | None, size: int) -> str:
         name = f"disk/{len(self.sources)}"
@@ -196,19 +216,33 @@ class _Walker:
         if stat.S_ISREG(mode) and info.st_nlink > 1:
             first = links.setdefault((info.st_dev, info.st_ino), relative)
             if first != relative:
-                return {"path": relative, "type": "hardlink", "target": first}
+                return None if self.precopy else {"path": relative, "type": "hardlink", "target": first}
         if stat.S_ISDIR(mode):
             entry["type"] = "dir"
         elif stat.S_ISREG(mode):
-            fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW)
-            try:
-                sparse = info.st_blocks * 512 < info.st_size
-                extents = data_extents(fd, info.st_size) if sparse else None
-            finally:
-                os.close(fd)
-            entry.update(type="file", size=info.st_size, blob=self.member(full, extents, info.st_size))
-            if extents is not None:
-                entry["extents"] = extents
+            identity = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+            key = (tree_key(tree.kind, tree.name), relative)
+            before = self.previous.get(key)
+            if before and before[0] == identity:
+                entry.update(type="file", size=info.st_size, same=True)
+                if "extents" in before[1]:
+                    entry["extents"] = before[1]["extents"]
+                self.unchanged += 1
+            elif self.precopy and self.now - info.st_ctime_ns / 1e9 < HOT_SECONDS:
+                return None  # changing now: the final pass sends it
+            else:
+                fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW)
+                try:
+                    sparse = info.st_blocks * 512 < info.st_size
+                    extents = data_extents(fd, info.st_size) if sparse else None
+                finally:
+                    os.close(fd)
+                entry.update(type="file", size=info.st_size, blob=self.member(full, extents, info.st_size))
+                if extents is not None:
+                    entry["extents"] = extents
+                self.sent[key] = (identity, entry)
+        elif self.precopy:
+            return None  # only directories and files' bytes are worth sending ahead
         elif stat.S_ISLNK(mode):
             entry.update(type="symlink", target=os.readlink(full))
         elif stat.S_ISFIFO(mode):
@@ -236,7 +270,12 @@ class _Walker:
         pending = [(".", tree.path)]
         while pending:
             relative, full = pending.pop()
-            entry = self.entry(tree, relative, full, links)
+            try:
+                entry = self.entry(tree, relative, full, links)
+            except (OSError, DiskStateError):
+                if not self.precopy or relative == ".":
+                    raise
+                continue  # gone or changed while the running container was read: the final pass has it
             if entry is None:
                 continue
             entries.append(entry)
@@ -244,17 +283,24 @@ class _Walker:
             if self.entries > MAX_ENTRIES:
                 raise DiskStateError(f"more than {MAX_ENTRIES} files and directories: too many to carry")
             if entry["type"] == "dir":
-                with os.scandir(full) as listing:
-                    names = sorted(item.name for item in listing)
+                try:
+                    with os.scandir(full) as listing:
+                        names = sorted(item.name for item in listing)
+                except OSError:
+                    if not self.precopy:
+                        raise
+                    names = []
                 for child in reversed(names):  # popped in name order
                     pending.append((child if relative == "." else f"{relative}/{child}", os.path.join(full, child)))
         return entries
 
 
-def collect(trees: list[Tree]) -> DiskState:
-    """Walk every tree (the container stopped) and hash every file: the index and the stream members."""
+def collect(trees: list[Tree], precopy: bool = False, previous: DiskState | None = None) -> DiskState:
+    """Walk every tree and hash every file: the index and the stream members. The final pass runs with the container
+    stopped (`previous`: the pre-copy's state, whose unchanged files are not sent again); `precopy`, the first pass,
+    while it runs."""
     begin = time.monotonic()
-    walker = _Walker()
+    walker = _Walker(precopy, previous)
     index: Index = {"format": FORMAT, "format_version": FORMAT_VERSION, "trees": []}
     for tree in trees:
         try:
@@ -268,4 +314,5 @@ def collect(trees: list[Tree]) -> DiskState:
     data = encode(index)
     walker.files[INDEX_MEMBER] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     walker.sources[INDEX_MEMBER] = data
-    return DiskState(index, walker.files, walker.sources, walker.entries, round(time.monotonic() - begin, 3))
+    return DiskState(index, walker.files, walker.sources, walker.entries, round(time.monotonic() - begin, 3),
+                     walker.sent, walker.unchanged)

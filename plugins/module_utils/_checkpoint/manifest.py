@@ -125,7 +125,12 @@ def validate(data: object) -> Manifest:
     _require(container, "restart_policy", dict, "manifest container")
     _require(data, "versions", dict)
     files = _require(data, "files", dict)
-    if not files:
+    phase = data.get("phase", "checkpoint")
+    if phase not in ("checkpoint", "precopy"):
+        raise ManifestError(f"manifest phase {phase!r} is neither checkpoint nor precopy")
+    if phase == "precopy" and ("disk" not in data or files):
+        raise ManifestError("a pre-copy manifest carries disk state and no checkpoint files")
+    if not files and phase != "precopy":
         raise ManifestError("manifest lists no files")
     total = _check_files(files, "manifest")
     if data.get("size") != total:

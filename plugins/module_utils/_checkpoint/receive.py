@@ -130,17 +130,31 @@ def _drop_created(ctx: HostContext, place: dict[str, Any]) -> str:
     return " and ".join(dropped)
 
 
+def _read_index(place: dict[str, Any], disk: dict[str, Any]) -> dict[str, Any]:
+    with open(os.path.join(place["tmp"], "disk", "index.json"), "rb") as handle:
+        return disk_index.decode(handle.read(disk_index.MAX_INDEX_BYTES + 1), disk["files"])
+
+
+def _stage(ctx: HostContext, place: dict[str, Any], manifest: dict[str, Any], damaged: set[str]) -> dict[str, Any]:
+    """Put a pre-copy's files aside beside their places (the container and its volumes exist now); what came."""
+    disk = manifest["disk"]
+    index = _read_index(place, disk)
+    place["staged"] = disk_apply.stage(ctx, container.inspect(ctx, place["inspect"]["Id"]), index,
+                                       disk.get("volumes") or {}, os.path.join(place["tmp"], "disk"), damaged)
+    shutil.rmtree(place["tmp"])
+    return {"bytes": disk["size"], "files": len(disk["files"]) - 1, "damaged": len(damaged)}
+
+
 def _apply_disk(ctx: HostContext, place: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any] | None:
     """Put the disk state that came with the checkpoint in place (the container is created, not started)."""
     disk = manifest.get("disk")
-    blobs = os.path.join(place["tmp"], "disk")
     if not disk:
+        disk_apply.drop_staged(place.pop("staged", None) or {})
         return None
-    with open(os.path.join(blobs, "index.json"), "rb") as handle:
-        index = disk_index.decode(handle.read(disk_index.MAX_INDEX_BYTES + 1), disk["files"])
+    index = _read_index(place, disk)
     applied = disk_apply.apply(ctx, container.inspect(ctx, place["inspect"]["Id"]), index,
-                               disk.get("volumes") or {}, blobs)
-    shutil.rmtree(blobs)
+                               disk.get("volumes") or {}, os.path.join(place["tmp"], "disk"), place.pop("staged", None))
+    shutil.rmtree(os.path.join(place["tmp"], "disk"))
     return applied
 
 
@@ -165,6 +179,11 @@ def receive(ctx: HostContext, ref: str, opts: ReceiveOptions) -> Received:
             check_free_space(ctx.root_dir, sum(item["size"] for item in stream.members(manifest).values()) + MARGIN)
         except PreflightError as exc:
             raise OpError(str(exc).replace("for the dump", "for the received checkpoint")) from exc
+        if "tmp" in place:  # the checkpoint after its pre-copy: the container is there already
+            if manifest.get("phase") == "precopy":
+                raise OpError(f"the stream at {fifo_path} sent two pre-copies")
+            shutil.rmtree(place["tmp"], ignore_errors=True)
+            return str(place["tmp"])
         if manifest.get("disk"):
             _refuse_existing(ctx, ref, opts.create)
             disk_apply.make_volumes(ctx, manifest["disk"].get("volumes") or {}, place.setdefault("volumes_made", []))
@@ -189,15 +208,24 @@ def receive(ctx: HostContext, ref: str, opts: ReceiveOptions) -> Received:
         try:
             reader.wait(opts.timeout)
             waited = time.monotonic() - begin
-            manifest = stream.receive(reader, destination)
+            damaged: set[str] = set()
+            manifest = stream.receive(reader, destination, damaged)
+            precopy = None
+            if manifest.get("phase") == "precopy":
+                precopy = _stage(ctx, place, manifest, damaged)
+                manifest = stream.receive(reader, destination)
             disk = _apply_disk(ctx, place, manifest)
+            if disk is not None and precopy is not None:
+                disk["precopy"] = precopy
         except (stream.StreamError, ArchiveError, ManifestError, OSError, disk_index.DiskIndexError,
                 disk_apply.DiskApplyError) as exc:
+            disk_apply.drop_staged(place.pop("staged", None) or {})
             dropped = _drop_created(ctx, place)
             raise OpError(f"receiving checkpoint {opts.name!r} for {ref} failed, nothing was restored"
                           + (f" and {dropped} {'were' if ' and ' in dropped else 'was'} removed" if dropped else "")
                           + f": {exc}") from exc
         except OpError:
+            disk_apply.drop_staged(place.pop("staged", None) or {})
             _drop_created(ctx, place)
             raise
         path = place["path"]

@@ -8,6 +8,7 @@ see its restore waiting before the container is touched, make the checkpoint (du
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Mapping, Union
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import container
@@ -20,6 +21,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.conte
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.errors import OpError, carrying
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.export import portable_manifest
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.files import ArchiveError, file_inventory
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.manifest import build as build_manifest
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host.private_files import ensure_private_dir
 
 SendTo = Mapping[str, Any]  # the module's send_to: via, host, user, port, directory, known_hosts_file, ... ready_timeout
@@ -79,22 +81,57 @@ def present_and_send(ctx: HostContext, ref: str, opts: dump.DumpOptions, send_to
     with carrying(result):
         trees = disk_trees(ctx, planned.inspect if planned else container.inspect(ctx, result["id"]), send_to,
                            opts.leave_running and planned is not None)
+    precopied = None
     if planned is not None and not ctx.check_mode:
         # Connected, and the target's restore seen waiting, before the container is touched.
         with carrying(result):
             sender = connect(send_to, result, opts.name)
         try:
+            if trees and send_to.get("precopy", True):
+                with carrying(result):
+                    precopied = precopy(ctx, planned, opts.name, trees, sender, opts.timeout)
             result = dump.execute(ctx, planned, opts)
         except BaseException:
             sender.abort()
             raise
     with carrying(result):
-        send_checkpoint(ctx, result, opts.name, send_to, opts.timeout, sender, trees)
+        send_checkpoint(ctx, result, opts.name, send_to, opts.timeout, sender, trees, precopied)
     return result
 
 
+PRECOPY_MIN_BYTES = 1024 * 1024
+
+
+def precopy(ctx: HostContext, planned: dump.DumpPlan, name: str, trees: list[disk_walk.Tree], sender: Sender,
+            timeout: int) -> tuple[disk_walk.DiskState, dict[str, Any]] | None:
+    """The first of two passes, while the container still runs: the disk state's files as they are now, sent ahead
+    on the same connection (the final pass, during the freeze, sends only what changed since); None when there is
+    less than PRECOPY_MIN_BYTES of it."""
+    try:
+        state = disk_walk.collect(trees, precopy=True)
+    except disk_walk.DiskStateError as exc:
+        raise OpError(f"the disk state of {planned.result['container']} cannot be read, so nothing was "
+                      f"checkpointed and the container was not touched: {exc}") from exc
+    if state.size - state.files[disk_walk.INDEX_MEMBER]["size"] < PRECOPY_MIN_BYTES:
+        return None  # too little to be worth a pass of its own: all of it goes with the checkpoint
+    ahead = build_manifest(name, planned.inspect, {}, ctx.versions, planned.method, time.time())
+    ahead["phase"] = "precopy"
+    ahead["disk"] = state.manifest_section(_volume_labels(trees), any(tree.kind == "rootfs" for tree in trees))
+    try:
+        sent = sender.send_more(ahead, state.sources, timeout)
+    except stream.StreamError as exc:
+        raise OpError(f"sending the disk state of {planned.result['container']} ahead failed, so nothing was "
+                      f"checkpointed and the container was not touched: {exc}") from exc
+    return state, dict(sent, entries=state.entries, walk_seconds=state.seconds, files_bytes=state.size)
+
+
+def _volume_labels(trees: list[disk_walk.Tree]) -> dict[str, dict[str, str]]:
+    return {tree.name: tree.labels for tree in trees if tree.kind == "volume"}
+
+
 def send_checkpoint(ctx: HostContext, result: Result, name: str, send_to: SendTo, timeout: int,
-                    sender: Sender | None = None, trees: list[disk_walk.Tree] | None = None) -> None:
+                    sender: Sender | None = None, trees: list[disk_walk.Tree] | None = None,
+                    precopied: tuple[disk_walk.DiskState, dict[str, Any]] | None = None) -> None:
     """Send the checkpoint that state=present just made (or found) to send_to, with the disk state of `trees`;
     fills result['sent']."""
     where = _remote(send_to, result["container"], name)[1]
@@ -120,10 +157,9 @@ def send_checkpoint(ctx: HostContext, result: Result, name: str, send_to: SendTo
         if trees:
             if container.is_running(ctx, found):
                 raise disk_walk.DiskStateError("the container runs again: its disk state would change as it is read")
-            disk = disk_walk.collect(trees)
-            manifest["disk"] = disk.manifest_section(
-                {tree.name: tree.labels for tree in trees if tree.kind == "volume"},
-                any(tree.kind == "rootfs" for tree in trees))
+            disk = disk_walk.collect(trees, previous=precopied[0] if precopied else None)
+            manifest["disk"] = disk.manifest_section(_volume_labels(trees),
+                                                     any(tree.kind == "rootfs" for tree in trees))
     except (ArchiveError, disk_walk.DiskStateError, OSError, ValueError) as exc:
         if sender:
             sender.abort()
@@ -141,4 +177,7 @@ def send_checkpoint(ctx: HostContext, result: Result, name: str, send_to: SendTo
     result["sent"] = dict(sent, to=where)
     if disk:
         result["sent"]["disk"] = {"entries": disk.entries, "bytes": disk.size, "walk_seconds": disk.seconds,
+                                  "unchanged_files": disk.unchanged,
                                   "trees": [tree.name or "writable layer" for tree in trees or []]}
+        if precopied:
+            result["sent"]["disk"]["precopy"] = precopied[1]

@@ -502,14 +502,20 @@ def _write_member(fileobj: SupportsRead[bytes], size: int, target: str) -> str:
     return digest.hexdigest()
 
 
-def receive(fileobj: SupportsRead[bytes], destination: str | Callable[[Manifest], str]) -> Manifest:
+def receive(fileobj: SupportsRead[bytes], destination: str | Callable[[Manifest], str],
+            damaged: set[str] | None = None) -> Manifest:
     """Unpack a checkpoint stream into `destination` (created 0700; it must not exist), checking every entry and
     hashing every file as it arrives. `destination` may be a function of the manifest (the stream's first entry) that
     returns the path. Returns the validated manifest; raises ArchiveError, ManifestError or StreamError on anything
-    unsafe, unlisted, missing, truncated or corrupted (what was written is left for the caller to remove)."""
+    unsafe, unlisted, missing, truncated or corrupted (what was written is left for the caller to remove).
+    With `damaged` (a pre-copy's stream, read from a running container), a disk-state file whose sha256 is wrong is
+    removed and named there instead: it changed while it was read, and the final pass sends it again."""
     seen: dict[str, str] = {}
     manifest = _read_manifest(fileobj)
     expected = members(manifest)
+    disk_members = (manifest.get("disk") or {}).get("files") or {}
+    if manifest.get("phase") != "precopy":
+        damaged = None  # only a pre-copy's files may arrive changed
     if callable(destination):
         destination = destination(manifest)
     if os.path.lexists(destination):
@@ -529,9 +535,13 @@ def receive(fileobj: SupportsRead[bytes], destination: str | Callable[[Manifest]
             raise ArchiveError(f"{relative} appears twice")
         if member.size != info["size"]:
             raise ArchiveError(f"{relative} has {member.size} bytes, the manifest says {info['size']}")
-        seen[relative] = _write_member(fileobj, member.size, os.path.join(destination, *relative.split("/")))
+        target = os.path.join(destination, *relative.split("/"))
+        seen[relative] = _write_member(fileobj, member.size, target)
         if seen[relative] != info["sha256"]:
-            raise ArchiveError(f"{relative} does not match its sha256 (corrupted on the way)")
+            if damaged is None or relative not in disk_members or relative == "disk/index.json":
+                raise ArchiveError(f"{relative} does not match its sha256 (corrupted on the way)")
+            os.unlink(target)
+            damaged.add(relative)
     missing = sorted(set(expected) - set(seen))
     if missing:
         raise ArchiveError(f"the stream ended without {', '.join(missing[:5])}")
