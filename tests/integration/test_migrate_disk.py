@@ -183,3 +183,46 @@ def test_without_its_writable_layer_the_restore_fails_and_nothing_is_left_on_the
     assert lab_exec(target, "docker", "ps", "-aq", "--filter", f"name={NAME}").stdout.strip() == ""
     assert lab_exec(target, "docker", "volume", "ls", "-q", "--filter", f"name={VOLUME}").stdout.strip() == ""
     clean(source, target)
+
+
+def test_a_login_other_than_root_relays_through_sudo(fleet):
+    """AWX's machine credential is often a plain user with sudo: Ansible and the controller's relay log in as that
+    user and become root with `sudo -n`. The stream (a pre-copy segment, then the checkpoint) gets through whole."""
+    source, target = fleet[1], fleet[2]
+    clean(source, target)
+    for host in (source, target):
+        sh(host, "id fleetop >/dev/null 2>&1 || useradd -m -s /bin/sh fleetop; "
+                 "install -d -m 700 -o fleetop -g fleetop ~fleetop/.ssh; "
+                 "install -m 600 -o fleetop -g fleetop /root/.ssh/authorized_keys ~fleetop/.ssh/authorized_keys; "
+                 "echo 'fleetop ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/fleetop; chmod 440 /etc/sudoers.d/fleetop")
+    lab_exec(source, "docker", "run", "--rm", "-v", f"{VOLUME}:/data", IMAGE, "sh", "-c",
+             "head -c 4194304 /dev/urandom > /data/blob")
+    lab_exec(source, "docker", "run", "-d", "--name", NAME, "-v", f"{VOLUME}:/data", "-e", "COUNTER_INTERVAL=0.2",
+             IMAGE)
+    try:
+        time.sleep(2)
+        output = ansible_playbook(PLAYBOOKS / "migrate.yml", extra_vars={
+            "fleet_checkpoint_migrate_source": source, "fleet_checkpoint_migrate_target": target,
+            "fleet_checkpoint_migrate_containers": [NAME], "fleet_checkpoint_migrate_transfer": "controller",
+            "ansible_user": "fleetop"})[1]
+        tasks = {task["task"]["name"]: task["hosts"] for play in output["plays"] for task in play["tasks"]}
+        sent = tasks["Collect the checkpoints' result from the source"][source]["results"][0]["sent"]
+        assert sent["disk"]["precopy"]["bytes"] >= 4194304, sent
+        last = counts(source, NAME)[-1]
+        deadline = time.monotonic() + 20
+        while len(counts(target, NAME)) < 2:
+            assert time.monotonic() < deadline, "the moved container does not count on the target"
+            time.sleep(0.3)
+        assert counts(target, NAME)[0] == last + 1
+        assert sha(target, f"/var/lib/docker/volumes/{VOLUME}/_data/blob") == \
+            sha(source, f"/var/lib/docker/volumes/{VOLUME}/_data/blob")
+        # The relay's own ends ran as fleetop through sudo (sudo's log names the command: the bridge on the source,
+        # the relay into the FIFO on the target), not only Ansible's tasks.
+        for host, code in ((source, "import errno, os, socket, sys, threading, time"),
+                           (target, "import errno, os, stat, sys, time")):
+            log = sh(host, "journalctl _COMM=sudo --no-pager -q -o cat | grep -F 'fleetop :' | tail -100").stdout
+            assert any(code in line and "USER=root" in line for line in log.splitlines()), log[-2000:]
+    finally:
+        clean(source, target)
+        for host in (source, target):
+            sh(host, "rm -f /etc/sudoers.d/fleetop; userdel -r fleetop 2>/dev/null; true")

@@ -81,8 +81,11 @@ def meta_line(meta):
     line = " \u00b7 ".join(bits) + "." if bits else "No run metadata."
     merged = meta.get("merged")
     if merged:
-        line += (f" Only the cases {', '.join(merged['cases'])} ran then (`--only ... --merge`); the other figures are "
-                 f"from the run of {merged['earlier_date']}, and every ratio is between figures of one case.")
+        between = "".join(f" The cases {', '.join(run['cases'])} are from the run of {run['date']}."
+                          for run in merged.get("between") or [])
+        line += (f" Only the cases {', '.join(merged['cases'])} ran then (`--only ... --merge`).{between} The other "
+                 f"figures are from the run of {merged['earlier_date']}, and every ratio is between figures of one "
+                 "case.")
     return line
 
 

@@ -594,9 +594,14 @@ def main():
             "command": "make bench" if args.mode == "full" else "make bench-smoke",
             "seconds": round(time.time() - started, 1), "ansible_pipelining": True}
     if earlier and args.only:  # say which figures are from this run and which from the earlier one
+        before = earlier["meta"].get("merged") or {}
         meta["merged"] = {"cases": args.only.split(","),
-                          "earlier_date": (earlier["meta"].get("merged") or {}).get("earlier_date")
-                          or earlier["meta"].get("date")}
+                          "earlier_date": before.get("earlier_date") or earlier["meta"].get("date"),
+                          # the cases an earlier merged run re-ran, and when (not the run the rest is from)
+                          "between": [*(before.get("between") or []),
+                                      *([{"cases": [c for c in before.get("cases", []) if c not in args.only.split(",")],
+                                          "date": earlier["meta"].get("date")}] if before else [])]}
+        meta["merged"]["between"] = [run for run in meta["merged"]["between"] if run["cases"]]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "measurements": list(results.measurements.values()),

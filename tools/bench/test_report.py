@@ -155,3 +155,7 @@ def test_a_merged_run_says_which_figures_are_from_when():
     assert line.startswith("Run 2026-12-01T18:00:00Z")
     assert "Only the cases migrate ran then" in line and "from the run of 2026-12-01T14:47:48Z" in line
     assert "merged" not in report.meta_line({"date": "x"}).lower()
+    twice = report.meta_line({"date": "2026-12-03T03:35:43Z", "merged": {
+        "cases": ["migrate-disk"], "earlier_date": "2026-12-02T03:54:50Z",
+        "between": [{"cases": ["migrate"], "date": "2026-12-02T22:13:38Z"}]}})
+    assert "The cases migrate are from the run of 2026-12-02T22:13:38Z." in twice
