@@ -527,3 +527,59 @@ def test_a_target_disk_that_fills_with_the_disk_state_leaves_the_container_runni
     clean(target)
     for host in (source, target):
         lab_exec(host, "docker", "volume", "rm", "-f", "mover-data", check=False)
+
+
+SLOW_RESTORE = '#!/bin/sh\n[ "$1" = swrk ] && { touch /run/fleet-restore-begun; sleep 6; }\nexec "$0.real" "$@"\n'
+
+
+@pytest.mark.fault(2, "Docker daemon killed in the middle of a restore")
+def test_a_migration_target_whose_docker_dies_mid_restore_leaves_nothing_there(fleet):
+    """The target's dockerd is killed while it restores the moved container (CRIU held 6 s at its start, so the kill
+    lands inside the restore; containerd may still finish it behind the dead daemon). The container runs on the
+    source again, restored; on the target, once systemd has brought Docker back, nothing is left - no container, no
+    volume, no copy of the workload running under an orphaned shim."""
+    source, target = fleet[0], fleet[2]
+    clean(source)
+    clean(target)
+    for host in (source, target):
+        lab_exec(host, "docker", "volume", "rm", "-f", "mover-data", check=False)
+    start(source, "mover", "-v", "mover-data:/data", command=["memhog", "64"])
+    wait_counting(source, ["mover"])
+    sh(target, "rm -f /run/fleet-restore-begun; criu=$(command -v criu) && mv \"$criu\" \"$criu.real\" && "
+               f"cat > \"$criu\" <<'EOF'\n{SLOW_RESTORE}EOF\nchmod 755 \"$criu\"")
+    killed = threading.Event()
+
+    def kill_docker_mid_restore():
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if exists(target, "/run/fleet-restore-begun"):
+                sh(target, f"{FORGET_STARTS}; systemctl kill -s KILL docker.service")
+                killed.set()
+                return
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_docker_mid_restore)
+    leftovers = controller_dirs()
+    killer.start()
+    try:
+        rc, output = migrate(source, target, "mover")
+    finally:
+        killer.join()
+        sh(target, 'criu=$(command -v criu) && [ -e "$criu.real" ] && mv "$criu.real" "$criu"; '
+                   'rm -f /run/fleet-restore-begun; true')
+        docker_up(target)
+    assert killed.is_set(), "the fault was not injected"
+    assert rc != 0 and "NOT moved" in json.dumps(output), all_failed_messages(output)
+    # The target's restore cleaned up behind itself once Docker was back (the container, the volume made for it,
+    # and the copy containerd may have restored without the daemon).
+    assert "the container created for it" in all_failed_messages(output) and "removed again" in \
+        all_failed_messages(output), all_failed_messages(output)
+    numbers = counts(source, "mover")
+    assert running(source, "mover") and not broken(numbers), f"the count broke on the source: {broken(numbers)[:3]}"
+    assert_back_on_source(source, target, "mover", numbers[-1], leftovers)
+    assert lab_exec(target, "docker", "volume", "ls", "-q", "--filter", "name=^mover-data$").stdout.strip() == ""
+    assert sh(target, "pgrep -x memhog", check=False).stdout.strip() == "", "a copy of the workload runs on the target"
+    clean(source)
+    clean(target)
+    for host in (source, target):
+        lab_exec(host, "docker", "volume", "rm", "-f", "mover-data", check=False)

@@ -43,6 +43,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.error
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.integrity import check_intact, images
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.retention import Retention, prune
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu.log import explain
+from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPIError
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host import orphan_shims as shims
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host import processes as procs
 
@@ -81,9 +82,55 @@ def restored(ctx: HostContext, ref: str, opts: RestoreOptions) -> Result:
     target = container.inspect(ctx, opts.target) if opts.target else source
     target = container.settled(ctx, target)
     result = new_result(target, opts.name, created)
-    with carrying(result):
-        _restore(ctx, source, target, opts, received, result)
+    try:
+        with carrying(result):
+            _restore(ctx, source, target, opts, received, result)
+    except OpError as exc:
+        if received and created:
+            removed = abandon_received(ctx, target["Id"], (received.get("disk") or {}).get("volumes") or [])
+            if removed:
+                result["created"] = False
+                result["removed"] = removed
+                raise type(exc)(f"{exc}; {', '.join(removed)} removed again", exc.partial) from exc
+        raise
     return result
+
+
+DAEMON_BACK_WITHIN = 60  # seconds a killed Docker daemon is given to come back (systemd restarts it)
+
+
+def abandon_received(ctx: HostContext, container_id: str, volumes: list[str]) -> list[str]:
+    """A container created from a received stream that did not restore: remove it and the volumes made for it, so
+    that the sending side can bring it back there with nothing left here. A Docker daemon killed mid-restore is
+    waited for, and a copy containerd finished behind it (a shim Docker does not know of) is stopped first. What was
+    removed, in words; nothing when the daemon did not come back in time."""
+    deadline = time.monotonic() + DAEMON_BACK_WITHIN
+    while True:
+        try:
+            ctx.api.get("/version")
+            break
+        except DockerAPIError as exc:
+            if exc.status is not None:
+                break  # it answers
+            if time.monotonic() > deadline:
+                return []
+            time.sleep(1)
+    removed = []
+    orphans = shims.lingering_shims(container_id)
+    if orphans and not shims.stop_shims(orphans):
+        removed.append("the copy containerd restored behind the killed Docker daemon")
+    try:
+        ctx.api.delete(f"/containers/{container_id}", force=1)
+        removed.append("the container created for it")
+    except DockerAPIError:
+        pass
+    for name in volumes:
+        try:
+            ctx.api.delete(f"/volumes/{name}", force=1)
+            removed.append(f"volume {name}")
+        except DockerAPIError:
+            pass
+    return removed
 
 
 def _restore(ctx: HostContext, source: Inspect, target: Inspect, opts: RestoreOptions,

@@ -16,6 +16,7 @@ import threading
 import pytest
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import disk_apply, disk_walk, receive
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import restore
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import stream
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import HostContext
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.errors import OpError
@@ -196,3 +197,31 @@ def test_the_relay_passes_a_pre_copy_segment_then_the_checkpoint_and_refuses_a_s
                              capture_output=True, check=False, timeout=30)
     reader.close()
     assert stopped.returncode != 0 and b"stopped after its pre-copy" in stopped.stderr
+
+
+def test_a_received_container_that_does_not_restore_is_removed_once_the_daemon_is_back(monkeypatch):
+    """The daemon killed mid-restore: its answers are awaited, a copy containerd finished behind it is stopped,
+    then the container and the volumes made for it are removed."""
+    class Restarting:
+        def __init__(self):
+            self.pings, self.deleted = 0, []
+
+        def get(self, path, **query):
+            self.pings += 1
+            if self.pings < 3:
+                raise DockerAPIError("connection refused")  # no status: nobody answers
+            return {"Version": "26.1.5"}
+
+        def delete(self, path, **query):
+            self.deleted.append(path)
+
+    stopped = []
+    monkeypatch.setattr(restore.shims, "lingering_shims", lambda cid: {4242: [4243]})
+    monkeypatch.setattr(restore.shims, "stop_shims", lambda found: stopped.append(found) or [])
+    monkeypatch.setattr(restore.time, "sleep", lambda seconds: None)
+    api = Restarting()
+    removed = restore.abandon_received(HostContext(api=api, root_dir="/nonexistent"), CID, ["data"])
+    assert api.pings == 3 and stopped == [{4242: [4243]}]
+    assert api.deleted == [f"/containers/{CID}", "/volumes/data"]
+    assert removed == ["the copy containerd restored behind the killed Docker daemon", "the container created for it",
+                       "volume data"]
