@@ -176,8 +176,8 @@ options:
             without options; V(named) the same but not anonymous volumes (named by Docker with 64 hex digits, made
             empty on the target); V(none) none (the target makes empty volumes, as C(docker run) would).
           - A carried volume is created on the target before the container and filled before the restore; a volume of
-            that name that exists on the target already is refused, and so is a volume that another container uses
-            on this host, or one of another driver or with options (NFS, tmpfs, bind) - use V(none) for those.
+            that name that exists on the target already is refused, and so is a volume that another running container
+            uses on this host, or one of another driver or with options (NFS, tmpfs, bind) - use V(none) for those.
           - Bind mounts never travel - their sources must exist on the target.
           - V(none) by default here; C(playbooks/migrate.yml) sends V(all).
         type: str

@@ -65,13 +65,20 @@ options:
   volumes:
     description:
       - With O(side=source), which volumes' data travel - V(all), V(named) or V(none), as C(send_to.volumes) of
-        M(fleet.checkpoint.docker_checkpoint). A volume that another container uses here, or that is not a plain local
+        M(fleet.checkpoint.docker_checkpoint). A volume that another running container uses here, or that is not a plain local
         volume, is a problem on the source; one that exists on the target already, a problem on the target. Their
         size counts into the target's free disk.
       - Bind mounts never travel; each is named in RV(notices) (and as a warning).
     type: str
     choices: [all, named, none]
     default: none
+  replace:
+    description:
+      - With O(side=target), a stopped container of the same name as a moving one is not a problem - it is listed
+        in RV(replaced), for the playbook to set aside before the move and remove once the move is done. A running
+        one still is.
+    type: bool
+    default: false
 notes:
   - Needs root on the managed host (use C(become)) to run CRIU and read Docker's state.
   - The source's own checks (unknown containers, C(--rm) containers, CRIU working, free disk for the dump) are those of
@@ -112,6 +119,12 @@ notices:
   returned: side=source
   sample: ["billing: bind mount /srv/billing -> /data is host-local - its contents do not move; the target's own
            /srv/billing is mounted there"]
+replaced:
+  description: With O(side=target) and O(replace=true), the stopped containers of this host that the move replaces.
+  type: list
+  elements: str
+  returned: side=target
+  sample: [billing]
 problems:
   description: Every problem found on this host; empty when the move can go on.
   type: list
@@ -140,6 +153,7 @@ def main() -> None:
             image=dict(type="str", default="load", choices=["load", "pull"]),
             writable_layer=dict(type="bool", default=False),
             volumes=dict(type="str", default="none", choices=["all", "named", "none"]),
+            replace=dict(type="bool", default=False),
             **docker_host_argument_spec(),
         ),
         required_if=[("side", "source", ("containers",)), ("side", "target", ("plan",))],
@@ -162,8 +176,11 @@ def main() -> None:
         for notice in answer["notices"]:
             module.warn(notice)
     else:
+        replaced: list[str] | None = [] if params["replace"] else None
         problems = migration_preflight.target_problems(api, params["plan"], params["transfer"], params["image"],
-                                                       module.run_command, module.get_bin_path, kernel)
+                                                       module.run_command, module.get_bin_path, kernel,
+                                                       replaced=replaced)
+        answer["replaced"] = replaced or []
     answer["problems"] = problems
     if problems:
         module.fail_json(msg=f"the {params['side']} cannot take part in the migration ({len(problems)} problem"

@@ -226,3 +226,29 @@ def test_a_login_other_than_root_relays_through_sudo(fleet):
         clean(source, target)
         for host in (source, target):
             sh(host, "rm -f /etc/sudoers.d/fleetop; userdel -r fleetop 2>/dev/null; true")
+
+
+def test_replace_moves_over_a_stopped_namesake_on_the_target(fleet):
+    """An earlier copy of the container, stopped on the target, stops a move - unless fleet_checkpoint_migrate_replace
+    is set: then it is set aside, and removed once the moved container runs there."""
+    source, target = fleet[1], fleet[2]
+    clean(source, target)
+    lab_exec(target, "docker", "create", "--name", NAME, "--label", "copy=old", IMAGE)
+    lab_exec(source, "docker", "run", "-d", "--name", NAME, "-e", "COUNTER_INTERVAL=0.2", IMAGE)
+    time.sleep(2)
+    extra = {"fleet_checkpoint_migrate_source": source, "fleet_checkpoint_migrate_target": target,
+             "fleet_checkpoint_migrate_containers": [NAME], "fleet_checkpoint_migrate_transfer": "controller"}
+    rc, output = ansible_playbook(PLAYBOOKS / "migrate.yml", check=False, extra_vars=extra)
+    assert rc != 0 and f"a container named {NAME} already exists on the target (created)" in json.dumps(output)
+    ansible_playbook(PLAYBOOKS / "migrate.yml", extra_vars=dict(extra, fleet_checkpoint_migrate_replace=True))
+    assert inspect(target, NAME, "{{.State.Running}}") == "true"
+    assert inspect(target, NAME, "{{index .Config.Labels \"copy\"}}") == ""  # the moved one, not the old copy
+    names = lab_exec(target, "docker", "ps", "-a", "--format", "{{.Names}}").stdout.split()
+    assert not [name for name in names if "-replaced-" in name], names
+    last = counts(source, NAME)[-1]
+    deadline = time.monotonic() + 20
+    while len(counts(target, NAME)) < 2:
+        assert time.monotonic() < deadline, "the moved container does not count on the target"
+        time.sleep(0.3)
+    assert counts(target, NAME)[0] == last + 1
+    clean(source, target)

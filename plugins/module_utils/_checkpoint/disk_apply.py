@@ -84,7 +84,8 @@ def _is_mounted(path: str) -> bool:
 
 def destinations(ctx: HostContext, found: Inspect, index: Mapping[str, Any],
                  volumes: Mapping[str, Any]) -> list[tuple[Mapping[str, Any], str]]:
-    """Each tree of the index with the directory it replaces; DiskApplyError when one has no place here."""
+    """Each tree of the index with the directory it replaces; DiskApplyError when one has no place here. `volumes`:
+    the volumes this receive made (no other volume of the host is ever written)."""
     driver = found.get("GraphDriver") or {}
     data = driver.get("Data") or {}
     places = []
@@ -99,7 +100,8 @@ def destinations(ctx: HostContext, found: Inspect, index: Mapping[str, Any],
             places.append((tree, data["UpperDir"]))
             continue
         if tree["name"] not in volumes:
-            raise DiskApplyError(f"{tree_label(tree)} is in the disk-state index but not in the manifest")
+            raise DiskApplyError(f"{tree_label(tree)} is in the disk-state index but was not made for it here (only "
+                                 "volumes the manifest named, made by this receive, are filled)")
         try:
             mountpoint = ctx.api.get(f"/volumes/{tree['name']}").get("Mountpoint")
         except DockerAPIError as exc:
@@ -107,7 +109,7 @@ def destinations(ctx: HostContext, found: Inspect, index: Mapping[str, Any],
         places.append((tree, mountpoint))
     missing = sorted(set(volumes) - {tree.get("name") for tree in index["trees"]})
     if missing:
-        raise DiskApplyError(f"volumes {', '.join(missing)} are in the manifest but not in the disk-state index")
+        raise DiskApplyError(f"volumes {', '.join(missing)} were made for the disk state but are not in its index")
     for tree, place in places:
         if not place or not os.path.isdir(place) or os.path.islink(place):
             raise DiskApplyError(f"{tree_label(tree)}: {place!r} is not a directory here")
@@ -153,12 +155,12 @@ def _set_metadata(entry: Entry, full: str) -> None:
     os.utime(full, ns=(entry["mtime_ns"], entry["mtime_ns"]), follow_symlinks=False)
 
 
-def _from_precopy(entry: Entry, prior: Mapping[str, Entry], prior_root: str | None, skip: set[str],
-                  full: str) -> None:
-    """Move a file marked `same` from the pre-copy's tree: it must have come whole, with the same size and extents."""
+def _from_precopy(entry: Entry, prior: Mapping[str, Entry], prior_root: str | None, full: str) -> None:
+    """Move a file marked `same` from the pre-copy's tree (`prior`: the files built there, whole): it must be there,
+    with the same size and extents."""
     before = prior.get(entry["path"])
     if (prior_root is None or not before or before.get("type") != "file" or before.get("size") != entry["size"]
-            or before.get("extents") != entry.get("extents") or before.get("blob") in skip):
+            or before.get("extents") != entry.get("extents")):
         raise DiskApplyError(f"{entry['path']} is marked unchanged since the pre-copy, but the pre-copy did not bring "
                              "it whole")
     os.rename(os.path.join(prior_root, *entry["path"].split("/")), full)
@@ -169,9 +171,9 @@ def build(entries: list[Entry], blobs: str, root: str, prior_root: str | None = 
           metadata: bool = True) -> list[Entry]:
     """Make the tree of `entries` (validated by disk_index) at `root`, which must not exist; file bytes from the
     directory `blobs` (the stream's disk members), or for files marked `same`, from the pre-copy's tree at
-    `prior_root` (`prior`: its entries by path). Files whose member is in `skip` (arrived damaged: a pre-copy of a
-    file that changed while it was read) are left out; `metadata=False` for a pre-copy's tree (only its files'
-    bytes are used). Returns the entries made."""
+    `prior_root` (`prior`: the files built there, by path). For a pre-copy's tree only: files whose member is in
+    `skip` (arrived damaged - changed while they were read) are left out, and `metadata=False` (only its files' bytes
+    are used). Returns the entries made."""
     os.mkdir(root, 0o700)
     skip = skip or set()
     made: list[Entry] = []
@@ -183,7 +185,7 @@ def build(entries: list[Entry], blobs: str, root: str, prior_root: str | None = 
         elif kind == "dir":
             os.mkdir(full, 0o700)
         elif kind == "file" and entry.get("same"):
-            _from_precopy(entry, prior or {}, prior_root, skip, full)
+            _from_precopy(entry, prior or {}, prior_root, full)
         elif kind == "file":
             if entry["blob"] in skip:
                 continue
@@ -264,9 +266,9 @@ def apply(ctx: HostContext, found: Inspect, index: Mapping[str, Any], volumes: M
         for tree, place in places:
             building = place + BUILDING
             shutil.rmtree(building, ignore_errors=True)  # a receive killed earlier left it
-            prior_root, prior, damaged = staged.get(_key(tree), (None, {}, set()))
+            prior_root, prior, _damaged = staged.get(_key(tree), (None, {}, set()))
             try:
-                build(tree["entries"], blobs, building, prior_root, prior, damaged)
+                build(tree["entries"], blobs, building, prior_root, prior)
                 swap(building, place)
             except (OSError, DiskApplyError) as exc:
                 shutil.rmtree(building, ignore_errors=True)

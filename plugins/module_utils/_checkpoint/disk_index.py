@@ -77,10 +77,21 @@ def decode(data: bytes, members: Mapping[str, Mapping[str, Any]]) -> Index:
         raise DiskIndexError(f"the disk-state index is {len(data)} bytes, more than {MAX_INDEX_BYTES}")
     try:
         index = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise DiskIndexError(f"the disk-state index is not valid JSON: {exc}") from exc
-    validate(index, members)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise DiskIndexError(f"the disk-state index is not valid JSON: {type(exc).__name__}") from exc
+    try:
+        validate(index, members)
+    except (RecursionError, TypeError) as exc:
+        raise DiskIndexError(f"the disk-state index is malformed ({type(exc).__name__})") from exc
     return index
+
+
+def _name_bytes(text: str, where: str) -> bytes:
+    """A name as the filesystem gets it (os.fsencode); DiskIndexError for a string no file name can be."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError as exc:
+        raise DiskIndexError(f"{where}: {text!r} cannot be a file name") from exc
 
 
 def _int(entry: Mapping[str, Any], key: str, where: str, low: int, high: int) -> int:
@@ -96,9 +107,8 @@ def _check_path(path: object, where: str) -> str:
     if path == ".":
         return path
     parts = path.split("/")
-    if (path.startswith("/") or "\0" in path or len(path.encode("utf-8", "surrogateescape")) > MAX_PATH
-            or any(part in ("", ".", "..") or len(part.encode("utf-8", "surrogateescape")) > MAX_NAME
-                   for part in parts)):
+    if (path.startswith("/") or "\0" in path or len(_name_bytes(path, where)) > MAX_PATH
+            or any(part in ("", ".", "..") or len(_name_bytes(part, where)) > MAX_NAME for part in parts)):
         raise DiskIndexError(f"{where}: {path!r} is not a safe relative path")
     return path
 
@@ -114,7 +124,7 @@ def _check_xattrs(entry: Mapping[str, Any], kind: str, where: str) -> None:
         raise DiskIndexError(f"{where}: xattrs must be an object")
     total = 0
     for name, value in xattrs.items():
-        if not keep_xattr(name, kind) or "\0" in name or len(name) > MAX_NAME:
+        if not keep_xattr(name, kind) or "\0" in name or len(_name_bytes(name, where)) > MAX_NAME:
             raise DiskIndexError(f"{where}: extended attribute {name!r} is not one that travels")
         try:
             size = len(base64.b64decode(value, validate=True)) if isinstance(value, str) else -1
@@ -181,8 +191,9 @@ def _check_entry(entry: Any, tree: Mapping[str, Any], seen: dict[str, str], used
     _check_xattrs(entry, str(tree.get("kind")), where)
     if kind == "symlink":
         target = entry.get("target")
-        if not isinstance(target, str) or not target or "\0" in target or len(target) > MAX_PATH:
-            raise DiskIndexError(f"{where}: a symbolic link needs a target of 1 to {MAX_PATH} characters")
+        if (not isinstance(target, str) or not target or "\0" in target
+                or len(_name_bytes(target, where)) > MAX_PATH):
+            raise DiskIndexError(f"{where}: a symbolic link needs a target of 1 to {MAX_PATH} bytes")
     elif kind == "file":
         size = _int(entry, "size", where, 0, 2 ** 63 - 1)
         if entry.get("same") is True and "blob" not in entry:

@@ -120,11 +120,11 @@ def _volume_tree(api: DockerAPI, container: str, cid: str, vname: str) -> Tree:
         raise OpError(f"volume {vname} of {container} is not a plain local volume (driver {volume.get('Driver')}, "
                       f"options {volume.get('Options') or {}}): its data is not on this host's disk to carry. Use "
                       "volumes=none to recreate it empty, or move its data yourself")
-    others = sorted((user.get("Names") or ["?"])[0].lstrip("/") for user in users or [] if user.get("Id") != cid)
+    others = sorted((user.get("Names") or ["?"])[0].lstrip("/") for user in users or []
+                    if user.get("Id") != cid and user.get("State") in ("running", "paused", "restarting"))
     if others:
-        raise OpError(f"volume {vname} of {container} is also used by {', '.join(others)} on this host: its data "
-                      "cannot move with one container. Move them one after the other with volumes=none, or stop "
-                      "sharing the volume")
+        raise OpError(f"volume {vname} of {container} is also used by {', '.join(others)}, running on this host: its "
+                      "data would change after it was copied. Stop them first, or move with volumes=none")
     return Tree("volume", str(volume.get("Mountpoint") or ""), vname, dict(volume.get("Labels") or {}))
 
 
@@ -172,6 +172,24 @@ def _xattrs(path: str, kind: str) -> dict[str, str]:
 HOT_SECONDS = 1.0  # a file changed this recently is left to the final pass (its ctime may not move on a change)
 
 
+def shared_writable_inodes(pids: list[int], proc: str = "/proc") -> set[int]:
+    """The inode numbers of the files these processes map shared and writable (/proc/PID/maps, "rw-s"). A write
+    through such a mapping to a page that is already dirty changes neither mtime nor ctime, so these files are
+    never pre-copied: the final pass sends them whole. (Inode numbers alone: the maps show overlayfs's device, the
+    walk the upper directory's; a coincidence only sends a file during the freeze.)"""
+    inodes: set[int] = set()
+    for pid in pids:
+        try:
+            with open(os.path.join(proc, str(pid), "maps"), encoding="utf-8", errors="replace") as handle:
+                for line in handle:
+                    fields = line.split(None, 5)
+                    if len(fields) == 6 and fields[1][1:2] == "w" and fields[1][3:4] == "s" and fields[4] != "0":
+                        inodes.add(int(fields[4]))
+        except (OSError, ValueError):
+            continue
+    return inodes
+
+
 def tree_key(kind: str, name: str = "") -> str:
     return "rootfs" if kind == "rootfs" else f"volume:{name}"
 
@@ -181,7 +199,9 @@ class _Walker:
     nothing else; a file that changes or goes away while it is read is left out. previous: the state an earlier pass
     sent - a file with the same identity is marked `same` (its bytes are on the target already) instead of sent."""
 
-    def __init__(self, precopy: bool = False, previous: DiskState | None = None) -> None:
+    def __init__(self, precopy: bool = False, previous: DiskState | None = None,
+                 mapped: set[int] | None = None) -> None:
+        self.mapped = mapped or set()
         self.files: Dict[str, Dict[str, Any]] = {}
         self.sources: Dict[str, Any] = {}
         self.entries = 0
@@ -228,8 +248,8 @@ class _Walker:
                 if "extents" in before[1]:
                     entry["extents"] = before[1]["extents"]
                 self.unchanged += 1
-            elif self.precopy and self.now - info.st_ctime_ns / 1e9 < HOT_SECONDS:
-                return None  # changing now: the final pass sends it
+            elif self.precopy and (self.now - info.st_ctime_ns / 1e9 < HOT_SECONDS or info.st_ino in self.mapped):
+                return None  # changing now, or written through a shared mapping: the final pass sends it
             else:
                 fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW)
                 try:
@@ -295,12 +315,13 @@ class _Walker:
         return entries
 
 
-def collect(trees: list[Tree], precopy: bool = False, previous: DiskState | None = None) -> DiskState:
+def collect(trees: list[Tree], precopy: bool = False, previous: DiskState | None = None,
+            mapped: set[int] | None = None) -> DiskState:
     """Walk every tree and hash every file: the index and the stream members. The final pass runs with the container
     stopped (`previous`: the pre-copy's state, whose unchanged files are not sent again); `precopy`, the first pass,
-    while it runs."""
+    while it runs (`mapped`: shared_writable_inodes of its processes, left out)."""
     begin = time.monotonic()
-    walker = _Walker(precopy, previous)
+    walker = _Walker(precopy, previous, mapped)
     index: Index = {"format": FORMAT, "format_version": FORMAT_VERSION, "trees": []}
     for tree in trees:
         try:

@@ -92,7 +92,7 @@ def _memory(api: DockerAPI, cid: str) -> int:
 def disk_plan(api: DockerAPI, inspect: Mapping[str, Any], writable_layer: bool,
               volumes: str) -> tuple[dict[str, Any], list[str]]:
     """The disk state of one container that travels ({'rootfs', 'volumes', 'bytes'}), and the problem that stops it
-    (a volume another container uses, one that is not a plain local volume, a storage driver other than overlay2)."""
+    (a volume another running container uses, one that is not a plain local volume, a storage driver other than overlay2)."""
     try:
         trees = disk_walk.plan(api, inspect, writable_layer, volumes)
     except OpError as exc:
@@ -185,9 +185,11 @@ def _read(path: str) -> str:
 def target_problems(api: DockerAPI, the_plan: Mapping[str, Any], transfer: str, image_mode: str, run: Run,
                     which: Which, kernel: str, read: Callable[[str], str] = _read,
                     path_exists: Callable[[str], bool] = os.path.exists,
-                    free_bytes: Callable[[str], int] | None = None) -> list[str]:
+                    free_bytes: Callable[[str], int] | None = None,
+                    replaced: list[str] | None = None) -> list[str]:
     """Everything that would make the move fail on this host (the target), as messages; an empty list when it can
-    take the containers."""
+    take the containers. With `replaced` (a list), a stopped container of a moving one's name is not a problem: its
+    name is added there (the playbook sets it aside, and removes it once the move is done)."""
     problems = missing_commands("target", transfer, which)
     try:
         info = api.get("/info") or {}
@@ -216,8 +218,14 @@ def target_problems(api: DockerAPI, the_plan: Mapping[str, Any], transfer: str, 
         try:
             there = api.get(f"/containers/{name}/json") or {}
             state = (there.get("State") or {}).get("Status") or "present"
-            problems.append(f"a container named {name} already exists on the target ({state}): remove or rename it "
-                            "there first")
+            if replaced is not None and not (there.get("State") or {}).get("Running"):
+                replaced.append(name)
+            elif replaced is not None:
+                problems.append(f"a container named {name} runs on the target: fleet_checkpoint_migrate_replace "
+                                "replaces only a stopped one - stop it there first")
+            else:
+                problems.append(f"a container named {name} already exists on the target ({state}): remove or rename "
+                                "it there first, or set fleet_checkpoint_migrate_replace to replace a stopped one")
         except DockerAPIError:
             pass
         for address, port, proto in _host_port_bindings(config):
@@ -249,7 +257,10 @@ def disk_problems(api: DockerAPI, info: Mapping[str, Any], name: str, disk: Mapp
     for volume in disk.get("volumes") or []:
         try:
             api.get(f"/volumes/{volume}")
-        except DockerAPIError:
+        except DockerAPIError as exc:
+            if exc.status == 404:
+                continue
+            problems.append(f"{name}: volume {volume} cannot be looked up on the target: {exc}")
             continue
         problems.append(f"{name}: volume {volume} already exists on the target - its data would be replaced by the "
                         "source's: remove or rename it there, or set fleet_checkpoint_migrate_volumes to none")

@@ -130,6 +130,11 @@ def _drop_created(ctx: HostContext, place: dict[str, Any]) -> str:
     return " and ".join(dropped)
 
 
+def _made(place: dict[str, Any]) -> dict[str, Any]:
+    """The volumes this receive made: the only ones its disk state may fill."""
+    return {name: {} for name in place.get("volumes_made") or []}
+
+
 def _read_index(place: dict[str, Any], disk: dict[str, Any]) -> dict[str, Any]:
     with open(os.path.join(place["tmp"], "disk", "index.json"), "rb") as handle:
         return disk_index.decode(handle.read(disk_index.MAX_INDEX_BYTES + 1), disk["files"])
@@ -138,9 +143,10 @@ def _read_index(place: dict[str, Any], disk: dict[str, Any]) -> dict[str, Any]:
 def _stage(ctx: HostContext, place: dict[str, Any], manifest: dict[str, Any], damaged: set[str]) -> dict[str, Any]:
     """Put a pre-copy's files aside beside their places (the container and its volumes exist now); what came."""
     disk = manifest["disk"]
+    place["precopy_disk"] = disk
     index = _read_index(place, disk)
     place["staged"] = disk_apply.stage(ctx, container.inspect(ctx, place["inspect"]["Id"]), index,
-                                       disk.get("volumes") or {}, os.path.join(place["tmp"], "disk"), damaged)
+                                       _made(place), os.path.join(place["tmp"], "disk"), damaged)
     shutil.rmtree(place["tmp"])
     return {"bytes": disk["size"], "files": len(disk["files"]) - 1, "damaged": len(damaged)}
 
@@ -152,8 +158,8 @@ def _apply_disk(ctx: HostContext, place: dict[str, Any], manifest: dict[str, Any
         disk_apply.drop_staged(place.pop("staged", None) or {})
         return None
     index = _read_index(place, disk)
-    applied = disk_apply.apply(ctx, container.inspect(ctx, place["inspect"]["Id"]), index,
-                               disk.get("volumes") or {}, os.path.join(place["tmp"], "disk"), place.pop("staged", None))
+    applied = disk_apply.apply(ctx, container.inspect(ctx, place["inspect"]["Id"]), index, _made(place),
+                               os.path.join(place["tmp"], "disk"), place.pop("staged", None))
     shutil.rmtree(os.path.join(place["tmp"], "disk"))
     return applied
 
@@ -182,6 +188,11 @@ def receive(ctx: HostContext, ref: str, opts: ReceiveOptions) -> Received:
         if "tmp" in place:  # the checkpoint after its pre-copy: the container is there already
             if manifest.get("phase") == "precopy":
                 raise OpError(f"the stream at {fifo_path} sent two pre-copies")
+            disk, ahead = manifest.get("disk") or {}, place["precopy_disk"]
+            if (sorted(disk.get("volumes") or {}) != sorted(ahead.get("volumes") or {})
+                    or bool(disk.get("rootfs")) != bool(ahead.get("rootfs"))):
+                raise OpError(f"the stream at {fifo_path} names other disk state (writable layer, volumes) in its "
+                              "checkpoint than in its pre-copy")
             shutil.rmtree(place["tmp"], ignore_errors=True)
             return str(place["tmp"])
         if manifest.get("disk"):
@@ -213,6 +224,8 @@ def receive(ctx: HostContext, ref: str, opts: ReceiveOptions) -> Received:
             precopy = None
             if manifest.get("phase") == "precopy":
                 precopy = _stage(ctx, place, manifest, damaged)
+                # The checkpoint comes once the source's dump is done: as long as the first byte may take.
+                reader.idle_timeout = max(reader.idle_timeout, opts.timeout)
                 manifest = stream.receive(reader, destination)
             disk = _apply_disk(ctx, place, manifest)
             if disk is not None and precopy is not None:
@@ -224,7 +237,7 @@ def receive(ctx: HostContext, ref: str, opts: ReceiveOptions) -> Received:
             raise OpError(f"receiving checkpoint {opts.name!r} for {ref} failed, nothing was restored"
                           + (f" and {dropped} {'were' if ' and ' in dropped else 'was'} removed" if dropped else "")
                           + f": {exc}") from exc
-        except OpError:
+        except BaseException:  # OpError, or anything unforeseen: nothing made for this receive stays
             disk_apply.drop_staged(place.pop("staged", None) or {})
             _drop_created(ctx, place)
             raise

@@ -108,7 +108,8 @@ def precopy(ctx: HostContext, planned: dump.DumpPlan, name: str, trees: list[dis
     on the same connection (the final pass, during the freeze, sends only what changed since); None when there is
     less than PRECOPY_MIN_BYTES of it."""
     try:
-        state = disk_walk.collect(trees, precopy=True)
+        state = disk_walk.collect(trees, precopy=True, mapped=disk_walk.shared_writable_inodes(
+            container.host_pids(ctx, planned.inspect["Id"])))
     except disk_walk.DiskStateError as exc:
         raise OpError(f"the disk state of {planned.result['container']} cannot be read, so nothing was "
                       f"checkpointed and the container was not touched: {exc}") from exc

@@ -8,6 +8,7 @@ builds the trees from both - and what it leaves behind when the final pass lies 
 
 from __future__ import annotations
 
+import mmap
 import os
 import subprocess
 import sys
@@ -225,3 +226,57 @@ def test_a_received_container_that_does_not_restore_is_removed_once_the_daemon_i
     assert api.deleted == [f"/containers/{CID}", "/volumes/data"]
     assert removed == ["the copy containerd restored behind the killed Docker daemon", "the container created for it",
                        "volume data"]
+
+
+def test_a_damaged_pre_copy_member_does_not_hide_a_final_pass_file_of_the_same_number(tmp_path, monkeypatch):
+    """Member numbers start again in each pass: the pre-copy's damaged disk/4 is not the final pass's disk/4 (a new
+    file here) - the target must build every file the final pass sends (a review found it skipped)."""
+    monkeypatch.setattr(disk_walk, "HOT_SECONDS", -60.0)
+    real = stream._send_file  # pylint: disable=protected-access
+
+    def changing(fd, header, full, extents, size, lenient):
+        if full.endswith("rows.db") and lenient:
+            with open(full, "r+b") as handle:
+                handle.write(b"torn")
+        real(fd, header, full, extents, size, lenient)
+    monkeypatch.setattr(stream, "_send_file", changing)
+
+    def many_new(upper, volume):
+        for number in range(8):
+            (upper / f"new{number}.txt").write_text(f"file {number}")
+    data, first, final, upper, volume = passes(tmp_path, many_new)
+    assert first.index["trees"][1]["entries"][1]["blob"] in final.files  # the same member name in both passes
+    host, got = receive_from(tmp_path, data, monkeypatch)
+    assert got["disk"]["precopy"]["damaged"] == 1
+    assert snapshot(host.inspect["GraphDriver"]["Data"]["UpperDir"]) == snapshot(upper)
+    assert snapshot(host.volumes["data"]) == snapshot(volume)
+
+
+def test_a_final_pass_that_names_another_volume_than_its_pre_copy_is_refused(tmp_path, monkeypatch):
+    """The checkpoint's manifest may not bring a volume the pre-copy did not (one that exists here, say): no volume
+    but those this receive made is ever written."""
+    monkeypatch.setattr(disk_walk, "HOT_SECONDS", -60.0)
+    data = passes(tmp_path, change_some)[0]
+    first_end = data.index(b"\n") + 1 + int(data.split(b" ")[1])
+    final = data[first_end:].replace(b'"data": {', b'"dat4": {', 1)  # the checkpoint names another volume
+    assert final != data[first_end:]
+    host = FakeHost(tmp_path / "target")
+    with pytest.raises(OpError, match="names other disk state .* than in its pre-copy"):
+        receive_from(tmp_path, data[:first_end] + final, monkeypatch, host)
+    assert host.deleted == [f"/containers/{CID}", "/volumes/data"]
+    assert leftovers(host) == []
+
+
+def test_files_mapped_shared_and_writable_are_left_to_the_final_pass(tmp_path, monkeypatch):
+    monkeypatch.setattr(disk_walk, "HOT_SECONDS", -60.0)
+    (tmp_path / "db.mdb").write_bytes(bytes(8192))
+    (tmp_path / "plain").write_bytes(b"x" * 100)
+    with open(tmp_path / "db.mdb", "r+b") as handle:
+        mapping = mmap.mmap(handle.fileno(), 8192, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        try:
+            mapped = disk_walk.shared_writable_inodes([os.getpid()])
+            assert os.stat(tmp_path / "db.mdb").st_ino in mapped
+            state = disk_walk.collect([disk_walk.Tree("volume", str(tmp_path), "v")], precopy=True, mapped=mapped)
+        finally:
+            mapping.close()
+    assert [e["path"] for e in state.index["trees"][0]["entries"]] == [".", "plain"]

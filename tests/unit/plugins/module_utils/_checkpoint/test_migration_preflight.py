@@ -162,7 +162,7 @@ class DiskApi(FakeApi):
             return {"Name": path[9:], "Driver": driver, "Options": options, "Mountpoint": mountpoint, "Labels": None}
         if path == "/containers/json":
             wanted = json.loads(query["filters"])["volume"][0]
-            return [{"Id": cid, "Names": [f"/{name}"]} for cid, name in self.volumes[wanted][3]]
+            return [{"Id": cid, "Names": [f"/{name}"], "State": state} for cid, name, state in self.volumes[wanted][3]]
         if path == f"/containers/{INSPECT['Id']}/json":
             return dict(INSPECT, SizeRw=7 * 2**20)
         return super().get(path, **query)
@@ -178,9 +178,9 @@ def with_volumes(*names):
 def test_the_source_names_volumes_that_cannot_travel_and_each_bind_mount(tmp_path):
     (tmp_path / "db").mkdir()
     (tmp_path / "db" / "rows").write_bytes(b"r" * 8192)
-    mine = (INSPECT["Id"], "web")
-    api = DiskApi({"db": ("local", None, str(tmp_path / "db"), [mine]),
-                   "shared": ("local", None, str(tmp_path), [mine, ("cd" * 32, "worker")]),
+    mine = (INSPECT["Id"], "web", "running")
+    api = DiskApi({"db": ("local", None, str(tmp_path / "db"), [mine, ("ef" * 32, "old-job", "exited")]),
+                   "shared": ("local", None, str(tmp_path), [mine, ("cd" * 32, "worker", "running")]),
                    "nfs": ("local", {"type": "nfs", "device": ":/export"}, "/x", [mine])},
                   containers={"web": with_volumes("db")}, images={IMAGE_ID: 1})
     good = mp.plan(api, ["web"], criu(), which(), "6.18.44", True, "all")
@@ -191,7 +191,7 @@ def test_the_source_names_volumes_that_cannot_travel_and_each_bind_mount(tmp_pat
     assert mp.plan(api, ["web"], criu(), which(), "6.18.44", False, "none")["containers"][0]["disk"] == {
         "rootfs": False, "volumes": [], "bytes": 0}
     api.containers["web"] = with_volumes("shared")
-    assert "also used by worker" in mp.plan(api, ["web"], criu(), which(), "6.18.44", True, "all")["problems"][0]
+    assert "also used by worker, running" in mp.plan(api, ["web"], criu(), which(), "6.18.44", True, "all")["problems"][0]
     api.containers["web"] = with_volumes("nfs")
     assert "not a plain local volume" in mp.plan(api, ["web"], criu(), which(), "6.18.44", True, "named")["problems"][0]
 
@@ -203,3 +203,19 @@ def test_the_target_refuses_a_volume_it_has_and_a_layer_it_cannot_hold():
     assert "btrfs storage driver, not overlay2" in problems[0]
     assert "volume db already exists on the target" in problems[1]
     assert mp.disk_problems(api, {"Driver": "overlay2"}, "web", {"rootfs": True, "volumes": ["logs"]}) == []
+
+
+def test_replace_lets_a_stopped_namesake_through_and_still_refuses_a_running_one():
+    plan = {"containers": [{"name": "web", "config": {}}, {"name": "db", "config": {}}], "criu": None}
+    api = FakeApi(containers={"web": {"State": {"Status": "exited", "Running": False}},
+                              "db": {"State": {"Status": "running", "Running": True}}})
+    replaced = []
+    problems = mp.target_problems(api, plan, "controller", "load", criu(), which(), "6.18.44",
+                                  read=lambda path: "", free_bytes=lambda path: 2**40, replaced=replaced)
+    assert replaced == ["web"]
+    assert [p for p in problems if "named" in p] == [
+        "a container named db runs on the target: fleet_checkpoint_migrate_replace replaces only a stopped one - stop "
+        "it there first"]
+    refused = mp.target_problems(api, plan, "controller", "load", criu(), which(), "6.18.44",
+                                 read=lambda path: "", free_bytes=lambda path: 2**40)
+    assert "a container named web already exists on the target (exited)" in " ".join(refused)
