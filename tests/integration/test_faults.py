@@ -414,6 +414,39 @@ def migrate(source, target, name):
         "fleet_checkpoint_migrate_containers": [name]})
 
 
+def migrate_into_a_small_disk(source, target, name, size):
+    """migrate.yml with the target's Docker containers directory - where a received checkpoint and its disk state
+    land - on a tmpfs of `size`."""
+    sh(target, f"mount -t tmpfs -o size={size},mode=0710 tmpfs /var/lib/docker/containers")
+    try:
+        return migrate(source, target, name)
+    finally:
+        sh(target, "umount /var/lib/docker/containers; true")
+
+
+def migrate_injecting(source, target, name, moment, inject, seconds=180, every=0.1):
+    """migrate.yml source -> target while a watcher injects a fault (`inject()`) as soon as `moment()` says it has
+    come; returns (rc, output, whether the fault was injected)."""
+    injected = threading.Event()
+
+    def watch():
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if moment():
+                inject()
+                injected.set()
+                return
+            time.sleep(every)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        rc, output = migrate(source, target, name)
+    finally:
+        watcher.join()
+    return rc, output, injected.is_set()
+
+
 def assert_back_on_source(source, target, name, last, leftovers_before):
     assert running(source, name)
     resumes_from(source, name, last)
@@ -432,29 +465,18 @@ def test_a_target_lost_mid_transfer_leaves_the_container_running_on_the_source(f
     clean(target)
     start(source, "mover", command=["memhog", "512"])  # a stream of 512 MiB: time to cut it halfway
     wait_counting(source, ["mover"])
-    stop_sshd = threading.Event()
-
-    def cut_the_target_off():
+    leftovers = controller_dirs()
+    try:
         # Once the checkpoint's memory is arriving on the target (the container is frozen), the target's SSH goes
         # away: the relayed stream breaks mid-transfer.
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if sh(target, "ls /var/lib/docker/containers/*/checkpoints/.*.fleet-import/pages-*",
-                  check=False).returncode == 0:
-                sh(target, "systemctl stop ssh.service; pkill -9 sshd-session; true")
-                stop_sshd.set()
-                return
-            time.sleep(0.1)
-
-    cutter = threading.Thread(target=cut_the_target_off)
-    leftovers = controller_dirs()
-    cutter.start()
-    try:
-        rc, output = migrate(source, target, "mover")
+        rc, output, injected = migrate_injecting(
+            source, target, "mover",
+            lambda: sh(target, "ls /var/lib/docker/containers/*/checkpoints/.*.fleet-import/pages-*",
+                       check=False).returncode == 0,
+            lambda: sh(target, "systemctl stop ssh.service; pkill -9 sshd-session; true"))
     finally:
-        cutter.join()
         sh(target, "systemctl start ssh.service")
-    assert stop_sshd.is_set(), "the fault was not injected"
+    assert injected, "the fault was not injected"
     assert rc != 0
     assert "NOT moved" in json.dumps(output), all_failed_messages(output)
     numbers = counts(source, "mover")
@@ -476,13 +498,9 @@ def test_a_target_out_of_disk_leaves_the_container_running_on_the_source(fleet):
     wait_counting(source, ["mover"])
     # The filesystem that receives the checkpoint (Docker's containers directory) holds 4 MiB: the stream of a 64 MiB
     # checkpoint fills it halfway (the free-space check looks at Docker's root directory, which has room).
-    sh(target, "mount -t tmpfs -o size=4m,mode=0710 tmpfs /var/lib/docker/containers")
     leftovers = controller_dirs()
-    try:
-        last = counts(source, "mover")[-1]
-        rc, output = migrate(source, target, "mover")
-    finally:
-        sh(target, "umount /var/lib/docker/containers; true")
+    last = counts(source, "mover")[-1]
+    rc, output = migrate_into_a_small_disk(source, target, "mover", "4m")
     assert rc != 0
     report = json.dumps(output)
     assert "NOT moved" in report and "No space left on device" in report, all_failed_messages(output)
@@ -507,12 +525,8 @@ def test_a_target_disk_that_fills_with_the_disk_state_leaves_the_container_runni
     start(source, "mover", "-v", "mover-data:/data")
     wait_counting(source, ["mover"])
     pid = lab_exec(source, "docker", "inspect", "-f", "{{.State.Pid}}", "mover").stdout.strip()
-    sh(target, "mount -t tmpfs -o size=8m,mode=0710 tmpfs /var/lib/docker/containers")
     leftovers = controller_dirs()
-    try:
-        rc, output = migrate(source, target, "mover")
-    finally:
-        sh(target, "umount /var/lib/docker/containers; true")
+    rc, output = migrate_into_a_small_disk(source, target, "mover", "8m")
     assert rc != 0
     report = json.dumps(output)
     assert "NOT moved" in report and "No space left on device" in report, all_failed_messages(output)
@@ -547,28 +561,16 @@ def test_a_migration_target_whose_docker_dies_mid_restore_leaves_nothing_there(f
     wait_counting(source, ["mover"])
     sh(target, "rm -f /run/fleet-restore-begun; criu=$(command -v criu) && mv \"$criu\" \"$criu.real\" && "
                f"cat > \"$criu\" <<'EOF'\n{SLOW_RESTORE}EOF\nchmod 755 \"$criu\"")
-    killed = threading.Event()
-
-    def kill_docker_mid_restore():
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            if exists(target, "/run/fleet-restore-begun"):
-                sh(target, f"{FORGET_STARTS}; systemctl kill -s KILL docker.service")
-                killed.set()
-                return
-            time.sleep(0.2)
-
-    killer = threading.Thread(target=kill_docker_mid_restore)
     leftovers = controller_dirs()
-    killer.start()
     try:
-        rc, output = migrate(source, target, "mover")
+        rc, output, killed = migrate_injecting(
+            source, target, "mover", lambda: exists(target, "/run/fleet-restore-begun"),
+            lambda: sh(target, f"{FORGET_STARTS}; systemctl kill -s KILL docker.service"), seconds=240, every=0.2)
     finally:
-        killer.join()
         sh(target, 'criu=$(command -v criu) && [ -e "$criu.real" ] && mv "$criu.real" "$criu"; '
                    'rm -f /run/fleet-restore-begun; true')
         docker_up(target)
-    assert killed.is_set(), "the fault was not injected"
+    assert killed, "the fault was not injected"
     assert rc != 0 and "NOT moved" in json.dumps(output), all_failed_messages(output)
     # The target's restore cleaned up behind itself once Docker was back (the container, the volume made for it,
     # and the copy containerd may have restored without the daemon).

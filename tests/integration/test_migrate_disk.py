@@ -53,6 +53,25 @@ def sha(host, path):
     return sh(host, f"sha256sum {path}").stdout.split()[0]
 
 
+def start_workload(host):
+    """The workload (WORKLOAD, with volume VOLUME at /data) on `host`, counting."""
+    lab_exec(host, "docker", "run", "-d", "--name", NAME, "-v", f"{VOLUME}:/data", IMAGE, "sh", "-c", WORKLOAD)
+    deadline = time.monotonic() + 30
+    while len(counts(host, NAME)) < 5:
+        assert time.monotonic() < deadline, "the workload does not count"
+        time.sleep(0.3)
+
+
+def counts_on(source, target):
+    """The moved container counts on the target from the source's last number on."""
+    last = counts(source, NAME)[-1]
+    deadline = time.monotonic() + 20
+    while len(counts(target, NAME)) < 2:
+        assert time.monotonic() < deadline, "the moved container does not count on the target"
+        time.sleep(0.3)
+    assert counts(target, NAME)[0] == last + 1
+
+
 def clean(*hosts):
     for host in hosts:
         lab_exec(host, "docker", "rm", "-f", NAME, check=False)
@@ -72,11 +91,7 @@ def direct_path(source, target):
 def test_migrate_carries_the_writable_layer_and_the_volume_and_refuses_a_volume_already_there(fleet, path):
     source, target = fleet[1], fleet[2]
     clean(source, target)
-    lab_exec(source, "docker", "run", "-d", "--name", NAME, "-v", f"{VOLUME}:/data", IMAGE, "sh", "-c", WORKLOAD)
-    deadline = time.monotonic() + 30
-    while len(counts(source, NAME)) < 5:
-        assert time.monotonic() < deadline, "the workload does not count"
-        time.sleep(0.3)
+    start_workload(source)
     merged = inspect(source, NAME, "{{.GraphDriver.Data.MergedDir}}")
     host_python(source, f"import os; os.setxattr('{merged}/state/blob', 'user.fleet', b'kept\\0here')")
     pid = inspect(source, NAME, "{{.State.Pid}}")
@@ -167,11 +182,7 @@ def test_without_its_writable_layer_the_restore_fails_and_nothing_is_left_on_the
     neither the container nor the volume made for it."""
     source, target = fleet[1], fleet[2]
     clean(source, target)
-    lab_exec(source, "docker", "run", "-d", "--name", NAME, "-v", f"{VOLUME}:/data", IMAGE, "sh", "-c", WORKLOAD)
-    deadline = time.monotonic() + 30
-    while len(counts(source, NAME)) < 5:
-        assert time.monotonic() < deadline, "the workload does not count"
-        time.sleep(0.3)
+    start_workload(source)
     rc, output = ansible_playbook(PLAYBOOKS / "migrate.yml", check=False, extra_vars={
         "fleet_checkpoint_migrate_source": source, "fleet_checkpoint_migrate_target": target,
         "fleet_checkpoint_migrate_containers": [NAME], "fleet_checkpoint_migrate_writable_layer": False})
@@ -208,12 +219,7 @@ def test_a_login_other_than_root_relays_through_sudo(fleet):
         tasks = {task["task"]["name"]: task["hosts"] for play in output["plays"] for task in play["tasks"]}
         sent = tasks["Collect the checkpoints' result from the source"][source]["results"][0]["sent"]
         assert sent["disk"]["precopy"]["bytes"] >= 4194304, sent
-        last = counts(source, NAME)[-1]
-        deadline = time.monotonic() + 20
-        while len(counts(target, NAME)) < 2:
-            assert time.monotonic() < deadline, "the moved container does not count on the target"
-            time.sleep(0.3)
-        assert counts(target, NAME)[0] == last + 1
+        counts_on(source, target)
         assert sha(target, f"/var/lib/docker/volumes/{VOLUME}/_data/blob") == \
             sha(source, f"/var/lib/docker/volumes/{VOLUME}/_data/blob")
         # The relay's own ends ran as fleetop through sudo (sudo's log names the command: the bridge on the source,
@@ -245,10 +251,5 @@ def test_replace_moves_over_a_stopped_namesake_on_the_target(fleet):
     assert inspect(target, NAME, "{{index .Config.Labels \"copy\"}}") == ""  # the moved one, not the old copy
     names = lab_exec(target, "docker", "ps", "-a", "--format", "{{.Names}}").stdout.split()
     assert not [name for name in names if "-replaced-" in name], names
-    last = counts(source, NAME)[-1]
-    deadline = time.monotonic() + 20
-    while len(counts(target, NAME)) < 2:
-        assert time.monotonic() < deadline, "the moved container does not count on the target"
-        time.sleep(0.3)
-    assert counts(target, NAME)[0] == last + 1
+    counts_on(source, target)
     clean(source, target)

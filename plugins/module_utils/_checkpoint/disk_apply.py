@@ -27,6 +27,7 @@ from typing import Any, Dict, Set, Tuple
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import HostContext, Inspect
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.disk_index import (
     Entry,
+    tree_key,
     tree_label,
     xattrs_of,
 )
@@ -155,6 +156,11 @@ def _set_metadata(entry: Entry, full: str) -> None:
     os.utime(full, ns=(entry["mtime_ns"], entry["mtime_ns"]), follow_symlinks=False)
 
 
+def _at(root: str, path: str) -> str:
+    """Where an index path (validated: relative, '/'-separated, or '.') lies under `root`."""
+    return root if path == "." else os.path.join(root, *path.split("/"))
+
+
 def _from_precopy(entry: Entry, prior: Mapping[str, Entry], prior_root: str | None, full: str) -> None:
     """Move a file marked `same` from the pre-copy's tree (`prior`: the files built there, whole): it must be there,
     with the same size and extents."""
@@ -163,7 +169,7 @@ def _from_precopy(entry: Entry, prior: Mapping[str, Entry], prior_root: str | No
             or before.get("extents") != entry.get("extents")):
         raise DiskApplyError(f"{entry['path']} is marked unchanged since the pre-copy, but the pre-copy did not bring "
                              "it whole")
-    os.rename(os.path.join(prior_root, *entry["path"].split("/")), full)
+    os.rename(_at(prior_root, entry["path"]), full)
 
 
 def build(entries: list[Entry], blobs: str, root: str, prior_root: str | None = None,
@@ -179,7 +185,7 @@ def build(entries: list[Entry], blobs: str, root: str, prior_root: str | None = 
     made: list[Entry] = []
     for entry in entries:
         path, kind = entry["path"], entry["type"]
-        full = root if path == "." else os.path.join(root, *path.split("/"))
+        full = _at(root, path)
         if path == ".":
             pass
         elif kind == "dir":
@@ -191,7 +197,7 @@ def build(entries: list[Entry], blobs: str, root: str, prior_root: str | None = 
                 continue
             _place_file(entry, os.path.join(blobs, entry["blob"].split("/", 1)[1]), full)
         elif kind == "hardlink":
-            os.link(os.path.join(root, *entry["target"].split("/")), full, follow_symlinks=False)
+            os.link(_at(root, entry["target"]), full, follow_symlinks=False)
             continue
         elif kind == "symlink":
             os.symlink(entry["target"], full)
@@ -203,9 +209,9 @@ def build(entries: list[Entry], blobs: str, root: str, prior_root: str | None = 
     if not metadata:
         return made
     for entry in [item for item in made if item["type"] != "dir"]:
-        _set_metadata(entry, root if entry["path"] == "." else os.path.join(root, *entry["path"].split("/")))
+        _set_metadata(entry, _at(root, entry["path"]))
     for entry in reversed([item for item in made if item["type"] == "dir"]):  # deepest first: their mtimes stay
-        _set_metadata(entry, root if entry["path"] == "." else os.path.join(root, *entry["path"].split("/")))
+        _set_metadata(entry, _at(root, entry["path"]))
     return made
 
 
@@ -227,10 +233,6 @@ def swap(new: str, place: str) -> None:
 Staged = Dict[str, Tuple[str, Dict[str, Entry], Set[str]]]
 
 
-def _key(tree: Mapping[str, Any]) -> str:
-    return "rootfs" if tree["kind"] == "rootfs" else f"volume:{tree['name']}"
-
-
 def stage(ctx: HostContext, found: Inspect, index: Mapping[str, Any], volumes: Mapping[str, Any], blobs: str,
           damaged: set[str]) -> Staged:
     """Build the pre-copy's trees beside their places (the container created, its volumes made): the files' bytes the
@@ -240,9 +242,10 @@ def stage(ctx: HostContext, found: Inspect, index: Mapping[str, Any], volumes: M
         for tree, place in destinations(ctx, found, index, volumes):
             root = place + PRECOPY
             shutil.rmtree(root, ignore_errors=True)
-            staged[_key(tree)] = (root, {}, damaged)
+            key = tree_key(tree["kind"], tree.get("name") or "")
+            staged[key] = (root, {}, damaged)  # removed again if the build fails half-way
             made = build(tree["entries"], blobs, root, skip=damaged, metadata=False)
-            staged[_key(tree)] = (root, {entry["path"]: entry for entry in made}, damaged)
+            staged[key] = (root, {entry["path"]: entry for entry in made}, damaged)
     except (OSError, DiskApplyError) as exc:
         drop_staged(staged)
         raise DiskApplyError(f"the pre-copy could not be put aside: {exc}") from exc
@@ -266,7 +269,8 @@ def apply(ctx: HostContext, found: Inspect, index: Mapping[str, Any], volumes: M
         for tree, place in places:
             building = place + BUILDING
             shutil.rmtree(building, ignore_errors=True)  # a receive killed earlier left it
-            prior_root, prior, _damaged = staged.get(_key(tree), (None, {}, set()))
+            prior_root, prior, _damaged = staged.get(tree_key(tree["kind"], tree.get("name") or ""),
+                                                     (None, {}, set()))
             try:
                 build(tree["entries"], blobs, building, prior_root, prior)
                 swap(building, place)

@@ -62,6 +62,11 @@ def keep_xattr(name: str, kind: str) -> bool:
     return kind == "rootfs" and name in ROOTFS_ONLY_XATTRS
 
 
+def tree_key(kind: str, name: str = "") -> str:
+    """A tree's key, the same in both passes: 'rootfs' or 'volume:NAME'."""
+    return "rootfs" if kind == "rootfs" else f"volume:{name}"
+
+
 def tree_label(tree: Mapping[str, Any]) -> str:
     """A tree in words: 'the writable layer' or 'volume NAME'."""
     return "the writable layer" if tree.get("kind") == "rootfs" else f"volume {tree.get('name')}"

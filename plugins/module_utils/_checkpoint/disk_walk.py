@@ -35,6 +35,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.disk_
     Index,
     encode,
     keep_xattr,
+    tree_key,
 )
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.errors import OpError
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPI, DockerAPIError
@@ -188,10 +189,6 @@ def shared_writable_inodes(pids: list[int], proc: str = "/proc") -> set[int]:
         except (OSError, ValueError):
             continue
     return inodes
-
-
-def tree_key(kind: str, name: str = "") -> str:
-    return "rootfs" if kind == "rootfs" else f"volume:{name}"
 
 
 class _Walker:

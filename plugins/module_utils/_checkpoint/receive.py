@@ -19,6 +19,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint impor
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import disk_index
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import store
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import stream
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import stream_receive
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import (
     HostContext,
     Inspect,
@@ -211,7 +212,7 @@ def receive(ctx: HostContext, ref: str, opts: ReceiveOptions) -> Received:
         return str(place["tmp"])
 
     try:
-        reader = stream.FifoReader(fifo_path)
+        reader = stream_receive.FifoReader(fifo_path)
     except OSError as exc:
         raise OpError(f"cannot wait for the checkpoint at {fifo_path}: {exc}") from exc
     done = False
@@ -220,13 +221,13 @@ def receive(ctx: HostContext, ref: str, opts: ReceiveOptions) -> Received:
             reader.wait(opts.timeout)
             waited = time.monotonic() - begin
             damaged: set[str] = set()
-            manifest = stream.receive(reader, destination, damaged)
+            manifest = stream_receive.receive(reader, destination, damaged)
             precopy = None
             if manifest.get("phase") == "precopy":
                 precopy = _stage(ctx, place, manifest, damaged)
                 # The checkpoint comes once the source's dump is done: as long as the first byte may take.
                 reader.idle_timeout = max(reader.idle_timeout, opts.timeout)
-                manifest = stream.receive(reader, destination)
+                manifest = stream_receive.receive(reader, destination)
             disk = _apply_disk(ctx, place, manifest)
             if disk is not None and precopy is not None:
                 disk["precopy"] = precopy

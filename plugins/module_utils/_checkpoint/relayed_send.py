@@ -21,8 +21,8 @@ from typing import Any, Mapping
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.stream import (
     StreamError,
-    stream_preamble,
-    write_stream,
+    send_precopy,
+    write_segment,
 )
 
 # Runs on the source under the relay's SSH login (kept to what Python 3.6 understands): connect to the sender's socket
@@ -155,18 +155,11 @@ class SocketSender:
         """A first segment (the disk state's pre-copy), like stream.Sender.send_more."""
         if self.conn is None:
             raise StreamError("the relay is not connected")
-        begin = time.monotonic()
-        timer = threading.Timer(timeout, self._cut)
-        timer.start()
         try:
-            self.conn.sendall(stream_preamble(manifest, more=True))
-            sent = write_stream(self.conn.fileno(), "", manifest, disk_sources, lenient=True)
+            return send_precopy(self.conn.fileno(), manifest, disk_sources, timeout, self._cut)
         except OSError as exc:
             self.abort()
             raise StreamError(f"sending the pre-copy through the controller's relay failed: {exc}") from exc
-        finally:
-            timer.cancel()
-        return {"bytes": sent, "seconds": round(time.monotonic() - begin, 3)}
 
     def send(self, source_dir: str, manifest: Mapping[str, Any], timeout: float,
              disk_sources: Mapping[str, Any] | None = None) -> dict[str, float]:
@@ -177,8 +170,7 @@ class SocketSender:
         timer = threading.Timer(timeout, self._cut)
         timer.start()
         try:
-            self.conn.sendall(stream_preamble(manifest))
-            sent = write_stream(self.conn.fileno(), source_dir, manifest, disk_sources)
+            sent = write_segment(self.conn.fileno(), source_dir, manifest, disk_sources)
             self.conn.shutdown(socket.SHUT_WR)
             answer = b""
             while True:

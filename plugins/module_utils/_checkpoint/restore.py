@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import container
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import disk_apply
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import import_
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import receive
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import start_from_checkpoint
@@ -124,12 +125,7 @@ def abandon_received(ctx: HostContext, container_id: str, volumes: list[str]) ->
         removed.append("the container created for it")
     except DockerAPIError:
         pass
-    for name in volumes:
-        try:
-            ctx.api.delete(f"/volumes/{name}", force=1)
-            removed.append(f"volume {name}")
-        except DockerAPIError:
-            pass
+    removed += [f"volume {name}" for name in disk_apply.drop_volumes(ctx, list(volumes))]
     return removed
 
 

@@ -7,7 +7,8 @@
 The receiver (docker_checkpoint state=restored with receive_timeout, on the target) makes a root-only FIFO and waits on
 it. The sender (state=present with send_to, on the source) writes a plain tar - manifest.json first, then the
 checkpoint's files - into `ssh <target> python3 -c RELAY <fifo>`; the relay copies its input into the FIFO and
-refuses to start when nobody waits on it. The receiver unpacks the tar as it arrives, into a private directory, with
+refuses to start when nobody waits on it. The receiver (stream_receive.py) unpacks the tar as it arrives, into a
+private directory, with
 the same checks as an archive import (safe entries only, every file listed in the manifest with its size) and hashes
 every file on the way, so the checkpoint is checked against its manifest when the last byte lands.
 SSH encrypts and authenticates the bytes in transit; nothing is compressed (checkpoint memory rarely compresses, and
@@ -16,8 +17,6 @@ on a busy host the compressor would slow the stream down).
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import os
 import select
@@ -29,21 +28,15 @@ import time
 from collections.abc import Callable, Mapping
 from typing import IO, TYPE_CHECKING, Any, cast
 
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.files import (
-    MANIFEST_NAME,
-    ArchiveError,
-    check_member,
-)
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.manifest import Manifest, from_bytes
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.files import MANIFEST_NAME
 
 if TYPE_CHECKING:
     # A stream is read from anything with read(size) -> bytes (a FifoReader, a binary file); written to a file
     # descriptor or anything with fileno().
-    from _typeshed import FileDescriptorLike, SupportsRead
+    from _typeshed import FileDescriptorLike
 
 CHUNK = 1024 * 1024
 RELAY_WAIT = 20  # seconds the relay gives a receiver that is still starting
-_F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux), named in the fcntl module only from Python 3.10
 
 # Runs on the target under the SSH login's python3 (kept to what Python 3.6 understands): open the FIFO without
 # blocking - a receiver that is still starting (its FIFO not made yet, or not opened yet) is given a few seconds, a
@@ -138,10 +131,11 @@ def ssh_argv(send_to: Mapping[str, Any], remote_path: str, ready_within: float =
 
 
 BLOCK = 512
-_ZERO_BLOCK = bytes(BLOCK)
+ZERO_BLOCK = bytes(BLOCK)
 
 
-def _padding(size: int) -> int:
+def padding(size: int) -> int:
+    """The zero bytes that round a tar member of `size` bytes up to whole blocks."""
     return (BLOCK - size % BLOCK) % BLOCK
 
 
@@ -153,7 +147,7 @@ def _header(name: str, size: int) -> bytes:
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
@@ -162,9 +156,9 @@ def _write_all(fd: int, data: bytes) -> None:
 def stream_length(manifest: Mapping[str, Any]) -> int:
     """The bytes write_stream will write for this manifest (said first to the relay, which copies that many)."""
     data = json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8")
-    count = BLOCK + len(data) + _padding(len(data)) + 2 * BLOCK
+    count = BLOCK + len(data) + padding(len(data)) + 2 * BLOCK
     for relative, info in members(manifest).items():
-        count += len(_header(relative, info["size"])) + info["size"] + _padding(info["size"])
+        count += len(_header(relative, info["size"])) + info["size"] + padding(info["size"])
     return count
 
 
@@ -194,7 +188,7 @@ def _send_range(fd: int, handle: IO[bytes], full: str, offset: int, length: int,
 def _zeros(fd: int, count: int) -> None:
     while count:
         step = min(count, 1024 * 1024)
-        _write_all(fd, bytes(step))
+        write_all(fd, bytes(step))
         count -= step
 
 
@@ -207,7 +201,7 @@ def _send_file(fd: int, header: bytes, full: str, extents: list[list[int]] | Non
     except OSError:
         if not lenient:
             raise
-        _write_all(fd, header)
+        write_all(fd, header)
         _zeros(fd, size)
         return
     with handle:
@@ -215,7 +209,7 @@ def _send_file(fd: int, header: bytes, full: str, extents: list[list[int]] | Non
         if extents is None and actual != size and not lenient:
             raise StreamError(f"{full} changed size since its manifest was made ({actual} bytes, the manifest says "
                               f"{size})")
-        _write_all(fd, header)
+        write_all(fd, header)
         for offset, length in extents if extents is not None else [[0, size]]:
             _send_range(fd, handle, full, offset, length, lenient)
 
@@ -228,8 +222,8 @@ def write_stream(out: FileDescriptorLike, source_dir: str, manifest: Mapping[str
     (member -> its bytes, or (path, data extents or None)). Returns the number of bytes written."""
     fd = out if isinstance(out, int) else out.fileno()
     data = json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8")
-    _write_all(fd, _header(MANIFEST_NAME, len(data)) + data + bytes(_padding(len(data))))
-    count = BLOCK + len(data) + _padding(len(data))
+    write_all(fd, _header(MANIFEST_NAME, len(data)) + data + bytes(padding(len(data))))
+    count = BLOCK + len(data) + padding(len(data))
     disk = dict(sorted(((manifest.get("disk") or {}).get("files") or {}).items()))
     for relative, info in [*sorted(manifest["files"].items()), *disk.items()]:
         size = info["size"]
@@ -239,15 +233,38 @@ def write_stream(out: FileDescriptorLike, source_dir: str, manifest: Mapping[str
         if isinstance(source, bytes):
             if len(source) != size:
                 raise StreamError(f"{relative} is {len(source)} bytes, the manifest says {size}")
-            _write_all(fd, header + source)
+            write_all(fd, header + source)
         elif source is None:
             raise StreamError(f"nothing to send for {relative}")
         else:
             _send_file(fd, header, source[0], source[1], size, lenient)
-        _write_all(fd, bytes(_padding(size)))
-        count += len(header) + size + _padding(size)
-    _write_all(fd, _ZERO_BLOCK * 2)  # the end of the archive
+        write_all(fd, bytes(padding(size)))
+        count += len(header) + size + padding(size)
+    write_all(fd, ZERO_BLOCK * 2)  # the end of the archive
     return count + 2 * BLOCK
+
+
+def write_segment(fd: int, source_dir: str, manifest: Mapping[str, Any], disk_sources: Mapping[str, Any] | None = None,
+                  more: bool = False) -> int:
+    """One segment of a stream on `fd`: its length first (for the relay), then the tar (write_stream). `more`: a
+    pre-copy, another segment follows; its files are read leniently (a running container's). Returns the tar's
+    bytes."""
+    write_all(fd, stream_preamble(manifest, more))
+    return write_stream(fd, source_dir, manifest, disk_sources, lenient=more)
+
+
+def send_precopy(fd: int, manifest: Mapping[str, Any], disk_sources: Mapping[str, Any], timeout: float,
+                 cut: Callable[[], None]) -> dict[str, float]:
+    """The pre-copy's segment on `fd` (write_segment, more=True), the connection cut by `cut()` if it is not written
+    within `timeout` seconds; returns {'bytes', 'seconds'}. An OSError is the caller's to explain."""
+    begin = time.monotonic()
+    timer = threading.Timer(timeout, cut)
+    timer.start()
+    try:
+        sent = write_segment(fd, "", manifest, disk_sources, more=True)
+    finally:
+        timer.cancel()
+    return {"bytes": sent, "seconds": round(time.monotonic() - begin, 3)}
 
 
 class Sender:
@@ -295,20 +312,12 @@ class Sender:
         """A first segment on the connection - the disk state's pre-copy, the container still running - written but not
         confirmed (the relay confirms the whole after the last segment); returns {'bytes', 'seconds'}."""
         stdin = cast(IO[bytes], self.proc.stdin)  # stdin=PIPE
-        begin = time.monotonic()
-        timer = threading.Timer(timeout, self.proc.kill)
-        timer.start()
         try:
-            stdin.write(stream_preamble(manifest, more=True))
-            stdin.flush()
-            sent = write_stream(stdin, "", manifest, disk_sources, lenient=True)
+            return send_precopy(stdin.fileno(), manifest, disk_sources, timeout, self.proc.kill)
         except OSError as exc:
             self.abort()
             detail = b"".join(self._errors).decode("utf-8", "replace").strip()
             raise StreamError(f"sending the pre-copy over SSH failed: {detail or exc}") from exc
-        finally:
-            timer.cancel()
-        return {"bytes": sent, "seconds": round(time.monotonic() - begin, 3)}
 
     def send(self, source_dir: str, manifest: Mapping[str, Any], timeout: float,
              disk_sources: Mapping[str, Any] | None = None) -> dict[str, float]:
@@ -323,9 +332,7 @@ class Sender:
         sent, broken = 0, None
         try:
             try:
-                stdin.write(stream_preamble(manifest))
-                stdin.flush()
-                sent = write_stream(stdin, source_dir, manifest, disk_sources)
+                sent = write_segment(stdin.fileno(), source_dir, manifest, disk_sources)
                 stdin.close()
             except (BrokenPipeError, ConnectionResetError) as exc:
                 broken = exc
@@ -349,202 +356,3 @@ class Sender:
         if b"done\n" not in answer.splitlines(keepends=True):
             raise StreamError(f"the target did not confirm that the stream arrived whole: {detail or 'no message'}")
         return {"bytes": sent, "seconds": round(time.monotonic() - begin, 3), "started_at": round(started_at, 3)}
-
-
-class FifoReader:
-    """The receiving end: a root-only FIFO at `path`, readable like a file once a sender has connected."""
-
-    def __init__(self, path: str, idle_timeout: float = 120) -> None:
-        self.path = path
-        self.idle_timeout = idle_timeout
-        if os.path.lexists(path):
-            os.unlink(path)  # a receiver killed earlier left it
-        os.mkfifo(path, 0o600)
-        self.fd: int | None = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        self.inode = os.fstat(self.fd).st_ino
-        try:
-            fcntl.fcntl(self.fd, _F_SETPIPE_SZ, CHUNK)  # fewer wake-ups for a stream of many MiB
-        except OSError:
-            pass
-        self.poll = select.poll()
-        self.poll.register(self.fd, select.POLLIN)
-        self.count = 0
-
-    def wait(self, seconds: float) -> None:
-        """Wait for the sender's first bytes; then the FIFO's name is removed (no second sender).
-        Raises StreamError when nothing came within `seconds` or the FIFO was removed (the sender gave up)."""
-        deadline = time.monotonic() + seconds
-        while not self.poll.poll(200):
-            try:
-                if os.stat(self.path).st_ino != self.inode:
-                    raise FileNotFoundError
-            except FileNotFoundError as exc:
-                raise StreamError(f"{self.path} was removed while waiting: the sending side gave up") from exc
-            if time.monotonic() > deadline:
-                raise StreamError(f"nothing arrived at {self.path} within {seconds}s (receive_timeout): was the "
-                                  "checkpoint sent, with send_to naming this host and directory?")
-        self._unlink()
-
-    def _unlink(self) -> None:
-        try:
-            if os.stat(self.path).st_ino == self.inode:
-                os.unlink(self.path)
-        except OSError:
-            pass
-
-    def read(self, size: int | None = -1) -> bytes:
-        if self.fd is None:
-            raise ValueError("read from a closed FifoReader")
-        size = CHUNK if size is None or size < 0 else size
-        while True:
-            try:
-                data = os.read(self.fd, size)
-            except BlockingIOError:
-                if not self.poll.poll(self.idle_timeout * 1000):
-                    raise StreamError(f"the stream stalled: nothing arrived for {self.idle_timeout}s") from None
-                continue
-            self.count += len(data)
-            return data
-
-    def close(self) -> None:
-        self._unlink()
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-
-def _read_exact(fileobj: SupportsRead[bytes], size: int) -> bytes:
-    chunks: list[bytes]
-    chunks, left = [], size
-    while left:
-        data = fileobj.read(min(left, CHUNK))
-        if not data:
-            raise ArchiveError("the stream is not a complete tar (the sender stopped or the connection broke?): it "
-                               f"ended {left} bytes short")
-        chunks.append(data)
-        left -= len(data)
-    return b"".join(chunks)
-
-
-def _pax_records(data: bytes) -> dict[str, str]:
-    """The records of a PAX extended header ("<length> <key>=<value>\\n" each); ValueError when malformed."""
-    records: dict[str, str]
-    records, at = {}, 0
-    while at < len(data):
-        space = data.index(b" ", at)
-        length = int(data[at:space])
-        if length <= space - at + 1 or at + length > len(data) or data[at + length - 1:at + length] != b"\n":
-            raise ValueError(f"a record at byte {at} has a bad length")
-        key, sep, value = data[space + 1:at + length - 1].partition(b"=")
-        if not sep:
-            raise ValueError(f"a record at byte {at} has no '='")
-        records[key.decode("utf-8")] = value.decode("utf-8", "surrogateescape")
-        at += length
-    return records
-
-
-def _next_member(fileobj: SupportsRead[bytes]) -> tarfile.TarInfo | None:
-    """The next entry's TarInfo (a PAX extended header applied to it), or None at the end of the archive."""
-    pax: dict[str, str] = {}
-    while True:
-        block = _read_exact(fileobj, BLOCK)
-        if block == _ZERO_BLOCK:
-            return None
-        try:
-            info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
-        except tarfile.HeaderError as exc:
-            raise ArchiveError(f"the stream holds a damaged tar header: {exc}") from exc
-        if info.type != tarfile.XHDTYPE:
-            break
-        if info.size > 1024 * 1024:
-            raise ArchiveError(f"a PAX header of {info.size} bytes: not a checkpoint stream")
-        try:
-            pax = _pax_records(_read_exact(fileobj, info.size + _padding(info.size))[:info.size])
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ArchiveError(f"the stream holds a damaged PAX header: {exc}") from exc
-    if "path" in pax:
-        info.name = pax["path"]
-    if "size" in pax:
-        try:
-            info.size = int(pax["size"])
-        except ValueError as exc:
-            raise ArchiveError(f"the stream holds a damaged PAX size {pax['size']!r}") from exc
-    return info
-
-
-def _read_manifest(fileobj: SupportsRead[bytes]) -> Manifest:
-    first = _next_member(fileobj)
-    if first is None or check_member(first) != MANIFEST_NAME or not first.isfile():
-        raise ArchiveError(f"the stream does not start with {MANIFEST_NAME}: not a fleet.checkpoint stream")
-    if first.size > 16 * 1024 * 1024:
-        raise ArchiveError(f"{MANIFEST_NAME} is {first.size} bytes: too large to be a manifest")
-    data = _read_exact(fileobj, first.size + _padding(first.size))[:first.size]
-    return from_bytes(data, MANIFEST_NAME)
-
-
-def _write_member(fileobj: SupportsRead[bytes], size: int, target: str) -> str:
-    os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
-    digest = hashlib.sha256()
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        left = size
-        while left:
-            data = fileobj.read(min(left, CHUNK))
-            if not data:
-                raise ArchiveError(f"the stream is not a complete tar (the sender stopped or the connection broke?): "
-                                   f"{os.path.basename(target)} ended {left} bytes short")
-            digest.update(data)
-            _write_all(fd, data)
-            left -= len(data)
-    finally:
-        os.close(fd)
-    _read_exact(fileobj, _padding(size))
-    return digest.hexdigest()
-
-
-def receive(fileobj: SupportsRead[bytes], destination: str | Callable[[Manifest], str],
-            damaged: set[str] | None = None) -> Manifest:
-    """Unpack a checkpoint stream into `destination` (created 0700; it must not exist), checking every entry and
-    hashing every file as it arrives. `destination` may be a function of the manifest (the stream's first entry) that
-    returns the path. Returns the validated manifest; raises ArchiveError, ManifestError or StreamError on anything
-    unsafe, unlisted, missing, truncated or corrupted (what was written is left for the caller to remove).
-    With `damaged` (a pre-copy's stream, read from a running container), a disk-state file whose sha256 is wrong is
-    removed and named there instead: it changed while it was read, and the final pass sends it again."""
-    seen: dict[str, str] = {}
-    manifest = _read_manifest(fileobj)
-    expected = members(manifest)
-    disk_members = (manifest.get("disk") or {}).get("files") or {}
-    if manifest.get("phase") != "precopy":
-        damaged = None  # only a pre-copy's files may arrive changed
-    if callable(destination):
-        destination = destination(manifest)
-    if os.path.lexists(destination):
-        raise ArchiveError(f"{destination} already exists: refusing to unpack over it")
-    os.makedirs(destination, mode=0o700)
-    os.chmod(destination, 0o700)
-    for member in iter(lambda: _next_member(fileobj), None):
-        relative = check_member(member)
-        if not relative or member.isdir():
-            if member.size:
-                raise ArchiveError(f"directory entry {member.name!r} carries data")
-            continue
-        info = expected.get(relative)
-        if relative == MANIFEST_NAME or info is None:
-            raise ArchiveError(f"{relative} is not in the manifest")
-        if relative in seen:
-            raise ArchiveError(f"{relative} appears twice")
-        if member.size != info["size"]:
-            raise ArchiveError(f"{relative} has {member.size} bytes, the manifest says {info['size']}")
-        target = os.path.join(destination, *relative.split("/"))
-        seen[relative] = _write_member(fileobj, member.size, target)
-        if seen[relative] != info["sha256"]:
-            if damaged is None or relative not in disk_members or relative == "disk/index.json":
-                raise ArchiveError(f"{relative} does not match its sha256 (corrupted on the way)")
-            os.unlink(target)
-            damaged.add(relative)
-    missing = sorted(set(expected) - set(seen))
-    if missing:
-        raise ArchiveError(f"the stream ended without {', '.join(missing[:5])}")
-    if _read_exact(fileobj, BLOCK) != _ZERO_BLOCK:  # the archive's second end block: the sender is done
-        raise ArchiveError("the stream goes on after the end of its archive")
-    return manifest

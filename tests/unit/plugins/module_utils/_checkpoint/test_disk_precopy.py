@@ -19,6 +19,7 @@ import pytest
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import disk_apply, disk_walk, receive
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import restore
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import stream
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import stream_receive
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import HostContext
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.errors import OpError
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.files import file_inventory
@@ -186,14 +187,14 @@ def _dropping(build, name):
 
 def test_the_relay_passes_a_pre_copy_segment_then_the_checkpoint_and_refuses_a_sender_that_stops(tmp_path):
     fifo = str(tmp_path / "seg.stream")
-    reader = stream.FifoReader(fifo)
+    reader = stream_receive.FifoReader(fifo)
     framed = b"fleet-stream 3 more\nabcfleet-stream 2\nde"
     relay = subprocess.run([sys.executable, "-c", stream.RELAY, fifo, "10"], input=framed, capture_output=True,
                            check=False, timeout=30)
     reader.wait(5)
     assert relay.stdout == b"ready\ndone\n" and reader.read(100) == b"abcde"
     reader.close()
-    reader = stream.FifoReader(fifo)
+    reader = stream_receive.FifoReader(fifo)
     stopped = subprocess.run([sys.executable, "-c", stream.RELAY, fifo, "10"], input=b"fleet-stream 3 more\nabc",
                              capture_output=True, check=False, timeout=30)
     reader.close()

@@ -18,6 +18,7 @@ import pytest
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import disk_apply, disk_index, disk_walk
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import stream
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import stream_receive
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.files import file_inventory
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.manifest import (
     ManifestError,
@@ -97,7 +98,7 @@ def carry(tmp_path, source):
     assert written == os.path.getsize(wire) == stream.stream_length(manifest)
     received = tmp_path / "received"
     with open(wire, "rb") as handle:
-        stream.receive(handle, str(received))
+        stream_receive.receive(handle, str(received))
     return received, manifest, state
 
 
@@ -241,7 +242,7 @@ def test_a_corrupted_disk_member_is_refused_by_its_sha256(tmp_path):
     with open(wire, "wb") as out:
         stream.write_stream(out, str(cp), manifest, state.sources)
     with open(wire, "rb") as handle, pytest.raises(Exception, match="sha256"):
-        stream.receive(handle, str(tmp_path / "received"))
+        stream_receive.receive(handle, str(tmp_path / "received"))
 
 
 def test_a_swap_replaces_the_directory_and_keeps_it_when_the_rename_fails(tmp_path):

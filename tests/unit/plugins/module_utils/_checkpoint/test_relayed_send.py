@@ -15,7 +15,7 @@ import threading
 
 import pytest
 
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import relayed_send, stream
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import relayed_send, stream, stream_receive
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.files import file_inventory
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.manifest import build
 from ansible_collections.fleet.checkpoint.plugins.plugin_utils import _ssh_relay as ssh_relay
@@ -87,12 +87,12 @@ def sending(sock, cp, manifest, out, timeout=60):
 def test_a_relayed_stream_arrives_whole_and_the_sender_knows(checkpoint, tmp_path):
     cp, manifest = checkpoint
     sock, fifo = tmp_path / "web-move.send", tmp_path / "web-move.stream"
-    reader = stream.FifoReader(str(fifo))
+    reader = stream_receive.FifoReader(str(fifo))
     received = {}
 
     def receive():
         reader.wait(30)
-        received["manifest"] = stream.receive(reader, str(tmp_path / "in"))
+        received["manifest"] = stream_receive.receive(reader, str(tmp_path / "in"))
         reader.close()
     receiver = threading.Thread(target=receive)
     receiver.start()
@@ -135,7 +135,7 @@ def test_no_restore_waiting_stops_the_sender_before_it_sends(checkpoint, tmp_pat
 
 def test_no_sender_fails_the_relay_in_time(tmp_path):
     fifo = tmp_path / "web-move.stream"
-    reader = stream.FifoReader(str(fifo))
+    reader = stream_receive.FifoReader(str(fifo))
     try:
         relayed = ssh_relay.run(bridge(tmp_path / "web-move.send", wait=1), relay(fifo), 60)
     finally:

@@ -22,6 +22,7 @@ import time
 import pytest
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import stream
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import stream_receive
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.files import ArchiveError, file_inventory
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.manifest import build
 
@@ -74,7 +75,7 @@ def test_a_stream_unpacks_to_the_same_files_root_only(checkpoint, tmp_path):
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:  # a tar like any other (GNU tar reads it too)
         assert tar.getnames() == ["manifest.json", "core-1.img", "pages-1.img", "sub/x.img"]
         assert {member.mode for member in tar} == {0o600}
-    got = stream.receive(io.BytesIO(data), str(tmp_path / "in"))
+    got = stream_receive.receive(io.BytesIO(data), str(tmp_path / "in"))
     assert got == json.loads(json.dumps(manifest))
     assert tree(tmp_path / "in") == tree(cp)
     assert mode(tmp_path / "in") == 0o700 and mode(tmp_path / "in" / "sub") == 0o700
@@ -89,7 +90,7 @@ def test_the_destination_can_be_chosen_from_the_manifest(checkpoint, tmp_path):
         seen.append(got["container"]["name"])
         return str(tmp_path / got["checkpoint"])
 
-    stream.receive(io.BytesIO(as_bytes(cp, manifest)), where)
+    stream_receive.receive(io.BytesIO(as_bytes(cp, manifest)), where)
     assert seen == ["web"] and tree(tmp_path / "move") == tree(cp)
 
 
@@ -97,14 +98,14 @@ def test_an_existing_destination_is_refused(checkpoint, tmp_path):
     cp, manifest = checkpoint
     (tmp_path / "in").mkdir()
     with pytest.raises(ArchiveError, match="already exists"):
-        stream.receive(io.BytesIO(as_bytes(cp, manifest)), str(tmp_path / "in"))
+        stream_receive.receive(io.BytesIO(as_bytes(cp, manifest)), str(tmp_path / "in"))
 
 
 def test_a_cut_stream_is_refused(checkpoint, tmp_path):
     cp, manifest = checkpoint
     data = as_bytes(cp, manifest)
     with pytest.raises(ArchiveError, match="not a complete tar"):
-        stream.receive(io.BytesIO(data[: len(data) // 2]), str(tmp_path / "in"))
+        stream_receive.receive(io.BytesIO(data[: len(data) // 2]), str(tmp_path / "in"))
 
 
 def test_a_corrupted_file_is_refused(checkpoint, tmp_path):
@@ -113,14 +114,14 @@ def test_a_corrupted_file_is_refused(checkpoint, tmp_path):
     at = data.index(b"core" + b"\0" * 8) + 1  # core-1.img's content (its header and the manifest name it too)
     data[at] ^= 0xFF
     with pytest.raises(ArchiveError, match="does not match its sha256"):
-        stream.receive(io.BytesIO(bytes(data)), str(tmp_path / "in"))
+        stream_receive.receive(io.BytesIO(bytes(data)), str(tmp_path / "in"))
 
 
 def test_a_file_changed_on_the_source_is_caught_on_the_target(checkpoint, tmp_path):
     cp, manifest = checkpoint
     (cp / "core-1.img").write_bytes(b"CORE")  # same size, other bytes: the manifest is from dump time
     with pytest.raises(ArchiveError, match="core-1.img does not match its sha256"):
-        stream.receive(io.BytesIO(as_bytes(cp, manifest)), str(tmp_path / "in"))
+        stream_receive.receive(io.BytesIO(as_bytes(cp, manifest)), str(tmp_path / "in"))
 
 
 def test_a_file_that_changed_size_is_not_sent(checkpoint):
@@ -145,16 +146,16 @@ def test_unlisted_missing_and_misplaced_entries_are_refused(checkpoint, tmp_path
     files = {name: (cp / name).read_bytes() for name in manifest["files"]}
     extra = _tar(manifest, list(files.items()) + [("extra.img", b"?")])
     with pytest.raises(ArchiveError, match="extra.img is not in the manifest"):
-        stream.receive(io.BytesIO(extra), str(tmp_path / "a"))
+        stream_receive.receive(io.BytesIO(extra), str(tmp_path / "a"))
     short = _tar(manifest, [item for item in files.items() if item[0] != "core-1.img"])
     with pytest.raises(ArchiveError, match="without core-1.img"):
-        stream.receive(io.BytesIO(short), str(tmp_path / "b"))
+        stream_receive.receive(io.BytesIO(short), str(tmp_path / "b"))
     climbing = _tar(manifest, [("../evil", b"x")])
     with pytest.raises(ArchiveError, match="climbs out"):
-        stream.receive(io.BytesIO(climbing), str(tmp_path / "c"))
+        stream_receive.receive(io.BytesIO(climbing), str(tmp_path / "c"))
     headless = _tar(manifest, [])[1024:]  # the manifest's header and its one block of data cut off
     with pytest.raises((ArchiveError, ValueError)):
-        stream.receive(io.BytesIO(headless), str(tmp_path / "d"))
+        stream_receive.receive(io.BytesIO(headless), str(tmp_path / "d"))
     assert not (tmp_path.parent / "evil").exists()
 
 
@@ -193,14 +194,14 @@ def send(argv, source_dir, manifest, timeout):
 def test_send_relay_fifo_receive_end_to_end(checkpoint, tmp_path):
     cp, manifest = checkpoint
     fifo = str(tmp_path / "web-move.stream")
-    reader = stream.FifoReader(fifo)
+    reader = stream_receive.FifoReader(fifo)
     assert stat.S_ISFIFO(os.stat(fifo).st_mode) and mode(fifo) == 0o600
     out = {}
     sender = threading.Thread(target=lambda: out.update(send(relay(fifo), str(cp), manifest, 60)))
     sender.start()
     reader.wait(30)
     assert not os.path.exists(fifo)  # no second sender once the first one is in
-    got = stream.receive(reader, str(tmp_path / "in"))
+    got = stream_receive.receive(reader, str(tmp_path / "in"))
     reader.close()
     sender.join(30)
     assert got["files"] == manifest["files"] and tree(tmp_path / "in") == tree(cp)
@@ -216,7 +217,7 @@ def test_send_reports_the_far_side_error(checkpoint, tmp_path):
 def test_send_gives_up_after_its_timeout(checkpoint, tmp_path):
     cp, manifest = checkpoint
     fifo = str(tmp_path / "slow.stream")
-    reader = stream.FifoReader(fifo)  # a receiver that never reads: the pipe fills and the sender blocks
+    reader = stream_receive.FifoReader(fifo)  # a receiver that never reads: the pipe fills and the sender blocks
     try:
         with pytest.raises(stream.StreamError, match="within timeout=1s"):
             send(relay(fifo), str(cp), manifest, 1)
@@ -225,11 +226,11 @@ def test_send_gives_up_after_its_timeout(checkpoint, tmp_path):
 
 
 def test_the_wait_ends_when_nothing_comes_or_the_fifo_is_removed(tmp_path):
-    reader = stream.FifoReader(str(tmp_path / "a.stream"))
+    reader = stream_receive.FifoReader(str(tmp_path / "a.stream"))
     with pytest.raises(stream.StreamError, match="nothing arrived .* within 1s"):
         reader.wait(1)
     reader.close()
-    reader = stream.FifoReader(str(tmp_path / "b.stream"))
+    reader = stream_receive.FifoReader(str(tmp_path / "b.stream"))
     threading.Timer(0.3, os.unlink, [str(tmp_path / "b.stream")]).start()
     started = time.monotonic()
     with pytest.raises(stream.StreamError, match="removed while waiting"):
@@ -241,14 +242,14 @@ def test_the_wait_ends_when_nothing_comes_or_the_fifo_is_removed(tmp_path):
 def test_a_sender_that_dies_mid_stream_is_a_refused_stream(checkpoint, tmp_path):
     cp, manifest = checkpoint
     fifo = str(tmp_path / "dies.stream")
-    reader = stream.FifoReader(fifo)
+    reader = stream_receive.FifoReader(fifo)
     data = as_bytes(cp, manifest)
     writer = subprocess.Popen(relay(fifo), stdin=subprocess.PIPE)  # pylint: disable=consider-using-with
     writer.stdin.write(b"fleet-stream %d\n" % len(data) + data[: len(data) // 3])
     writer.stdin.close()  # the connection broke
     reader.wait(30)
     with pytest.raises(ArchiveError, match="not a complete tar"):
-        stream.receive(reader, str(tmp_path / "in"))
+        stream_receive.receive(reader, str(tmp_path / "in"))
     reader.close()
     writer.wait(30)
 
@@ -256,7 +257,7 @@ def test_a_sender_that_dies_mid_stream_is_a_refused_stream(checkpoint, tmp_path)
 def test_a_stale_fifo_is_replaced(tmp_path):
     path = tmp_path / "old.stream"
     path.write_bytes(b"left by a killed receiver")
-    reader = stream.FifoReader(str(path))
+    reader = stream_receive.FifoReader(str(path))
     assert stat.S_ISFIFO(os.stat(path).st_mode)
     reader.close()
     assert not path.exists()
@@ -265,13 +266,13 @@ def test_a_stale_fifo_is_replaced(tmp_path):
 def test_sizes_above_8_gib_travel_in_a_pax_header():
     header = stream._header("pages-1.img", 9 << 30)  # pylint: disable=protected-access
     assert len(header) == 3 * 512  # the PAX header, its records, the entry
-    member = stream._next_member(io.BytesIO(header))  # pylint: disable=protected-access
+    member = stream_receive._next_member(io.BytesIO(header))  # pylint: disable=protected-access
     assert (member.name, member.size) == ("pages-1.img", 9 << 30)
 
 
 def test_the_relay_waits_a_little_for_a_receiver_that_is_starting(tmp_path):
     fifo = str(tmp_path / "late.stream")
-    late = threading.Timer(0.5, lambda: readers.append(stream.FifoReader(fifo)))
+    late = threading.Timer(0.5, lambda: readers.append(stream_receive.FifoReader(fifo)))
     readers = []
     late.start()
     proc = subprocess.run(relay(fifo, 10), input=b"", capture_output=True, check=False, timeout=30)
@@ -284,9 +285,9 @@ def test_the_relay_waits_a_little_for_a_receiver_that_is_starting(tmp_path):
 def test_a_malformed_pax_header_is_refused(records):
     info = tarfile.TarInfo("././@PaxHeader")
     info.type, info.size = tarfile.XHDTYPE, len(records)
-    block = info.tobuf(tarfile.USTAR_FORMAT) + records + bytes(stream._padding(len(records)))  # pylint: disable=protected-access
+    block = info.tobuf(tarfile.USTAR_FORMAT) + records + bytes(stream.padding(len(records)))  # pylint: disable=protected-access
     with pytest.raises(ArchiveError, match="damaged PAX header"):
-        stream._next_member(io.BytesIO(block + bytes(1024)))  # pylint: disable=protected-access
+        stream_receive._next_member(io.BytesIO(block + bytes(1024)))  # pylint: disable=protected-access
 
 
 def test_a_relay_that_does_not_confirm_fails_the_send(checkpoint, tmp_path):
@@ -305,7 +306,7 @@ def test_the_relay_copies_the_length_said_and_no_more(checkpoint, tmp_path):
     data = as_bytes(cp, manifest)
     assert stream.stream_length(manifest) == len(data)
     fifo = str(tmp_path / "framed.stream")
-    reader = stream.FifoReader(fifo)
+    reader = stream_receive.FifoReader(fifo)
     writer = subprocess.Popen(relay(fifo, 10), stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # pylint: disable=consider-using-with
 
     def write():
@@ -314,14 +315,14 @@ def test_the_relay_copies_the_length_said_and_no_more(checkpoint, tmp_path):
     feeding = threading.Thread(target=write)
     feeding.start()
     reader.wait(30)
-    got = stream.receive(reader, str(tmp_path / "in"))
+    got = stream_receive.receive(reader, str(tmp_path / "in"))
     assert writer.stdout.read(11) == b"ready\ndone\n" and got["files"] == manifest["files"]
     feeding.join(30)
     writer.stdin.close()
     assert writer.wait(30) == 0
     reader.close()
     short = tmp_path / "short.stream"
-    reader = stream.FifoReader(str(short))
+    reader = stream_receive.FifoReader(str(short))
     cut = subprocess.run(relay(str(short), 10), input=stream.stream_preamble(manifest) + data[:1000],
                          capture_output=True, check=False, timeout=30)
     reader.close()
