@@ -617,13 +617,17 @@ def test_criu_failure_carries_criu_log_lines_and_leaves_the_container_running(ho
 
 
 def test_a_dump_in_doubt_is_marked_and_refused_until_removed(hosts):
-    """timeout=1 against a 2 GiB dump (about 2 s and more here): the module stops waiting while containerd still
-    dumps. The checkpoint is then in doubt: marked, refused by a plain run, cleared by state=absent. (A forced run
-    keeping the checkpoint it replaces is in the unit tests: test_dump_settle.py.)"""
+    """timeout=1 against a dump that takes longer: the module stops waiting while containerd still dumps. The
+    checkpoint is then in doubt: marked, refused by a plain run, cleared by state=absent. (A forced run keeping the
+    checkpoint it replaces is in the unit tests: test_dump_settle.py.) The dump is made slow for certain, not by its
+    size alone (a fast machine dumped 2 GiB within the second): CRIU is stopped for 4 s as soon as it dumps."""
     host = hosts[1]
-    start_counter(host, "doubt", command=["memhog", "2048"])
+    start_counter(host, "doubt", command=["memhog", "512"])
     checkpoints = os.path.dirname(checkpoint_path(host, "doubt", "idt"))
     marker = f"{checkpoints}/.idt.fleet-in-doubt"
+    # CRIU names itself "criu: dump ..." once the dump has begun (the module's own `criu --version` is left alone).
+    sh(host, "(for i in $(seq 3000); do p=$(pgrep -f '^criu: dump') && { kill -STOP $p; sleep 4; kill -CONT $p; "
+             "exit 0; }; sleep 0.01; done) >/dev/null 2>&1 &")
     try:
         result = module(host, container="doubt", name="idt", leave_running=True, timeout=1)
         assert result.get("failed"), result
