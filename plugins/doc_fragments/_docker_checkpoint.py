@@ -213,6 +213,17 @@ options:
         restore starts the moment the last byte arrives.
       - The host's fleet.checkpoint lock (O(lock_timeout)) is held while waiting, so the sender must be another host.
     type: int
+  rename:
+    description:
+      - With O(receive_timeout) and O(create=true), the name here of a received container, by its name on the
+        sending host - for example C(billing) as C(billing-2) when a container named C(billing) exists here already.
+      - The stream is still awaited under the sender's name (C(<archive_dir>/billing-<name>.stream)); the container it
+        creates, and everything the restore does, uses the new name. The result's RV(results[].container) is the new
+        name and RV(results[].renamed_from) the sender's.
+      - Keys must be among the received containers; values must be valid container names, and no two received
+        containers may end up with the same name.
+    type: dict
+    default: {}
 """
 
     MANIFEST = r"""

@@ -410,6 +410,12 @@ results:
       elements: str
       returned: state=present and a checkpoint was made
       sample: [snap-1763900000]
+    renamed_from:
+      description: With O(rename), the container's name on the host that sent it (this result's C(container) is its
+        name here).
+      type: str
+      returned: when the container was received under another name
+      sample: billing
     created:
       description: The container was created from the archive's manifest (O(create=true)), or would be in check mode.
       type: bool

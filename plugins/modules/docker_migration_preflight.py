@@ -17,7 +17,8 @@ description:
     transfer path runs here.
   - With O(side=target), on the host they go to, it checks that plan against this host - the commands the transfer path
     runs here, Docker's experimental mode, CRIU present, new enough for this kernel and at least as new as the
-    source's, the CPU features the processes may use (C(criu cpuinfo check)), each container's name free, its
+    source's, the kernel not older than the source's, the CPU features the processes may use (C(criu cpuinfo
+    check)), each container's name (or its new name, O(rename)) free, its
     published ports free, its user networks and bind-mount sources present, the free disk for the images this
     host lacks, the checkpoints and the disk state, and when disk state travels, overlay2 here and its volumes not
     here yet.
@@ -77,6 +78,18 @@ options:
       - With O(side=target), a stopped container of the same name as a moving one is not a problem - it is listed
         in RV(replaced), for the playbook to set aside before the move and remove once the move is done. A running
         one still is.
+    type: bool
+    default: false
+  rename:
+    description:
+      - With O(side=target), the name a moving container gets here, by its name on the source (C(billing) as C(billing-2), say).
+        The new name must be free here (or, with O(replace=true), taken by a stopped container).
+    type: dict
+    default: {}
+  allow_older_kernel:
+    description:
+      - With O(side=target), a kernel here older (major.minor) than the source's is not a problem. By default it is - the
+        checkpointed processes may use what the newer kernel gave them, which CRIU cannot restore here.
     type: bool
     default: false
 notes:
@@ -154,6 +167,8 @@ def main() -> None:
             writable_layer=dict(type="bool", default=False),
             volumes=dict(type="str", default="none", choices=["all", "named", "none"]),
             replace=dict(type="bool", default=False),
+            rename=dict(type="dict", default={}),
+            allow_older_kernel=dict(type="bool", default=False),
             **docker_host_argument_spec(),
         ),
         required_if=[("side", "source", ("containers",)), ("side", "target", ("plan",))],
@@ -179,7 +194,8 @@ def main() -> None:
         replaced: list[str] | None = [] if params["replace"] else None
         problems = migration_preflight.target_problems(api, params["plan"], params["transfer"], params["image"],
                                                        module.run_command, module.get_bin_path, kernel,
-                                                       replaced=replaced)
+                                                       replaced=replaced, rename=params["rename"],
+                                                       allow_older_kernel=params["allow_older_kernel"])
         answer["replaced"] = replaced or []
     answer["problems"] = problems
     if problems:

@@ -213,6 +213,29 @@ def test_migrate_preflight_names_every_problem_of_both_hosts_and_touches_nothing
         sh(host, "rm -rf /srv/pf-data")
 
 
+def test_migrate_preflight_refuses_a_target_kernel_older_than_the_sources(fleet):
+    """The lab's hosts share one kernel: the source's plan is given a newer one, as a source host with a newer kernel
+    would report it. The target's pre-flight names the difference, and lets it through when allowed."""
+    source, target = fleet[0], fleet[1]
+    lab_exec(source, "docker", "rm", "-f", "pf-kernel", check=False)
+    lab_exec(source, "docker", "run", "-d", "--name", "pf-kernel", "-e", "COUNTER_INTERVAL=0.2", IMAGE)
+    try:
+        described = run_module(source, "fleet.checkpoint.docker_migration_preflight", side="source",
+                               containers=["pf-kernel"])
+        assert not described.get("failed"), described
+        plan = dict(described["plan"], kernel="99.1.0-newer")
+        refused = run_module(target, "fleet.checkpoint.docker_migration_preflight", side="target", plan=plan)
+        release = sh(target, "uname -r").stdout.strip()
+        assert refused.get("failed") and refused["problems"] == [next(
+            problem for problem in refused["problems"] if problem.startswith(
+                f"the target's kernel {release} is older than the source's 99.1.0-newer"))], refused
+        allowed = run_module(target, "fleet.checkpoint.docker_migration_preflight", side="target", plan=plan,
+                             allow_older_kernel=True)
+        assert not allowed.get("failed") and allowed["problems"] == [], allowed
+    finally:
+        lab_exec(source, "docker", "rm", "-f", "pf-kernel", check=False)
+
+
 def test_migrate_moves_a_running_container_with_its_count(fleet):
     source, target = fleet[0], fleet[1]
     lab_exec(target, "docker", "rm", "-f", "mover", check=False)

@@ -253,3 +253,45 @@ def test_replace_moves_over_a_stopped_namesake_on_the_target(fleet):
     assert not [name for name in names if "-replaced-" in name], names
     counts_on(source, target)
     clean(source, target)
+
+
+def test_rename_moves_beside_a_running_namesake_on_the_target(fleet):
+    """A container of the same name runs on the target (another application): with fleet_checkpoint_migrate_rename
+    the moved one gets another name there, with its writable layer, and the namesake is left as it was."""
+    source, target = fleet[1], fleet[2]
+    here = f"{NAME}-2"
+    clean(source, target)
+    lab_exec(target, "docker", "rm", "-f", here, check=False)
+    lab_exec(target, "docker", "run", "-d", "--name", NAME, "--label", "copy=resident", IMAGE)
+    resident = inspect(target, NAME, "{{.Id}}")
+    lab_exec(source, "docker", "run", "-d", "--name", NAME, "-e", "COUNTER_INTERVAL=0.2", IMAGE)
+    sh(source, f"docker exec {NAME} sh -c 'echo moved-layer > /layer-file'")
+    time.sleep(2)
+    extra = {"fleet_checkpoint_migrate_source": source, "fleet_checkpoint_migrate_target": target,
+             "fleet_checkpoint_migrate_containers": [NAME], "fleet_checkpoint_migrate_transfer": "controller"}
+    try:
+        # The new name must be free as well: a taken one is refused before anything stops.
+        lab_exec(target, "docker", "create", "--name", here, IMAGE)
+        rc, output = ansible_playbook(PLAYBOOKS / "migrate.yml", check=False,
+                                      extra_vars=dict(extra, fleet_checkpoint_migrate_rename={NAME: here}))
+        assert rc != 0 and f"a container named {here} already exists on the target (created)" in json.dumps(output)
+        assert inspect(source, NAME, "{{.State.Running}}") == "true"
+        lab_exec(target, "docker", "rm", here)
+
+        rc, output = ansible_playbook(PLAYBOOKS / "migrate.yml", check=False,
+                                      extra_vars=dict(extra, fleet_checkpoint_migrate_rename={NAME: here}))
+        assert rc == 0, json.dumps(output)[-3000:]
+        row = output["global_custom_stats"]["fleet_checkpoint_migrate"]["containers"][0]
+        assert row["container"] == NAME and row["target_container"] == here and row["moved"], row
+        assert inspect(target, here, "{{.State.Running}}") == "true"
+        assert sh(target, f"docker exec {here} cat /layer-file").stdout.strip() == "moved-layer"
+        assert inspect(target, NAME, "{{.Id}}") == resident and inspect(target, NAME, "{{.State.Running}}") == "true"
+        last = counts(source, NAME)[-1]
+        deadline = time.monotonic() + 20
+        while len(counts(target, here)) < 2:
+            assert time.monotonic() < deadline, "the moved container does not count on the target"
+            time.sleep(0.3)
+        assert counts(target, here)[0] == last + 1
+    finally:
+        clean(source, target)
+        lab_exec(target, "docker", "rm", "-f", here, check=False)

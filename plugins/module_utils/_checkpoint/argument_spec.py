@@ -53,6 +53,7 @@ def argument_spec() -> dict[str, Any]:
             precopy=dict(type="bool", default=True),
         ), required_if=[("via", "ssh", ("host",))]),
         receive_timeout=dict(type="int"),
+        rename=dict(type="dict", default={}),
         fallback=dict(type="str", default="fail", choices=["cold_start", "leave_stopped", "fail"]),
         **docker_host_argument_spec(),
     )

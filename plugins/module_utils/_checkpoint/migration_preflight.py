@@ -9,7 +9,7 @@ memory (the checkpoint's size, about), its image and the image's size, the sourc
 `cpuinfo dump`). The target side (`target_problems`) checks that plan against the target: the commands the transfer
 path runs, the container names free, the published ports free, the user networks and bind-mount sources present,
 the free disk for the images it lacks, the checkpoints and the disk state, Docker's experimental mode, CRIU present,
-as new as the source's and new enough for the kernel, the CPU features the processes use (`criu cpuinfo check`),
+as new as the source's and new enough for the kernel, the kernel not older than the source's, the CPU features the processes use (`criu cpuinfo check`),
 and, when disk state travels, the volumes not there yet and overlay2 for the writable layer.
 """
 
@@ -25,12 +25,17 @@ from typing import Any
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import disk_walk
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.errors import OpError
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.manifest import container_config
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.names import rename_problems
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.preflight import (
     PreflightError,
     check_criu,
     check_experimental,
 )
-from ansible_collections.fleet.checkpoint.plugins.module_utils._criu.version import at_least, parse_criu_version
+from ansible_collections.fleet.checkpoint.plugins.module_utils._criu.version import (
+    at_least,
+    kernel_version,
+    parse_criu_version,
+)
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPI, DockerAPIError
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.container_create import missing_host_parts
 
@@ -186,11 +191,17 @@ def target_problems(api: DockerAPI, the_plan: Mapping[str, Any], transfer: str, 
                     which: Which, kernel: str, read: Callable[[str], str] = _read,
                     path_exists: Callable[[str], bool] = os.path.exists,
                     free_bytes: Callable[[str], int] | None = None,
-                    replaced: list[str] | None = None) -> list[str]:
+                    replaced: list[str] | None = None, rename: Mapping[str, str] | None = None,
+                    allow_older_kernel: bool = False) -> list[str]:
     """Everything that would make the move fail on this host (the target), as messages; an empty list when it can
     take the containers. With `replaced` (a list), a stopped container of a moving one's name is not a problem: its
-    name is added there (the playbook sets it aside, and removes it once the move is done)."""
-    problems = missing_commands("target", transfer, which)
+    name is added there (the playbook sets it aside, and removes it once the move is done). `rename` gives moving
+    containers another name here ({name on the source: name here})."""
+    rename = dict(rename or {})
+    moving = [str(container["name"]) for container in the_plan.get("containers") or []]
+    problems = missing_commands("target", transfer, which) + rename_problems(rename, moving)
+    if not allow_older_kernel:
+        problems += kernel_problems(str(the_plan.get("kernel") or ""), kernel)
     try:
         info = api.get("/info") or {}
         check_experimental(info)
@@ -214,18 +225,22 @@ def target_problems(api: DockerAPI, the_plan: Mapping[str, Any], transfer: str, 
     listening = listening_ports(read)
     needed = MARGIN
     for container in the_plan.get("containers") or []:
-        name, config = container["name"], container.get("config") or {}
+        config = container.get("config") or {}
+        here = rename.get(container["name"], container["name"])
+        name = here if here == container["name"] else f"{container['name']} (as {here})"
         try:
-            there = api.get(f"/containers/{name}/json") or {}
+            there = api.get(f"/containers/{here}/json") or {}
             state = (there.get("State") or {}).get("Status") or "present"
             if replaced is not None and not (there.get("State") or {}).get("Running"):
-                replaced.append(name)
+                replaced.append(here)
             elif replaced is not None:
-                problems.append(f"a container named {name} runs on the target: fleet_checkpoint_migrate_replace "
-                                "replaces only a stopped one - stop it there first")
+                problems.append(f"a container named {here} runs on the target: fleet_checkpoint_migrate_replace "
+                                "replaces only a stopped one - stop it there first, or set fleet_checkpoint_migrate_"
+                                "rename to give the moving one another name")
             else:
-                problems.append(f"a container named {name} already exists on the target ({state}): remove or rename "
-                                "it there first, or set fleet_checkpoint_migrate_replace to replace a stopped one")
+                problems.append(f"a container named {here} already exists on the target ({state}): remove or rename "
+                                "it there first, set fleet_checkpoint_migrate_rename to give the moving one another "
+                                "name, or fleet_checkpoint_migrate_replace to replace a stopped one")
         except DockerAPIError:
             pass
         for address, port, proto in _host_port_bindings(config):
@@ -244,6 +259,20 @@ def target_problems(api: DockerAPI, the_plan: Mapping[str, Any], transfer: str, 
         problems.append(f"the target has {free // 2**20} MiB free in {root}, the images it lacks and the checkpoints "
                         f"need about {needed // 2**20} MiB: free some space there")
     return problems
+
+
+def kernel_problems(source: str, target: str) -> list[str]:
+    """The target's kernel older (major.minor) than the source's, whose features the checkpointed processes may
+    use (CRIU restores what the source's kernel gave them: namespaces, rseq, memfd seals, io_uring, ...)."""
+    if not source or not target:
+        return []
+    older, newer = kernel_version(target)[:2], kernel_version(source)[:2]
+    if older >= newer:
+        return []
+    return [f"the target's kernel {target} is older than the source's {source}: the processes may use what the "
+            "newer kernel gave them, and CRIU cannot restore that here. Move to a host with the same or a newer "
+            "kernel, or set fleet_checkpoint_migrate_allow_older_kernel to try anyway (a failed restore brings "
+            "the containers back on the source)"]
 
 
 def disk_problems(api: DockerAPI, info: Mapping[str, Any], name: str, disk: Mapping[str, Any]) -> list[str]:

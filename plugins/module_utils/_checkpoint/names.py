@@ -11,11 +11,13 @@ Docker validates it (^[a-zA-Z0-9][a-zA-Z0-9_.-]+$) and, beyond Docker, refused w
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 
 CHECKPOINT_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 CONTAINER_NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 CONTAINER_ID = re.compile(r"^[0-9a-f]{12,64}$")
 MAX_NAME_LENGTH = 128
+NEW_CONTAINER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")  # what Docker accepts when it creates one
 
 
 def validate_checkpoint_name(name: object) -> str:
@@ -45,3 +47,21 @@ def validate_container_ref(ref: object) -> str:
     raise ValueError(
         f"container {ref!r} is not a container name or id: names use letters, digits, '_', '.' and '-', ids are hex"
     )
+
+
+def rename_problems(rename: Mapping[str, object], names: Sequence[str]) -> list[str]:
+    """What is wrong with `rename` ({name of a moving container: its new name}) for the containers `names`: a key
+    that is not one of them, a value that is not a container name, two containers ending with one name."""
+    problems = []
+    for old, new in rename.items():
+        if old not in names:
+            problems.append(f"rename names {old!r}, which is not one of the containers that move "
+                            f"({', '.join(names) or 'none'}): rename only those")
+        if not isinstance(new, str) or not NEW_CONTAINER_NAME.fullmatch(new):
+            problems.append(f"rename.{old} must be a container name (at least 2 of letters, digits, '_', '.', '-', "
+                            f"starting with a letter or digit), not {new!r}")
+    here = [str(rename.get(name, name)) for name in names]
+    twice = sorted({name for name in here if here.count(name) > 1})
+    if twice:
+        problems.append(f"rename gives two moving containers the same name ({', '.join(twice)}): give each its own")
+    return problems

@@ -24,6 +24,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint impor
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.archive import ArchiveOptions
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import HostContext, Result
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.names import (
+    rename_problems,
     validate_checkpoint_name,
     validate_container_ref,
 )
@@ -166,7 +167,20 @@ def stream_option_errors(params: Mapping[str, Any]) -> list[str]:
                 or params.get("encryption_key_file"):
             errors.append("receive_timeout cannot be combined with archive_path, manifest_path or an encryption key: "
                           "the checkpoint comes as a stream (SSH encrypts it)")
-    return errors
+    return errors + rename_errors(params)
+
+
+def rename_errors(params: Mapping[str, Any]) -> list[str]:
+    """Problems with rename (a received container's name here, by its name on the sending host)."""
+    rename = params.get("rename") or {}
+    if not rename:
+        return []
+    errors: list[str] = []
+    if params.get("receive_timeout") is None or not params.get("create"):
+        errors.append("rename is used only when receiving with create=true (state=restored, archive_dir, "
+                      "receive_timeout): it names the container the stream creates here")
+    named = [params["container"]] if params.get("container") else list(params.get("containers") or [])
+    return errors + rename_problems(rename, [ref.lstrip("/") for ref in named])
 
 
 def operation(params: Mapping[str, Any], name: str, secret: bytes | None) -> Operation:
@@ -196,7 +210,8 @@ def operation(params: Mapping[str, Any], name: str, secret: bytes | None) -> Ope
     receiving = None
     if params["receive_timeout"] is not None:
         receiving = receive.ReceiveOptions(name, params["archive_dir"], params["receive_timeout"],
-                                           force=params["force"], create=params["create"])
+                                           force=params["force"], create=params["create"],
+                                           rename=dict(params.get("rename") or {}))
     return functools.partial(restore.restored, opts=restore.RestoreOptions(
         name, force=params["force"], method=params["method"], timeout=params["timeout"], verify=params["verify"],
         target=params["target"], archive=archive, create=params["create"], receive=receiving, retention=retention))

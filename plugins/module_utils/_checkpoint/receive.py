@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import container
@@ -50,6 +50,11 @@ class ReceiveOptions:
     timeout: int
     force: bool = False  # restore into a running container (stopping it), replace a different checkpoint
     create: bool = False  # create a missing container from the stream's manifest
+    rename: dict[str, str] = field(default_factory=dict)  # a stream's container (sender's name) -> its name here
+
+    def here(self, ref: str) -> str:
+        """The name here of the container whose stream is `ref`'s."""
+        return self.rename.get(ref, ref)
 
 
 class Received(TypedDict):
@@ -99,13 +104,16 @@ def _refuse_running(ctx: HostContext, found: Inspect, name: str, force: bool) ->
 
 def predict(ctx: HostContext, ref: str, opts: ReceiveOptions) -> Result:
     """Check mode: what a receive and its restore would do (nothing is waited for)."""
+    here = opts.here(ref)
     try:
-        found, created = container.inspect(ctx, ref), False
+        found, created = container.inspect(ctx, here), False
     except OpError:
         if not opts.create:
             raise
-        found, created = {"Id": "0" * 64, "Name": f"/{ref}", "State": {}}, True
+        found, created = {"Id": "0" * 64, "Name": f"/{here}", "State": {}}, True
     result = new_result(found, opts.name, created)
+    if here != ref:
+        result["renamed_from"] = ref
     with carrying(result):
         _refuse_running(ctx, found, result["container"], opts.force)
         result.update(changed=True, action="restored",
@@ -165,13 +173,19 @@ def _apply_disk(ctx: HostContext, place: dict[str, Any], manifest: dict[str, Any
     return applied
 
 
+def _label(ref: str, here: str) -> str:
+    return ref if here == ref else f"{here} (sent as {ref})"
+
+
 _MADE_DIRS: set[str] = set()  # the FIFOs' directories this run made (removed again when the last FIFO goes)
 
 
 def receive(ctx: HostContext, ref: str, opts: ReceiveOptions) -> Received:
     """Wait for the stream of checkpoint opts.name for container `ref`, create the container from the stream's
-    manifest if needed (create=true), unpack and check the checkpoint beside its final place and install it."""
-    fifo_path = os.path.join(opts.directory, stream.stream_name(ref, opts.name))
+    manifest if needed (create=true; named opts.rename[ref] if given), unpack and check the checkpoint beside its
+    final place and install it."""
+    fifo_path = os.path.join(opts.directory, stream.stream_name(ref, opts.name))  # the sender's name for it
+    here = opts.here(ref)
     if not os.path.isdir(opts.directory):
         _MADE_DIRS.add(opts.directory)
     private_files.ensure_private_dir(opts.directory)
@@ -197,12 +211,12 @@ def receive(ctx: HostContext, ref: str, opts: ReceiveOptions) -> Received:
             shutil.rmtree(place["tmp"], ignore_errors=True)
             return str(place["tmp"])
         if manifest.get("disk"):
-            _refuse_existing(ctx, ref, opts.create)
+            _refuse_existing(ctx, here, opts.create)
             disk_apply.make_volumes(ctx, manifest["disk"].get("volumes") or {}, place.setdefault("volumes_made", []))
-        found, created = inspect_or_create(ctx, ref, manifest["container"], f"the stream at {fifo_path}", opts.create)
+        found, created = inspect_or_create(ctx, here, manifest["container"], f"the stream at {fifo_path}", opts.create)
         place["created"] = created
         place["inspect"] = found
-        _refuse_running(ctx, found, (found.get("Name") or ref).lstrip("/"), opts.force)
+        _refuse_running(ctx, found, (found.get("Name") or here).lstrip("/"), opts.force)
         path = store.checkpoint_path(ctx.root_dir, found["Id"], opts.name, put_back_pages=not ctx.check_mode)
         parent = os.path.dirname(path)
         place["created_parent"] = not os.path.isdir(parent)
@@ -235,7 +249,7 @@ def receive(ctx: HostContext, ref: str, opts: ReceiveOptions) -> Received:
                 disk_apply.DiskApplyError) as exc:
             disk_apply.drop_staged(place.pop("staged", None) or {})
             dropped = _drop_created(ctx, place)
-            raise OpError(f"receiving checkpoint {opts.name!r} for {ref} failed, nothing was restored"
+            raise OpError(f"receiving checkpoint {opts.name!r} for {_label(ref, here)} failed, nothing was restored"
                           + (f" and {dropped} {'were' if ' and ' in dropped else 'was'} removed" if dropped else "")
                           + f": {exc}") from exc
         except BaseException:  # OpError, or anything unforeseen: nothing made for this receive stays
@@ -244,7 +258,7 @@ def receive(ctx: HostContext, ref: str, opts: ReceiveOptions) -> Received:
             raise
         path = place["path"]
         if os.path.isdir(path) and store.read_metadata(path).get("files") != manifest["files"] and not opts.force:
-            raise OpError(f"container {ref} already has a checkpoint {opts.name!r} that differs from the one received: "
+            raise OpError(f"container {here} already has a checkpoint {opts.name!r} that differs from the one received: "
                           "use force=true to replace it, or another name")
         install(place["tmp"], manifest, path, f"stream at {fifo_path}")
         done = True

@@ -83,6 +83,8 @@ def restored(ctx: HostContext, ref: str, opts: RestoreOptions) -> Result:
     target = container.inspect(ctx, opts.target) if opts.target else source
     target = container.settled(ctx, target)
     result = new_result(target, opts.name, created)
+    if opts.receive and opts.receive.here(ref) != ref:
+        result["renamed_from"] = ref
     try:
         with carrying(result):
             _restore(ctx, source, target, opts, received, result)

@@ -215,7 +215,45 @@ def test_replace_lets_a_stopped_namesake_through_and_still_refuses_a_running_one
     assert replaced == ["web"]
     assert [p for p in problems if "named" in p] == [
         "a container named db runs on the target: fleet_checkpoint_migrate_replace replaces only a stopped one - stop "
-        "it there first"]
+        "it there first, or set fleet_checkpoint_migrate_rename to give the moving one another name"]
     refused = mp.target_problems(api, plan, "controller", "load", criu(), which(), "6.18.44",
                                  read=lambda path: "", free_bytes=lambda path: 2**40)
     assert "a container named web already exists on the target (exited)" in " ".join(refused)
+
+
+def test_rename_checks_the_new_name_and_leaves_the_old_one_alone():
+    """web is taken on the target (running): renamed to web-2 it can move; a new name that is taken is named."""
+    plan = {"containers": [{"name": "web", "config": {}}, {"name": "db", "config": {}}], "criu": None}
+    api = FakeApi(containers={"web": {"State": {"Status": "running", "Running": True}},
+                              "db-old": {"State": {"Status": "exited", "Running": False}}})
+
+    def problems(rename, **kwargs):
+        return mp.target_problems(api, plan, "controller", "load", criu(), which(), "6.18.44", read=lambda path: "",
+                                  free_bytes=lambda path: 2**40, rename=rename, **kwargs)
+    assert problems({"web": "web-2"}) == []
+    assert problems({"web": "web-2", "db": "db-old"}) == [
+        "a container named db-old already exists on the target (exited): remove or rename it there first, set "
+        "fleet_checkpoint_migrate_rename to give the moving one another name, or fleet_checkpoint_migrate_replace to "
+        "replace a stopped one"]
+    replaced = []
+    assert problems({"web": "web-2", "db": "db-old"}, replaced=replaced) == [] and replaced == ["db-old"]
+    assert problems({"web": "db"}) == ["rename gives two moving containers the same name (db): give each its own"]
+    assert problems({"cache": "c2", "web": "w 2"}) == [
+        "rename names 'cache', which is not one of the containers that move (web, db): rename only those",
+        "rename.web must be a container name (at least 2 of letters, digits, '_', '.', '-', starting with a letter "
+        "or digit), not 'w 2'"]
+
+
+def test_a_target_kernel_older_than_the_sources_is_refused_unless_allowed():
+    plan = {"containers": [], "criu": None, "kernel": "6.18.44"}
+
+    def problems(kernel, **kwargs):
+        return mp.target_problems(FakeApi(), plan, "controller", "load", criu(), which(), kernel,
+                                  read=lambda path: "", free_bytes=lambda path: 2**40, **kwargs)
+    assert problems("6.18.2") == [] and problems("6.19.0-rc1") == [] and problems("7.0.1") == []
+    refused = problems("6.12.57+deb13-amd64")
+    assert len(refused) == 1 and refused[0].startswith(
+        "the target's kernel 6.12.57+deb13-amd64 is older than the source's 6.18.44"), refused
+    assert "fleet_checkpoint_migrate_allow_older_kernel" in refused[0]
+    assert problems("6.12.57+deb13-amd64", allow_older_kernel=True) == []
+    assert mp.kernel_problems("", "6.1.0") == []  # a plan without a kernel (an older source side): nothing to compare

@@ -124,3 +124,25 @@ def test_stream_options_are_checked(overrides, expected):
 def test_send_to_refuses_what_would_confuse_ssh_or_run_two_copies(overrides, expected):
     errors = check_options(params(**overrides))
     assert any(expected in error for error in errors), errors
+
+
+RECEIVE = {"state": "restored", "archive_dir": "/d", "receive_timeout": 60, "create": True, "container": None,
+           "containers": ["billing", "web"]}
+
+
+def test_a_received_container_may_be_renamed():
+    assert check_options(params(**RECEIVE, rename={"billing": "billing-2"})) == []
+    assert check_options(params(**RECEIVE, rename={"billing": "web", "web": "billing"})) == []  # a swap
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ({"rename": {"billing": "b2"}, "receive_timeout": None}, "rename is used only when receiving with create=true"),
+    ({"rename": {"billing": "b2"}, "create": False}, "rename is used only when receiving with create=true"),
+    ({"rename": {"db": "db-2"}}, "rename names 'db', which is not one of the containers that move (billing, web)"),
+    ({"rename": {"billing": "-x"}}, "rename.billing must be a container name"),
+    ({"rename": {"billing": "a b"}}, "rename.billing must be a container name"),
+    ({"rename": {"billing": "web"}}, "rename gives two moving containers the same name (web)"),
+])
+def test_a_rename_that_cannot_work_is_refused(overrides, expected):
+    errors = check_options(params(**dict(RECEIVE, **overrides)))
+    assert any(expected in error for error in errors), errors

@@ -104,6 +104,18 @@ def test_a_whole_stream_is_installed_root_only_with_its_metadata(tmp_path, sent,
     assert not [name for name in os.listdir(os.path.dirname(path)) if name.startswith(".")]
 
 
+def test_a_renamed_container_is_awaited_under_the_senders_name_and_created_under_its_own(tmp_path, sent, make_ops):
+    _cp, data = sent
+    ops, created = make_ops(tmp_path)
+    ops.opts = receive.ReceiveOptions("move", ops.opts.directory, 20, create=True, rename={"web": "web-2"})
+    fifo = tmp_path / "in" / "web-move.stream"
+    writer = feed(str(fifo), data)
+    got = ops.receive("web")
+    writer.join(30)
+    assert created == [("web-2", "web", f"the stream at {fifo}")]  # the manifest's name stays the sender's
+    assert got["created"] and got["bytes"] == len(data)
+
+
 def test_a_cut_stream_removes_the_container_it_created_and_every_file(tmp_path, sent, make_ops):
     _cp, data = sent
     ops, created = make_ops(tmp_path)
