@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from ansible import constants as C
-from ansible.errors import AnsibleActionFail
+from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.plugins.action import ActionBase
+from ansible.plugins.loader import connection_loader
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.relayed_send import BRIDGE, socket_name
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.stream import RELAY, stream_name
@@ -30,6 +31,20 @@ ARGUMENT_SPEC = dict(
     connect_timeout=dict(type="int", default=60),
     timeout=dict(type="int", default=3600),
 )
+
+
+def ssh_options(variables: Any) -> dict[str, tuple[Any, str]]:
+    """The ssh connection's options (ssh_relay.SSH_OPTIONS) as Ansible's configuration gives them for a host with
+    these variables: ansible.cfg, ANSIBLE_* environment variables, the host's variables; (value, origin) each."""
+    plugin = connection_loader.get("ansible.builtin.ssh", class_only=True)  # its options known to the configuration
+    found: dict[str, tuple[Any, str]] = {}
+    for key in ssh_relay.SSH_OPTIONS:
+        try:
+            found[key] = C.config.get_config_value_and_origin(key, plugin_type="connection",
+                                                              plugin_name=plugin._load_name, variables=variables)
+        except AnsibleError:  # an option this ansible-core does not have
+            continue
+    return found
 
 
 class ActionModule(ActionBase):
@@ -53,7 +68,8 @@ class ActionModule(ActionBase):
             try:
                 ends[side] = ssh_relay.login(name, hostvars[name], self._play_context.remote_user,
                                              self._play_context.private_key_file,
-                                             bool(C.config.get_config_value("HOST_KEY_CHECKING")))
+                                             bool(C.config.get_config_value("HOST_KEY_CHECKING")),
+                                             options=ssh_options(hostvars[name]))
             except ssh_relay.RelayError as exc:
                 raise AnsibleActionFail(str(exc)) from exc
         if args["source"] == args["target"]:

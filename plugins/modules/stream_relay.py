@@ -23,8 +23,10 @@ description:
     first, every file's size and sha256).
   - With O(image), it runs C(docker save) on the source into C(docker load) on the target.
   - Logs in as Ansible does, from each host's variables (C(ansible_host), C(ansible_port), C(ansible_user),
-    C(ansible_ssh_private_key_file), C(ansible_ssh_common_args), C(ansible_ssh_extra_args)) and the play's defaults
-    (C(-u), C(--private-key), the SSH agent of an AWX machine credential), with C(BatchMode) - keys only, no passwords.
+    C(ansible_ssh_private_key_file), C(ansible_ssh_common_args), C(ansible_ssh_extra_args)), the play's defaults
+    (C(-u), C(--private-key), the SSH agent of an AWX machine credential) and the ssh connection's settings in
+    C(ansible.cfg) and C(ANSIBLE_*) environment variables (C(ssh_common_args), C(ssh_extra_args), C(ssh_args) when
+    set, C(remote_port), C(private_key_file), C(ssh_executable)), with C(BatchMode) - keys only, no passwords.
     A login other than root becomes root with C(sudo -n).
 author:
   - fleet.checkpoint maintainers (@fleet-checkpoint)

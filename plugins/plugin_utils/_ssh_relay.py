@@ -37,15 +37,30 @@ class RelayError(Exception):
     """The relay could not be set up (bad login details); the message says which and why."""
 
 
+# The ssh connection plugin's options the relay reads from Ansible's configuration (ansible.cfg, ANSIBLE_* environment
+# variables, the host's variables), as Ansible resolves them for that host: (value, origin).
+SSH_OPTIONS = ("ssh_args", "ssh_common_args", "ssh_extra_args", "port", "remote_user", "private_key_file",
+               "ssh_executable", "host_key_checking")
+Options = Mapping[str, "tuple[Any, str]"]
+
+
 def login(name: str, hostvars: Mapping[str, Any], remote_user: str | None = None,
-          private_key_file: str | None = None, host_key_checking: bool = True) -> dict[str, Any]:
+          private_key_file: str | None = None, host_key_checking: bool = True,
+          options: Options | None = None) -> dict[str, Any]:
     """How the controller logs in to the inventory host `name`, from its variables as Ansible's ssh connection reads
-    them (`remote_user` and `private_key_file` are the play's defaults, from -u / --private-key or AWX's credential)."""
+    them (`remote_user` and `private_key_file` are the play's defaults, from -u / --private-key or AWX's credential),
+    then from `options`: the ssh connection's options as Ansible's configuration gives them for this host
+    (ansible.cfg's [ssh_connection] ssh_args, ssh_common_args and ssh_extra_args, [defaults] remote_port, their
+    ANSIBLE_* environment variables; see SSH_OPTIONS)."""
     def var(*keys: str) -> Any:
         for key in keys:
             if hostvars.get(key) not in (None, ""):
                 return hostvars[key]
         return None
+
+    def configured(key: str, even_default: bool = True) -> Any:
+        value, origin = (options or {}).get(key, (None, "default"))
+        return value if value not in (None, "") and (even_default or origin != "default") else None
 
     connection = var("ansible_connection") or "ssh"
     if connection not in ("ssh", "smart", "paramiko", "paramiko_ssh", "ansible.builtin.ssh"):
@@ -53,25 +68,32 @@ def login(name: str, hostvars: Mapping[str, Any], remote_user: str | None = None
     if var("ansible_password", "ansible_ssh_pass", "ansible_ssh_password"):
         raise RelayError(f"{name} logs in with a password: the relay needs key-based SSH (a key file or an agent)")
     args: list[str] = []
-    for key in ("ansible_ssh_common_args", "ansible_ssh_extra_args"):
-        if var(key):
-            args += shlex.split(str(var(key)))
+    # ssh_args only when set (Ansible's default turns on compression and connection sharing, which a relay of
+    # checkpoint pages does not want).
+    for key, default in (("ssh_args", False), ("ssh_common_args", True), ("ssh_extra_args", True)):
+        value = var(f"ansible_{key}") or configured(key, even_default=default)
+        if value:
+            args += shlex.split(str(value))
+    checking = var("ansible_ssh_host_key_checking", "ansible_host_key_checking")
+    if checking is not None:
+        host_key_checking = str(checking).lower() not in ("false", "no", "0", "off")
     if not host_key_checking:
         args += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
-    user = var("ansible_user", "ansible_ssh_user") or remote_user
+    user = var("ansible_user", "ansible_ssh_user") or remote_user or configured("remote_user")
     method = var("ansible_become_method") or "sudo"
     if user not in (None, "root") and method != "sudo":
         raise RelayError(f"{name}: the relay becomes root with sudo (without a password), not {method}")
-    port = var("ansible_port", "ansible_ssh_port")
+    port = var("ansible_port", "ansible_ssh_port") or configured("port", even_default=False)
     return {
         "name": name,
         "host": str(var("ansible_host", "ansible_ssh_host") or name),
         "port": int(port) if port else None,
         "user": user,
-        "private_key_file": var("ansible_ssh_private_key_file", "ansible_private_key_file") or private_key_file,
+        "private_key_file": var("ansible_ssh_private_key_file", "ansible_private_key_file") or private_key_file
+        or configured("private_key_file"),
         "args": args,
         "sudo": user not in (None, "root"),
-        "ssh": var("ansible_ssh_executable") or "ssh",
+        "ssh": var("ansible_ssh_executable") or configured("ssh_executable") or "ssh",
     }
 
 

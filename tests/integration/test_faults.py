@@ -459,6 +459,38 @@ def assert_back_on_source(source, target, name, last, leftovers_before):
 
 
 @pytest.mark.fault(8, "migration target unreachable or out of disk mid-transfer")
+def test_a_target_lost_before_the_checkpoint_stops_the_move_with_nothing_stopped(fleet):
+    """The target's SSH goes away while the move is being set up (images, the waiting restore): the run stops before
+    the container stops, and gives the source back (its lock and transfer files) instead of dropping it."""
+    source, target = fleet[0], fleet[1]
+    clean(source)
+    clean(target)
+    start(source, "mover")
+    wait_counting(source, ["mover"])
+    pid = state(source, "mover", "{{.State.Pid}}")
+    leftovers = controller_dirs()
+    try:
+        rc, output, injected = migrate_injecting(
+            source, target, "mover",
+            lambda: exists(source, "/var/lib/fleet-checkpoint/migrate"),  # the setting up has begun
+            lambda: sh(target, "systemctl stop ssh.service; pkill -9 sshd-session; true"), every=0.05)
+    finally:
+        sh(target, "systemctl start ssh.service")
+    assert injected, "the fault was not injected"
+    text = json.dumps(output)
+    assert rc != 0 and "could not be reached" in text and "nothing was checkpointed" in text, \
+        all_failed_messages(output)
+    assert state(source, "mover", "{{.State.Pid}}") == pid, "the container was stopped"
+    assert not exists(source, "/var/lib/fleet-checkpoint/run.lock")
+    assert not exists(source, "/var/lib/fleet-checkpoint/migrate")
+    assert not exists(source, "/var/lib/fleet-checkpoint/migrate-known_hosts")
+    assert controller_dirs() == leftovers, "the controller's transfer directory was left behind"
+    assert lab_exec(target, "docker", "ps", "-aq", "--filter", "name=^mover$").stdout.strip() == ""
+    clean(source)
+    clean(target)
+
+
+@pytest.mark.fault(8, "migration target unreachable or out of disk mid-transfer")
 def test_a_target_lost_mid_transfer_leaves_the_container_running_on_the_source(fleet):
     source, target = fleet[0], fleet[1]
     clean(source)

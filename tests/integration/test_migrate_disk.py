@@ -9,7 +9,7 @@ import json
 import time
 
 import pytest
-from conftest import ROOT, ansible_playbook, counts, lab_exec, run, sh
+from conftest import ROOT, ansible_json_env, ansible_playbook, counts, lab_exec, run, sh
 
 IMAGE = "fleet-lab-workload:busybox"
 PLAYBOOKS = ROOT / "playbooks"
@@ -232,6 +232,35 @@ def test_a_login_other_than_root_relays_through_sudo(fleet):
         clean(source, target)
         for host in (source, target):
             sh(host, "rm -f /etc/sudoers.d/fleetop; userdel -r fleetop 2>/dev/null; true")
+
+
+def test_the_relay_logs_in_with_what_ansible_cfg_says(fleet, tmp_path):
+    """An inventory that names only the hosts' addresses and ports; the key, the host-key policy and the log level
+    are in ansible.cfg's [ssh_connection] ssh_common_args, as many sites keep them. Ansible's own tasks and the
+    controller's relay both log in with them: an image goes from one host to the other through the relay."""
+    source, target = fleet[1], fleet[2]
+    key = "/var/lib/fleet-lab/ssh/id_ed25519"
+    ports = {host: inspect_port(host) for host in (source, target)}
+    (tmp_path / "inventory.yml").write_text(json.dumps({"all": {"hosts": {
+        host: {"ansible_host": "127.0.0.1", "ansible_port": port, "ansible_python_interpreter": "/usr/bin/python3"}
+        for host, port in ports.items()}}}))
+    (tmp_path / "ansible.cfg").write_text(
+        "[defaults]\nremote_user = root\n[ssh_connection]\n"
+        f"ssh_common_args = -i {key} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR\n")
+    (tmp_path / "relay.yml").write_text(json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": [
+        {"name": "relay", "fleet.checkpoint.stream_relay": {"source": source, "target": target, "image": IMAGE},
+         "register": "relayed"},
+        {"name": "show", "ansible.builtin.debug": {"var": "relayed"}}]}]))
+    proc = run(["ansible-playbook", "-i", str(tmp_path / "inventory.yml"), str(tmp_path / "relay.yml")], check=False,
+               env=dict(ansible_json_env(), ANSIBLE_CONFIG=str(tmp_path / "ansible.cfg")))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    assert result["bytes"] > 1024 * 1024 and "Loaded image" in result["loaded"], result
+
+
+def inspect_port(host):
+    """The SSH port the lab publishes for `host` on the machine (the lab inventory's ansible_port)."""
+    return int(run(["docker", "port", host, "22/tcp"]).stdout.split(":")[-1].split()[0])
 
 
 def test_replace_moves_over_a_stopped_namesake_on_the_target(fleet):

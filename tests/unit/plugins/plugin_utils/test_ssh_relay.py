@@ -53,3 +53,27 @@ def test_the_hosts_own_ssh_options_come_first_so_that_they_win():
     argv = ssh_relay.ssh_argv(host, ["true"])
     ours = argv.index(f"Ciphers={ssh_relay.CIPHERS}")
     assert argv.index("Ciphers=aes256-ctr") < ours and "ProxyJump=bastion" in argv
+
+
+def test_ansible_configuration_fills_in_what_the_host_does_not_say(monkeypatch):
+    """ansible.cfg and ANSIBLE_* environment variables, resolved by Ansible for the host (the action's ssh_options),
+    as the ssh connection reads them: ssh_common_args, ssh_extra_args, ssh_args when set, remote_port, the key; the
+    host's own variables still win."""
+    from ansible.plugins.loader import init_plugin_loader
+
+    from ansible_collections.fleet.checkpoint.plugins.action.stream_relay import ssh_options
+
+    init_plugin_loader()
+    monkeypatch.setenv("ANSIBLE_SSH_COMMON_ARGS", "-o ProxyJump=bastion")
+    monkeypatch.setenv("ANSIBLE_SSH_EXTRA_ARGS", "-o ServerAliveInterval=7")
+    monkeypatch.setenv("ANSIBLE_REMOTE_PORT", "2200")
+    monkeypatch.setenv("ANSIBLE_PRIVATE_KEY_FILE", "/keys/from-cfg")
+    argv = ssh_relay.ssh_argv(ssh_relay.login("web-1", {}, options=ssh_options({})), ["true"])
+    assert "ProxyJump=bastion" in argv and "ServerAliveInterval=7" in argv
+    assert argv[argv.index("-p") + 1] == "2200" and argv[argv.index("-i") + 1] == "/keys/from-cfg"
+    assert "ControlPersist=60s" not in argv and "-C" not in argv  # Ansible's default ssh_args: not for the relay
+    monkeypatch.setenv("ANSIBLE_SSH_ARGS", "-o IPQoS=throughput")
+    hostvars = {"ansible_port": 2221, "ansible_ssh_common_args": "-o ProxyJump=other"}
+    argv = ssh_relay.ssh_argv(ssh_relay.login("web-1", hostvars, options=ssh_options(hostvars)), ["true"])
+    assert "IPQoS=throughput" in argv and argv[argv.index("-p") + 1] == "2221"
+    assert "ProxyJump=other" in argv and "ProxyJump=bastion" not in argv
