@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import disk_walk
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import port_conflicts
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.errors import OpError
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.manifest import container_config
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.names import rename_problems
@@ -43,7 +44,6 @@ Run = Callable[..., "tuple[int, str, str]"]
 Which = Callable[[str], "str | None"]
 PLAN_KEYS = ("image", "port_bindings", "networks", "mounts", "network_mode")
 MARGIN = 256 * 1024 * 1024  # free disk kept beyond the estimate (metadata, logs, the restore's own files)
-_LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp
 
 # The commands each side runs, by transfer path (the playbook's own steps and the stream's ends).
 COMMANDS = {
@@ -153,35 +153,6 @@ def plan(api: DockerAPI, names: Iterable[str], run: Run, which: Which, kernel: s
             "cpuinfo": cpuinfo_dump(run, criu_path), "problems": problems, "notices": notices}
 
 
-def _host_port_bindings(config: Mapping[str, Any]) -> list[tuple[str, int, str]]:
-    """(host address, host port, protocol) of every published port."""
-    bindings = []
-    for container_port, hosts in (config.get("port_bindings") or {}).items():
-        proto = container_port.partition("/")[2] or "tcp"
-        for binding in hosts or []:
-            port = str((binding or {}).get("HostPort") or "")
-            if port.isdigit() and int(port):
-                bindings.append(((binding or {}).get("HostIp") or "", int(port), proto))
-    return bindings
-
-
-def listening_ports(read: Callable[[str], str]) -> set[tuple[int, str]]:
-    """(port, protocol) of every TCP socket listening and every UDP socket bound on this host (/proc/net)."""
-    found: set[tuple[int, str]] = set()
-    for proto, files in (("tcp", ("/proc/net/tcp", "/proc/net/tcp6")), ("udp", ("/proc/net/udp", "/proc/net/udp6"))):
-        for path in files:
-            try:
-                lines = read(path).splitlines()[1:]
-            except OSError:
-                continue
-            for line in lines:
-                fields = line.split()
-                if len(fields) < 4 or (proto == "tcp" and fields[3] != _LISTEN):
-                    continue
-                found.add((int(fields[1].rpartition(":")[2], 16), proto))
-    return found
-
-
 def _read(path: str) -> str:
     with open(path, encoding="ascii", errors="replace") as handle:
         return handle.read()
@@ -222,8 +193,13 @@ def target_problems(api: DockerAPI, the_plan: Mapping[str, Any], transfer: str, 
             problems.append(f"CRIU {criu_version} on the target is older than the source's {source_criu}, which makes "
                             "the checkpoint: install the same or a newer CRIU on the target")
         problems += cpu_problems(run, criu_path, the_plan.get("cpuinfo"))
-    listening = listening_ports(read)
+    holders = port_conflicts.sockets(read)
+    try:
+        holders |= port_conflicts.published(api)
+    except DockerAPIError as exc:
+        problems.append(f"the target's published ports cannot be listed: {exc}")
     needed = MARGIN
+    images: set[str | None] = set()
     for container in the_plan.get("containers") or []:
         config = container.get("config") or {}
         here = rename.get(container["name"], container["name"])
@@ -243,16 +219,16 @@ def target_problems(api: DockerAPI, the_plan: Mapping[str, Any], transfer: str, 
                                 "name, or fleet_checkpoint_migrate_replace to replace a stopped one")
         except DockerAPIError:
             pass
-        for address, port, proto in _host_port_bindings(config):
-            if (port, proto) in listening:
-                problems.append(f"{name} publishes {address or '0.0.0.0'}:{port}/{proto}, which is taken on the "
-                                "target: free it, or move the container that holds it first")
+        for address, port, proto in port_conflicts.taken(port_conflicts.bindings(config), holders):
+            problems.append(f"{name} publishes {address or '0.0.0.0'}:{port}/{proto}, which is taken on the "
+                            "target: free it, or move the container that holds it first")
         problems += [f"{name}: {problem}" for problem in missing_host_parts(api, config, path_exists)]
         problems += disk_problems(api, info, name, container.get("disk") or {})
         needed += int(container.get("memory") or 0) + int((container.get("disk") or {}).get("bytes") or 0)
         image_id = (config.get("image") or {}).get("id")
-        if image_mode == "load" and image_id and not _has_image(api, image_id):
-            needed += int(container.get("image_size") or 0)
+        if image_mode == "load" and image_id and image_id not in images and not _has_image(api, image_id):
+            needed += int(container.get("image_size") or 0)  # once per image: it is sent once
+        images.add(image_id)
     root = info.get("DockerRootDir") or "/var/lib/docker"
     free = (free_bytes or _free_bytes)(root)
     if free < needed:

@@ -29,15 +29,18 @@ UDP = "  sl  local_address rem_address   st\n   0: 00000000:14E9 00000000:0000 0
 
 
 class FakeApi:
-    def __init__(self, containers=None, images=None, networks=(), experimental=True):
+    def __init__(self, containers=None, images=None, networks=(), experimental=True, published=()):
         self.containers = containers or {}
         self.images = images or {}
         self.networks = set(networks)
         self.experimental = experimental
+        self.published = list(published)  # /containers/json's Ports of the running containers
 
     def get(self, path, **query):
         if path == "/info":
             return {"ExperimentalBuild": self.experimental, "DockerRootDir": "/var/lib/docker"}
+        if path == "/containers/json":
+            return [{"Id": "c" * 64, "Ports": self.published}]
         parts = path.split("/")
         if parts[1] == "containers" and parts[-1] == "stats":
             return {"memory_stats": {"usage": 300 * 2**20}}
@@ -144,7 +147,6 @@ def test_the_commands_of_each_path():
     assert mp.missing_commands("source", "direct", which(missing=("scp",))) == [
         "the scp command is missing on the source (the direct path runs it there): install it"]
     assert mp.missing_commands("source", "controller", which(missing=("scp",))) == []
-    assert mp.listening_ports(lambda path: {"/proc/net/tcp": TCP}.get(path, "")) == {(18080, "tcp")}
 
 
 class DiskApi(FakeApi):
@@ -257,3 +259,30 @@ def test_a_target_kernel_older_than_the_sources_is_refused_unless_allowed():
     assert "fleet_checkpoint_migrate_allow_older_kernel" in refused[0]
     assert problems("6.12.57+deb13-amd64", allow_older_kernel=True) == []
     assert mp.kernel_problems("", "6.1.0") == []  # a plan without a kernel (an older source side): nothing to compare
+
+
+def test_a_port_docker_publishes_without_a_proxy_socket_is_taken_and_addresses_count():
+    """userland-proxy=false: no socket listens, Docker still publishes the port. A binding to one address does not
+    collide with a listener on another one."""
+    plan = {"containers": [{"name": "web", "config": {"port_bindings": {
+        "8080/tcp": [{"HostIp": "", "HostPort": "18080"}], "9090/tcp": [{"HostIp": "127.0.0.1", "HostPort": "19090"}],
+        "53/udp": [{"HostIp": "", "HostPort": "5353"}]}}}], "criu": None}
+    api = FakeApi(published=[{"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 18080, "Type": "tcp"},
+                             {"IP": "::", "PrivatePort": 80, "PublicPort": 18080, "Type": "tcp"},
+                             {"PrivatePort": 443, "Type": "tcp"}])
+    # A listener on 10.0.0.5:19090 (0x4A92) only, and nothing on UDP.
+    tcp = "  sl  local_address\n   0: 0500000A:4A92 00000000:0000 0A 00000000:00000000\n"
+    problems = mp.target_problems(api, plan, "controller", "load", criu(), which(), "6.18.44",
+                                  read=lambda path: tcp if path == "/proc/net/tcp" else "",
+                                  free_bytes=lambda path: 2**40)
+    assert problems == ["web publishes 0.0.0.0:18080/tcp, which is taken on the target: free it, or move the container "
+                        "that holds it first"]
+
+
+def test_the_disk_needed_counts_an_image_two_containers_share_once():
+    config = {"image": {"id": IMAGE_ID}}
+    plan = {"containers": [{"name": name, "config": config, "memory": 0, "image_size": 500 * 2**20}
+                           for name in ("web", "worker")], "criu": None}
+    free = (500 + 256 + 100) * 2**20  # one copy of the image and the margin fit; two would not
+    assert mp.target_problems(FakeApi(), plan, "controller", "load", criu(), which(), "6.18.44",
+                              read=lambda path: "", free_bytes=lambda path: free) == []
