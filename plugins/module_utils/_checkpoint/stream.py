@@ -278,6 +278,7 @@ class Sender:
         except OSError as exc:
             raise StreamError(f"cannot run {argv[0]}: {exc}") from exc
         self._errors: list[bytes] = []
+        self._answer = b""  # what the relay said after "ready" in the same read
         stderr = cast(IO[bytes], self.proc.stderr)  # stderr=PIPE
         self._reader = threading.Thread(target=lambda: self._errors.append(stderr.read()), daemon=True)
         self._reader.start()
@@ -285,16 +286,23 @@ class Sender:
     def wait_ready(self, seconds: float) -> None:
         """Wait until the relay on the target holds the receiver's FIFO open; raise StreamError (with the far side's
         message) when it will not - before anything is dumped."""
-        stdout = cast(IO[bytes], self.proc.stdout)  # stdout=PIPE
+        # Read from the descriptor itself, not through the buffered reader: a login's start-up files may print
+        # something first, and a banner arriving with "ready" in one read would leave "ready" in a buffer that
+        # select() does not see.
+        fd = cast(IO[bytes], self.proc.stdout).fileno()  # stdout=PIPE
         deadline = time.monotonic() + seconds
-        line: bytes | None = None
-        while line != b"" and select.select([stdout], [], [], max(0, deadline - time.monotonic()))[0]:
-            line = stdout.readline()  # a login's shell start-up files may print something first
-            if line == b"ready\n":
+        pending, ended = b"", False
+        while not ended and select.select([fd], [], [], max(0, deadline - time.monotonic()))[0]:
+            chunk = os.read(fd, 65536)
+            ended = not chunk
+            lines = (pending + chunk).split(b"\n")
+            if b"ready" in lines[:-1]:
+                self._answer = b"\n".join(lines[lines.index(b"ready") + 1:])  # the relay's later words, if any
                 return
+            pending = lines[-1][-4096:]  # an unfinished line, bounded
         self.abort()
         detail = b"".join(self._errors).decode("utf-8", "replace").strip()
-        raise StreamError(detail or (f"the connection ended (exit code {self.proc.returncode})" if line == b""
+        raise StreamError(detail or (f"the connection ended (exit code {self.proc.returncode})" if ended
                                      else f"no answer from the target within {seconds}s"))
 
     def abort(self) -> None:
@@ -340,7 +348,7 @@ class Sender:
                 self.proc.kill()
                 raise StreamError(f"reading the checkpoint to send failed: {exc}") from exc
             # The relay's "done" (after "ready") says that every byte reached the receiver's FIFO.
-            answer = b"" if broken else cast(IO[bytes], self.proc.stdout).read()
+            answer = b"" if broken else self._answer + cast(IO[bytes], self.proc.stdout).read()
             rc = self.proc.wait()
             self._reader.join(5)
         finally:

@@ -327,3 +327,30 @@ def test_the_relay_copies_the_length_said_and_no_more(checkpoint, tmp_path):
                          capture_output=True, check=False, timeout=30)
     reader.close()
     assert cut.returncode != 0 and b"bytes short" in cut.stderr
+
+
+def test_a_banner_and_ready_in_one_read_are_both_seen(checkpoint, tmp_path):
+    """A login's start-up files print a banner; it and the relay's "ready" reach the sender in one read (and "done"
+    may follow closely). The sender must not wait for a "ready" it has already read."""
+    cp, manifest = checkpoint
+    far_side = ("import os, sys\n"
+                "os.write(1, b'Welcome to web-2\\nready\\n')\n"
+                "while sys.stdin.buffer.read(65536):\n"
+                "    pass\n"
+                "os.write(1, b'done\\n')\n")
+    sender = stream.Sender([sys.executable, "-c", far_side])
+    started = time.monotonic()
+    sender.wait_ready(5)
+    assert time.monotonic() - started < 4
+    assert sender.send(str(cp), manifest, 60)["bytes"] > 0
+
+
+def test_ready_and_done_in_one_read_still_confirm_the_stream(checkpoint):
+    cp, manifest = checkpoint
+    far_side = ("import os, sys\n"
+                "os.write(1, b'ready\\ndone\\n')\n"
+                "while sys.stdin.buffer.read(65536):\n"
+                "    pass\n")
+    sender = stream.Sender([sys.executable, "-c", far_side])
+    sender.wait_ready(5)
+    assert sender.send(str(cp), manifest, 60)["bytes"] > 0
