@@ -9,7 +9,9 @@ base="${LAB_PREFIX}-base:$suite"
 pin() { sed -n "s/^$1==\([^ ;]*\).*/\1/p" "$LAB_DIR/../../requirements-dev.txt" | head -n 1; }
 core="$(pin ansible-core)"
 runner="$(pin ansible-runner)"
-[ -n "$core" ] && [ -n "$runner" ] || die "ansible-core or ansible-runner is not pinned in requirements-dev.txt"
+if [ -z "$core" ] || [ -z "$runner" ]; then
+  die "ansible-core or ansible-runner is not pinned in requirements-dev.txt"
+fi
 want="$( (cat "$LAB_DIR/build-ee.sh" "$LAB_DIR/ee/Dockerfile"; echo "$suite $core $runner") | sha256sum | cut -c1-16)"
 have="$(docker image inspect "$ref" --format '{{ index .Config.Labels "fleet.lab.definition" }}' 2>/dev/null || true)"
 if [ "$have" = "$want" ]; then
