@@ -23,7 +23,8 @@ def snapshot(host):
                     "find /root/archives /var/lib/fleet-checkpoint /etc/criu /etc/docker -printf '%p %m %s\\n' "
                     "2>/dev/null | sort; md5sum /etc/docker/daemon.json /etc/criu/runc.conf 2>/dev/null; "
                     "systemctl show -p MainPID --value docker.service; "
-                    "cat /proc/sys/kernel/random/boot_id; systemctl show -p UserspaceTimestamp --value").stdout
+                    "cat /proc/sys/kernel/random/boot_id; systemctl show -p UserspaceTimestamp --value; "
+                    "stat -c '%n %a' /tmp /tmp/loose-dir 2>/dev/null").stdout
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +56,13 @@ MODULE_CASES = [
     ("fleet.checkpoint.docker_experimental", {"restart": "sometimes"}, "value of restart must be one of"),
     ("fleet.checkpoint.docker_experimental", {"timeout": "soon"}, "timeout"),
     ("fleet.checkpoint.docker_experimental", {"state": "on"}, "value of state must be one of"),
+    # Directories the user names are not made 0700 (nor taken) when others may write into them (issue 20, 5).
+    ("fleet.checkpoint.docker_checkpoint", {"container": "victim", "name": "cp", "leave_running": True,
+                                            "manifest_path": "/tmp/loose-dir/run.json"},
+     "manifest_path: /tmp/loose-dir is writable by other users (mode 0777) without the sticky bit"),
+    ("fleet.checkpoint.docker_checkpoint", {"container": "victim", "name": "cp", "state": "restored",
+                                            "archive_dir": "/tmp/loose-dir", "receive_timeout": 1, "create": True},
+     "archive_dir: /tmp/loose-dir is writable by other users"),
     # Encryption of archives.
     ("fleet.checkpoint.docker_checkpoint", {"container": "victim", "name": "enc", "state": "exported",
                                             "archive_dir": "/root/archives", "encryption_key": "short"},
@@ -90,7 +98,7 @@ MODULE_CASES = [
 def test_bad_module_inputs_are_refused_and_change_nothing(hosts, tmp_path, record_bad_inputs):
     host = hosts[0]
     # An encrypted and a plain archive of a real checkpoint, a tampered copy, and two key files.
-    sh(host, "mkdir -p -m 0700 /root/archives; "
+    sh(host, "mkdir -p -m 0700 /root/archives; mkdir -p /tmp/loose-dir; chmod 0777 /tmp/loose-dir; "
              f"printf '%s\\n' '{KEY}' > /root/tight.key; chmod 600 /root/tight.key; "
              f"printf '%s\\n' '{KEY}' > /root/loose.key; chmod 644 /root/loose.key")
     setup = tmp_path / "setup.yml"

@@ -157,7 +157,7 @@ def _execute(ctx: HostContext, planned: DumpPlan, opts: DumpOptions) -> None:
     processes = procs.process_tree(planned.pids)
     in_doubt = store.in_doubt_marker(path)
     created_parent = not os.path.isdir(os.path.dirname(path))
-    private_files.ensure_private_dir(os.path.dirname(path))
+    private_files.make_private_dir(os.path.dirname(path))
     backup = None
     if planned.exists:
         backup = os.path.join(os.path.dirname(path), f".{opts.name}.fleet-old")

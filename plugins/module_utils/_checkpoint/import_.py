@@ -125,7 +125,7 @@ def _unpack(tar_path: str, manifest: dict[str, Any], path: str, archive: str) ->
     """Check the tar against the manifest, unpack it beside path, check every file, then install it."""
     parent = os.path.dirname(path)
     created_parent = not os.path.isdir(parent)
-    private_files.ensure_private_dir(parent)
+    private_files.make_private_dir(parent)
     tmp = os.path.join(parent, f".{os.path.basename(path)}.fleet-import")
     shutil.rmtree(tmp, ignore_errors=True)
     done = False

@@ -220,7 +220,7 @@ def receive(ctx: HostContext, ref: str, opts: ReceiveOptions) -> Received:
         path = store.checkpoint_path(ctx.root_dir, found["Id"], opts.name, put_back_pages=not ctx.check_mode)
         parent = os.path.dirname(path)
         place["created_parent"] = not os.path.isdir(parent)
-        private_files.ensure_private_dir(parent)
+        private_files.make_private_dir(parent)
         place["path"], place["tmp"] = path, os.path.join(parent, f".{opts.name}.fleet-import")
         shutil.rmtree(place["tmp"], ignore_errors=True)
         return str(place["tmp"])

@@ -46,6 +46,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.selec
 from ansible_collections.fleet.checkpoint.plugins.module_utils._containerd.task import ContainerdTask
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu.log import criu_log_path
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPI, DockerAPIError
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host import private_files
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host import run_manifest as host_manifest
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host.change_lock import HostLock, LockTimeout
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host.daemon_watch import DaemonWatch
@@ -98,6 +99,10 @@ def _run(module: Module, diff: bool) -> tuple[Answer, bool]:
     if errors:
         raise _refuse("; ".join(errors), checkpoint=name, results=[])
     secret = _secret(params)
+    for option, directory in _user_directories(params):
+        problem = private_files.loose(directory)
+        if problem:
+            raise _refuse(f"{option}: {problem}", checkpoint=name, results=[])
     if os.geteuid() != 0:
         raise _refuse("docker_checkpoint needs root on the managed host (Docker's checkpoint directories are "
                       "root-only): use become: true", checkpoint=name, results=[])
@@ -128,6 +133,19 @@ def _run(module: Module, diff: bool) -> tuple[Answer, bool]:
         answer["diff"] = difference
     failed = failed or bool(answer.pop("failed", False))
     return answer, failed
+
+
+def _user_directories(params: dict[str, Any]) -> list[tuple[str, str]]:
+    """The directories named by the user that root-only files go into as they are (not made 0700 when they exist):
+    a host manifest's, and the one a received stream's FIFO waits in."""
+    found = []
+    if params["manifest_path"]:
+        found.append(("manifest_path", os.path.dirname(os.path.abspath(params["manifest_path"]))))
+    if params["receive_timeout"] is not None and params["archive_dir"]:
+        found.append(("archive_dir", params["archive_dir"]))
+    if params["send_to"] and params["send_to"].get("via") == "relay":
+        found.append(("send_to.directory", params["send_to"]["directory"]))
+    return found
 
 
 def _secret(params: dict[str, Any]) -> bytes | None:

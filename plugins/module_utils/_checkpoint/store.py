@@ -20,7 +20,7 @@ from typing import Any
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import linked_pages as pages
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.names import validate_checkpoint_name
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host.private_files import (
-    ensure_private_dir,
+    make_private_dir,
     write_private_json,
 )
 
@@ -122,7 +122,7 @@ def copy_checkpoint(source: str, destination: str) -> None:
     if os.path.exists(destination):
         raise FileExistsError(f"{destination} already exists")
     parent = os.path.dirname(destination)
-    ensure_private_dir(parent)
+    make_private_dir(parent)
     tmp = os.path.join(parent, f".{os.path.basename(destination)}.fleet-copy")
     if os.path.exists(tmp):
         shutil.rmtree(tmp)

@@ -66,7 +66,9 @@ def test_metadata_round_trip_is_root_only_and_atomic(tmp_path):
     assert read_metadata(str(tmp_path)) == {"created": 2}
     assert os.stat(tmp_path / METADATA_NAME).st_ino != before
     assert mode(tmp_path / METADATA_NAME) == 0o600
-    assert sorted(os.listdir(tmp_path)) == [METADATA_NAME]
+    # A file named like the old fixed temporary name is not taken for one of ours (nor written through).
+    assert sorted(os.listdir(tmp_path)) == [METADATA_NAME, f"{METADATA_NAME}.tmp"]
+    assert (tmp_path / f"{METADATA_NAME}.tmp").read_text(encoding="utf-8") == "stale"
 
 
 def test_write_metadata_fixes_a_loose_leftover_temp_file(tmp_path):
