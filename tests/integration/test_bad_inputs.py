@@ -159,6 +159,13 @@ PLAYBOOK_CASES = [
                      "fleet_checkpoint_migrate_containers": ["victim"]}, "no-such-host"),
     ("migrate.yml", {"fleet_checkpoint_migrate_transfer": "carrier-pigeon",
                      "fleet_checkpoint_migrate_containers": ["victim"]}, "fleet_checkpoint_migrate_transfer"),
+    # Survey answers that ssh or scp would read as options (issue 20, finding 7).
+    ("migrate.yml", {"fleet_checkpoint_migrate_target_user": "-oProxyCommand=touch /tmp/pwned",
+                     "fleet_checkpoint_migrate_containers": ["victim"]}, "nothing else goes on the source's ssh"),
+    ("migrate.yml", {"fleet_checkpoint_migrate_target_address": "-oProxyCommand=touch /tmp/pwned",
+                     "fleet_checkpoint_migrate_containers": ["victim"]}, "nothing else goes on the source's ssh"),
+    ("migrate.yml", {"fleet_checkpoint_migrate_ssh_port": "22 -oProxyCommand=x",
+                     "fleet_checkpoint_migrate_containers": ["victim"]}, "fleet_checkpoint_migrate_ssh_port"),
 ]
 
 
