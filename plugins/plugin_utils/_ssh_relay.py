@@ -67,18 +67,24 @@ def login(name: str, hostvars: Mapping[str, Any], remote_user: str | None = None
         raise RelayError(f"{name} is reached with ansible_connection={connection}: the relay needs SSH to it")
     if var("ansible_password", "ansible_ssh_pass", "ansible_ssh_password"):
         raise RelayError(f"{name} logs in with a password: the relay needs key-based SSH (a key file or an agent)")
-    args: list[str] = []
-    # ssh_args only when set (Ansible's default turns on compression and connection sharing, which a relay of
-    # checkpoint pages does not want).
-    for key, default in (("ssh_args", False), ("ssh_common_args", True), ("ssh_extra_args", True)):
-        value = var(f"ansible_{key}") or configured(key, even_default=default)
-        if value:
-            args += shlex.split(str(value))
+    # In the order Ansible's ssh connection gives them: ssh_args (only when set: Ansible's default turns on
+    # compression and connection sharing, and compression is dropped in any case - checkpoint pages do not gain from
+    # it), the host key policy, then port, key and user (below), then ssh_common_args and ssh_extra_args. For an
+    # option given twice ssh takes the first value, so ssh_common_args cannot override the host's port or user.
+    ssh_args = var("ansible_ssh_args") or configured("ssh_args", even_default=False) or ""
+    early: list[str] = [word for word in shlex.split(str(ssh_args)) if word != "-C"]
     checking = var("ansible_ssh_host_key_checking", "ansible_host_key_checking")
+    if checking is None and options is not None:
+        checking = configured("host_key_checking")
     if checking is not None:
         host_key_checking = str(checking).lower() not in ("false", "no", "0", "off")
     if not host_key_checking:
-        args += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
+        early += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
+    args: list[str] = []
+    for key in ("ssh_common_args", "ssh_extra_args"):
+        value = var(f"ansible_{key}") or configured(key)
+        if value:
+            args += shlex.split(str(value))
     user = var("ansible_user", "ansible_ssh_user") or remote_user or configured("remote_user")
     method = var("ansible_become_method") or "sudo"
     if user not in (None, "root") and method != "sudo":
@@ -91,6 +97,7 @@ def login(name: str, hostvars: Mapping[str, Any], remote_user: str | None = None
         "user": user,
         "private_key_file": var("ansible_ssh_private_key_file", "ansible_private_key_file") or private_key_file
         or configured("private_key_file"),
+        "early": early,
         "args": args,
         "sudo": user not in (None, "root"),
         "ssh": var("ansible_ssh_executable") or configured("ssh_executable") or "ssh",
@@ -99,16 +106,18 @@ def login(name: str, hostvars: Mapping[str, Any], remote_user: str | None = None
 
 def ssh_argv(host: Mapping[str, Any], remote: Sequence[str]) -> list[str]:
     """The ssh command line that runs `remote` (an argv) as root on `host` (a login())."""
-    # The host's own SSH arguments first: for an option given twice, ssh takes the first value, so theirs win.
-    argv = [host["ssh"]] + list(host.get("args") or []) + [
-        "-x", "-a", "-T", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=15",
-        "-o", "ServerAliveCountMax=4", "-o", f"Ciphers={CIPHERS}"]
+    # The host's own SSH arguments before the relay's: for an option given twice, ssh takes the first value, so
+    # theirs win (see login() for their order).
+    argv = [host["ssh"]] + list(host.get("early") or [])
     if host.get("port"):
         argv += ["-p", str(host["port"])]
     if host.get("private_key_file"):
         argv += ["-i", os.path.expanduser(str(host["private_key_file"]))]
     if host.get("user"):
         argv += ["-l", str(host["user"])]
+    argv += list(host.get("args") or []) + [
+        "-x", "-a", "-T", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=15",
+        "-o", "ServerAliveCountMax=4", "-o", "Compression=no", "-o", f"Ciphers={CIPHERS}"]
     command = (["sudo", "-n", "--"] if host.get("sudo") else []) + list(remote)
     return argv + ["--", str(host["host"]), " ".join(shlex.quote(part) for part in command)]
 

@@ -626,10 +626,14 @@ def test_a_dump_in_doubt_is_marked_and_refused_until_removed(hosts):
     checkpoints = os.path.dirname(checkpoint_path(host, "doubt", "idt"))
     marker = f"{checkpoints}/.idt.fleet-in-doubt"
     # CRIU names itself "criu: dump ..." once the dump has begun (the module's own `criu --version` is left alone).
-    sh(host, "(for i in $(seq 3000); do p=$(pgrep -f '^criu: dump') && { kill -STOP $p; sleep 4; kill -CONT $p; "
-             "exit 0; }; sleep 0.01; done) >/dev/null 2>&1 &")
+    # The watcher leaves a mark when it has stopped CRIU: without it, the test would rest on the dump's size again.
+    stopped = "/run/fleet-test-criu-stopped"
+    sh(host, f"rm -f {stopped}; (for i in $(seq 3000); do p=$(pgrep -f '^criu: dump') && "
+             f"{{ kill -STOP $p; touch {stopped}; sleep 4; kill -CONT $p; exit 0; }}; sleep 0.01; done) "
+             ">/dev/null 2>&1 & echo $! > /run/fleet-test-criu-watcher")
     try:
         result = module(host, container="doubt", name="idt", leave_running=True, timeout=1)
+        assert exists(host, stopped), "the watcher did not catch CRIU's dump: the dump was not made slow"
         assert result.get("failed"), result
         assert "did not finish the checkpoint within timeout=1s" in result["msg"], result["msg"]
         sh(host, "for i in $(seq 120); do pgrep -x criu >/dev/null || exit 0; sleep 0.5; done; exit 1")  # dump done
@@ -644,6 +648,8 @@ def test_a_dump_in_doubt_is_marked_and_refused_until_removed(hosts):
         assert not exists(host, marker) and not exists(host, f"{checkpoints}/idt")
         assert running(host, "doubt")
     finally:
+        sh(host, f"kill $(cat /run/fleet-test-criu-watcher) 2>/dev/null; pkill -CONT -f '^criu: dump'; "
+                 f"rm -f {stopped} /run/fleet-test-criu-watcher; true")
         lab_exec(host, "docker", "rm", "-f", "doubt", check=False)
 
 

@@ -7,12 +7,14 @@
 A port is taken when a socket of this host listens on it (TCP) or is bound to it (UDP) - docker-proxy's among
 them - or when a running container publishes it: with Docker's `userland-proxy: false` no socket shows, only
 iptables rules. Addresses count: a binding to 127.0.0.1 does not collide with a listener on 10.0.0.5, while the
-wildcard (0.0.0.0, ::, or no address) collides with every address of its port.
+wildcard (0.0.0.0, ::, or no address) collides with every address of its port, whatever the family (a conservative
+choice: a dual-stack listener on :: holds IPv4 too).
 """
 
 from __future__ import annotations
 
 import socket
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -36,12 +38,17 @@ def bindings(config: Mapping[str, Any]) -> list[tuple[str, int, str]]:
     return found
 
 
-def _address(hexed: str) -> str:
-    """/proc/net's address (the kernel's words in host order, little-endian here) as text."""
+def proc_net_address(hexed: str, byteorder: str = sys.byteorder) -> str:
+    """/proc/net's address (32-bit words printed in the host's byte order) as text; an IPv4 address mapped into
+    IPv6 (a dual-stack socket's ::ffff:10.0.0.5) as the IPv4 address."""
     raw = bytes.fromhex(hexed)
+    if byteorder == "little":
+        raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
     if len(raw) == 4:
-        return socket.inet_ntop(socket.AF_INET, raw[::-1])
-    return socket.inet_ntop(socket.AF_INET6, b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4)))
+        return socket.inet_ntop(socket.AF_INET, raw)
+    if raw[:12] == b"\0" * 10 + b"\xff\xff":
+        return socket.inet_ntop(socket.AF_INET, raw[12:])
+    return socket.inet_ntop(socket.AF_INET6, raw)
 
 
 def sockets(read: Callable[[str], str]) -> set[tuple[str, int, str]]:
@@ -58,7 +65,7 @@ def sockets(read: Callable[[str], str]) -> set[tuple[str, int, str]]:
                 continue
             address, _sep, port = fields[1].rpartition(":")
             try:
-                found.add((_address(address), int(port, 16), proto))
+                found.add((proc_net_address(address), int(port, 16), proto))
             except ValueError:
                 continue
     return found

@@ -231,6 +231,7 @@ def _prepare(module: Module, name: str, manifest: dict[str, Any] | None) -> tupl
 def _each(ctx: HostContext, op: Operation, refs: list[str], params: dict[str, Any]) -> list[Result]:
     """The operation on every container, in parallel (receives: all at once); a result per container, in order."""
     watch = DaemonWatch(enabled=params["docker_host"] == "unix:///var/run/docker.sock")
+    renamed = dict(params.get("rename") or {}) if params["receive_timeout"] is not None else {}
 
     def one(ref: str) -> Result:
         try:
@@ -238,7 +239,10 @@ def _each(ctx: HostContext, op: Operation, refs: list[str], params: dict[str, An
         except Exception as exc:  # pylint: disable=broad-exception-caught
             # One container's failure must not hide the others' results (some may have been changed already).
             partial = exc.partial if isinstance(exc, OpError) else None
-            result = results_mod.failure(ref, message_of(exc), partial)
+            here = renamed.get(ref, ref)  # a received container under its new name (rename)
+            result = results_mod.failure(here, message_of(exc), partial)
+            if here != ref:
+                result["renamed_from"] = ref
             if daemon_gone(exc):
                 result["daemon_unavailable"] = True  # no conclusion about the checkpoint: no fallback, try again
             elif watch.restarted():

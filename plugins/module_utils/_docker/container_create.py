@@ -137,5 +137,10 @@ def create(api: DockerAPI, name: str, config: ContainerConfig, path_exists: Path
     problems = missing_prerequisites(api, config, path_exists)
     if problems:
         raise CreateError("; ".join(problems))
-    answer = api.post("/containers/create", body=create_body(config, choose_image(api, config)), name=name)
+    body = create_body(config, choose_image(api, config))
+    old = str(config.get("name") or "").lstrip("/")
+    if old and old != name:  # created under another name: it no longer answers to its old one on its networks
+        for endpoint in ((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}).values():
+            endpoint["Aliases"] = [alias for alias in endpoint.get("Aliases") or [] if alias != old]
+    answer = api.post("/containers/create", body=body, name=name)
     return (answer or {}).get("Id")

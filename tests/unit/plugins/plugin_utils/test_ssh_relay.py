@@ -77,3 +77,22 @@ def test_ansible_configuration_fills_in_what_the_host_does_not_say(monkeypatch):
     argv = ssh_relay.ssh_argv(ssh_relay.login("web-1", hostvars, options=ssh_options(hostvars)), ["true"])
     assert "IPQoS=throughput" in argv and argv[argv.index("-p") + 1] == "2221"
     assert "ProxyJump=other" in argv and "ProxyJump=bastion" not in argv
+
+
+def test_options_come_in_ansibles_order_and_compression_stays_off(monkeypatch):
+    """ssh takes an option's first value: as in Ansible's ssh connection, a site-wide ssh_common_args cannot override
+    a host's port or user, ssh_args come first, and ansible.cfg's host key policy applies to the relay too."""
+    from ansible.plugins.loader import init_plugin_loader
+
+    from ansible_collections.fleet.checkpoint.plugins.action.stream_relay import ssh_options
+
+    init_plugin_loader()
+    monkeypatch.setenv("ANSIBLE_SSH_COMMON_ARGS", "-o User=everyone -o Port=2022")
+    monkeypatch.setenv("ANSIBLE_SSH_ARGS", "-C -o ControlMaster=auto -o ControlPersist=60s")
+    monkeypatch.setenv("ANSIBLE_HOST_KEY_CHECKING", "False")
+    hostvars = {"ansible_port": 2221, "ansible_user": "deploy"}
+    argv = ssh_relay.ssh_argv(ssh_relay.login("web-1", hostvars, options=ssh_options(hostvars)), ["true"])
+    assert argv.index("-p") < argv.index("Port=2022") and argv.index("-l") < argv.index("User=everyone")
+    assert argv.index("ControlMaster=auto") < argv.index("-p")
+    assert "-C" not in argv and "Compression=no" in argv
+    assert "StrictHostKeyChecking=no" in argv

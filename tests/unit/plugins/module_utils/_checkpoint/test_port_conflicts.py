@@ -66,3 +66,10 @@ def test_bindings_and_what_docker_publishes():
                                {"PrivatePort": 443, "Type": "tcp"}]}, {"Ports": None}]
     assert pc.published(Api()) == {("0.0.0.0", 18080, "tcp")}
     assert pc.taken(pc.bindings(config), pc.published(Api())) == [("", 18080, "tcp")]
+
+
+def test_mapped_addresses_and_a_big_endian_host():
+    # ::ffff:10.0.0.5 (a dual-stack socket) as tcp6 shows it on a little-endian host
+    assert pc.proc_net_address("0000000000000000FFFF00000500000A", byteorder="little") == "10.0.0.5"
+    assert pc.proc_net_address("0A000005", byteorder="big") == "10.0.0.5"
+    assert pc.proc_net_address("00000000000000000000000000000001", byteorder="big") == "::1"

@@ -106,6 +106,15 @@ def test_create_posts_once_everything_is_there():
     assert path == "/containers/create" and query == {"name": "web"} and body["Image"] == IMAGE_ID
 
 
+def test_created_under_another_name_it_does_not_keep_its_old_name_as_an_alias():
+    """A moved container renamed on the target (beside a namesake) must not answer to the namesake's name there."""
+    api = FakeApi(images={IMAGE_ID: IMAGE_ID}, networks=["appnet"])
+    create(api, "web-2", config(), lambda path: True)
+    assert api.posts[0][1]["NetworkingConfig"] == {"EndpointsConfig": {"appnet": {"Aliases": []}}}
+    create(api, "web", config(), lambda path: True)
+    assert api.posts[1][1]["NetworkingConfig"] == {"EndpointsConfig": {"appnet": {"Aliases": ["web"]}}}
+
+
 def test_create_uses_the_tag_when_it_names_the_recorded_image():
     api = FakeApi(images={IMAGE_ID: IMAGE_ID, "fleet-lab-workload:busybox": IMAGE_ID}, networks=["appnet"])
     create(api, "web", config(), lambda path: True)
