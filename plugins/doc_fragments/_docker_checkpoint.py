@@ -89,8 +89,27 @@ options:
         one back).
       - The image, user-defined networks and bind mount sources must already exist on the host; what is missing is
         named in the error and nothing is created.
+      - The manifest is not trusted (whoever can write an archive or a stream could write it). What in it reaches
+        into the host is refused unless allowed - a bind mount (O(allow_bind_mounts)), the host's network or another
+        container's (O(allow_network_modes)) - each refused setting is named and nothing is created. Privileges,
+        capabilities, devices and PID modes are never taken from a manifest.
     type: bool
     default: false
+  allow_bind_mounts:
+    description:
+      - With O(create=true), the host paths a container created from a manifest may bind-mount - each allows that
+        path and what is below it, for example C(/srv/billing). A bind mount of any other source is refused.
+    type: list
+    elements: str
+    default: []
+  allow_network_modes:
+    description:
+      - With O(create=true), the network modes a container created from a manifest may use beyond its own networks -
+        V(host) (the host's network stack) and V(container) (another container's). Others are refused.
+    type: list
+    elements: str
+    choices: [host, container]
+    default: []
 """
 
     STREAM = r"""

@@ -4,6 +4,7 @@ The workload is an in-memory counter (tests/lab/workload/counter) printing one n
 container continues from its last number; a cold-started one starts again at 1. Every restore below checks that.
 """
 
+import hashlib
 import json
 import os
 import time
@@ -493,7 +494,18 @@ def bad_archives(tmp_path):
          manifest_files={"pages-1.img": {"size": len(good), "sha256": "1" * 64}})
     _tar(tmp_path / "foreign.tar", [("pages-1.img", "file", good)], manifest={"format": "something/else"})
     (tmp_path / "garbage.tar").write_bytes(b"this is not a tar archive" * 40)
-    return sorted(crafted) + ["corrupt.tar", "foreign.tar", "garbage.tar"]
+    # A manifest that would give its container the host: / and Docker's socket bound read-write, the host's network
+    # (issue 20, finding 1). Everything else in it is valid, and the image is on the host.
+    files = {"pages-1.img": {"size": len(good), "sha256": hashlib.sha256(good).hexdigest()}}
+    _tar(tmp_path / "host-reach.tar", [("pages-1.img", "file", good)], manifest={
+        "format": "fleet.checkpoint/manifest", "format_version": 1, "checkpoint": "bad", "created": 0,
+        "method": "api", "versions": {}, "files": files, "size": len(good),
+        "container": {"image": {"reference": IMAGE}, "restart_policy": {"Name": "no"}, "network_mode": "host",
+                      "cmd": ["counter"], "mounts": [
+                          {"type": "bind", "source": "/", "destination": "/host", "rw": True},
+                          {"type": "bind", "source": "/var/run/docker.sock", "destination": "/var/run/docker.sock",
+                           "rw": True}]}})
+    return sorted(crafted) + ["corrupt.tar", "foreign.tar", "garbage.tar", "host-reach.tar"]
 
 
 BAD_INPUTS = [
@@ -556,7 +568,10 @@ def test_bad_inputs_fail_clearly_and_change_nothing(hosts, tmp_path, record_bad_
     cases = list(BAD_INPUTS) + [
         (dict(container="sleeper", name="cp", state="imported", archive_path=f"/root/bad/{name}"), fragment)
         for name, fragment in BAD_ARCHIVES.items()
-    ]
+    ] + [(dict(container="intruder", name="bad", state="imported", archive_path="/root/bad/host-reach.tar",
+               create=True),
+          "its manifest asks for a bind mount of the host's / at /host (allow it with allow_bind_mounts); a bind "
+          "mount of the host's /var/run/docker.sock")]
     # One playbook runs every case, in check mode and for real (one SSH session instead of 60 ad-hoc runs).
     tasks = [{"name": f"case {index}", MODULE: args, "ignore_errors": True}
              for index, (args, _fragment) in enumerate(cases)]

@@ -54,6 +54,8 @@ def argument_spec() -> dict[str, Any]:
         ), required_if=[("via", "ssh", ("host",))]),
         receive_timeout=dict(type="int"),
         rename=dict(type="dict", default={}),
+        allow_bind_mounts=dict(type="list", elements="str", default=[]),
+        allow_network_modes=dict(type="list", elements="str", default=[], choices=["host", "container"]),
         fallback=dict(type="str", default="fail", choices=["cold_start", "leave_stopped", "fail"]),
         **docker_host_argument_spec(),
     )

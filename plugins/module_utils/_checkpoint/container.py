@@ -18,7 +18,9 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._containerd impor
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPI, DockerAPIError
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.container_create import (
     CreateError,
+    HostAccess,
     create,
+    host_access_problems,
     missing_prerequisites,
 )
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host import processes as procs
@@ -53,9 +55,22 @@ def inspect(ctx: HostContext, ref: str) -> Inspect:
     return found
 
 
-def create_from(ctx: HostContext, ref: str, config: Mapping[str, Any], origin: str) -> Inspect:
+def refuse_host_access(ref: str, config: Mapping[str, Any], origin: str, allowed: HostAccess | None) -> None:
+    """Raise OpError naming every setting of the manifest (from `origin`) that reaches into the host beyond
+    `allowed`, before container `ref` is created from it."""
+    refused = host_access_problems(config, allowed or HostAccess())
+    if refused:
+        raise OpError(f"container {ref} is not created from {origin}: its manifest asks for "
+                      + "; ".join(refused) + ". Nothing was created.")
+
+
+def create_from(ctx: HostContext, ref: str, config: Mapping[str, Any], origin: str,
+                allowed: HostAccess | None = None) -> Inspect:
     """Create the container `ref` from a manifest's container configuration (from `origin`, in words) and return its
-    inspect; in check mode, only check that it could be created, and return a stand-in inspect."""
+    inspect; in check mode, only check that it could be created, and return a stand-in inspect. The manifest is not
+    trusted: settings that reach into the host beyond `allowed` (bind mounts, the host's or another container's
+    network) are refused, each named."""
+    refuse_host_access(ref, config, origin, allowed)
     if ctx.check_mode:
         problems = missing_prerequisites(ctx.api, config, os.path.exists)
         if problems:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import archive as archive_format
@@ -35,6 +35,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.files
 )
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.integrity import images
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.manifest import ManifestError
+from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.container_create import HostAccess
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host import private_files
 
 
@@ -46,6 +47,7 @@ class ImportOptions:
     archive: archive_format.ArchiveOptions
     force: bool = False  # replace a different checkpoint of the same name
     create: bool = False  # create a missing container from the archive's manifest
+    allowed: HostAccess = field(default_factory=HostAccess)  # what of the host that container may reach
 
 
 def _tarball(ctx: HostContext, archive: str, secret: bytes | None) -> archive_format.Tarball:
@@ -66,7 +68,7 @@ def inspect_or_create(ctx: HostContext, ref: str, opts: ImportOptions) -> tuple[
             config = archive_format.read_manifest(tar_path)["container"]
     except (ArchiveError, ManifestError) as exc:
         raise OpError(f"{archive}: {exc}") from exc
-    return container.create_from(ctx, ref, config, archive), True
+    return container.create_from(ctx, ref, config, archive, opts.allowed), True
 
 
 def imported(ctx: HostContext, ref: str, opts: ImportOptions) -> Result:

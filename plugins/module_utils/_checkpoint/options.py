@@ -29,6 +29,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.names
     validate_container_ref,
 )
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.retention import Retention, parse_age
+from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.container_create import HostAccess
 
 MUTUALLY_EXCLUSIVE = [("container", "containers"), ("archive_path", "archive_dir"),
                       ("encryption_key", "encryption_key_file")]
@@ -167,7 +168,17 @@ def stream_option_errors(params: Mapping[str, Any]) -> list[str]:
                 or params.get("encryption_key_file"):
             errors.append("receive_timeout cannot be combined with archive_path, manifest_path or an encryption key: "
                           "the checkpoint comes as a stream (SSH encrypts it)")
-    return errors + rename_errors(params)
+    return errors + rename_errors(params) + allow_errors(params)
+
+
+def allow_errors(params: Mapping[str, Any]) -> list[str]:
+    """Problems with allow_bind_mounts (absolute paths) and allow_network_modes (used with create)."""
+    errors = [f"allow_bind_mounts: {path!r} is not an absolute path" for path in params.get("allow_bind_mounts") or []
+              if not str(path).startswith("/")]
+    if (params.get("allow_bind_mounts") or params.get("allow_network_modes")) and not params.get("create"):
+        errors.append("allow_bind_mounts and allow_network_modes are used only with create=true: they say what of "
+                      "this host a container created from an archive's or a stream's manifest may reach")
+    return errors
 
 
 def rename_errors(params: Mapping[str, Any]) -> list[str]:
@@ -187,6 +198,7 @@ def operation(params: Mapping[str, Any], name: str, secret: bytes | None) -> Ope
     """The operation the module's state asks for, with the options it reads (`name`: the checkpoint's name, from the
     host manifest for a restore that reads one; `secret`: the encryption key as bytes)."""
     state = params["state"]
+    allowed = HostAccess(tuple(params.get("allow_bind_mounts") or ()), tuple(params.get("allow_network_modes") or ()))
     retention = Retention(params["keep_last"], parse_age(params["max_age"]) if params["max_age"] else None)
     archive = None
     if (params["archive_path"] or params["archive_dir"]) and params["receive_timeout"] is None:
@@ -205,13 +217,15 @@ def operation(params: Mapping[str, Any], name: str, secret: bytes | None) -> Ope
             raise ValueError(f"state={state} needs archive_path or archive_dir")
         if state == "exported":
             return functools.partial(export.exported, name=name, where=archive, force=params["force"])
-        importing = import_.ImportOptions(name, archive, force=params["force"], create=params["create"])
+        importing = import_.ImportOptions(name, archive, force=params["force"], create=params["create"],
+                                          allowed=allowed)
         return functools.partial(import_.imported, opts=importing)
     receiving = None
     if params["receive_timeout"] is not None:
         receiving = receive.ReceiveOptions(name, params["archive_dir"], params["receive_timeout"],
                                            force=params["force"], create=params["create"],
-                                           rename=dict(params.get("rename") or {}))
+                                           rename=dict(params.get("rename") or {}), allowed=allowed)
     return functools.partial(restore.restored, opts=restore.RestoreOptions(
         name, force=params["force"], method=params["method"], timeout=params["timeout"], verify=params["verify"],
-        target=params["target"], archive=archive, create=params["create"], receive=receiving, retention=retention))
+        target=params["target"], archive=archive, create=params["create"], receive=receiving, retention=retention,
+        allowed=allowed))

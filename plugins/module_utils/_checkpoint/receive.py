@@ -35,6 +35,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.prefl
     check_free_space,
 )
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPIError
+from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.container_create import HostAccess
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host import private_files
 
 MARGIN = 64 * 1024 * 1024  # free space kept beyond the received checkpoint
@@ -51,6 +52,7 @@ class ReceiveOptions:
     force: bool = False  # restore into a running container (stopping it), replace a different checkpoint
     create: bool = False  # create a missing container from the stream's manifest
     rename: dict[str, str] = field(default_factory=dict)  # a stream's container (sender's name) -> its name here
+    allowed: HostAccess = field(default_factory=HostAccess)  # what of the host a container created here may reach
 
     def here(self, ref: str) -> str:
         """The name here of the container whose stream is `ref`'s."""
@@ -71,7 +73,7 @@ class Received(TypedDict):
 
 
 def inspect_or_create(ctx: HostContext, ref: str, config: dict[str, Any], origin: str,
-                      create: bool) -> tuple[Inspect, bool]:
+                      create: bool, allowed: HostAccess | None = None) -> tuple[Inspect, bool]:
     """The container's inspect, and whether it was created from the stream's manifest (it did not exist and
     create=true)."""
     try:
@@ -79,7 +81,7 @@ def inspect_or_create(ctx: HostContext, ref: str, config: dict[str, Any], origin
     except OpError:
         if not create:
             raise
-    return container.create_from(ctx, ref, config, origin), True
+    return container.create_from(ctx, ref, config, origin, allowed), True
 
 
 def _refuse_existing(ctx: HostContext, ref: str, create: bool) -> None:
@@ -212,8 +214,10 @@ def receive(ctx: HostContext, ref: str, opts: ReceiveOptions) -> Received:
             return str(place["tmp"])
         if manifest.get("disk"):
             _refuse_existing(ctx, here, opts.create)
+            container.refuse_host_access(here, manifest["container"], f"the stream at {fifo_path}", opts.allowed)
             disk_apply.make_volumes(ctx, manifest["disk"].get("volumes") or {}, place.setdefault("volumes_made", []))
-        found, created = inspect_or_create(ctx, here, manifest["container"], f"the stream at {fifo_path}", opts.create)
+        found, created = inspect_or_create(ctx, here, manifest["container"], f"the stream at {fifo_path}", opts.create,
+                                           opts.allowed)
         place["created"] = created
         place["inspect"] = found
         _refuse_running(ctx, found, (found.get("Name") or here).lstrip("/"), opts.force)

@@ -45,6 +45,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.integ
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.retention import Retention, prune
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu.log import explain
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPIError
+from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.container_create import HostAccess
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host import orphan_shims as shims
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host import processes as procs
 
@@ -63,9 +64,10 @@ class RestoreOptions:
     create: bool = False  # create a missing container from the archive's manifest
     receive: receive.ReceiveOptions | None = None
     retention: Retention = field(default_factory=Retention)
+    allowed: HostAccess = field(default_factory=HostAccess)  # what of the host a container created here may reach
 
     def import_options(self, archive: ArchiveOptions) -> import_.ImportOptions:
-        return import_.ImportOptions(self.name, archive, force=self.force, create=self.create)
+        return import_.ImportOptions(self.name, archive, force=self.force, create=self.create, allowed=self.allowed)
 
 
 def restored(ctx: HostContext, ref: str, opts: RestoreOptions) -> Result:

@@ -10,6 +10,8 @@ restart policy `no` (the restore puts the recorded one back once the container r
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -93,6 +95,35 @@ def create_body(config: ContainerConfig, image_ref: str | None = None) -> JSONDi
                                if not str(config.get("id") or "").startswith(alias)]}
             for name, value in sorted(networks.items())}}
     return body
+
+
+@dataclass(frozen=True)
+class HostAccess:
+    """What a container created from a manifest (an archive's, a stream's: input that is not trusted) may reach of
+    the host: bind mounts of these sources (or below them), these network modes (host, container). Nothing else."""
+
+    bind_mounts: tuple[str, ...] = ()
+    network_modes: tuple[str, ...] = ()
+
+
+def host_access_problems(config: ContainerConfig, allowed: HostAccess) -> list[str]:
+    """The manifest's settings that reach into the host beyond `allowed`, as refusals naming the setting and the
+    option that would allow it."""
+    problems = []
+    granted = [os.path.normpath(path) for path in allowed.bind_mounts if os.path.isabs(path)]
+    for mount in config.get("mounts") or []:
+        if (mount or {}).get("type") != "bind":
+            continue
+        source = str(mount.get("source") or "")
+        normal = os.path.normpath(source) if os.path.isabs(source) else ""
+        if not normal or not any(normal == path or normal.startswith(path.rstrip("/") + "/") for path in granted):
+            problems.append(f"a bind mount of the host's {source or '(no source)'} at {mount.get('destination')} "
+                            "(allow it with allow_bind_mounts)")
+    mode = str(config.get("network_mode") or "default")
+    kind = "container" if mode.startswith("container:") else mode
+    if kind in ("host", "container") and kind not in allowed.network_modes:
+        problems.append(f"network mode {mode} (allow it with allow_network_modes: [{kind}])")
+    return problems
 
 
 def missing_prerequisites(api: DockerAPI, config: ContainerConfig, path_exists: PathExists) -> list[str]:

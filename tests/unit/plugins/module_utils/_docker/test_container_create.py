@@ -9,8 +9,10 @@ import pytest
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.manifest import container_config
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.container_create import (
     CreateError,
+    HostAccess,
     create,
     create_body,
+    host_access_problems,
     missing_prerequisites,
 )
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPIError
@@ -126,3 +128,29 @@ def test_create_changes_nothing_when_something_is_missing():
     with pytest.raises(CreateError, match="not on this host"):
         create(api, "web", config(), lambda path: True)
     assert api.posts == []
+
+
+def test_a_manifest_cannot_reach_into_the_host_unless_allowed():
+    """An archive's manifest that binds / and the Docker socket, in the host's network: each setting is named."""
+    hostile = dict(config(), network_mode="host", mounts=[
+        {"type": "bind", "source": "/", "destination": "/host", "rw": True},
+        {"type": "bind", "source": "/var/run/docker.sock", "destination": "/var/run/docker.sock", "rw": True},
+        {"type": "bind", "source": "/srv/billing/../../etc", "destination": "/etc2", "rw": True},
+        {"type": "volume", "name": "data", "destination": "/data", "rw": True}])
+    assert host_access_problems(hostile, HostAccess()) == [
+        "a bind mount of the host's / at /host (allow it with allow_bind_mounts)",
+        "a bind mount of the host's /var/run/docker.sock at /var/run/docker.sock (allow it with allow_bind_mounts)",
+        "a bind mount of the host's /srv/billing/../../etc at /etc2 (allow it with allow_bind_mounts)",
+        "network mode host (allow it with allow_network_modes: [host])"]
+    allowed = HostAccess(bind_mounts=("/", "/var/run/docker.sock", "/srv/billing"), network_modes=("host",))
+    assert host_access_problems(hostile, allowed) == []
+    # A prefix allows what is below it, not a sibling that shares its start; ../ is resolved first.
+    below = HostAccess(bind_mounts=("/srv/billing",))
+    assert host_access_problems(dict(config(), mounts=[
+        {"type": "bind", "source": "/srv/billing/data", "destination": "/d"}]), below) == []
+    assert len(host_access_problems(dict(config(), mounts=[
+        {"type": "bind", "source": "/srv/billing-other", "destination": "/d"},
+        {"type": "bind", "source": "/srv/billing/../../etc", "destination": "/e"}]), below)) == 2
+    assert host_access_problems(dict(config(), network_mode="container:db", mounts=[]), HostAccess()) == [
+        "network mode container:db (allow it with allow_network_modes: [container])"]
+    assert host_access_problems(dict(config(), network_mode="appnet", mounts=[]), HostAccess()) == []
