@@ -539,6 +539,10 @@ BAD_INPUTS = [
     (dict(container="sleeper", name="cp", state="absent", leave_running=True), "only with state=present"),
     (dict(container="victim", name="cp", docker_host="ssh://elsewhere"), "not supported"),
     (dict(container="victim", name="cp", state="exported", archive_path="/root/bad"), "is a directory"),
+    # Issue 20, finding 10: one unknown name refuses the whole call (victim used to be checkpointed and stopped first);
+    # a filter value of the wrong type is refused (it used to select nothing, silently).
+    (dict(containers=["victim", "ghost"], name="cp"), "container 'ghost' not found on this host"),
+    (dict(all_running=True, filters={"label": 5}, name="cp"), "filters.label: 5 is not a string"),
 ]
 
 BAD_ARCHIVES = {

@@ -111,6 +111,7 @@ def check_options(params: Mapping[str, Any]) -> list[str]:
                       "containers to import into with container or containers")
     if (params["filters"] or params["exclude"]) and not params["all_running"]:
         errors.append("filters and exclude are used only with all_running=true")
+    errors += filter_errors(params["filters"] or {})
     if params["parallel"] is not None and params["parallel"] < 1:
         errors.append(f"parallel must be 1 or more, not {params['parallel']}")
     if params["lock_timeout"] < 0:
@@ -169,6 +170,22 @@ def stream_option_errors(params: Mapping[str, Any]) -> list[str]:
             errors.append("receive_timeout cannot be combined with archive_path, manifest_path or an encryption key: "
                           "the checkpoint comes as a stream (SSH encrypts it)")
     return errors + rename_errors(params) + allow_errors(params)
+
+
+def filter_errors(filters: Mapping[str, Any]) -> list[str]:
+    """Filter values Docker would not match as meant: each must be a string or a list of strings (a number only for
+    `exited`, an exit code). `label: 5` used to select nothing, silently."""
+    errors = []
+    for key, value in filters.items():
+        values = value if isinstance(value, list) else [value]
+        for item in values:
+            if isinstance(item, str) and item:
+                continue
+            if key == "exited" and isinstance(item, int) and not isinstance(item, bool):
+                continue
+            errors.append(f"filters.{key}: {item!r} is not a string (give it as a string, for example "
+                          f"{key}: \"{item}\", or a list of strings)")
+    return errors
 
 
 def allow_errors(params: Mapping[str, Any]) -> list[str]:

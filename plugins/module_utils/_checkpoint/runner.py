@@ -135,6 +135,22 @@ def _run(module: Module, diff: bool) -> tuple[Answer, bool]:
     return answer, failed
 
 
+def _refuse_unknown(api: DockerAPI, refs: list[str], name: str) -> None:
+    """Every container named must exist before any is touched: one unknown name refuses the whole call."""
+    unknown = []
+    for ref in refs:
+        try:
+            api.get(f"/containers/{ref}/json")
+        except DockerAPIError as exc:
+            if exc.status != 404:
+                raise
+            unknown.append(ref)
+    if unknown:
+        raise _refuse(f"container{'s' if len(unknown) > 1 else ''} {', '.join(repr(ref) for ref in unknown)} not found "
+                      "on this host: check the name (`docker ps -a` lists the containers); nothing was touched",
+                      checkpoint=name, results=[])
+
+
 def _user_directories(params: dict[str, Any]) -> list[tuple[str, str]]:
     """The directories named by the user that root-only files go into as they are (not made 0700 when they exist):
     a host manifest's, and the one a received stream's FIFO waits in."""
@@ -217,6 +233,8 @@ def _prepare(module: Module, name: str, manifest: dict[str, Any] | None) -> tupl
             refs = host_manifest.pending(manifest)
         else:
             refs = unique_by_id(api, select_containers(api, dict(params, name=name), root_dir))
+            if not params["create"]:
+                _refuse_unknown(api, refs, name)
     except (PreflightError, DockerAPIError) as exc:
         raise _refuse(str(exc), checkpoint=name, results=[]) from exc
     ctr = module.get_bin_path("ctr")

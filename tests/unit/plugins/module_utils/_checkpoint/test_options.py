@@ -146,3 +146,16 @@ def test_a_received_container_may_be_renamed():
 def test_a_rename_that_cannot_work_is_refused(overrides, expected):
     errors = check_options(params(**dict(RECEIVE, **overrides)))
     assert any(expected in error for error in errors), errors
+
+
+@pytest.mark.parametrize("filters, expected", [
+    ({"label": 5}, ["filters.label: 5 is not a string (give it as a string, for example label: \"5\", or a list of "
+                    "strings)"]),
+    ({"label": ["app=web", None]}, ["filters.label: None is not a string (give it as a string, for example "
+                                    "label: \"None\", or a list of strings)"]),
+    ({"status": True}, ["filters.status: True is not a string (give it as a string, for example status: \"True\", "
+                        "or a list of strings)"]),
+    ({"label": ["app=web", "tier"], "exited": 0, "name": "web"}, []),
+])
+def test_filter_values_must_be_strings(filters, expected):
+    assert options.filter_errors(filters) == expected
