@@ -543,6 +543,8 @@ BAD_INPUTS = [
     # a filter value of the wrong type is refused (it used to select nothing, silently).
     (dict(containers=["victim", "ghost"], name="cp"), "container 'ghost' not found on this host"),
     (dict(all_running=True, filters={"label": 5}, name="cp"), "filters.label: 5 is not a string"),
+    # ... and restoring a running container from a checkpoint it does not have is an error, not ok.
+    (dict(container="victim", name="missing", state="restored"), "checkpoint 'missing' not found for container victim"),
 ]
 
 BAD_ARCHIVES = {
