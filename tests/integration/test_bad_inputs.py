@@ -24,7 +24,7 @@ def snapshot(host):
                     "2>/dev/null | sort; md5sum /etc/docker/daemon.json /etc/criu/runc.conf 2>/dev/null; "
                     "systemctl show -p MainPID --value docker.service; "
                     "cat /proc/sys/kernel/random/boot_id; systemctl show -p UserspaceTimestamp --value; "
-                    "stat -c '%n %a' /tmp /tmp/loose-dir 2>/dev/null").stdout
+                    "stat -c '%n %a' /tmp /tmp/loose-dir 2>/dev/null; true").stdout
 
 
 @pytest.fixture(scope="module")
