@@ -146,7 +146,7 @@ def _restore(ctx: HostContext, source: Inspect, target: Inspect, opts: RestoreOp
     result["was_running"] = running
     archive = opts.archive
     if running and not opts.force:
-        if not archive and not received and not os.path.isdir(src_path):
+        if tid == source["Id"] and not archive and not received and not os.path.isdir(src_path):
             # A checkpoint that does not exist is an error, running container or not (it used to read as ok).
             raise checkpoint_not_found(opts.name, result["source"], store.checkpoint_names(ctx.root_dir, source["Id"]))
         _already_running(path, state, same=tid == source["Id"] and not archive, result=result)
