@@ -194,7 +194,9 @@ def decrypt_file(source_path: str, destination_path: str, secret: bytes) -> None
         if len(header) != _HEADER.size:
             raise CryptoError(f"{source_path}: {_NOT_OURS}")
         magic, kdf, log2n, r, p, salt, prefix, chunk_size = _HEADER.unpack(header)
-        if (magic != MAGIC or kdf != KDF_SCRYPT or not 10 <= log2n <= 20 or not 1 <= r <= 16 or not 1 <= p <= 4
+        # The header is not authenticated until the first chunk is: only the scrypt cost this module writes is
+        # accepted (a crafted one could ask for up to 2 GiB of memory and seconds of work before any tag is checked).
+        if (magic != MAGIC or kdf != KDF_SCRYPT or (log2n, r, p) != (SCRYPT_LOG2N, SCRYPT_R, SCRYPT_P)
                 or not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE):
             raise CryptoError(f"{source_path}: {_NOT_OURS}")
         aead = _aesgcm()(_derive_key(secret, salt, log2n, r, p))

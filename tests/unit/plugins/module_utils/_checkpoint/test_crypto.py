@@ -8,6 +8,7 @@ import hashlib
 import os
 import stat
 import struct
+import time
 import sys
 
 import pytest
@@ -152,7 +153,6 @@ def flip(path, offset):
 
 
 @pytest.mark.parametrize("offset", [
-    9,  # scrypt log2N in the header: still in range, authenticated as associated data
     12,  # salt
     28,  # nonce prefix
     37,  # chunk size (4096 -> 4352, still in range)
@@ -222,6 +222,19 @@ def test_bad_header_values(tmp_path, offset, value):
     data[offset:offset + len(value)] = value
     enc.write_bytes(bytes(data))
     assert_refused(tmp_path, enc, match="not a fleet.checkpoint encrypted archive or an unsupported version")
+
+
+@pytest.mark.parametrize("log2n,r,p", [(20, 16, 4), (14, 8, 1), (10, 9, 1), (10, 8, 2)])
+def test_a_scrypt_cost_other_than_ours_is_refused_before_any_work(tmp_path, log2n, r, p):
+    """The header is authenticated only with the first chunk: its scrypt cost (up to about 2 GiB of memory and seconds
+    of work with log2N=20, r=16, p=4) used to be taken from it as it was, before any tag was checked."""
+    enc = encrypted(tmp_path, b"data")
+    data = bytearray(enc.read_bytes())
+    data[9:12] = bytes([log2n, r, p])
+    enc.write_bytes(bytes(data))
+    started = time.monotonic()
+    assert_refused(tmp_path, enc, match="not a fleet.checkpoint encrypted archive or an unsupported version")
+    assert time.monotonic() - started < 1
 
 
 def test_plain_file_and_short_file_refused(tmp_path):
