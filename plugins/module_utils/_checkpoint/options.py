@@ -78,6 +78,10 @@ def check_options(params: Mapping[str, Any]) -> list[str]:
         errors.append("target is used only with state=restored and a single container")
     if params["archive_path"] and not single:
         errors.append("archive_path is for one container; use archive_dir for several")
+    for key in ("archive_path", "archive_dir", "manifest_path"):
+        if params[key] and not os.path.isabs(params[key]):
+            errors.append(f"{key} must be an absolute path on the managed host, not {params[key]!r} (a relative one "
+                          "would depend on the directory the module happens to run in)")
     if state in ("exported", "imported") and not (params["archive_path"] or params["archive_dir"]):
         errors.append(f"state={state} needs archive_path (one container) or archive_dir")
     if (params["archive_path"] or params["archive_dir"]) and state not in ("exported", "imported", "restored"):

@@ -60,6 +60,7 @@ class Module(Protocol):
 
     params: dict[str, Any]
     check_mode: bool
+    no_log_values: set[str]
 
     def warn(self, warning: str) -> None:
         """Add a warning to the module's answer."""
@@ -99,6 +100,9 @@ def _run(module: Module, diff: bool) -> tuple[Answer, bool]:
     if errors:
         raise _refuse("; ".join(errors), checkpoint=name, results=[])
     secret = _secret(params)
+    if secret is not None and params["encryption_key_file"]:
+        # The file's contents are as secret as encryption_key (no_log): never shown, whatever a message quotes.
+        module.no_log_values.add(secret.decode("utf-8", "replace"))
     for option, directory in _user_directories(params):
         problem = private_files.loose(directory)
         if problem:

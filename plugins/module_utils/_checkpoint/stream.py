@@ -120,9 +120,12 @@ def ssh_argv(send_to: Mapping[str, Any], remote_path: str, ready_within: float =
     """The ssh command line that feeds the relay on the target (`send_to` is the module's option); the relay waits up
     to `ready_within` seconds for the receiver's FIFO."""
     argv = ["ssh", "-x", "-a", "-o", "ClearAllForwardings=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
-            "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4", "-p", str(send_to.get("port") or 22)]
+            "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4", "-p", str(send_to.get("port") or 22),
+            # Whatever ssh_config says (StrictHostKeyChecking=no or accept-new): the target must present a key
+            # already known, from known_hosts_file or root's known_hosts.
+            "-o", "StrictHostKeyChecking=yes"]
     if send_to.get("known_hosts_file"):
-        argv += ["-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={send_to['known_hosts_file']}"]
+        argv += ["-o", f"UserKnownHostsFile={send_to['known_hosts_file']}"]
     if send_to.get("identity_file"):
         argv += ["-i", send_to["identity_file"]]
     python = send_to.get("python") or "python3"

@@ -159,3 +159,11 @@ def test_a_rename_that_cannot_work_is_refused(overrides, expected):
 ])
 def test_filter_values_must_be_strings(filters, expected):
     assert options.filter_errors(filters) == expected
+
+
+@pytest.mark.parametrize("key, value", [("archive_path", "x.tar.zst"), ("archive_dir", "archives"),
+                                        ("manifest_path", "run.json")])
+def test_paths_must_be_absolute(key, value):
+    overrides = {"state": "exported", key: value} if key != "manifest_path" else {key: value}
+    errors = check_options(params(**overrides))
+    assert any(f"{key} must be an absolute path on the managed host, not {value!r}" in error for error in errors), errors

@@ -168,6 +168,14 @@ def test_ssh_argv_runs_the_relay_with_the_path_quoted():
     assert shlex.split(argv[-1]) == ["python3", "-c", stream.RELAY, "/d/a b-c.stream", str(stream.RELAY_WAIT)]
 
 
+def test_ssh_argv_checks_the_host_key_without_a_known_hosts_file_too():
+    """Issue 20, finding 9: without known_hosts_file, ssh_config decided (StrictHostKeyChecking=no or accept-new there
+    let any target in). The target must present a key root's known_hosts already has."""
+    argv = stream.ssh_argv({"host": "web-2", "user": "root", "port": 22, "directory": "/d"}, "/d/x.stream")
+    assert argv[argv.index("StrictHostKeyChecking=yes") - 1] == "-o"
+    assert not [word for word in argv if word.startswith("UserKnownHostsFile")]
+
+
 def test_the_relay_refuses_when_nobody_receives(tmp_path):
     fifo = tmp_path / "x.stream"
     missing = subprocess.run(relay(str(fifo)), input=b"data", capture_output=True, check=False)
