@@ -35,6 +35,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.crypt
 )
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import Run
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.manifest import Manifest, from_bytes
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host import scratch as scratch_dir
 
 EXTENSIONS = {"zstd": ".tar.zst", "gzip": ".tar.gz", "none": ".tar"}
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -57,24 +58,51 @@ def _private_tmpdir(near: str) -> str:
     return tempfile.mkdtemp(prefix=".fleet-checkpoint-", dir=parent)
 
 
+def archive_context(container: str, checkpoint: str) -> bytes:
+    """What an encrypted archive is for, bound into its authenticated header: its container and checkpoint."""
+    return json.dumps({"checkpoint": checkpoint, "container": container}, sort_keys=True).encode("utf-8")
+
+
 class Tarball:
     """A readable tar for an archive path: an encrypted archive is authenticated and decrypted, a zstd one
-    decompressed, into a private temporary directory first (nothing unauthenticated is ever read as a tar)."""
+    decompressed, into a private directory under `scratch` (the host's local root-only scratch: never beside the
+    archive) first; nothing unauthenticated is ever read as a tar. With `bound_to` (container, checkpoint), an
+    encrypted archive made for another container or checkpoint, or one that names none (0.1.0's), is refused unless
+    `force`."""
 
     def __init__(self, path: str, run: Run, zstd_path: str | None, scratch: str | None = None,
-                 secret: bytes | None = None) -> None:
+                 secret: bytes | None = None, bound_to: tuple[str, str] | None = None, force: bool = False) -> None:
         self.path = path
         self.run = run
         self.zstd = zstd_path
         self.scratch = scratch
         self.secret = secret
+        self.bound_to = bound_to
+        self.force = force
         self._tmp: str | None = None
 
     def _private(self) -> str:
         if not self._tmp:
-            self._tmp = tempfile.mkdtemp(prefix=".fleet-checkpoint-", dir=self.scratch)
-            os.chmod(self._tmp, 0o700)
+            self._tmp = scratch_dir.new_dir(self.scratch) if self.scratch else tempfile.mkdtemp(prefix="fleet-")
         return self._tmp
+
+    def _check_binding(self, context: bytes | None) -> None:
+        if self.bound_to is None or self.force:
+            return
+        container, checkpoint = self.bound_to
+        if context is None:
+            raise ArchiveError(f"{self.path} was encrypted by fleet.checkpoint 0.1.0, which did not bind an archive to "
+                               "its container and checkpoint: they cannot be checked. Export it again, or use "
+                               "force=true to import it anyway")
+        try:
+            bound = json.loads(context.decode("utf-8"))
+        except ValueError:
+            bound = {}
+        if (bound.get("container"), bound.get("checkpoint")) != (container, checkpoint):
+            raise ArchiveError(f"{self.path} was exported for container {bound.get('container')!r}, checkpoint "
+                               f"{bound.get('checkpoint')!r}, not for {container!r}, {checkpoint!r}: an archive copied "
+                               "or renamed to another container's or checkpoint's name is refused. Use force=true to "
+                               "import it anyway")
 
     def __enter__(self) -> str:
         try:
@@ -93,9 +121,10 @@ class Tarball:
             try:
                 require_cryptography()
                 source = os.path.join(self._private(), "archive.decrypted")
-                decrypt_file(self.path, source, self.secret)
+                context = decrypt_file(self.path, source, self.secret)
             except CryptoError as exc:
                 raise ArchiveError(str(exc)) from exc
+            self._check_binding(context)
         elif self.secret is not None:
             raise ArchiveError(f"{self.path} is not encrypted, but an encryption key was given: refusing an "
                                "unprotected archive where an encrypted one is expected (leave the key out to import it)")
@@ -113,7 +142,7 @@ class Tarball:
 
     def __exit__(self, *exc: object) -> Literal[False]:
         if self._tmp:
-            shutil.rmtree(self._tmp, ignore_errors=True)
+            scratch_dir.remove(self._tmp, self.scratch)
             self._tmp = None
         return False
 
@@ -204,9 +233,12 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def write_archive(source_dir: str, manifest: Manifest, destination: str, compression: str, run: Run,
-                  zstd_path: str | None, secret: bytes | None = None) -> str:
+                  zstd_path: str | None, secret: bytes | None = None, context: bytes = b"",
+                  scratch: str | None = None) -> str:
     """Write the archive atomically (0600, its directory created 0700), encrypted when a secret is given (see
-    crypto); return the archive's sha256."""
+    crypto; `context` goes into its authenticated header); return the archive's sha256. An encrypted archive's plain
+    tar is made under `scratch` (the host's local root-only scratch), never beside the destination: only ciphertext
+    lands there."""
     if compression == "zstd" and not zstd_path:
         raise ArchiveError("compression=zstd needs the zstd command on the managed host: install the zstd package, "
                            "or use compression=gzip or none")
@@ -214,9 +246,12 @@ def write_archive(source_dir: str, manifest: Manifest, destination: str, compres
     if not os.path.isdir(parent):
         os.makedirs(parent, mode=0o700)
     tmpdir = _private_tmpdir(destination)
+    plain = tmpdir
+    if secret is not None:
+        plain = scratch_dir.new_dir(scratch) if scratch else tempfile.mkdtemp(prefix="fleet-")
     try:
         os.chmod(tmpdir, 0o700)
-        tar_path = os.path.join(tmpdir, "archive.tar")
+        tar_path = os.path.join(plain, "archive.tar")
         fd = os.open(tar_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as raw:
             if compression == "gzip":
@@ -232,18 +267,19 @@ def write_archive(source_dir: str, manifest: Manifest, destination: str, compres
                         tar.addfile(info, handle)
         final = tar_path
         if compression == "zstd" and zstd_path:  # (zstd without zstd_path is refused above)
-            final = os.path.join(tmpdir, "archive.tar.zst")
+            final = os.path.join(plain, "archive.tar.zst")
             rc, out, err = run([zstd_path, "-q", "-T0", "-f", "-o", final, tar_path])
             if rc != 0:
                 raise ArchiveError(f"zstd failed: {(err or out).strip()}")
         if secret is not None:
+            encrypted = os.path.join(tmpdir, os.path.basename(final) + ENCRYPTED_SUFFIX)
             try:
                 require_cryptography()
-                encrypt_file(final, final + ENCRYPTED_SUFFIX, secret)
+                encrypt_file(final, encrypted, secret, context=context)
             except CryptoError as exc:
                 raise ArchiveError(str(exc)) from exc
             os.remove(final)
-            final += ENCRYPTED_SUFFIX
+            final = encrypted
         os.chmod(final, 0o600)
         digest = hashlib.sha256()
         with open(final, "rb") as handle:
@@ -253,6 +289,8 @@ def write_archive(source_dir: str, manifest: Manifest, destination: str, compres
         return digest.hexdigest()
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
+        if plain != tmpdir:
+            scratch_dir.remove(plain, scratch)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ class HostContext:
     criu_log: str | None = None  # CRIU's log file from /etc/criu/runc.conf
     zstd: str | None = None  # the zstd command
     host_time_ns: str | None = None  # this host's time namespace (a restored container has its own)
+    scratch: str | None = None  # local root-only scratch for plaintext (_host/scratch.py); None: the system's temp
 
 
 def new_result(inspect: Inspect, checkpoint: str, created: bool = False) -> Result:

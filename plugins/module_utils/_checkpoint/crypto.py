@@ -6,8 +6,11 @@
 
 Format: a 39-byte header, then the chunks (STREAM construction of Hoang, Reyhanitabar, Rogaway and Vizar, AES-256-GCM).
 
-- header: magic ``FLEETCK\\x01`` (8 bytes), kdf id (1 byte, 1 = scrypt), scrypt log2(N), r and p (1 byte each),
-  salt (16 random bytes), nonce prefix (7 random bytes), chunk size (4 bytes big-endian, 1 MiB by default).
+- header: magic ``FLEETCK\\x02`` (8 bytes), kdf id (1 byte, 1 = scrypt), scrypt log2(N), r and p (1 byte each),
+  salt (16 random bytes), nonce prefix (7 random bytes), chunk size (4 bytes big-endian, 1 MiB by default), then the
+  length of the context (2 bytes big-endian, at most 1024) and the context: what the archive is for (docker_checkpoint
+  writes its container's and checkpoint's names as JSON), authenticated with everything else. Version 1
+  (``FLEETCK\\x01``, written by 0.1.0) has no context; it is still read, and says so (decrypt_file returns None).
 - key: ``hashlib.scrypt(secret, salt, n=2**log2N, r, p, dklen=32)``.
 - chunk i: ``AESGCM(key).encrypt(prefix + i (4 bytes big-endian) + last flag (1 byte), plaintext, header)``, stored
   as is (plaintext then the 16-byte tag). Every chunk but the last holds exactly chunk size plaintext bytes; the last
@@ -31,7 +34,9 @@ from typing import TYPE_CHECKING, BinaryIO
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-MAGIC = b"FLEETCK\x01"
+MAGIC_V1 = b"FLEETCK\x01"
+MAGIC = b"FLEETCK\x02"
+MAX_CONTEXT = 1024
 KDF_SCRYPT = 1
 SCRYPT_LOG2N = 15
 SCRYPT_R = 8
@@ -42,6 +47,7 @@ MAX_CHUNK_SIZE = 16 << 20
 MIN_SECRET_LENGTH = 16
 TAG_SIZE = 16
 _HEADER = struct.Struct(">8sBBBB16s7sI")
+_CONTEXT_LENGTH = struct.Struct(">H")
 _MAX_CHUNKS = 1 << 32
 _NOT_OURS = "not a fleet.checkpoint encrypted archive or an unsupported version"
 _BAD_ARCHIVE = ("the archive could not be decrypted: wrong encryption key, or the archive was altered or truncated; "
@@ -116,7 +122,7 @@ def normalize_secret(key: str | None = None, key_file: str | None = None) -> byt
 
 def is_encrypted(path: str) -> bool:
     with open(path, "rb") as handle:
-        return handle.read(len(MAGIC)) == MAGIC
+        return handle.read(len(MAGIC)) in (MAGIC, MAGIC_V1)
 
 
 def _derive_key(secret: bytes, salt: bytes, log2n: int, r: int, p: int) -> bytes:
@@ -175,11 +181,16 @@ def _errors(action: str, source_path: str, destination_path: str) -> Iterator[No
         raise
 
 
-def encrypt_file(source_path: str, destination_path: str, secret: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+def encrypt_file(source_path: str, destination_path: str, secret: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                 context: bytes = b"") -> None:
+    """Encrypt source into a new file; `context` (what the archive is for) is stored in the header, authenticated."""
     if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
         raise CryptoError(f"chunk size {chunk_size} is out of range: use {MIN_CHUNK_SIZE} to {MAX_CHUNK_SIZE} bytes")
+    if len(context) > MAX_CONTEXT:
+        raise CryptoError(f"the archive's context is {len(context)} bytes: at most {MAX_CONTEXT}")
     salt, prefix = os.urandom(16), os.urandom(7)
-    header = _HEADER.pack(MAGIC, KDF_SCRYPT, SCRYPT_LOG2N, SCRYPT_R, SCRYPT_P, salt, prefix, chunk_size)
+    header = (_HEADER.pack(MAGIC, KDF_SCRYPT, SCRYPT_LOG2N, SCRYPT_R, SCRYPT_P, salt, prefix, chunk_size)
+              + _CONTEXT_LENGTH.pack(len(context)) + context)
     aead = _aesgcm()(_derive_key(secret, salt, SCRYPT_LOG2N, SCRYPT_R, SCRYPT_P))
     with _errors("encrypt", source_path, destination_path), open(source_path, "rb") as source:
         with _output(destination_path) as out:
@@ -188,18 +199,29 @@ def encrypt_file(source_path: str, destination_path: str, secret: bytes, chunk_s
                 out.write(aead.encrypt(_nonce(prefix, counter, last), data, header))
 
 
-def decrypt_file(source_path: str, destination_path: str, secret: bytes) -> None:
+def decrypt_file(source_path: str, destination_path: str, secret: bytes) -> bytes | None:
+    """Authenticate and decrypt source into a new file; return the header's context (None for a version 1 archive,
+    which has none). Nothing of an archive that fails authentication is left."""
     with _errors("decrypt", source_path, destination_path), open(source_path, "rb") as source:
         header = source.read(_HEADER.size)
         if len(header) != _HEADER.size:
             raise CryptoError(f"{source_path}: {_NOT_OURS}")
         magic, kdf, log2n, r, p, salt, prefix, chunk_size = _HEADER.unpack(header)
+        context: bytes | None = None
+        if magic == MAGIC:
+            length = source.read(_CONTEXT_LENGTH.size)
+            size = _CONTEXT_LENGTH.unpack(length)[0] if len(length) == _CONTEXT_LENGTH.size else MAX_CONTEXT + 1
+            context = source.read(size) if size <= MAX_CONTEXT else b""
+            if size > MAX_CONTEXT or len(context) != size:
+                raise CryptoError(f"{source_path}: {_NOT_OURS}")
+            header += length + context
         # The header is not authenticated until the first chunk is: only the scrypt cost this module writes is
         # accepted (a crafted one could ask for up to 2 GiB of memory and seconds of work before any tag is checked).
-        if (magic != MAGIC or kdf != KDF_SCRYPT or (log2n, r, p) != (SCRYPT_LOG2N, SCRYPT_R, SCRYPT_P)
+        if (magic not in (MAGIC, MAGIC_V1) or kdf != KDF_SCRYPT or (log2n, r, p) != (SCRYPT_LOG2N, SCRYPT_R, SCRYPT_P)
                 or not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE):
             raise CryptoError(f"{source_path}: {_NOT_OURS}")
         aead = _aesgcm()(_derive_key(secret, salt, log2n, r, p))
         with _output(destination_path) as out:
             for counter, data, last in _chunks(source, chunk_size + TAG_SIZE):
                 out.write(aead.decrypt(_nonce(prefix, counter, last), data, header))
+    return context

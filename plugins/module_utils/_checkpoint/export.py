@@ -64,8 +64,7 @@ def exported(ctx: HostContext, ref: str, name: str, where: archive_format.Archiv
             raise OpError(f"checkpoint {path} cannot be archived: {exc}") from exc
         if os.path.exists(archive):
             try:
-                with archive_format.Tarball(archive, ctx.run, ctx.zstd, os.path.dirname(archive),
-                                            where.secret) as tar_path:
+                with archive_format.Tarball(archive, ctx.run, ctx.zstd, ctx.scratch, where.secret) as tar_path:
                     existing = archive_format.read_manifest(tar_path)
             except (ArchiveError, ManifestError, OSError) as exc:
                 if not force:
@@ -83,8 +82,9 @@ def exported(ctx: HostContext, ref: str, name: str, where: archive_format.Archiv
         manifest = portable_manifest(ctx, name, found, path, metadata, files)
         started = time.time()
         try:
-            result["sha256"] = archive_format.write_archive(path, manifest, archive, where.compression, ctx.run,
-                                                            ctx.zstd, where.secret)
+            result["sha256"] = archive_format.write_archive(
+                path, manifest, archive, where.compression, ctx.run, ctx.zstd, where.secret,
+                context=archive_format.archive_context(result["container"], name), scratch=ctx.scratch)
             result["encrypted"] = where.secret is not None
         except (ArchiveError, OSError) as exc:
             raise OpError(f"writing {archive} failed: {exc}") from exc

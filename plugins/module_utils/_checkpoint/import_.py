@@ -50,8 +50,10 @@ class ImportOptions:
     allowed: HostAccess = field(default_factory=HostAccess)  # what of the host that container may reach
 
 
-def _tarball(ctx: HostContext, archive: str, secret: bytes | None) -> archive_format.Tarball:
-    return archive_format.Tarball(archive, ctx.run, ctx.zstd, os.path.dirname(os.path.abspath(archive)), secret)
+def _tarball(ctx: HostContext, archive: str, secret: bytes | None,
+             bound_to: tuple[str, str] | None = None, force: bool = False) -> archive_format.Tarball:
+    """The archive as a readable tar; decrypted and decompressed in the host's local scratch, never beside it."""
+    return archive_format.Tarball(archive, ctx.run, ctx.zstd, ctx.scratch, secret, bound_to=bound_to, force=force)
 
 
 def inspect_or_create(ctx: HostContext, ref: str, opts: ImportOptions) -> tuple[Inspect, bool]:
@@ -64,7 +66,7 @@ def inspect_or_create(ctx: HostContext, ref: str, opts: ImportOptions) -> tuple[
             raise
     archive = opts.archive.to_read(ref, opts.name)
     try:
-        with _tarball(ctx, archive, opts.archive.secret) as tar_path:
+        with _tarball(ctx, archive, opts.archive.secret, (ref, opts.name), opts.force) as tar_path:
             config = archive_format.read_manifest(tar_path)["container"]
     except (ArchiveError, ManifestError) as exc:
         raise OpError(f"{archive}: {exc}") from exc
@@ -91,7 +93,7 @@ def _import(ctx: HostContext, found: Inspect, opts: ImportOptions, result: Resul
     archive = opts.archive.to_read(result["container"], name)
     result.update(archive=archive, path=path)
     try:
-        with _tarball(ctx, archive, opts.archive.secret) as tar_path:
+        with _tarball(ctx, archive, opts.archive.secret, (result["container"], name), opts.force) as tar_path:
             manifest = archive_format.read_manifest(tar_path)
             result["manifest"] = {key: manifest[key] for key in ("checkpoint", "created", "method", "size",
                                                                  "versions")}

@@ -48,6 +48,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._criu.log import 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPI, DockerAPIError
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host import private_files
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host import run_manifest as host_manifest
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host import scratch
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host.change_lock import HostLock, LockTimeout
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host.daemon_watch import DaemonWatch
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host.processes import time_namespace
@@ -112,6 +113,11 @@ def _run(module: Module, diff: bool) -> tuple[Answer, bool]:
                       "root-only): use become: true", checkpoint=name, results=[])
     if not module.check_mode:
         _lock(module, params)
+        # Holding the host's lock, no other run uses the local scratch: what is there, a killed run left.
+        left = scratch.sweep()
+        if left:
+            module.warn(f"removed {len(left)} temporary item(s) that a killed fleet.checkpoint run left in "
+                        f"{scratch.SCRATCH}")
     manifest = None
     if params["manifest_path"]:
         manifest = _read_manifest(module, params)
@@ -246,6 +252,7 @@ def _prepare(module: Module, name: str, manifest: dict[str, Any] | None) -> tupl
         api=api, root_dir=root_dir, check_mode=module.check_mode, run=run_command, versions=versions,
         containerd=ContainerdTask(run_command, ctr, timeout_path=module.get_bin_path("timeout")) if ctr else None,
         criu_log=criu_log_path(), zstd=module.get_bin_path("zstd"), host_time_ns=time_namespace("self"),
+        scratch=scratch.SCRATCH,
     )
     return ctx, refs
 

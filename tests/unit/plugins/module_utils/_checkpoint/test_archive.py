@@ -21,6 +21,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.files
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.manifest import ManifestError, build
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.archive import (
     Tarball,
+    archive_context,
     archive_name,
     is_zstd,
     read_manifest,
@@ -265,7 +266,7 @@ def test_tarball_removes_its_temporary_directory_when_decompression_fails(tmp_pa
     with pytest.raises(ArchiveError):
         with Tarball(str(fake), lambda argv: (1, "", "bad"), "/usr/bin/zstd", scratch=str(scratch)):
             pass
-    assert os.listdir(scratch) == []
+    assert not scratch.exists()  # our directory gone, and the scratch base with it once empty
 
 
 @pytest.mark.skipif(ZSTD is None, reason="zstd is not installed")
@@ -284,7 +285,7 @@ def test_zstd_round_trip(tmp_path, checkpoint, manifest):
         assert mode(os.path.dirname(tar_path)) == 0o700
         assert read_manifest(tar_path) == manifest
         assert verify_stream(tar_path, manifest) == []
-    assert os.listdir(scratch) == []
+    assert not scratch.exists()  # our directory gone, and the scratch base with it once empty
 
 
 def test_zstd_failure_is_reported_and_leaves_nothing(tmp_path, checkpoint, manifest):
@@ -339,3 +340,41 @@ def test_an_encrypted_archive_round_trips_and_refuses_the_wrong_key_or_no_key(tm
     with pytest.raises(tr.ArchiveError, match="is not encrypted"):
         with tr.Tarball(str(plain), None, None, str(tmp_path), secret=key):
             pass
+
+
+def test_an_encrypted_archive_has_no_plaintext_beside_it_at_any_time(tmp_path, checkpoint, manifest, monkeypatch):
+    """Issue 20, finding 3: the plain tar (and the .tar.zst) used to be made in a temporary directory beside the
+    destination, then encrypted: on shared or backed-up storage the memory landed there in clear. It is made in the
+    local scratch now; beside the destination only ciphertext ever appears."""
+    from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import archive
+
+    shared, scratch = tmp_path / "shared", tmp_path / "scratch"
+    seen = []
+    real = archive.encrypt_file
+
+    def watching(source, destination, secret, **kwargs):
+        seen.append((source, sorted(str(path.relative_to(shared)) for path in shared.rglob("*") if path.is_file())))
+        return real(source, destination, secret, **kwargs)
+    monkeypatch.setattr(archive, "encrypt_file", watching)
+    write_archive(str(checkpoint), manifest, str(shared / "web-cp.tar.zst.enc"), "none", no_run, None,
+                  secret=b"k" * 32, context=archive_context("web", "cp"), scratch=str(scratch))
+    (source, beside), = seen
+    assert source.startswith(str(scratch)) and beside == []
+    assert sorted(path.name for path in shared.iterdir()) == ["web-cp.tar.zst.enc"]
+    assert not scratch.exists()  # removed once done, base included
+
+
+def test_an_encrypted_archive_is_bound_to_its_container_and_checkpoint(tmp_path, checkpoint, manifest):
+    """Issue 20, finding 4: container A's archive renamed to B's used to import without error."""
+    secret = b"k" * 32
+    archive_path = tmp_path / "web-cp.tar.enc"
+    write_archive(str(checkpoint), manifest, str(archive_path), "none", no_run, None, secret=secret,
+                  context=archive_context("web", "cp"))
+    with Tarball(str(archive_path), no_run, None, secret=secret, bound_to=("web", "cp")) as tar_path:
+        assert read_manifest(tar_path)["checkpoint"] == manifest["checkpoint"]
+    for other in (("db", "cp"), ("web", "older")):
+        with pytest.raises(ArchiveError, match=r"was exported for container 'web', checkpoint 'cp', not for"):
+            with Tarball(str(archive_path), no_run, None, secret=secret, bound_to=other):
+                pass
+        with Tarball(str(archive_path), no_run, None, secret=secret, bound_to=other, force=True) as tar_path:
+            assert read_manifest(tar_path)

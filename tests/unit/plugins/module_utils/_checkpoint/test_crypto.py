@@ -26,7 +26,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.crypt
 )
 
 CHUNK = 4096
-HEADER = 39
+HEADER = 41  # 39 bytes, then the context's length (2 bytes) and the context (empty here)
 SECRET = b"correct horse battery staple"
 MARKER = b"FLEET-PLAINTEXT-MARKER-1234567890"
 
@@ -87,8 +87,8 @@ def test_format_matches_the_documented_construction(tmp_path):
     data = payload(CHUNK + 10)
     raw = encrypted(tmp_path, data).read_bytes()
     header = raw[:HEADER]
-    magic, kdf, log2n, r, p, salt, prefix, chunk_size = struct.unpack(">8sBBBB16s7sI", header)
-    assert (magic, kdf, log2n, r, p, chunk_size) == (MAGIC, 1, 10, 8, 1, CHUNK)
+    magic, kdf, log2n, r, p, salt, prefix, chunk_size, context = struct.unpack(">8sBBBB16s7sIH", header)
+    assert (magic, kdf, log2n, r, p, chunk_size, context) == (MAGIC, 1, 10, 8, 1, CHUNK, 0)
     aead = AESGCM(hashlib.scrypt(SECRET, salt=salt, n=2 ** log2n, r=r, p=p, dklen=32))
     first, last = raw[HEADER:HEADER + CHUNK + TAG_SIZE], raw[HEADER + CHUNK + TAG_SIZE:]
     assert aead.decrypt(prefix + b"\0\0\0\0\0", first, header) == data[:CHUNK]
@@ -213,7 +213,7 @@ def test_is_encrypted(tmp_path):
 
 
 @pytest.mark.parametrize("offset,value", [
-    (0, b"X"), (7, b"\x02"), (8, b"\x02"), (8, b"\x00"), (9, b"\x09"), (9, b"\x15"), (10, b"\x00"), (10, b"\x11"),
+    (0, b"X"), (7, b"\x03"), (8, b"\x02"), (8, b"\x00"), (9, b"\x09"), (9, b"\x15"), (10, b"\x00"), (10, b"\x11"),
     (11, b"\x00"), (11, b"\x05"), (35, struct.pack(">I", 4095)), (35, struct.pack(">I", (16 << 20) + 1)),
 ])
 def test_bad_header_values(tmp_path, offset, value):
@@ -320,3 +320,41 @@ def test_normalize_secret_key_file_problems(tmp_path):
         normalize_secret(key_file=str(tmp_path))
     with pytest.raises(CryptoError, match="fewer than 16 bytes"):
         normalize_secret(key_file=key_file(tmp_path, b"0123456789abcde\n"))
+
+
+def test_the_context_is_stored_authenticated_and_returned(tmp_path):
+    """Issue 20, finding 4: what an archive is for (its container and checkpoint) is in the authenticated header."""
+    source = tmp_path / "plain"
+    source.write_bytes(b"memory" * 1000)
+    enc = tmp_path / "plain.enc"
+    context = b'{"checkpoint": "cp", "container": "billing"}'
+    encrypt_file(str(source), str(enc), SECRET, chunk_size=CHUNK, context=context)
+    assert decrypt_file(str(enc), str(tmp_path / "first"), SECRET) == context
+    # Another container's name in its place: the header no longer authenticates.
+    forged = enc.read_bytes().replace(b"billing", b"payroll")
+    (tmp_path / "forged.enc").write_bytes(forged)
+    assert_refused(tmp_path, tmp_path / "forged.enc")
+    with pytest.raises(CryptoError, match="at most 1024"):
+        encrypt_file(str(source), str(tmp_path / "big.enc"), SECRET, context=b"x" * 1025)
+
+
+def test_a_version_1_archive_is_still_read_and_says_it_has_no_context(tmp_path):
+    """0.1.0 wrote FLEETCK\\x01 headers without a context: decrypt_file reads them and returns None."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    data = b"old archive" * 100
+    salt, prefix = os.urandom(16), os.urandom(7)
+    header = struct.pack(">8sBBBB16s7sI", crypto.MAGIC_V1, 1, 10, 8, 1, salt, prefix, CHUNK)
+    aead = AESGCM(hashlib.scrypt(SECRET, salt=salt, n=2 ** 10, r=8, p=1, dklen=32))
+    (tmp_path / "v1.enc").write_bytes(header + aead.encrypt(prefix + b"\0\0\0\0\1", data, header))
+    assert is_encrypted(str(tmp_path / "v1.enc"))
+    assert decrypt_file(str(tmp_path / "v1.enc"), str(tmp_path / "out"), SECRET) is None
+    assert (tmp_path / "out").read_bytes() == data
+
+
+def test_a_context_length_beyond_the_file_or_the_limit_is_refused(tmp_path):
+    enc = encrypted(tmp_path, b"data")
+    data = bytearray(enc.read_bytes())
+    data[39:41] = struct.pack(">H", 2000)
+    enc.write_bytes(bytes(data))
+    assert_refused(tmp_path, enc, match="not a fleet.checkpoint encrypted archive")

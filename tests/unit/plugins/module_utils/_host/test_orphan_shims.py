@@ -25,10 +25,12 @@ def fake_shim(namespace="moby", cid=CID):
 
 
 def wait_for_child(pid, seconds=10, cid=CID):
+    """The shim once its child runs `sleep`: between its fork and its exec the child still carries the shim's command
+    line, and reads as a second shim (seen once on a loaded machine)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         shims = find_shims(cid)
-        if shims.get(pid):
+        if shims.get(pid) and list(shims) == [pid]:
             return shims
         time.sleep(0.05)
     raise AssertionError(f"no child seen under {pid}: {find_shims(cid)}")
