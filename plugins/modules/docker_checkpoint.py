@@ -74,7 +74,8 @@ options:
         that checkpoint is replaced, and the one it was replacing is kept until the new one is made.
       - V(restored) stops a running container and restores it from the checkpoint.
       - V(exported) overwrites an archive that holds something else.
-      - V(imported) replaces a different checkpoint of the same name.
+      - V(imported) replaces a different checkpoint of the same name, and accepts an encrypted archive exported for
+        another container or checkpoint, or one of format version 1 (0.1.0), which names neither.
     type: bool
     default: false
   method:
