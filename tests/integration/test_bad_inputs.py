@@ -91,6 +91,12 @@ MODULE_CASES = [
                                             "archive_path": "/root/archives/victim-tampered.tar.zst.enc",
                                             "encryption_key": KEY},
      "wrong encryption key, or the archive was altered"),
+    # An encrypted archive is bound to its container and checkpoint (issue 20, finding 4): victim's 'enc' archive,
+    # imported as another checkpoint (or, the same, copied to another container's name), is refused without force.
+    ("fleet.checkpoint.docker_checkpoint", {"container": "victim", "name": "other", "state": "imported",
+                                            "archive_path": "/root/archives/victim-enc.tar.zst.enc",
+                                            "encryption_key": KEY},
+     "was exported for container 'victim', checkpoint 'enc', not for 'victim', 'other'"),
 ]
 
 
