@@ -7,21 +7,31 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host.orphan_shims import find_shims, lingering_shims, stop_shims
 
 CID = "9abd1e16c3bdd54bb6ba162a3af36ac28c2a4a5453151c09f7f2c410b211120e"
-CHILD = "import subprocess, time; subprocess.Popen(['sleep', '60']); time.sleep(60)"
+CHILD = "sleep 60 & wait"
+UID = os.getuid()  # the tests' shims are this user's (the module requires root's)
+SHIM_DIR = tempfile.mkdtemp(prefix="fleet-test-shim-")
+# A stand-in for the shim's executable: a copy of sh under the shim's name (/proc/PID/exe names it).
+SHIM_BINARY = os.path.join(SHIM_DIR, "containerd-shim-runc-v2")
+shutil.copy(shutil.which("sh") or "/bin/sh", SHIM_BINARY)
 
 
-def fake_shim(namespace="moby", cid=CID):
+def fake_shim(namespace="moby", cid=CID, script=CHILD):
     return subprocess.Popen(  # pylint: disable=consider-using-with
-        ["containerd-shim-runc-v2", "-c", CHILD, "-namespace", namespace, "-id", cid, "-address", "/x.sock"],
-        executable=sys.executable)
+        [SHIM_BINARY, "-c", script, "-namespace", namespace, "-id", cid, "-address", "/x.sock"])
+
+
+def find(cid, **kwargs):
+    return find_shims(cid, uid=UID, **kwargs)
 
 
 def wait_for_child(pid, seconds=10, cid=CID):
@@ -29,11 +39,11 @@ def wait_for_child(pid, seconds=10, cid=CID):
     line, and reads as a second shim (seen once on a loaded machine)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        shims = find_shims(cid)
+        shims = find(cid)
         if shims.get(pid) and list(shims) == [pid]:
             return shims
         time.sleep(0.05)
-    raise AssertionError(f"no child seen under {pid}: {find_shims(cid)}")
+    raise AssertionError(f"no child seen under {pid}: {find(cid)}")
 
 
 def test_a_shim_for_the_container_is_found_with_its_processes_and_stopped():
@@ -42,11 +52,11 @@ def test_a_shim_for_the_container_is_found_with_its_processes_and_stopped():
         shims = wait_for_child(shim.pid)
         assert list(shims) == [shim.pid] and len(shims[shim.pid]) == 1
         child = shims[shim.pid][0]
-        assert stop_shims(shims) == []
+        assert stop_shims(shims, uid=UID) == []
         shim.wait(timeout=5)
         assert not os.path.exists(f"/proc/{child}") or open(f"/proc/{child}/stat", encoding="utf-8").read().split(
             ") ")[1].startswith("Z")
-        assert find_shims(CID) == {}
+        assert find(CID) == {}
     finally:
         shim.kill()
         shim.wait()
@@ -56,11 +66,11 @@ def test_shims_of_other_containers_or_namespaces_are_not_found():
     others = [fake_shim(cid="0" * 64), fake_shim(namespace="k8s.io")]
     try:
         time.sleep(0.3)
-        assert find_shims(CID) == {}
-        assert list(find_shims("0" * 64)) == [others[0].pid]
-        assert list(find_shims(CID, namespace="k8s.io")) == [others[1].pid]
+        assert find(CID) == {}
+        assert list(find("0" * 64)) == [others[0].pid]
+        assert list(find(CID, namespace="k8s.io")) == [others[1].pid]
     finally:
-        stop_shims({**find_shims("0" * 64), **find_shims(CID, namespace="k8s.io")}, wait=2)
+        stop_shims({**find("0" * 64), **find(CID, namespace="k8s.io")}, wait=2, uid=UID)
         for other in others:
             other.kill()
             other.wait()
@@ -76,15 +86,14 @@ COPY_CID = "5c" * 32
 
 
 def test_a_shim_with_nothing_under_it_is_given_time_to_end():
-    ending = subprocess.Popen(  # pylint: disable=consider-using-with
-        ["containerd-shim-runc-v2", "-c", "import time; time.sleep(0.5)", "-namespace", "moby", "-id", ENDING_CID],
-        executable=sys.executable)
+    # No child: the shell counts for about a quarter to a second with builtins only, then ends.
+    ending = fake_shim(cid=ENDING_CID, script="i=0; while [ $i -lt 300000 ]; do i=$((i + 1)); done")
     try:
         time.sleep(0.1)
-        assert list(find_shims(ENDING_CID)) == [ending.pid]
+        assert list(find(ENDING_CID)) == [ending.pid]
         reaper = threading.Timer(0.6, ending.wait)  # reaped once it ends, as containerd reaps its shims
         reaper.start()
-        assert lingering_shims(ENDING_CID, wait=5) == {}
+        assert lingering_shims(ENDING_CID, wait=5, uid=UID) == {}
         reaper.join()
     finally:
         ending.kill()
@@ -96,9 +105,49 @@ def test_a_shim_with_processes_under_it_is_a_copy_at_once():
     try:
         wait_for_child(shim.pid, cid=COPY_CID)
         started = time.monotonic()
-        assert list(lingering_shims(COPY_CID, wait=5)) == [shim.pid]
+        assert list(lingering_shims(COPY_CID, wait=5, uid=UID)) == [shim.pid]
         assert time.monotonic() - started < 1
     finally:
-        stop_shims(find_shims(COPY_CID), wait=2)
+        stop_shims(find(COPY_CID), wait=2, uid=UID)
         shim.kill()
         shim.wait()
+
+
+# Issue 20, finding 8: what any user can fake is not enough.
+FAKE_CID = "fa" * 32
+
+
+def test_a_process_only_named_like_a_shim_is_not_one():
+    """A process whose command line says containerd-shim-runc-v2 (argv[0] is free to choose) but whose executable is
+    not the shim's: it used to be found, and killed with its children."""
+    named = subprocess.Popen(  # pylint: disable=consider-using-with
+        ["containerd-shim-runc-v2", "-c", "import time; time.sleep(30)", "-namespace", "moby", "-id", FAKE_CID],
+        executable=sys.executable)
+    try:
+        time.sleep(0.3)
+        assert find(FAKE_CID) == {}
+    finally:
+        named.kill()
+        named.wait()
+
+
+def test_a_shim_of_another_user_is_not_one():
+    shim = fake_shim(cid=FAKE_CID)
+    try:
+        wait_for_child(shim.pid, cid=FAKE_CID)
+        assert find_shims(FAKE_CID, uid=UID + 1) == {}
+    finally:
+        stop_shims(find(FAKE_CID), wait=2, uid=UID)
+        shim.kill()
+        shim.wait()
+
+
+def test_a_pid_that_is_no_longer_the_shims_child_is_not_killed():
+    """Between the scan and the kill a PID can be reused: each process is checked again (pinned by a pidfd)."""
+    bystander = subprocess.Popen(["sleep", "30"])  # pylint: disable=consider-using-with
+    try:
+        stop_shims({999999999: [bystander.pid]}, wait=0.2, uid=UID)  # not that shim's child
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
