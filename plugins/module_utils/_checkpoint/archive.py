@@ -10,6 +10,7 @@ anything is written, and every file's size and sha256 must match the manifest.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -21,6 +22,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Literal
 
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import tar_limits
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.files import (
     MANIFEST_NAME,
     ArchiveError,
@@ -129,15 +131,19 @@ class Tarball:
             raise ArchiveError(f"{self.path} is not encrypted, but an encryption key was given: refusing an "
                                "unprotected archive where an encrypted one is expected (leave the key out to import it)")
         if not is_zstd(source):
+            _scan(source)
             return source
         if not self.zstd:
             raise ArchiveError(f"{self.path} is zstd-compressed and zstd is not installed: install the zstd package")
         tar_path = os.path.join(self._private(), "archive.tar")
-        rc, out, err = self.run([self.zstd, "-d", "-q", "-f", "-o", tar_path, source])
-        if rc != 0:
-            raise ArchiveError(f"{self.path} could not be decompressed: {(err or out).strip()}")
+        try:  # through a pipe, stopped at what its manifest accounts for (never decompressed unbounded to disk)
+            bound = tar_limits.manifest_bound(self.zstd, source)
+            tar_limits.decompress(self.zstd, source, tar_path, bound, free=_free_bytes)
+        except ArchiveError as exc:
+            raise ArchiveError(f"{self.path}: {exc}") from exc
         if source != self.path:
             os.remove(source)
+        _scan(tar_path)
         return tar_path
 
     def __exit__(self, *exc: object) -> Literal[False]:
@@ -145,6 +151,26 @@ class Tarball:
             scratch_dir.remove(self._tmp, self.scratch)
             self._tmp = None
         return False
+
+
+def _free_bytes(path: str) -> int:
+    stat = os.statvfs(path)
+    return stat.f_bavail * stat.f_frsize
+
+
+def _scan(tar_path: str) -> None:
+    """Walk the tar's headers before tarfile reads them (tar_limits.scan_headers), gzip-compressed or not."""
+    try:
+        with open(tar_path, "rb") as raw:
+            gzipped = raw.read(2) == b"\x1f\x8b"
+            raw.seek(0)
+            if gzipped:
+                with gzip.GzipFile(fileobj=raw) as plain:
+                    tar_limits.scan_headers(plain)
+            else:
+                tar_limits.scan_headers(raw)
+    except (OSError, EOFError, zlib.error):
+        return  # damaged: tarfile says so when it reads it
 
 
 def read_manifest(tar_path: str) -> Manifest:

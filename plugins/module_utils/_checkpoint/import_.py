@@ -35,8 +35,15 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.files
 )
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.integrity import images
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.manifest import ManifestError
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.preflight import (
+    PreflightError,
+    check_free_space,
+)
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.container_create import HostAccess
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host import private_files
+
+
+IMPORT_MARGIN = 64 * 1024 * 1024  # free space kept beyond an imported checkpoint
 
 
 @dataclass(frozen=True)
@@ -137,6 +144,12 @@ def _unpack(tar_path: str, manifest: dict[str, Any], path: str, archive: str) ->
         problems = archive_format.check_members(tar_path, manifest)
         if problems:
             raise OpError(f"{archive} does not match its manifest, nothing imported: {'; '.join(problems[:5])}")
+        try:  # the manifest's size, checked entry by entry above, is what unpacking writes
+            check_free_space(parent, int(manifest["size"]) + IMPORT_MARGIN)
+        except PreflightError as exc:
+            raise OpError(f"{archive} cannot be imported: " + str(exc).replace("for the dump", "for the import")
+                          .replace("the container's resident memory plus margin", "the archive's files plus margin")
+                          ) from exc
         safe_extract(tar_path, tmp)
         os.remove(os.path.join(tmp, MANIFEST_NAME))
         problems = verify_inventory(tmp, manifest["files"])
