@@ -153,6 +153,17 @@ class Tarball:
         return False
 
 
+def looks_like_an_archive(path: str) -> bool:
+    """Whether a file is an archive of some kind (encrypted, zstd, gzip, tar): what export's force may overwrite."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(512)
+    except OSError:
+        return False
+    return (head[:8] in (b"FLEETCK\x01", b"FLEETCK\x02") or head[:4] == _ZSTD_MAGIC or head[:2] == b"\x1f\x8b"
+            or head[257:262] == b"ustar")
+
+
 def _free_bytes(path: str) -> int:
     stat = os.statvfs(path)
     return stat.f_bavail * stat.f_frsize

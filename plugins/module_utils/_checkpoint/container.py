@@ -55,6 +55,15 @@ def inspect(ctx: HostContext, ref: str) -> Inspect:
     return found
 
 
+def remove_created(ctx: HostContext, container_id: str) -> bool:
+    """Remove a container this run created (from a manifest) and could not use; whether it is gone."""
+    try:
+        ctx.api.delete(f"/containers/{container_id}", force=1)
+        return True
+    except DockerAPIError:
+        return False
+
+
 def refuse_host_access(ref: str, config: Mapping[str, Any], origin: str, allowed: HostAccess | None) -> None:
     """Raise OpError naming every setting of the manifest (from `origin`) that reaches into the host beyond
     `allowed`, before container `ref` is created from it."""

@@ -67,6 +67,9 @@ def exported(ctx: HostContext, ref: str, name: str, where: archive_format.Archiv
                 with archive_format.Tarball(archive, ctx.run, ctx.zstd, ctx.scratch, where.secret) as tar_path:
                     existing = archive_format.read_manifest(tar_path)
             except (ArchiveError, ManifestError, OSError) as exc:
+                if not archive_format.looks_like_an_archive(archive):
+                    raise OpError(f"{archive} exists and is not an archive ({exc}): force does not overwrite other "
+                                  "files - move it away, or choose another archive_path") from exc
                 if not force:
                     raise OpError(f"{archive} exists and is not a readable fleet.checkpoint archive ({exc}): move it "
                                   "away or use force=true to overwrite it") from exc

@@ -83,7 +83,29 @@ def inspect_or_create(ctx: HostContext, ref: str, opts: ImportOptions) -> tuple[
 def imported(ctx: HostContext, ref: str, opts: ImportOptions) -> Result:
     """Make sure the container has the archive's checkpoint, under opts.name."""
     found, created = inspect_or_create(ctx, ref, opts)
-    return import_into(ctx, found, opts, created)
+    try:
+        return import_into(ctx, found, opts, created)
+    except OpError as exc:
+        if created and not ctx.check_mode:  # made for this import, which did not happen: not left behind
+            removed = container.remove_created(ctx, found["Id"])
+            raise type(exc)(f"{exc}; the container created for it was {'removed' if removed else 'NOT removed'}",
+                            exc.partial) from exc
+        raise
+
+
+def shown_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A manifest's container configuration as a result may show it: environment variables, command lines and labels
+    often hold secrets, so only the variables' and labels' names and the command lines' lengths are shown (the
+    archive keeps the values), and of the mounts only their kind and place in the container."""
+    shown = dict(config)
+    shown["env"] = [str(item).split("=", 1)[0] for item in config.get("env") or []]
+    shown["labels"] = sorted(str(key) for key in (config.get("labels") or {}))
+    for key in ("cmd", "entrypoint"):
+        if config.get(key):
+            shown[key] = f"({len(config[key])} arguments, not shown)"
+    shown["mounts"] = [{"type": (mount or {}).get("type"), "destination": (mount or {}).get("destination")}
+                       for mount in config.get("mounts") or []]
+    return shown
 
 
 def import_into(ctx: HostContext, found: Inspect, opts: ImportOptions, created: bool = False) -> Result:
@@ -104,10 +126,7 @@ def _import(ctx: HostContext, found: Inspect, opts: ImportOptions, result: Resul
             manifest = archive_format.read_manifest(tar_path)
             result["manifest"] = {key: manifest[key] for key in ("checkpoint", "created", "method", "size",
                                                                  "versions")}
-            # The environment usually holds secrets: its names only (the archive keeps the values).
-            shown = dict(manifest["container"])
-            shown["env"] = [str(item).split("=", 1)[0] for item in shown.get("env") or []]
-            result["manifest"]["container"] = shown
+            result["manifest"]["container"] = shown_config(manifest["container"])
             if manifest["checkpoint"] != name:
                 result["warnings"].append(f"{archive} holds checkpoint {manifest['checkpoint']!r}; it is placed "
                                           f"as {name!r}")
@@ -175,6 +194,17 @@ def install(tmp: str, manifest: dict[str, Any], path: str, source: str) -> None:
     metadata["imported"] = {"from": source, "at": time.time()}
     store.write_metadata(tmp, metadata)
     store.secure_tree(tmp)
-    if os.path.isdir(path):
-        shutil.rmtree(path)
-    os.rename(tmp, path)
+    if not os.path.isdir(path):
+        os.rename(tmp, path)
+        return
+    # Replacing a checkpoint (force): the old one goes aside and is removed only once the new one is in place, so a
+    # crash in between leaves one of them (it used to be deleted first).
+    aside = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.fleet-replaced")
+    shutil.rmtree(aside, ignore_errors=True)
+    os.rename(path, aside)
+    try:
+        os.rename(tmp, path)
+    except OSError:
+        os.rename(aside, path)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)

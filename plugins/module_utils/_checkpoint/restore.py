@@ -91,8 +91,10 @@ def restored(ctx: HostContext, ref: str, opts: RestoreOptions) -> Result:
         with carrying(result):
             _restore(ctx, source, target, opts, received, result)
     except OpError as exc:
-        if received and created:
-            removed = abandon_received(ctx, target["Id"], (received.get("disk") or {}).get("volumes") or [])
+        # A container this restore created (from a stream's or an archive's manifest) is not left behind.
+        if created and (received or opts.archive) and not ctx.check_mode:
+            volumes = ((received.get("disk") if received else None) or {}).get("volumes") or []
+            removed = abandon_received(ctx, target["Id"], volumes)
             if removed:
                 result["created"] = False
                 result["removed"] = removed

@@ -419,3 +419,16 @@ def test_a_sparse_entry_is_refused(tmp_path):
     member.type = tarfile.GNUTYPE_SPARSE
     with pytest.raises(ArchiveError, match="is a sparse entry"):
         check_member(member)
+
+
+def test_what_export_force_may_overwrite(tmp_path, checkpoint, manifest):
+    """Issue 20, finding 9: force overwrote any existing file with the export. Only archives qualify now."""
+    from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.archive import looks_like_an_archive
+
+    write_archive(str(checkpoint), manifest, str(tmp_path / "a.tar"), "none", no_run, None)
+    write_archive(str(checkpoint), manifest, str(tmp_path / "a.tar.gz"), "gzip", no_run, None)
+    write_archive(str(checkpoint), manifest, str(tmp_path / "a.tar.enc"), "none", no_run, None, secret=b"k" * 32)
+    assert all(looks_like_an_archive(str(tmp_path / name)) for name in ("a.tar", "a.tar.gz", "a.tar.enc"))
+    (tmp_path / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    assert not looks_like_an_archive(str(tmp_path / "passwd"))
+    assert not looks_like_an_archive(str(tmp_path / "missing"))
