@@ -81,8 +81,13 @@ options:
         type: str
       key_url:
         description:
-          - URL of the source's signing key (armored or binary). It is downloaded to
+          - URL of the source's signing key (armored or binary), C(https://) only. It is downloaded to
             C(/etc/apt/keyrings/fleet-checkpoint-criu.asc) (or C(.gpg)) and named in the source's C(Signed-By).
+        type: str
+      key_fingerprint:
+        description:
+          - The fingerprint the downloaded key must have (40 hex digits, spaces and C(0x) allowed); a key with another
+            one is refused and nothing is changed. V(ubuntu_ppa) sets the PPA's own.
         type: str
       components:
         description: Components of the suite.
@@ -246,6 +251,7 @@ def argument_spec():
                 "preset": {"type": "str", "choices": ["ubuntu_ppa", "obs"]},
                 "suite": {"type": "str"},
                 "key_url": {"type": "str", "no_log": False},
+                "key_fingerprint": {"type": "str", "no_log": False},
                 "components": {"type": "list", "elements": "str", "default": ["main"]},
                 "packages": {"type": "list", "elements": "str", "default": ["criu"]},
                 "signed_by": {"type": "path"},

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ansible.module_utils.urls import open_url
 
+from ansible_collections.fleet.checkpoint.plugins.module_utils._criu import openpgp
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu import packages
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu import selftest
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu.kernel import effective_minimum
@@ -166,7 +167,18 @@ class CriuInstall:
             files: dict[str, bytes] = {}
             signed_by = source.get("signed_by")
             if source.get("key_url"):
+                if not str(source["key_url"]).startswith("https://"):
+                    raise ValueError(f"key_url {source['key_url']} is not an https:// URL: a key fetched any other way "
+                                     "can be replaced on the way - give the key's https:// address")
                 key = self.download_key(source["key_url"])
+                if source.get("key_fingerprint"):
+                    try:
+                        found = openpgp.fingerprint(key)
+                    except openpgp.OpenPGPError as exc:
+                        raise ValueError(f"the key from {source['key_url']} cannot be checked: {exc}") from exc
+                    if found != openpgp.normalize(source["key_fingerprint"]):
+                        raise ValueError(f"the key from {source['key_url']} has the fingerprint {found}, not the "
+                                         f"expected {openpgp.normalize(source['key_fingerprint'])}: refused")
                 armored = key.lstrip().startswith(b"-----BEGIN PGP")
                 signed_by = packages.KEY_FILE + (".asc" if armored else ".gpg")
                 files[signed_by] = key

@@ -45,6 +45,7 @@ PRESETS = {
         "uri": UBUNTU_PPA_URI,
         "suite": "{codename}",
         "key_url": "https://keyserver.ubuntu.com/pks/lookup?op=get&search=0x4E2A48715C45AEEC077B48169B29EEC9246B6CE2",
+        "key_fingerprint": "4E2A48715C45AEEC077B48169B29EEC9246B6CE2",
     },
     "obs": {
         "uri": "https://download.opensuse.org/repositories/devel:/tools:/criu/{obs_repo}/",
@@ -82,6 +83,8 @@ def expand_preset(source: AptSource, os_release: OsRelease) -> AptSource:
         raise ValueError("the ubuntu_ppa preset is for Ubuntu hosts")
     merged = dict(source)
     for key, template in PRESETS[preset].items():
+        if key == "key_fingerprint" and merged.get("key_url") and merged.get("key_url") != PRESETS[preset]["key_url"]:
+            continue  # the user's own key: the preset's fingerprint is not its
         if not merged.get(key) or key in ("uri", "suite"):
             merged[key] = template.format(**values)
     return merged
