@@ -4,9 +4,12 @@ The workload is an in-memory counter (tests/lab/workload/counter) printing one n
 container continues from its last number; a cold-started one starts again at 1. Every restore below checks that.
 """
 
+import gzip
 import hashlib
+import io
 import json
 import os
+import tarfile
 import time
 
 import pytest
@@ -450,10 +453,6 @@ def test_info_reports_restorability(hosts):
 # -- bad input -------------------------------------------------------------------------------------------------------
 def _tar(path, entries, manifest_files=None, manifest=None):
     """A crafted archive: manifest.json first (valid unless given), then entries (name, kind, data)."""
-    import hashlib
-    import io
-    import tarfile
-
     files = manifest_files if manifest_files is not None else {
         name: {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         for name, kind, data in entries if kind == "file"}
@@ -505,7 +504,23 @@ def bad_archives(tmp_path):
                           {"type": "bind", "source": "/", "destination": "/host", "rw": True},
                           {"type": "bind", "source": "/var/run/docker.sock", "destination": "/var/run/docker.sock",
                            "rw": True}]}})
-    return sorted(crafted) + ["corrupt.tar", "foreign.tar", "garbage.tar", "host-reach.tar"]
+    # Size limits (issue 20, finding 2): a sparse entry, a 2 MiB pax header (gzip), a zstd bomb whose manifest lists
+    # five bytes but that decompresses to 64 MiB more.
+    _tar(tmp_path / "sparse.tar", [], manifest_files={"pages-1.img": {"size": 200 * 1024 * 1024, "sha256": "0" * 64}})
+    with tarfile.open(tmp_path / "sparse.tar", "a") as tar:
+        sparse = tarfile.TarInfo("pages-1.img")
+        sparse.type = tarfile.GNUTYPE_SPARSE
+        tar.addfile(sparse)
+    pax = tarfile.TarInfo("././@PaxHeader")
+    pax.type, pax.size = tarfile.XHDTYPE, 2 * 1024 * 1024
+    (tmp_path / "pax.tar.gz").write_bytes(gzip.compress(pax.tobuf(format=tarfile.USTAR_FORMAT) + b"0" * pax.size
+                                                        + bytes(1024)))
+    small = {"pages-1.img": {"size": 5, "sha256": hashlib.sha256(b"pages").hexdigest()}}
+    _tar(tmp_path / "bomb.tar", [("pages-1.img", "file", b"pages"), ("zeros.img", "file", bytes(64 * 1024 * 1024))],
+         manifest_files=small)
+    run(["zstd", "-q", "-19", str(tmp_path / "bomb.tar"), "-o", str(tmp_path / "bomb.tar.zst")])
+    return sorted(crafted) + ["corrupt.tar", "foreign.tar", "garbage.tar", "host-reach.tar", "sparse.tar",
+                              "pax.tar.gz", "bomb.tar.zst"]
 
 
 BAD_INPUTS = [
@@ -545,6 +560,11 @@ BAD_INPUTS = [
     (dict(all_running=True, filters={"label": 5}, name="cp"), "filters.label: 5 is not a string"),
     # ... and restoring a running container from a checkpoint it does not have is an error, not ok.
     (dict(container="victim", name="missing", state="restored"), "checkpoint 'missing' not found for container victim"),
+    # ... a relative path, and export's force over a file that is not an archive (issue 20, finding 9).
+    (dict(container="victim", name="cp", state="exported", archive_path="victim.tar.zst"),
+     "archive_path must be an absolute path"),
+    (dict(container="victim", name="exp", state="exported", archive_path="/root/bad/notes.txt", force=True),
+     "is not an archive"),
 ]
 
 BAD_ARCHIVES = {
@@ -555,6 +575,9 @@ BAD_ARCHIVES = {
     "corrupt.tar": "sha256",
     "foreign.tar": "not a fleet.checkpoint archive",
     "garbage.tar": "not a readable tar archive",
+    "sparse.tar": "is a sparse entry",
+    "pax.tar.gz": "extended tar header of 2097152 bytes",
+    "bomb.tar.zst": "its manifest accounts for",
 }
 
 
@@ -567,7 +590,8 @@ def test_bad_inputs_fail_clearly_and_change_nothing(hosts, tmp_path, record_bad_
     lab_exec(host, "docker", "rm", "-f", "sleeper", check=False)
     lab_exec(host, "docker", "create", "--name", "sleeper", IMAGE)
     names = bad_archives(tmp_path)
-    sh(host, "mkdir -p -m 0700 /root/bad")
+    sh(host, "mkdir -p -m 0700 /root/bad; echo 'not an archive' > /root/bad/notes.txt")
+    ok(module(host, container="victim", name="exp", leave_running=True))  # a checkpoint to export (over notes.txt)
     for name in names:
         run(["docker", "cp", str(tmp_path / name), f"{host}:/root/bad/{name}"])
     before = snapshot(host)

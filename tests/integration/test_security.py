@@ -153,3 +153,32 @@ def test_a_migration_opens_no_listening_port(hosts):
     for host in hosts:
         assert seen[host], f"nothing sampled on {host}"
         assert seen[host] <= baseline[host], f"{host} listened on {sorted(seen[host] - baseline[host])} during the move"
+
+
+def test_a_local_users_process_named_like_a_shim_is_not_killed_by_a_restore(hosts):
+    """Issue 20, finding 8: before a restore, a 'copy Docker does not know of' (a containerd shim left by a killed
+    daemon) is stopped. Any local user could run a process named like that shim, for the container's id, and have it
+    and its children killed by the next restore. Only root's real shims count now."""
+    host = hosts[0]
+    start(host, "shim-bait")
+    cid = lab_exec(host, "docker", "inspect", "-f", "{{.Id}}", "shim-bait").stdout.strip()
+    assert only_ok(run_module(host, "fleet.checkpoint.docker_checkpoint", container="shim-bait", name="cp"))
+    fake = ("import os; os.execv('/bin/sh', ['containerd-shim-runc-v2', '-c', 'sleep 300; :', "
+            f"'-namespace', 'moby', '-id', '{cid}', '-address', '/x.sock'])")
+    sh(host, f"(runuser -u nobody -- python3 -c \"{fake}\" >/dev/null 2>&1 &); sleep 1")
+    pids = sh(host, "pgrep -u nobody -f '^containerd-shim-runc-v2 -c'").stdout.split()
+    try:
+        assert len(pids) == 1, "the fake shim did not start"
+        restored = only_ok(run_module(host, "fleet.checkpoint.docker_checkpoint", container="shim-bait", name="cp",
+                                      state="restored"))
+        assert restored["resumed"] is True and not restored.get("warnings"), restored
+        assert sh(host, f"kill -0 {pids[0]}", check=False).returncode == 0, "the local user's process was killed"
+    finally:
+        sh(host, f"kill {' '.join(pids)} 2>/dev/null; pkill -u nobody -f 'sleep 300'; true")
+        lab_exec(host, "docker", "rm", "-f", "shim-bait", check=False)
+
+
+def only_ok(answer):
+    assert not answer.get("failed"), answer
+    (result,) = answer["results"]
+    return result
