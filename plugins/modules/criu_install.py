@@ -81,7 +81,8 @@ options:
         type: str
       key_url:
         description:
-          - URL of the source's signing key (armored or binary), C(https://) only. It is downloaded to
+          - URL of the source's signing key (armored or binary), C(https://) or a C(file://) on the host (not plain
+            C(http://)). It is downloaded to
             C(/etc/apt/keyrings/fleet-checkpoint-criu.asc) (or C(.gpg)) and named in the source's C(Signed-By).
         type: str
       key_fingerprint:

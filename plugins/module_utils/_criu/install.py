@@ -167,9 +167,10 @@ class CriuInstall:
             files: dict[str, bytes] = {}
             signed_by = source.get("signed_by")
             if source.get("key_url"):
-                if not str(source["key_url"]).startswith("https://"):
-                    raise ValueError(f"key_url {source['key_url']} is not an https:// URL: a key fetched any other way "
-                                     "can be replaced on the way - give the key's https:// address")
+                if not str(source["key_url"]).startswith(("https://", "file://")):
+                    raise ValueError(f"key_url {source['key_url']} is neither an https:// URL nor a file:// one on this "
+                                     "host: a key fetched over plain http can be replaced on the way - give the key's "
+                                     "https:// address")
                 key = self.download_key(source["key_url"])
                 if source.get("key_fingerprint"):
                     try:

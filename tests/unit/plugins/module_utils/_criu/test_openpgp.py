@@ -53,5 +53,5 @@ def test_a_key_with_another_fingerprint_is_refused_and_nothing_changes(monkeypat
 
 
 def test_a_key_url_that_is_not_https_is_refused(monkeypatch):
-    with pytest.raises(install.CriuInstallError, match="is not an https:// URL"):
+    with pytest.raises(install.CriuInstallError, match="is neither an https:// URL nor a file:// one"):
         apt_files(monkeypatch, "http://example.invalid/key.asc")
