@@ -215,9 +215,11 @@ def build(entries: list[Entry], blobs: str, root: str, prior_root: str | None = 
     return made
 
 
-def swap(new: str, place: str) -> None:
-    """Put the built tree `new` where `place` is (both in the same directory), and remove what was there."""
-    old = place + OLD
+def swap(new: str, place: str, aside: str | None = None) -> None:
+    """Put the built tree `new` where `place` is (both in the same directory), and remove what was there: it goes
+    aside (to `aside`, by default beside it with OLD appended) and is removed only once `new` is in place, or put back
+    if that fails."""
+    old = aside or place + OLD
     shutil.rmtree(old, ignore_errors=True)
     os.rename(place, old)
     try:

@@ -19,6 +19,7 @@ from typing import Any
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import archive as archive_format
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import container
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import disk_apply
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import store
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import (
     HostContext,
@@ -197,14 +198,6 @@ def install(tmp: str, manifest: dict[str, Any], path: str, source: str) -> None:
     if not os.path.isdir(path):
         os.rename(tmp, path)
         return
-    # Replacing a checkpoint (force): the old one goes aside and is removed only once the new one is in place, so a
-    # crash in between leaves one of them (it used to be deleted first).
-    aside = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.fleet-replaced")
-    shutil.rmtree(aside, ignore_errors=True)
-    os.rename(path, aside)
-    try:
-        os.rename(tmp, path)
-    except OSError:
-        os.rename(aside, path)
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
+    # Replacing a checkpoint (force): the old one goes aside (hidden from `docker checkpoint ls`) and is removed only
+    # once the new one is in place, so a crash in between leaves one of them (it used to be deleted first).
+    disk_apply.swap(tmp, path, aside=os.path.join(os.path.dirname(path), f".{os.path.basename(path)}{disk_apply.OLD}"))
