@@ -6,7 +6,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 
 [ "$(id -u)" = 0 ] || { echo "[setup] ERROR: run as root (apt-get and dockerd need it)" >&2; exit 1; }
 
-packages=(docker.io debootstrap busybox-static file zstd rsync openssh-client shellcheck git make ca-certificates jq
+packages=(docker.io debootstrap busybox-static file zstd rsync openssh-client shellcheck git make ca-certificates jq gpg
           gcc libc6-dev)
 missing=()
 for pkg in "${packages[@]}"; do

@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import ROOT, ansible_playbook, docker_restore, lab_exec, run_module, sh
+from conftest import ROOT, ansible_playbook, docker_restore, lab_exec, run, run_module, sh
 
 MODULE = "fleet.checkpoint.criu_install"
 FORKY = {"suite": "forky", "packages": ["criu", "libcompel1", "python3-pycriu", "libnet9", "libnl-3-200"]}
@@ -134,10 +134,29 @@ def test_features_are_checked_and_unknown_names_are_refused(trixie_hosts):
     assert unknown.get("failed") is True and "does not know the feature 'teleport'" in unknown["msg"]
 
 
-def test_key_url_puts_the_signing_key_beside_the_source(trixie_hosts):
+def primary_fingerprint(host, path, tmp_path):
+    """The fingerprint of the first key in a key file on a host, as gpg (on the controller) computes it."""
+    run(["docker", "cp", "-L", f"{host}:{path}", str(tmp_path / "key.gpg")])
+    (tmp_path / "gnupg").mkdir(mode=0o700, exist_ok=True)
+    shown = run(["gpg", "--homedir", str(tmp_path / "gnupg"), "--with-colons", "--show-keys", str(tmp_path / "key.gpg")])
+    return next(line.split(":")[9] for line in shown.stdout.splitlines() if line.startswith("fpr:"))
+
+
+def test_key_url_puts_the_signing_key_beside_the_source(trixie_hosts, tmp_path):
     host = trixie_hosts[2]
     no_criu(host)
-    keyed = dict(FORKY, key_url="file:///usr/share/keyrings/debian-archive-keyring.gpg")
+    keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
+    expected = primary_fingerprint(host, keyring, tmp_path)
+    # A key whose fingerprint is not the one given is refused before anything is written.
+    wrong = dict(FORKY, key_url=f"file://{keyring}", key_fingerprint="0x" + "AB12" * 10)
+    refused = module(host, apt_source=wrong, self_test="never")
+    assert refused.get("failed") is True and f"has the fingerprint {expected}, not the expected" in refused["msg"], \
+        refused.get("msg")
+    untouched(host)
+    assert sh(host, "ls /etc/apt/keyrings/fleet-checkpoint-criu.* 2>/dev/null || echo none").stdout.strip() == "none"
+    # Given as people copy it (0x, spaces, lower case), the right fingerprint is accepted.
+    spaced = " ".join(expected[i:i + 4] for i in range(0, 40, 4)).lower()
+    keyed = dict(FORKY, key_url=f"file://{keyring}", key_fingerprint=spaced)
     result = module(host, apt_source=keyed, self_test="never")
     assert result.get("failed") is not True, result.get("msg")
     assert result["criu_version"].startswith("4.2")

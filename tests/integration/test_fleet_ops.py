@@ -549,6 +549,53 @@ def test_a_stream_to_a_host_where_no_restore_waits_touches_nothing(fleet):
     lab_exec(source, "docker", "rm", "-f", "lonely", check=False)
 
 
+def test_a_stream_reaches_a_target_whose_login_prints_a_banner_with_ready(fleet):
+    """Issue 20, finding 6: the target's login prints a banner that reaches the sender in the same read as the
+    waiting restore's "ready" (root's .bashrc on the target echoes it into a pipe that is read a second later). The
+    sender used to read "ready" into a buffer that select() does not see, and gave up after its timeout."""
+    source, target = fleet[1], fleet[0]
+    address = run(["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", target]
+                  ).stdout.strip()
+    run(["docker", "cp", "/var/lib/fleet-lab/ssh/id_ed25519", f"{source}:/root/.ssh/id_ed25519"])
+    sh(source, f"chmod 600 /root/.ssh/id_ed25519 && ssh-keyscan -t ed25519 {address} > /root/lab-known-hosts")
+    # Only for logins from the source (Ansible's own, from the controller, must still read its modules' answers).
+    origin = run(["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", source]
+                 ).stdout.strip()
+    sh(target, "cp -p /root/.bashrc /root/.bashrc.keep && printf '%s\\n' "
+               f"'case $SSH_CLIENT in \"{origin} \"*) exec > >(sleep 1; exec cat); echo Welcome to the lab;; esac' "
+               ">> /root/.bashrc")
+    for host in (source, target):
+        lab_exec(host, "docker", "rm", "-f", "bannered", check=False)
+    lab_exec(source, "docker", "run", "-d", "--name", "bannered", "-e", "COUNTER_INTERVAL=0.2", IMAGE)
+    time.sleep(2)
+    received = {}
+    waiting = threading.Thread(target=lambda: received.update(run_module(
+        target, "fleet.checkpoint.docker_checkpoint", container="bannered", name="banner", state="restored",
+        archive_dir="/var/lib/fleet-checkpoint/banner", receive_timeout=60, create=True)))
+    waiting.start()
+    try:
+        # The login really does print the banner with "ready" in one piece (what the sender must cope with).
+        assert sh(source, f"ssh -o UserKnownHostsFile=/root/lab-known-hosts {address} 'echo ready'"
+                  ).stdout == "Welcome to the lab\nready\n", "the banner is not there"
+        sent = run_module(source, "fleet.checkpoint.docker_checkpoint", container="bannered", name="banner",
+                          timeout=60, send_to={"host": address, "directory": "/var/lib/fleet-checkpoint/banner",
+                                               "known_hosts_file": "/root/lab-known-hosts"})
+    finally:
+        waiting.join(90)
+        sh(target, "mv /root/.bashrc.keep /root/.bashrc")
+        sh(source, "rm -f /root/.ssh/id_ed25519 /root/lab-known-hosts")
+    assert not sent.get("failed"), sent.get("msg")
+    assert not received.get("failed"), received.get("msg")
+    last = counts(source, "bannered")[-1]
+    deadline = time.monotonic() + 20
+    while len(counts(target, "bannered")) < 2:
+        assert time.monotonic() < deadline, "the streamed container does not count on the target"
+        time.sleep(0.3)
+    assert counts(target, "bannered")[0] == last + 1
+    for host in (source, target):
+        lab_exec(host, "docker", "rm", "-f", "bannered", check=False)
+
+
 @pytest.mark.fault(8, "migration target unreachable or out of disk mid-transfer")
 def test_a_streamed_migration_whose_target_cannot_restore_leaves_it_running_on_the_source(fleet):
     """The direct path: the target's waiting restore receives the stream, creates the container and fails to restore

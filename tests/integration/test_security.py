@@ -182,3 +182,66 @@ def only_ok(answer):
     assert not answer.get("failed"), answer
     (result,) = answer["results"]
     return result
+
+
+def holding_the_secret(host, directory):
+    """The files under directory that hold SECRET (the workloads' memory and environment) in clear."""
+    return sh(host, f"grep -rlaF {SECRET} {directory} 2>/dev/null; true").stdout.split()
+
+
+def test_an_encrypted_export_puts_no_plaintext_beside_the_archive_even_when_killed(hosts):
+    """Issue 20, finding 3: the plain tar of an archive being encrypted used to be written beside the destination (on
+    the shared or backed-up storage that is the reason to encrypt), and a killed run left it there. It is made in the
+    host's local root-only scratch now, and the next run sweeps what a killed one left. The export is frozen while it
+    encrypts (the plain tar is whole then), looked at, and killed."""
+    host = hosts[0]
+    lab_exec(host, "docker", "rm", "-f", "cleartext", check=False)
+    lab_exec(host, "docker", "run", "-d", "--name", "cleartext", "-e", "COUNTER_INTERVAL=0.2", "-e", f"TOKEN={SECRET}",
+             IMAGE, "memhog", "256")
+    deadline = time.monotonic() + 60
+    while counts(host, "cleartext")[-1:] < [3]:
+        assert time.monotonic() < deadline, "memhog does not count"
+        time.sleep(0.3)
+    assert only_ok(run_module(host, MODULE, container="cleartext", name="kill", leave_running=True))
+    scratch, stopped = "/var/lib/fleet-checkpoint/tmp", "/run/fleet-test-export-stopped"
+    # As soon as the ciphertext is begun (in its hidden directory beside the destination), the module is stopped.
+    # (The lab runs modules without pipelining: the module's process is named after its AnsiballZ file; [A] keeps
+    # pkill from matching the shell that runs it.)
+    sh(host, f"rm -f {stopped}; (for i in $(seq 12000); do ls {ARCHIVES}/.fleet-checkpoint-*/*.enc >/dev/null 2>&1 && "
+             f"{{ pkill -STOP -f [A]nsiballZ_docker_checkpoint; touch {stopped}; exit 0; }}; sleep 0.01; done) "
+             ">/dev/null 2>&1 & echo $! > /run/fleet-test-export-watcher")
+    export = dict(container="cleartext", name="kill", state="exported", archive_dir=ARCHIVES, compression="none",
+                  encryption_key_file=KEY_FILE)
+    killed = {}
+    exporting = threading.Thread(target=lambda: killed.update(run_module(host, MODULE, **export)))
+    exporting.start()
+    try:
+        deadline = time.monotonic() + 120
+        while sh(host, f"test -e {stopped}", check=False).returncode != 0:
+            assert time.monotonic() < deadline and exporting.is_alive(), f"not caught encrypting: {killed}"
+            time.sleep(0.2)
+        beside = sh(host, f"find {ARCHIVES} -mindepth 1 -printf '%P '").stdout.split()
+        assert beside and all(name.startswith(".fleet-checkpoint-") for name in beside), beside
+        assert holding_the_secret(host, ARCHIVES) == [], "plaintext beside the archive"
+        (plain,) = holding_the_secret(host, scratch)  # the whole plain tar is there, in the host's scratch
+        assert plain.startswith(f"{scratch}/fleet-") and plain.endswith("/archive.tar"), plain
+        assert sh(host, f"stat -c '%a %U' {scratch} {plain.rsplit('/', 1)[0]} {plain}").stdout.split("\n")[:3] == [
+            "700 root", "700 root", "600 root"]
+        sh(host, "pkill -KILL -f [A]nsiballZ_docker_checkpoint")
+        exporting.join(60)
+    finally:
+        sh(host, f"kill $(cat /run/fleet-test-export-watcher) 2>/dev/null; pkill -CONT -f [A]nsiballZ_docker_checkpoint; "
+                 f"rm -f {stopped} /run/fleet-test-export-watcher; true")
+        exporting.join(60)
+    assert killed.get("failed") or killed.get("unreachable"), killed  # (ansible reports the killed module so)
+    # What the killed run left: plaintext only in the scratch, nothing readable beside the archive.
+    assert holding_the_secret(host, ARCHIVES) == [] and len(holding_the_secret(host, scratch)) == 1
+
+    again = run_module(host, MODULE, **export)
+    assert again.get("changed") and not again.get("failed"), again
+    assert any(f"temporary item(s) that a killed fleet.checkpoint run left in {scratch}" in warning
+               for warning in again.get("warnings", [])), again.get("warnings")
+    assert sh(host, f"test -e {scratch}", check=False).returncode != 0, "the scratch was not swept"
+    assert holding_the_secret(host, ARCHIVES) == []
+    assert sh(host, f"test -s {ARCHIVES}/cleartext-kill.tar.enc && echo ok").stdout.strip() == "ok"
+    lab_exec(host, "docker", "rm", "-f", "cleartext", check=False)
