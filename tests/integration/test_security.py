@@ -195,6 +195,7 @@ def test_an_encrypted_export_puts_no_plaintext_beside_the_archive_even_when_kill
     host's local root-only scratch now, and the next run sweeps what a killed one left. The export is frozen while it
     encrypts (the plain tar is whole then), looked at, and killed."""
     host = hosts[0]
+    here = f"{ARCHIVES}/killed"  # a directory of its own: the tests before leave their archives in ARCHIVES
     lab_exec(host, "docker", "rm", "-f", "cleartext", check=False)
     lab_exec(host, "docker", "run", "-d", "--name", "cleartext", "-e", "COUNTER_INTERVAL=0.2", "-e", f"TOKEN={SECRET}",
              IMAGE, "memhog", "256")
@@ -207,10 +208,10 @@ def test_an_encrypted_export_puts_no_plaintext_beside_the_archive_even_when_kill
     # As soon as the ciphertext is begun (in its hidden directory beside the destination), the module is stopped.
     # (The lab runs modules without pipelining: the module's process is named after its AnsiballZ file; [A] keeps
     # pkill from matching the shell that runs it.)
-    sh(host, f"rm -f {stopped}; (for i in $(seq 12000); do ls {ARCHIVES}/.fleet-checkpoint-*/*.enc >/dev/null 2>&1 && "
+    sh(host, f"rm -f {stopped}; (for i in $(seq 12000); do ls {here}/.fleet-checkpoint-*/*.enc >/dev/null 2>&1 && "
              f"{{ pkill -STOP -f [A]nsiballZ_docker_checkpoint; touch {stopped}; exit 0; }}; sleep 0.01; done) "
              ">/dev/null 2>&1 & echo $! > /run/fleet-test-export-watcher")
-    export = dict(container="cleartext", name="kill", state="exported", archive_dir=ARCHIVES, compression="none",
+    export = dict(container="cleartext", name="kill", state="exported", archive_dir=here, compression="none",
                   encryption_key_file=KEY_FILE)
     killed = {}
     exporting = threading.Thread(target=lambda: killed.update(run_module(host, MODULE, **export)))
@@ -220,9 +221,9 @@ def test_an_encrypted_export_puts_no_plaintext_beside_the_archive_even_when_kill
         while sh(host, f"test -e {stopped}", check=False).returncode != 0:
             assert time.monotonic() < deadline and exporting.is_alive(), f"not caught encrypting: {killed}"
             time.sleep(0.2)
-        beside = sh(host, f"find {ARCHIVES} -mindepth 1 -printf '%P '").stdout.split()
+        beside = sh(host, f"find {here} -mindepth 1 -printf '%P '").stdout.split()
         assert beside and all(name.startswith(".fleet-checkpoint-") for name in beside), beside
-        assert holding_the_secret(host, ARCHIVES) == [], "plaintext beside the archive"
+        assert holding_the_secret(host, here) == [], "plaintext beside the archive"
         (plain,) = holding_the_secret(host, scratch)  # the whole plain tar is there, in the host's scratch
         assert plain.startswith(f"{scratch}/fleet-") and plain.endswith("/archive.tar"), plain
         assert sh(host, f"stat -c '%a %U' {scratch} {plain.rsplit('/', 1)[0]} {plain}").stdout.split("\n")[:3] == [
@@ -235,13 +236,13 @@ def test_an_encrypted_export_puts_no_plaintext_beside_the_archive_even_when_kill
         exporting.join(60)
     assert killed.get("failed") or killed.get("unreachable"), killed  # (ansible reports the killed module so)
     # What the killed run left: plaintext only in the scratch, nothing readable beside the archive.
-    assert holding_the_secret(host, ARCHIVES) == [] and len(holding_the_secret(host, scratch)) == 1
+    assert holding_the_secret(host, here) == [] and len(holding_the_secret(host, scratch)) == 1
 
     again = run_module(host, MODULE, **export)
     assert again.get("changed") and not again.get("failed"), again
     assert any(f"temporary item(s) that a killed fleet.checkpoint run left in {scratch}" in warning
                for warning in again.get("warnings", [])), again.get("warnings")
     assert sh(host, f"test -e {scratch}", check=False).returncode != 0, "the scratch was not swept"
-    assert holding_the_secret(host, ARCHIVES) == []
-    assert sh(host, f"test -s {ARCHIVES}/cleartext-kill.tar.enc && echo ok").stdout.strip() == "ok"
+    assert holding_the_secret(host, here) == []
+    assert sh(host, f"test -s {here}/cleartext-kill.tar.enc && echo ok").stdout.strip() == "ok"
     lab_exec(host, "docker", "rm", "-f", "cleartext", check=False)
