@@ -6,6 +6,13 @@ source "$(dirname "$0")/lib.sh"
 mkdir -p "$LAB_STATE/hosts" "$LAB_STATE/ssh"
 chmod 0700 "$LAB_STATE" "$LAB_STATE/ssh"
 
+# The lab hosts share this machine's kernel, whose root lacks CAP_SYS_RESOURCE: CRIU's lazy page server (post-copy)
+# then needs fs.pipe-max-size of at least 819 pages for its pipes. A real host's root has the capability.
+if [ "$(cat /proc/sys/fs/pipe-max-size)" -lt 4194304 ]; then
+  log "raising fs.pipe-max-size to 4194304 (CRIU's lazy page server; no CAP_SYS_RESOURCE here)"
+  echo 4194304 > /proc/sys/fs/pipe-max-size
+fi
+
 # The images are independent: built at once (on a fresh machine, two debootstraps and two image builds).
 builds=()
 "$LAB_DIR/build-image.sh" trixie & builds+=($!)
