@@ -215,6 +215,23 @@ options:
           - V(false) sends everything during the freeze, and so does a container whose files hold less than 1 MiB.
         type: bool
         default: true
+      lazy:
+        description:
+          - Post-copy - move the container with its memory following it. The container is frozen and dumped here
+            without its memory (C(runc checkpoint --lazy-pages)); only those small images travel before the target's
+            restore, which resumes the container at once; its memory pages are then served from here, over a second
+            SSH connection, on demand and in the background until every page has arrived. The downtime does not
+            grow with the memory.
+          - Until the last page has arrived the container on the target depends on this host. If the page transfer
+            breaks, CRIU thaws the container here (it runs on from where it froze) and the target kills its copy -
+            what that copy did since its resume is lost. Choose it knowingly.
+          - Only with O(send_to.via=ssh), without disk state (O(send_to.writable_layer), O(send_to.volumes)); the
+            receiving restore must create the container (O(create=true)). Both hosts need CRIU with
+            non-cooperative userfaultfd (C(criu check --feature uffd-noncoop)), and CRIU's page server pipes of
+            3.2 MiB (root with CAP_SYS_RESOURCE, or C(fs.pipe-max-size) at least 4194304). The page server listens
+            only inside a network namespace of its own; no port is opened on either host.
+        type: bool
+        default: false
   receive_timeout:
     description:
       - With O(state=restored) and O(archive_dir), receive the checkpoint streamed by O(state=present) with O(send_to)

@@ -384,12 +384,26 @@ results:
         disk state, C(disk) gives its files and directories (C(entries)), the C(bytes) of the final pass, the seconds
         spent reading and hashing it during the freeze (C(walk_seconds)), the files not sent again as they did not
         change since the pre-copy (C(unchanged_files)), the trees sent (the writable layer, volume names) and
-        C(precopy) (the first pass, before the freeze - its C(bytes), C(seconds), C(entries)).
+        C(precopy) (the first pass, before the freeze - its C(bytes), C(seconds), C(entries)). With
+        O(send_to.lazy), C(mode) is V(lazy), C(bytes) are the images sent before the target's resume,
+        C(pages_bytes) the memory served afterwards and C(pages_seconds) the time from the freeze to the last page.
       type: dict
       returned: state=present with O(send_to)
       sample: {"to": "root@web-2:/var/lib/fleet-checkpoint/migrate/billing-worker-move.stream", "bytes": 268939264,
                "seconds": 1.71, "started_at": 1764600001.02,
                "disk": {"entries": 41, "bytes": 10485760, "walk_seconds": 0.04, "trees": ["writable layer", "data"]}}
+    frozen_at:
+      description: With O(send_to.lazy), when the container froze here for its post-copy move (its images then
+        written), in seconds since the epoch; the target's C(resumed_at) minus this is the move's downtime.
+      type: float
+      returned: state=present with O(send_to.lazy), when the move began
+      sample: 1764600000.4
+    lazy:
+      description: For a post-copy move's restore, whether every memory page arrived (C(complete)) and the seconds
+        from the start of the page daemon to the last page (C(pages_seconds)).
+      type: dict
+      returned: state=restored with O(receive_timeout), when the stream was a post-copy move
+      sample: {"complete": true, "pages_seconds": 3.2}
     received:
       description: With O(receive_timeout), what arrived - C(bytes), C(waited_seconds) before the first byte,
         C(seconds) from the first byte to the checkpoint checked and in place, C(finished_at) (seconds since the epoch);

@@ -51,6 +51,7 @@ def argument_spec() -> dict[str, Any]:
             writable_layer=dict(type="bool", default=False),
             volumes=dict(type="str", default="none", choices=["all", "named", "none"]),
             precopy=dict(type="bool", default=True),
+            lazy=dict(type="bool", default=False),
         ), required_if=[("via", "ssh", ("host",))]),
         receive_timeout=dict(type="int"),
         rename=dict(type="dict", default={}),

@@ -74,7 +74,7 @@ def refuse_host_access(ref: str, config: Mapping[str, Any], origin: str, allowed
 
 
 def create_from(ctx: HostContext, ref: str, config: Mapping[str, Any], origin: str,
-                allowed: HostAccess | None = None) -> Inspect:
+                allowed: HostAccess | None = None, annotations: Mapping[str, str] | None = None) -> Inspect:
     """Create the container `ref` from a manifest's container configuration (from `origin`, in words) and return its
     inspect; in check mode, only check that it could be created, and return a stand-in inspect. The manifest is not
     trusted: settings that reach into the host beyond `allowed` (bind mounts, the host's or another container's
@@ -86,7 +86,7 @@ def create_from(ctx: HostContext, ref: str, config: Mapping[str, Any], origin: s
             raise OpError(f"container {ref} cannot be created from {origin}: {'; '.join(problems)}")
         return {"Id": "0" * 64, "Name": f"/{ref}", "State": {}, "HostConfig": {}, "Image": None}
     try:
-        create(ctx.api, ref, config, os.path.exists)
+        create(ctx.api, ref, config, os.path.exists, annotations)
     except (CreateError, DockerAPIError) as exc:
         raise OpError(f"container {ref} cannot be created from {origin}: {exc}") from exc
     return inspect(ctx, ref)

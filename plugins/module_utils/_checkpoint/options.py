@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import dump
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import export
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import import_
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import lazy_send
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import receive
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import remove
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import restore
@@ -162,6 +163,14 @@ def stream_option_errors(params: Mapping[str, Any]) -> list[str]:
         if params["leave_running"]:
             errors.append("send_to cannot be combined with leave_running: the target restores what it receives, so "
                           "the container would run on both hosts")
+        if send_to.get("lazy"):
+            if send_to.get("via", "ssh") != "ssh":
+                errors.append("send_to.lazy needs send_to.via=ssh: the memory pages go over a connection of their "
+                              "own from this host to the target")
+            if send_to.get("writable_layer") or (send_to.get("volumes") or "none") != "none":
+                errors.append("send_to.lazy cannot carry disk state yet: use writable_layer=false and volumes=none")
+            if params["force"]:
+                errors.append("send_to.lazy makes no checkpoint here to replace: force does not apply")
     receive = params.get("receive_timeout")
     if receive is not None:
         if state != "restored" or not params["archive_dir"]:
@@ -228,6 +237,9 @@ def operation(params: Mapping[str, Any], name: str, secret: bytes | None) -> Ope
         dump_options = dump.DumpOptions(name, leave_running=params["leave_running"], force=params["force"],
                                         method=params["method"], timeout=params["timeout"],
                                         in_manifest=bool(params["manifest_path"]), retention=retention)
+        if params["send_to"] and params["send_to"].get("lazy"):
+            return functools.partial(lazy_send.send_lazily, name=name, send_to=params["send_to"],
+                                     timeout=params["timeout"])
         if params["send_to"]:
             return functools.partial(send.present_and_send, opts=dump_options, send_to=params["send_to"])
         return functools.partial(dump.present, opts=dump_options)

@@ -17,6 +17,7 @@ from typing import Any, TypedDict
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import container
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import disk_apply
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import disk_index
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import lazy_restore
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import store
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import stream
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import stream_receive
@@ -34,6 +35,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.prefl
     PreflightError,
     check_free_space,
 )
+from ansible_collections.fleet.checkpoint.plugins.module_utils._criu import lazy_pages
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPIError
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.container_create import HostAccess
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host import private_files
@@ -70,10 +72,12 @@ class Received(TypedDict):
     seconds: float
     finished_at: float
     disk: dict[str, Any] | None
+    lazy: lazy_restore.LazyRestore | None  # a post-copy move's restore, under way once the images are installed
 
 
 def inspect_or_create(ctx: HostContext, ref: str, config: dict[str, Any], origin: str,
-                      create: bool, allowed: HostAccess | None = None) -> tuple[Inspect, bool]:
+                      create: bool, allowed: HostAccess | None = None,
+                      annotations: dict[str, str] | None = None) -> tuple[Inspect, bool]:
     """The container's inspect, and whether it was created from the stream's manifest (it did not exist and
     create=true)."""
     try:
@@ -81,7 +85,30 @@ def inspect_or_create(ctx: HostContext, ref: str, config: dict[str, Any], origin
     except OpError:
         if not create:
             raise
-    return container.create_from(ctx, ref, config, origin, allowed), True
+    return container.create_from(ctx, ref, config, origin, allowed, annotations), True
+
+
+def _lazy(ctx: HostContext, ref: str, here: str, opts: ReceiveOptions, origin: str) -> lazy_restore.LazyRestore:
+    """A post-copy move's restore: only into a container this receive creates (its CRIU configuration is set when
+    it is created), on a host that can restore lazily."""
+    try:
+        container.inspect(ctx, here)
+    except OpError:
+        if not opts.create:
+            raise OpError(f"container {here} does not exist here and create=false: {origin} is a post-copy move, "
+                          "which goes only into a container this receive creates (create=true)") from None
+    else:
+        raise OpError(f"container {here} exists here already: {origin} is a post-copy move, which goes only into a "
+                      "container this receive creates. Remove or rename it here")
+    criu = shutil.which("criu") or shutil.which("criu", path="/usr/sbin:/usr/bin:/sbin:/bin")
+    if not criu:
+        raise OpError(f"{origin} is a post-copy move and the criu command is missing here")
+    status, pipe_max = lazy_pages.read_host_facts()
+    problems = lazy_pages.lazy_problems(ctx.run, criu, status, pipe_max)
+    if problems:
+        raise OpError(f"{origin} is a post-copy move and this host cannot restore lazily: {'; '.join(problems)}")
+    lazy_restore.sweep_configs(ctx.api)  # those of containers removed since their lazy restore
+    return lazy_restore.LazyRestore(ref, opts.name, criu)
 
 
 def _refuse_existing(ctx: HostContext, ref: str, create: bool) -> None:
@@ -216,8 +243,14 @@ def receive(ctx: HostContext, ref: str, opts: ReceiveOptions) -> Received:
             _refuse_existing(ctx, here, opts.create)
             container.refuse_host_access(here, manifest["container"], f"the stream at {fifo_path}", opts.allowed)
             disk_apply.make_volumes(ctx, manifest["disk"].get("volumes") or {}, place.setdefault("volumes_made", []))
+        annotations = None
+        if manifest.get("lazy") is True:
+            if manifest.get("disk"):
+                raise OpError(f"the stream at {fifo_path} is a post-copy move with disk state: not supported")
+            place["lazy"] = _lazy(ctx, ref, here, opts, f"the stream at {fifo_path}")
+            annotations = place["lazy"].prepare()
         found, created = inspect_or_create(ctx, here, manifest["container"], f"the stream at {fifo_path}", opts.create,
-                                           opts.allowed)
+                                           opts.allowed, annotations)
         place["created"] = created
         place["inspect"] = found
         _refuse_running(ctx, found, (found.get("Name") or here).lstrip("/"), opts.force)
@@ -252,19 +285,25 @@ def receive(ctx: HostContext, ref: str, opts: ReceiveOptions) -> Received:
         except (stream.StreamError, ArchiveError, ManifestError, OSError, disk_index.DiskIndexError,
                 disk_apply.DiskApplyError) as exc:
             disk_apply.drop_staged(place.pop("staged", None) or {})
+            _drop_lazy(place)
             dropped = _drop_created(ctx, place)
             raise OpError(f"receiving checkpoint {opts.name!r} for {_label(ref, here)} failed, nothing was restored"
                           + (f" and {dropped} {'were' if ' and ' in dropped else 'was'} removed" if dropped else "")
                           + f": {exc}") from exc
         except BaseException:  # OpError, or anything unforeseen: nothing made for this receive stays
             disk_apply.drop_staged(place.pop("staged", None) or {})
+            _drop_lazy(place)
             _drop_created(ctx, place)
             raise
         path = place["path"]
         if os.path.isdir(path) and store.read_metadata(path).get("files") != manifest["files"] and not opts.force:
             raise OpError(f"container {here} already has a checkpoint {opts.name!r} that differs from the one received: "
                           "use force=true to replace it, or another name")
-        install(place["tmp"], manifest, path, f"stream at {fifo_path}")
+        try:
+            install(place["tmp"], manifest, path, f"stream at {fifo_path}")
+        except BaseException:
+            _drop_lazy(place)
+            raise
         done = True
     finally:
         reader.close()
@@ -279,4 +318,10 @@ def receive(ctx: HostContext, ref: str, opts: ReceiveOptions) -> Received:
                 shutil.rmtree(os.path.dirname(place["path"]), ignore_errors=True)
     return {"inspect": place["inspect"], "created": bool(place.get("created")), "bytes": reader.count,
             "waited_seconds": round(waited, 3), "seconds": round(time.monotonic() - begin - waited, 3),
-            "finished_at": round(time.time(), 3), "disk": disk}
+            "finished_at": round(time.time(), 3), "disk": disk, "lazy": place.get("lazy")}
+
+
+def _drop_lazy(place: dict[str, Any]) -> None:
+    lazy = place.pop("lazy", None)
+    if lazy is not None:
+        lazy.cleanup(keep_config=False)

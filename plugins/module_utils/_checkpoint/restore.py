@@ -26,6 +26,7 @@ from typing import Any
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import container
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import disk_apply
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import import_
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import lazy_restore
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import receive
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import start_from_checkpoint
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import store
@@ -87,10 +88,15 @@ def restored(ctx: HostContext, ref: str, opts: RestoreOptions) -> Result:
     result = new_result(target, opts.name, created)
     if opts.receive and opts.receive.here(ref) != ref:
         result["renamed_from"] = ref
+    lazy = received.get("lazy") if received else None
     try:
         with carrying(result):
             _restore(ctx, source, target, opts, received, result)
+        if lazy is not None:
+            lazy.cleanup(keep_config=True)  # the container stays: its configuration (now runc.conf's) with it
     except OpError as exc:
+        if lazy is not None:
+            lazy.cleanup(keep_config=False)
         # A container this restore created (from a stream's or an archive's manifest) is not left behind.
         if created and (received or opts.archive) and not ctx.check_mode:
             volumes = ((received.get("disk") if received else None) or {}).get("volumes") or []
@@ -198,8 +204,12 @@ def _restore(ctx: HostContext, source: Inspect, target: Inspect, opts: RestoreOp
             result["copied_from"] = src_path
     metadata = store.read_metadata(path)
     metadata.pop("failed_restore", None)
+    lazy = received.get("lazy") if received else None
+    if lazy is not None:
+        lazy.start(path, opts.timeout)  # the source's page connection taken, criu lazy-pages up
     try:
-        start_from_checkpoint.start(ctx, start_from_checkpoint.Start(tid, opts.name, path, opts.method, opts.timeout,
+        start_from_checkpoint.start(ctx, start_from_checkpoint.Start(tid, opts.name, path,
+                                                                     "api" if lazy else opts.method, opts.timeout,
                                                                      started), result)
     except OpError as exc:
         if running:
@@ -209,6 +219,8 @@ def _restore(ctx: HostContext, source: Inspect, target: Inspect, opts: RestoreOp
         raise
     state = container.wait_state(ctx, tid, running=True, seconds=5)
     result["resumed_at"] = round(time.time(), 3)
+    if lazy is not None:
+        lazy.resumed()
     if not state.get("Running"):
         result.pop("resumed_at")
         raise OpError(explain(ctx.criu_log, f"{result['container']} stopped right after its restore (exit code "
@@ -222,11 +234,31 @@ def _restore(ctx: HostContext, source: Inspect, target: Inspect, opts: RestoreOp
         store.write_metadata(path, metadata)
         raise
     _put_back_policy(ctx, tid, metadata, result)
+    if lazy is not None:
+        _last_page(ctx, tid, lazy, opts.timeout, result)
     result["started_at"] = state.get("StartedAt")
     metadata["last_restore"] = {"started_at": state.get("StartedAt"), "at": time.time()}
     store.write_metadata(path, metadata)
     result["pruned"] = prune(ctx, tid, opts.name, opts.retention, time.time())
     result["duration"] = round(time.time() - started, 3)
+
+
+def _last_page(ctx: HostContext, tid: str, lazy: lazy_restore.LazyRestore, timeout: int, result: Result) -> None:
+    """A post-copy restore runs before its memory is all here: wait for the last page. When the pages stop coming,
+    the container is killed here (its memory is incomplete); the source's copy runs on."""
+    complete, seconds = lazy.wait(timeout)
+    result["lazy"] = {"complete": complete, "pages_seconds": seconds}
+    if complete:
+        return
+    reason = lazy.log_tail()
+    try:
+        ctx.api.post(f"/containers/{tid}/kill")
+    except DockerAPIError:
+        pass
+    result["modified"] = True
+    raise OpError(f"the memory pages of {result['container']} stopped coming from the source {seconds}s after it "
+                  f"resumed here ({reason}): it was killed here, its memory being incomplete, and what it did since "
+                  "its resume is lost; the source's copy runs on")
 
 
 def _already_running(path: str, state: dict[str, Any], same: bool, result: Result) -> None:

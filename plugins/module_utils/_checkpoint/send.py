@@ -32,7 +32,7 @@ def _relayed(send_to: SendTo) -> bool:
     return send_to.get("via") == "relay"
 
 
-def _remote(send_to: SendTo, container_name: str, name: str) -> tuple[str, str]:
+def remote(send_to: SendTo, container_name: str, name: str) -> tuple[str, str]:
     """The FIFO's path on the target (the socket's path here with via=relay), and where it goes in words."""
     if _relayed(send_to):
         local = os.path.join(send_to["directory"], relayed_send.socket_name(container_name, name))
@@ -44,7 +44,7 @@ def _remote(send_to: SendTo, container_name: str, name: str) -> tuple[str, str]:
 def connect(send_to: SendTo, result: Result, name: str, made: bool = False) -> Sender:
     """Connect to the target (or wait for the controller's relay to connect here) and wait until its restore is seen
     waiting (before the dump: a target that is not ready stops the operation with nothing changed)."""
-    path, where = _remote(send_to, result["container"], name)
+    path, where = remote(send_to, result["container"], name)
     sender: Sender
     try:
         if _relayed(send_to):
@@ -135,7 +135,7 @@ def send_checkpoint(ctx: HostContext, result: Result, name: str, send_to: SendTo
                     precopied: tuple[disk_walk.DiskState, dict[str, Any]] | None = None) -> None:
     """Send the checkpoint that state=present just made (or found) to send_to, with the disk state of `trees`;
     fills result['sent']."""
-    where = _remote(send_to, result["container"], name)[1]
+    where = remote(send_to, result["container"], name)[1]
     if result["action"] == "unchanged" and container.is_running(ctx, container.inspect(ctx, result["id"])):
         raise OpError(f"container {result['container']} is running and already has a checkpoint {name!r}: sending "
                       "that older state would start a second copy on the target while this one runs. Use force=true "

@@ -116,9 +116,10 @@ def stream_name(container: str, checkpoint: str) -> str:
     return f"{container}-{checkpoint}.stream"
 
 
-def ssh_argv(send_to: Mapping[str, Any], remote_path: str, ready_within: float = RELAY_WAIT) -> list[str]:
+def ssh_argv(send_to: Mapping[str, Any], remote_path: str, ready_within: float = RELAY_WAIT,
+             script: str = RELAY) -> list[str]:
     """The ssh command line that feeds the relay on the target (`send_to` is the module's option); the relay waits up
-    to `ready_within` seconds for the receiver's FIFO."""
+    to `ready_within` seconds for the receiver's FIFO (`script`: another relay, given the same two arguments)."""
     argv = ["ssh", "-x", "-a", "-o", "ClearAllForwardings=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
             "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4", "-p", str(send_to.get("port") or 22),
             # Whatever ssh_config says (StrictHostKeyChecking=no or accept-new): the target must present a key
@@ -129,7 +130,7 @@ def ssh_argv(send_to: Mapping[str, Any], remote_path: str, ready_within: float =
     if send_to.get("identity_file"):
         argv += ["-i", send_to["identity_file"]]
     python = send_to.get("python") or "python3"
-    remote = f"{shlex.quote(python)} -c {shlex.quote(RELAY)} {shlex.quote(remote_path)} {int(ready_within)}"
+    remote = f"{shlex.quote(python)} -c {shlex.quote(script)} {shlex.quote(remote_path)} {int(ready_within)}"
     return argv + ["--", f"{send_to.get('user') or 'root'}@{send_to['host']}", remote]
 
 

@@ -37,9 +37,9 @@ import ctypes
 import os
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
-Run = Callable[[Sequence[str]], "tuple[int, str, str]"]
+Run = Callable[[list], "tuple[int, str, str]"]  # runs a command (a list of words): (rc, stdout, stderr)
 
 RUNC_ROOT = "/run/docker/runtime-runc/moby"  # Docker's runc state (its containerd namespace is "moby")
 PAGE_SIZE = 4096
@@ -50,9 +50,15 @@ CLONE_NEWNET = 0x40000000
 _DIRTY_OFF = "Dirty tracking is OFF"
 
 
-def restore_config(work_dir: str, log_file: str | None = None) -> str:
-    """The CRIU configuration file a lazily restored container's annotation names (until the restore is done)."""
-    lines = ["lazy-pages", f"work-dir {work_dir}"]
+OWN_SETTINGS = ("lazy-pages", "work-dir", "log-file")
+
+
+def restore_config(work_dir: str, log_file: str | None = None, runc_conf: str = "") -> str:
+    """The CRIU configuration file a lazily restored container's annotation names (until the restore is done): the
+    settings of runc.conf (which it replaces for this container: tcp-established, ...), then its own."""
+    kept = [line.strip() for line in runc_conf.splitlines()
+            if line.strip() and not line.strip().startswith("#") and line.split()[0] not in OWN_SETTINGS]
+    lines = kept + ["lazy-pages", f"work-dir {work_dir}"]
     if log_file:
         lines.append(f"log-file {log_file}")
     return "\n".join(lines) + "\n"

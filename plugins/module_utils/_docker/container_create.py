@@ -163,12 +163,16 @@ def missing_host_parts(api: DockerAPI, config: ContainerConfig, path_exists: Pat
     return problems
 
 
-def create(api: DockerAPI, name: str, config: ContainerConfig, path_exists: PathExists) -> str | None:
-    """Create the container `name`; return its id. Raise CreateError naming what is missing."""
+def create(api: DockerAPI, name: str, config: ContainerConfig, path_exists: PathExists,
+           annotations: Mapping[str, str] | None = None) -> str | None:
+    """Create the container `name` (with OCI `annotations` of this module's own, never a manifest's); return its id.
+    Raise CreateError naming what is missing."""
     problems = missing_prerequisites(api, config, path_exists)
     if problems:
         raise CreateError("; ".join(problems))
     body = create_body(config, choose_image(api, config))
+    if annotations:
+        body["HostConfig"]["Annotations"] = dict(annotations)
     old = str(config.get("name") or "").lstrip("/")
     if old and old != name:  # created under another name: it no longer answers to its old one on its networks
         for endpoint in ((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}).values():

@@ -104,7 +104,7 @@ def receive_from(tmp_path, data, monkeypatch, host=None):
     host = host or FakeHost(tmp_path / "target")
     ctx = HostContext(api=host, root_dir=str(tmp_path / "target" / "docker"))
 
-    def create(ctx, ref, config, origin, create, allowed=None):
+    def create(ctx, ref, config, origin, create, allowed=None, annotations=None):
         host.created = True
         return host.inspect, True
     monkeypatch.setattr(receive, "inspect_or_create", create)

@@ -48,7 +48,7 @@ class Receiver:
         self.created = []
         monkeypatch.setattr(receive, "inspect_or_create", self.inspect_or_create)
 
-    def inspect_or_create(self, ctx, ref, config, origin, create, allowed=None):
+    def inspect_or_create(self, ctx, ref, config, origin, create, allowed=None, annotations=None):
         self.created.append((ref, config["name"], origin))
         return INSPECT, True
 

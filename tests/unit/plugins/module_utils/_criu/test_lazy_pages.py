@@ -34,6 +34,9 @@ def test_the_restore_configuration_says_lazy_and_where_to_meet_the_daemon():
     assert lazy_pages.restore_config("/var/lib/fleet-checkpoint/lazy/w") == (
         "lazy-pages\nwork-dir /var/lib/fleet-checkpoint/lazy/w\n")
     assert lazy_pages.restore_config("/w", "/w/restore.log").endswith("log-file /w/restore.log\n")
+    # runc.conf's own settings stay (the annotation's file replaces it for this container), its log and work do not.
+    runc_conf = "# by the criu role\nlog-file /var/log/criu/runc.log\ntcp-established\n\nwork-dir /x\n"
+    assert lazy_pages.restore_config("/w", runc_conf=runc_conf) == "tcp-established\nlazy-pages\nwork-dir /w\n"
 
 
 def test_pipes_need_the_capability_or_a_big_enough_pipe_max_size():

@@ -1,0 +1,313 @@
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The sending end of a post-copy move (state=present with send_to.lazy): the container is dumped lazily (runc, see
+_criu/lazy_pages.py), only its small images are streamed to the restore waiting on the target, then its memory is
+served from here over a second SSH connection until the target has every page. Until then the container stays
+frozen here; if the page transfer breaks, CRIU thaws it and it runs on here, where it froze."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+import time
+from typing import IO, Any, cast
+
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import container
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import send
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import stream
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import HostContext, Result, new_result
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.errors import OpError, carrying
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.export import portable_manifest
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.files import file_inventory
+from ansible_collections.fleet.checkpoint.plugins.module_utils._criu import lazy_pages
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host import private_files
+
+LAZY_DIR = "/var/lib/fleet-checkpoint/lazy"  # root-only: each move's images, work directories and page socket
+PAGES_WAIT = 120  # seconds the page relay on the target gives the restore there to be listening
+
+# Runs on the target under the SSH login's python3: connect to the waiting restore's page socket (given a while to
+# appear: the restore there is still installing the images), then carry bytes both ways until either side ends.
+PAGE_RELAY = r"""
+import errno, os, select, socket, sys, time
+path, deadline = sys.argv[1], time.time() + float(sys.argv[2])
+while True:
+    sk = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sk.connect(path)
+        break
+    except OSError as exc:
+        sk.close()
+        if exc.errno not in (errno.ENOENT, errno.ECONNREFUSED) or time.time() > deadline:
+            sys.exit("fleet.checkpoint: no restore waits for pages at %s (%s)" % (path, exc.strerror))
+        time.sleep(0.1)
+reading = True
+while True:
+    ready = select.select([sk] + ([0] if reading else []), [], [])[0]
+    if sk in ready:
+        data = sk.recv(1048576)
+        if not data:
+            break
+        view = memoryview(data)
+        while view:
+            view = view[os.write(1, view):]
+    if reading and 0 in ready:
+        data = os.read(0, 1048576)
+        if data:
+            sk.sendall(data)
+        else:
+            reading = False
+            sk.shutdown(socket.SHUT_WR)
+"""
+
+
+def pages_socket(container_name: str, checkpoint: str) -> str:
+    """Where the target's lazy restore waits for the page connection (both ends name it alike)."""
+    return os.path.join(LAZY_DIR, f"{container_name}-{checkpoint}", "pages.sock")
+
+
+def _which(command: str) -> str | None:
+    return shutil.which(command) or shutil.which(command, path="/usr/sbin:/usr/bin:/sbin:/bin")
+
+
+PS_IOV_SIZE = 32  # CRIU's struct page_server_iov: u32 cmd (padded to 8), u64 nr_pages, vaddr, dst_id
+PS_IOV_CLOSE = (0x1023, 0x1024)  # PS_IOV_CLOSE, PS_IOV_FORCE_CLOSE: the target has every page
+PS_CMD_MASK = 0xFFFF
+
+
+class Pump:
+    """Bytes both ways between the page server's socket and the page relay's SSH connection, counted.
+
+    CRIU's lazy page server takes a connection that ends without the target's "close" command (its last request,
+    sent once every page is there) for a transfer that is done: it would end the container here while the target
+    lacks pages. So the socket is set to reset, not close, the connection (SO_LINGER 0) - when the relay ends first,
+    or this process dies - until the target's "close" has been seen going through; CRIU then fails the transfer and
+    thaws the container here. After the "close", the connection ends normally (CRIU waits for that)."""
+
+    def __init__(self, sock: Any, relay: subprocess.Popen[bytes]) -> None:
+        self.sock, self.relay = sock, relay
+        self.to_target = 0
+        self.to_source = 0
+        self.last_page_at: float | None = None
+        self.closed_by_target = False
+        self._pending = b""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self._threads = [threading.Thread(target=self._pages, daemon=True),
+                         threading.Thread(target=self._requests, daemon=True)]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def _pages(self) -> None:
+        out = cast(IO[bytes], self.relay.stdin)
+        try:
+            while True:
+                data = self.sock.recv(1 << 20)
+                if not data:
+                    break
+                out.write(data)
+                out.flush()
+                self.to_target += len(data)
+                self.last_page_at = time.time()
+        except (OSError, ValueError):
+            pass
+        finally:
+            try:
+                out.close()
+            except OSError:
+                pass
+
+    def saw(self, data: bytes) -> None:
+        """Follow the target's requests (whole records of PS_IOV_SIZE bytes) for its "close"."""
+        self._pending += data
+        while len(self._pending) >= PS_IOV_SIZE:
+            cmd = struct.unpack_from("<I", self._pending)[0] & PS_CMD_MASK
+            self._pending = self._pending[PS_IOV_SIZE:]
+            if cmd in PS_IOV_CLOSE:
+                self.closed_by_target = True
+
+    def _requests(self) -> None:
+        source = cast(IO[bytes], self.relay.stdout)
+        try:
+            while True:
+                data = os.read(source.fileno(), 1 << 16)
+                if not data:
+                    break
+                self.saw(data)
+                self.sock.sendall(data)
+                self.to_source += len(data)
+        except OSError:
+            pass
+        finally:
+            try:
+                if self.closed_by_target:
+                    self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 0, 0))
+                    self.sock.shutdown(socket.SHUT_WR)  # the end CRIU waits for
+                else:
+                    self.sock.shutdown(socket.SHUT_RD)  # wakes the other thread, then the close resets
+                    self._threads[0].join(10)
+                    self.sock.close()
+            except OSError:
+                pass
+
+    def join(self, seconds: float) -> None:
+        for thread in self._threads:
+            thread.join(seconds)
+
+
+def send_lazily(ctx: HostContext, ref: str, name: str, send_to: send.SendTo, timeout: int) -> Result:
+    """Move container `ref` to send_to's waiting restore, post-copy; the result says how it went."""
+    found = container.settled(ctx, container.inspect(ctx, ref))
+    cid = found["Id"]
+    result = new_result(found, name)
+    where = send.remote(send_to, result["container"], name)[1]
+    with carrying(result):
+        state = found.get("State") or {}
+        if not state.get("Running") or state.get("Paused") or state.get("Restarting"):
+            raise OpError(f"container {result['container']} is {state.get('Status', 'not running')}: a post-copy "
+                          "move needs a running container")
+        if (found.get("HostConfig") or {}).get("AutoRemove"):
+            raise OpError(f"container {result['container']} was started with --rm: Docker would delete it when the "
+                          "move ends it here, before anything could bring it back if the move broke")
+        runc, criu = _which("runc"), _which("criu")
+        problems = [] if runc else ["the runc command is missing (a post-copy dump runs it directly)"]
+        problems += [] if criu else ["the criu command is missing"]
+        if criu:
+            status, pipe_max = lazy_pages.read_host_facts()
+            problems += lazy_pages.lazy_problems(ctx.run, criu, status, pipe_max)
+        if problems:
+            raise OpError(f"{result['container']} cannot be moved post-copy from this host, so nothing was touched: "
+                          + "; ".join(problems))
+        policy = container.policy(found)
+        result.update(changed=True, action="sent", method="lazy", restart_policy=policy)
+        if ctx.check_mode:
+            result["sent"] = {"to": where, "mode": "lazy"}
+            return result
+        sender = send.connect(send_to, result, name)
+    work = os.path.join(LAZY_DIR, f"{cid}-{name}")
+    try:
+        with carrying(result):
+            _move(ctx, found, name, send_to, timeout, sender, work, cast(str, runc), result, where)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def _move(ctx: HostContext, found: dict[str, Any], name: str, send_to: send.SendTo, timeout: int,
+          sender: send.Sender, work: str, runc: str, result: Result, where: str) -> None:
+    cid, policy = found["Id"], result["restart_policy"]
+    private_files.make_private_dir(LAZY_DIR)
+    shutil.rmtree(work, ignore_errors=True)
+    images, criu_work = os.path.join(work, "images"), os.path.join(work, "work")
+    for path in (work, images, criu_work):
+        private_files.make_private_dir(path)
+    if not container.is_no(policy):
+        container.set_policy(ctx, cid, {"Name": "no"})  # the move ends the container here: no cold start after it
+    read_fd, write_fd = os.pipe()
+    started = time.time()
+    try:
+        argv = lazy_pages.lazy_dump_argv(runc, cid, images, criu_work, write_fd,
+                                         shell_job=bool((found.get("Config") or {}).get("Tty")))
+        # Not run_command: the dump runs on while the pages are served, with its status descriptor passed.
+        dumper = subprocess.Popen(  # pylint: disable=consider-using-with,ansible-bad-function
+            argv, pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    except OSError as exc:
+        os.close(read_fd)
+        os.close(write_fd)
+        _give_back(ctx, cid, policy)
+        sender.abort()
+        raise OpError(f"the post-copy dump of {result['container']} could not start: {exc}") from exc
+    os.close(write_fd)
+    try:
+        ready = _wait_ready(read_fd, timeout)
+    finally:
+        os.close(read_fd)
+    if not ready:
+        output = _finish(dumper, 10)
+        _give_back(ctx, cid, policy)
+        sender.abort()
+        raise OpError(f"the post-copy dump of {result['container']} failed before anything was sent, and the "
+                      f"container runs on here: {output or 'no answer within the timeout'}")
+    frozen_at = time.time()
+    result["dump_started_at"] = round(started, 3)
+    result["frozen_at"] = round(frozen_at, 3)
+    try:
+        files = file_inventory(images)
+        metadata = {"method": "api", "created": frozen_at, "restart_policy": policy}  # (restored through Docker)
+        manifest = portable_manifest(ctx, name, found, images, metadata, files)
+        manifest["lazy"] = True
+        sent = sender.send(images, manifest, timeout, None)
+    except (stream.StreamError, OSError, ValueError) as exc:
+        dumper.kill()
+        _finish(dumper, 30)
+        _give_back(ctx, cid, policy)
+        raise OpError(f"sending the post-copy images of {result['container']} failed, and it runs on here (its "
+                      f"dump was stopped, which thaws it): {exc}") from exc
+    relay_argv = stream.ssh_argv(send_to, pages_socket(result["container"], name), PAGES_WAIT, script=PAGE_RELAY)
+    relay = subprocess.Popen(  # pylint: disable=consider-using-with,ansible-bad-function
+        relay_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        sock = lazy_pages.connect_in_netns(dumper.pid)
+    except OSError as exc:
+        relay.kill()
+        dumper.kill()
+        _finish(dumper, 30)
+        _give_back(ctx, cid, policy)
+        raise OpError(f"the post-copy page server of {result['container']} cannot be reached, and it runs on here: "
+                      f"{exc}") from exc
+    pump = Pump(sock, relay)
+    pump.start()
+    output = _finish(dumper, timeout)  # ends when every page is fetched, the connection breaks, or at the timeout
+    pump.join(30)
+    sock.close()
+    try:
+        relay.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        relay.kill()
+        relay.wait()
+    relay_error = cast(IO[bytes], relay.stderr).read() or b""  # stderr=PIPE
+    done_at = time.time()
+    result["sent"] = dict(sent, to=where, mode="lazy", pages_bytes=pump.to_target,
+                          pages_seconds=round((pump.last_page_at or done_at) - frozen_at, 3))
+    if dumper.returncode != 0:
+        _give_back(ctx, cid, policy)
+        detail = relay_error.decode("utf-8", "replace").strip() or output
+        raise OpError(f"the page transfer of {result['container']} to {where} broke after "
+                      f"{pump.to_target} bytes: the container runs on here from where it froze (CRIU thawed it); "
+                      f"the copy on the target is killed there, and what it did since its resume is lost: {detail}")
+    result["stopped"] = True
+    container.wait_state(ctx, cid, running=False, seconds=10)
+
+
+def _wait_ready(fd: int, timeout: float) -> bool:
+    """runc writes a zero byte on the status descriptor when CRIU's page server is up; EOF means it ended first."""
+    import select  # pylint: disable=import-outside-toplevel
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            return os.read(fd, 1) == b"\0"
+    return False
+
+
+def _finish(proc: subprocess.Popen[bytes], seconds: float) -> str:
+    """Wait for the dump, killed after `seconds` (which thaws the container); its output, short."""
+    try:
+        out = proc.communicate(timeout=seconds)[0] or b""
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out = proc.communicate()[0] or b""
+    return " ".join(out.decode("utf-8", "replace").split())[-2000:]
+
+
+def _give_back(ctx: HostContext, cid: str, policy: container.Policy) -> None:
+    if not container.is_no(policy):
+        try:
+            container.set_policy(ctx, cid, policy)
+        except Exception:  # pylint: disable=broad-exception-caught  # (the error said what matters)
+            pass

@@ -1,0 +1,151 @@
+"""Post-copy (lazy) moves on the lab, issue 21: the container resumes on the target before its memory is there, its
+pages follow from the source; a transfer that breaks leaves it running on the source and nothing on the target."""
+
+import json
+import threading
+import time
+
+import pytest
+
+from conftest import counts, lab_exec, ready, run, run_module, sh
+
+IMAGE = "fleet-lab-workload:busybox"
+MODULE = "fleet.checkpoint.docker_checkpoint"
+INBOX = "/var/lib/fleet-checkpoint/lazy-in"
+
+
+@pytest.fixture(scope="module")
+def pair(trixie_hosts):
+    source, target = ready(trixie_hosts[:2])
+    address = run(["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", target]
+                  ).stdout.strip()
+    run(["docker", "cp", "/var/lib/fleet-lab/ssh/id_ed25519", f"{source}:/root/.ssh/id_ed25519"])
+    sh(source, f"chmod 600 /root/.ssh/id_ed25519 && ssh-keyscan -t ed25519 {address} > /root/lab-known-hosts")
+    yield source, target, address
+    sh(source, "rm -f /root/.ssh/id_ed25519 /root/lab-known-hosts")
+
+
+def start(host, name, mib):
+    lab_exec(host, "docker", "rm", "-f", name, check=False)
+    # MEMHOG_CHECK: memhog rewrites a MiB each tick and checks every byte against its checksums every 10 ticks.
+    lab_exec(host, "docker", "run", "-d", "--name", name, "--restart", "unless-stopped", "-e", "COUNTER_INTERVAL=0.2",
+             "-e", "MEMHOG_CHECK=10", IMAGE, "memhog", str(mib))
+    deadline = time.monotonic() + 60
+    while counts(host, name)[-1:] < [3]:
+        assert time.monotonic() < deadline, f"{name} does not count"
+        time.sleep(0.3)
+
+
+def move(pair, name, during=None):
+    """The target waits (in a thread), the source sends post-copy; `during(source, target)` runs meanwhile."""
+    source, target, address = pair
+    received = {}
+    waiting = threading.Thread(target=lambda: received.update(run_module(
+        target, MODULE, container=name, name="move", state="restored", archive_dir=INBOX, receive_timeout=90,
+        create=True)))
+    waiting.start()
+    meddler = threading.Thread(target=during, args=(source, target)) if during else None
+    if meddler:
+        meddler.start()
+    try:
+        sent = run_module(source, MODULE, container=name, name="move", timeout=120, send_to={
+            "host": address, "directory": INBOX, "known_hosts_file": "/root/lab-known-hosts", "lazy": True})
+    finally:
+        waiting.join(180)
+        if meddler:
+            meddler.join(60)
+    return sent, received
+
+
+def checks(host, name):
+    """memhog's verdicts so far: the number of full checks passed, and whether one found corruption."""
+    log = lab_exec(host, "docker", "logs", name).stdout
+    return log.count("checked:"), "CORRUPT" in log
+
+
+def only(answer):
+    (result,) = answer["results"]
+    return result
+
+
+def nothing_left(host):
+    assert sh(host, "ls -A /var/lib/fleet-checkpoint/lazy 2>/dev/null; true").stdout.strip() == "", host
+    assert sh(host, "pgrep -f '[c]riu lazy-pages' || true").stdout.strip() == "", host
+
+
+def test_a_post_copy_move_resumes_at_once_and_its_pages_follow(pair):
+    source, target = pair[:2]
+    lab_exec(target, "docker", "rm", "-f", "lazy", check=False)
+    start(source, "lazy", 1024)
+    sent, received = move(pair, "lazy")
+    assert not sent.get("failed"), sent.get("msg")
+    assert not received.get("failed"), received.get("msg")
+    out, got = only(sent), only(received)
+    assert out["sent"]["mode"] == "lazy" and out["sent"]["pages_bytes"] >= 1 << 30, out["sent"]
+    assert out["sent"]["bytes"] < 4 << 20, "more than the small images went before the resume"
+    assert got["lazy"]["complete"] is True and got["resumed_at"] > out["frozen_at"], (got, out)
+    # The count goes on on the target, from where it froze on the source; the source's container has ended.
+    last = counts(source, "lazy")[-1]
+    deadline = time.monotonic() + 20
+    while len(counts(target, "lazy")) < 3:
+        assert time.monotonic() < deadline, "the moved container does not count on the target"
+        time.sleep(0.3)
+    assert counts(target, "lazy")[0] == last + 1
+    # Every byte of its GiB, checked by the workload against the checksums it kept (twice, 2 s apart).
+    deadline = time.monotonic() + 30
+    while checks(target, "lazy")[0] < 2:
+        assert time.monotonic() < deadline and not checks(target, "lazy")[1], lab_exec(
+            target, "docker", "logs", "--tail", "5", "lazy").stdout
+        time.sleep(0.5)
+    assert not checks(target, "lazy")[1]
+    assert lab_exec(source, "docker", "inspect", "-f", "{{.State.Running}}", "lazy").stdout.strip() == "false"
+    assert lab_exec(target, "docker", "inspect", "-f", "{{.HostConfig.RestartPolicy.Name}}", "lazy"
+                    ).stdout.strip() == "unless-stopped"
+    # Its CRIU configuration is runc.conf's now: an ordinary checkpoint and restore work on it.
+    config = json.loads(lab_exec(target, "docker", "inspect", "-f", "{{json .HostConfig.Annotations}}", "lazy"
+                                 ).stdout)["org.criu.config"]
+    assert sh(target, f"readlink {config}").stdout.strip() == "/etc/criu/runc.conf"
+    assert not only(run_module(target, MODULE, container="lazy", name="after")).get("failed")
+    again = only(run_module(target, MODULE, container="lazy", name="after", state="restored"))
+    assert again.get("resumed") is True, again
+    numbers = counts(target, "lazy")
+    assert all(b == a + 1 for a, b in zip(numbers, numbers[1:])), "the count broke on the target"
+    for host in pair[:2]:
+        nothing_left(host)
+        lab_exec(host, "docker", "rm", "-f", "lazy", check=False)
+
+
+def test_a_page_transfer_cut_off_leaves_the_container_running_on_the_source(pair):
+    source, target = pair[:2]
+    lab_exec(target, "docker", "rm", "-f", "cutoff", check=False)
+    start(source, "cutoff", 1024)
+
+    def cut(source, target):
+        # Once the container runs on the target (its pages still coming, at 50 MB/s), the relay carrying them dies.
+        cut.said = sh(target, "for i in $(seq 6000); do [ \"$(docker inspect -f '{{.State.Running}}' cutoff "
+                              "2>/dev/null)\" = true ] && break; sleep 0.01; done; sleep 1; "
+                              "docker inspect -f 'running={{.State.Running}}' cutoff; "
+                              "pkill -KILL -f '[n]o restore waits for pages'; echo pkill=$?").stdout
+
+    # The source's link shaped to 50 MB/s (tc, as the benchmark does): the GiB takes some 20 s to follow.
+    sh(source, "tc qdisc replace dev eth0 root tbf rate 400mbit burst 256kb latency 100ms")
+    try:
+        sent, received = move(pair, "cutoff", during=cut)
+    finally:
+        sh(source, "tc qdisc del dev eth0 root 2>/dev/null; true")
+    assert "running=true" in cut.said and "pkill=0" in cut.said, cut.said
+    assert sent.get("failed") and "the container runs on here" in sent["msg"], sent.get("msg")
+    assert received.get("failed") and "killed here" in received["msg"], received.get("msg")
+    assert lab_exec(source, "docker", "inspect", "-f", "{{.State.Running}}", "cutoff").stdout.strip() == "true"
+    before = counts(source, "cutoff")[-1]
+    time.sleep(1)
+    numbers = counts(source, "cutoff")
+    assert numbers[-1] > before and all(b == a + 1 for a, b in zip(numbers, numbers[1:])), "not thawed where it froze"
+    assert lab_exec(source, "docker", "inspect", "-f", "{{.HostConfig.RestartPolicy.Name}}", "cutoff"
+                    ).stdout.strip() == "unless-stopped"
+    assert lab_exec(target, "docker", "inspect", "cutoff", check=False).returncode != 0, "left a container"
+    for host in pair[:2]:
+        nothing_left(host)
+    # The CRIU configuration made for it is gone with it (and that of the container removed before, swept).
+    assert sh(target, "ls /var/lib/fleet-checkpoint/criu-config 2>/dev/null | wc -l").stdout.strip() == "0"
+    lab_exec(source, "docker", "rm", "-f", "cutoff", check=False)
