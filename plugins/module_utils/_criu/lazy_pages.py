@@ -28,7 +28,7 @@ CRIU option). What works:
 Seen on the lab (memhog 256 MiB, hosts on one machine): images 124 KiB, `docker start --checkpoint` 0.38 s, every
 page (268 MB) fetched 3.2 s after the daemon started, the count continued on the target with no gap.
 
-Not yet used by a module: the migration mode that runs these pieces is issue 21's work in progress.
+docker_checkpoint's send_to.lazy runs them: _checkpoint/lazy_send.py (source) and lazy_restore.py (target).
 """
 
 from __future__ import annotations
