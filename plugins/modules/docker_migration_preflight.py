@@ -92,6 +92,14 @@ options:
         checkpointed processes may use what the newer kernel gave them, which CRIU cannot restore here.
     type: bool
     default: false
+  mode:
+    description:
+      - How the containers will move. V(lazy) (post-copy, see C(send_to.lazy) of M(fleet.checkpoint.docker_checkpoint))
+        also checks, on either side, that CRIU can restore lazily (C(criu check --feature uffd-noncoop)) and make its
+        page server's pipes (CAP_SYS_RESOURCE or C(fs.pipe-max-size)), and on the source that runc is there.
+    type: str
+    choices: [stop, lazy]
+    default: stop
 notes:
   - Needs root on the managed host (use C(become)) to run CRIU and read Docker's state.
   - The source's own checks (unknown containers, C(--rm) containers, CRIU working, free disk for the dump) are those of
@@ -169,6 +177,7 @@ def main() -> None:
             replace=dict(type="bool", default=False),
             rename=dict(type="dict", default={}),
             allow_older_kernel=dict(type="bool", default=False),
+            mode=dict(type="str", default="stop", choices=["stop", "lazy"]),
             **docker_host_argument_spec(),
         ),
         required_if=[("side", "source", ("containers",)), ("side", "target", ("plan",))],
@@ -197,6 +206,8 @@ def main() -> None:
                                                        replaced=replaced, rename=params["rename"],
                                                        allow_older_kernel=params["allow_older_kernel"])
         answer["replaced"] = replaced or []
+    problems += migration_preflight.mode_problems(params["side"], params["mode"], module.run_command,
+                                                  module.get_bin_path)
     answer["problems"] = problems
     if problems:
         module.fail_json(msg=f"the {params['side']} cannot take part in the migration ({len(problems)} problem"

@@ -172,6 +172,12 @@ PLAYBOOK_CASES = [
                      "fleet_checkpoint_migrate_containers": ["victim"]}, "nothing else goes on the source's ssh"),
     ("migrate.yml", {"fleet_checkpoint_migrate_ssh_port": "22 -oProxyCommand=x",
                      "fleet_checkpoint_migrate_containers": ["victim"]}, "fleet_checkpoint_migrate_ssh_port"),
+    # A post-copy move goes straight to the target and carries memory only (issue 21).
+    ("migrate.yml", {"fleet_checkpoint_migrate_mode": "lazy", "fleet_checkpoint_migrate_transfer": "controller",
+                     "fleet_checkpoint_migrate_volumes": "none", "fleet_checkpoint_migrate_writable_layer": False,
+                     "fleet_checkpoint_migrate_containers": ["victim"]}, "not controller"),
+    ("migrate.yml", {"fleet_checkpoint_migrate_mode": "precopy", "fleet_checkpoint_migrate_containers": ["victim"]},
+     "fleet_checkpoint_migrate_mode must be one of: stop, lazy"),
 ]
 
 

@@ -565,6 +565,11 @@ BAD_INPUTS = [
      "archive_path must be an absolute path"),
     (dict(container="victim", name="exp", state="exported", archive_path="/root/bad/notes.txt", force=True),
      "is not an archive"),
+    # A post-copy move (issue 21): straight over SSH, memory only.
+    (dict(container="victim", name="mv", send_to=dict(via="relay", directory="/root/bad/relay", lazy=True)),
+     "send_to.lazy needs send_to.via=ssh"),
+    (dict(container="victim", name="mv", send_to=dict(host="192.0.2.1", directory="/var/lib/in", lazy=True,
+                                                      volumes="named")), "lazy cannot carry disk state"),
 ]
 
 BAD_ARCHIVES = {

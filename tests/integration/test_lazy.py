@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import counts, lab_exec, ready, run, run_module, sh
+from conftest import ROOT, ansible_playbook, counts, lab_exec, ready, run, run_module, sh
 
 IMAGE = "fleet-lab-workload:busybox"
 MODULE = "fleet.checkpoint.docker_checkpoint"
@@ -108,8 +108,22 @@ def test_a_post_copy_move_resumes_at_once_and_its_pages_follow(pair):
     assert not only(run_module(target, MODULE, container="lazy", name="after")).get("failed")
     again = only(run_module(target, MODULE, container="lazy", name="after", state="restored"))
     assert again.get("resumed") is True, again
+    # ... and a host reboot through host_reboot.yml, then docker stop.
+    booted = sh(target, "systemctl show -p UserspaceTimestamp --value").stdout
+    rc, rebooted = ansible_playbook(ROOT / "playbooks" / "host_reboot.yml", check=False, extra_vars={
+        "fleet_checkpoint_hosts": target, "fleet_checkpoint_reboot": "always"})
+    assert rc == 0, json.dumps(rebooted)[-3000:]
+    assert sh(target, "systemctl show -p UserspaceTimestamp --value").stdout != booted, "the target did not reboot"
+    deadline = time.monotonic() + 30
+    while lab_exec(target, "docker", "inspect", "-f", "{{.State.Running}}", "lazy", check=False).stdout.strip() != "true":
+        assert time.monotonic() < deadline, "not running again after the reboot"
+        time.sleep(0.5)
+    time.sleep(1)
     numbers = counts(target, "lazy")
     assert all(b == a + 1 for a, b in zip(numbers, numbers[1:])), "the count broke on the target"
+    assert not checks(target, "lazy")[1]
+    lab_exec(target, "docker", "stop", "-t", "1", "lazy")
+    assert lab_exec(target, "docker", "inspect", "-f", "{{.State.Running}}", "lazy").stdout.strip() == "false"
     for host in pair[:2]:
         nothing_left(host)
         lab_exec(host, "docker", "rm", "-f", "lazy", check=False)
@@ -149,3 +163,31 @@ def test_a_page_transfer_cut_off_leaves_the_container_running_on_the_source(pair
     # The CRIU configuration made for it is gone with it (and that of the container removed before, swept).
     assert sh(target, "ls /var/lib/fleet-checkpoint/criu-config 2>/dev/null | wc -l").stdout.strip() == "0"
     lab_exec(source, "docker", "rm", "-f", "cutoff", check=False)
+
+
+def test_migrate_moves_post_copy_and_reports_the_downtime(pair):
+    """migrate.yml with fleet_checkpoint_migrate_mode=lazy: both hosts pre-flighted for lazy pages, the move straight
+    from source to target, the report's row saying so; a request it cannot serve is refused before anything."""
+    source, target, address = pair
+    start(source, "migrant", 512)
+    moves = {"fleet_checkpoint_migrate_source": source, "fleet_checkpoint_migrate_target": target,
+             "fleet_checkpoint_migrate_containers": ["migrant"], "fleet_checkpoint_migrate_mode": "lazy",
+             "fleet_checkpoint_migrate_target_address": address}
+    rc, refused = ansible_playbook(ROOT / "playbooks" / "migrate.yml", check=False, extra_vars=moves)
+    assert rc != 0 and "does not carry disk state yet" in json.dumps(refused)
+    assert lab_exec(source, "docker", "inspect", "-f", "{{.State.Running}}", "migrant").stdout.strip() == "true"
+    moves.update(fleet_checkpoint_migrate_volumes="none", fleet_checkpoint_migrate_writable_layer=False)
+    rc, output = ansible_playbook(ROOT / "playbooks" / "migrate.yml", check=False, extra_vars=moves)
+    assert rc == 0, json.dumps(output)[-3000:]
+    (row,) = output["global_custom_stats"]["fleet_checkpoint_migrate"]["containers"]
+    assert row["moved"] and row["mode"] == "lazy" and row["pages_bytes"] >= 512 << 20, row
+    assert row["downtime_seconds"] > 0, row  # (its size against stop-and-copy is for the benchmark)
+    last = counts(source, "migrant")[-1]
+    deadline = time.monotonic() + 20
+    while len(counts(target, "migrant")) < 2:
+        assert time.monotonic() < deadline, "the moved container does not count on the target"
+        time.sleep(0.3)
+    assert counts(target, "migrant")[0] == last + 1
+    for host in pair[:2]:
+        nothing_left(host)
+        lab_exec(host, "docker", "rm", "-f", "migrant", check=False)

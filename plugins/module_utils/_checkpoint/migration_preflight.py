@@ -32,6 +32,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.prefl
     check_criu,
     check_experimental,
 )
+from ansible_collections.fleet.checkpoint.plugins.module_utils._criu import lazy_pages
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu.version import (
     at_least,
     kernel_version,
@@ -52,6 +53,21 @@ COMMANDS = {
     ("target", "direct"): ("docker", "python3"),
     ("target", "controller"): ("docker", "python3"),
 }
+
+
+def mode_problems(side: str, mode: str, run: Run, which: Which) -> list[str]:
+    """What keeps this side from a move of this mode: for post-copy (V(lazy)), CRIU's lazy pages on both sides and
+    runc on the source (which dumps through it). Read from this host (its /proc)."""
+    if mode != "lazy":
+        return []
+    criu = which("criu")
+    if not criu:
+        return []  # said by the CRIU checks already
+    status, pipe_max = lazy_pages.read_host_facts()
+    problems = [f"post-copy: {problem}" for problem in lazy_pages.lazy_problems(run, criu, status, pipe_max)]
+    if side == "source" and not which("runc"):
+        problems.append("post-copy: the runc command is missing on the source (the lazy dump runs it)")
+    return problems
 
 
 def missing_commands(side: str, transfer: str, which: Which) -> list[str]:
