@@ -228,8 +228,11 @@ options:
           - Only with O(send_to.via=ssh), without disk state (O(send_to.writable_layer), O(send_to.volumes)); the
             receiving restore must create the container (O(create=true)). Both hosts need CRIU with
             non-cooperative userfaultfd (C(criu check --feature uffd-noncoop)), and CRIU's page server pipes of
-            3.2 MiB (root with CAP_SYS_RESOURCE, or C(fs.pipe-max-size) at least 4194304). The page server listens
-            only inside a network namespace of its own; no port is opened on either host.
+            3.2 MiB (root with CAP_SYS_RESOURCE, or C(fs.pipe-max-size) at least 4194304), and the target Docker 24
+            or later (container annotations). The page server listens only inside a network namespace of its own; no
+            port is opened on either host.
+          - Every page must have arrived within O(timeout) seconds of the freeze; otherwise the move is called off as
+            if the transfer had broken (the container runs on here).
         type: bool
         default: false
   receive_timeout:

@@ -264,7 +264,8 @@ results:
       sample: true
     action:
       description: What was done - V(created), V(recreated), V(removed), V(restored), V(exported), V(imported),
-        V(sent) (an existing checkpoint sent with O(send_to)), V(unchanged), or V(failed).
+        V(sent) (an existing checkpoint sent with O(send_to), or a post-copy move with O(send_to.lazy)),
+        V(unchanged), or V(failed).
       type: str
       sample: created
     failed:
@@ -283,7 +284,8 @@ results:
       returned: success, except exported
       sample: /var/lib/docker/containers/6cc9.../checkpoints/pre-reboot
     method:
-      description: The dump path used (V(containerd) or V(api)); for an existing checkpoint, the one recorded.
+      description: The dump path used (V(containerd) or V(api), or V(lazy) for a post-copy move with O(send_to.lazy));
+        for an existing checkpoint, the one recorded.
       type: str
       returned: state=present
       sample: containerd
@@ -386,18 +388,13 @@ results:
         change since the pre-copy (C(unchanged_files)), the trees sent (the writable layer, volume names) and
         C(precopy) (the first pass, before the freeze - its C(bytes), C(seconds), C(entries)). With
         O(send_to.lazy), C(mode) is V(lazy), C(bytes) are the images sent before the target's resume,
-        C(pages_bytes) the memory served afterwards and C(pages_seconds) the time from the freeze to the last page.
+        C(pages_bytes) the memory served afterwards and C(pages_seconds) the time from the freeze (RV(results[].dump_started_at))
+        to the last page.
       type: dict
       returned: state=present with O(send_to)
       sample: {"to": "root@web-2:/var/lib/fleet-checkpoint/migrate/billing-worker-move.stream", "bytes": 268939264,
                "seconds": 1.71, "started_at": 1764600001.02,
                "disk": {"entries": 41, "bytes": 10485760, "walk_seconds": 0.04, "trees": ["writable layer", "data"]}}
-    frozen_at:
-      description: With O(send_to.lazy), when the container froze here for its post-copy move (its images then
-        written), in seconds since the epoch; the target's C(resumed_at) minus this is the move's downtime.
-      type: float
-      returned: state=present with O(send_to.lazy), when the move began
-      sample: 1764600000.4
     lazy:
       description: For a post-copy move's restore, whether every memory page arrived (C(complete)) and the seconds
         from the start of the page daemon to the last page (C(pages_seconds)).

@@ -83,7 +83,7 @@ def test_a_post_copy_move_resumes_at_once_and_its_pages_follow(pair):
     out, got = only(sent), only(received)
     assert out["sent"]["mode"] == "lazy" and out["sent"]["pages_bytes"] >= 1 << 30, out["sent"]
     assert out["sent"]["bytes"] < 4 << 20, "more than the small images went before the resume"
-    assert got["lazy"]["complete"] is True and got["resumed_at"] > out["frozen_at"], (got, out)
+    assert got["lazy"]["complete"] is True and got["resumed_at"] > out["dump_started_at"], (got, out)
     # The count goes on on the target, from where it froze on the source; the source's container has ended.
     last = counts(source, "lazy")[-1]
     deadline = time.monotonic() + 20
@@ -191,3 +191,26 @@ def test_migrate_moves_post_copy_and_reports_the_downtime(pair):
     for host in pair[:2]:
         nothing_left(host)
         lab_exec(host, "docker", "rm", "-f", "migrant", check=False)
+
+
+def test_a_target_that_refuses_the_move_leaves_the_container_running_on_the_source(pair):
+    """The target refuses the stream once the source has frozen and dumped the container (a container of that name
+    exists there): the move is called off, CRIU thaws the container, and it counts on where it froze."""
+    source, target = pair[:2]
+    start(source, "refused", 128)
+    lab_exec(target, "docker", "rm", "-f", "refused", check=False)
+    lab_exec(target, "docker", "create", "--name", "refused", IMAGE)
+    sent, received = move(pair, "refused")
+    assert received.get("failed") and "exists here already" in received["msg"], received.get("msg")
+    assert sent.get("failed") and "runs on here from where it froze" in sent["msg"], sent.get("msg")
+    before = counts(source, "refused")[-1]
+    time.sleep(1.5)
+    numbers = counts(source, "refused")
+    assert numbers[-1] > before, "the container is still frozen on the source"
+    assert all(b == a + 1 for a, b in zip(numbers, numbers[1:]))
+    assert lab_exec(source, "docker", "inspect", "-f", "{{.HostConfig.RestartPolicy.Name}}", "refused"
+                    ).stdout.strip() == "unless-stopped"
+    assert lab_exec(target, "docker", "inspect", "-f", "{{.State.Status}}", "refused").stdout.strip() == "created"
+    for host in pair[:2]:
+        nothing_left(host)
+        lab_exec(host, "docker", "rm", "-f", "refused", check=False)

@@ -52,7 +52,9 @@ def sweep_configs(api: Any) -> list[str]:
         except DockerAPIError:
             continue  # removed meanwhile
         used.add(((found.get("HostConfig") or {}).get("Annotations") or {}).get(ANNOTATION))
-    gone = [name for name in names if os.path.join(CONFIG_DIR, name) not in used]
+    # Only the links (restores that finished): a plain file is a restore under way, perhaps another thread's.
+    gone = [name for name in names if os.path.islink(os.path.join(CONFIG_DIR, name))
+            and os.path.join(CONFIG_DIR, name) not in used]
     for name in gone:
         try:
             os.unlink(os.path.join(CONFIG_DIR, name))
@@ -73,6 +75,7 @@ class LazyRestore:
         self.listener: socket.socket | None = None
         self.daemon: subprocess.Popen[bytes] | None = None
         self.started_at: float | None = None
+        self.complete = False  # the daemon ended with 0: every page is here (the source's copy has ended)
 
     def prepare(self) -> dict[str, str]:
         """Before the container is created: its CRIU configuration, and the socket the source's pages come to.
@@ -86,13 +89,9 @@ class LazyRestore:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(lazy_pages.restore_config(self.work, os.path.join(self.work, "restore.log"),
                                                    _read(RUNC_CONF)))
-        umask = os.umask(0o077)
-        try:
-            self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.listener.bind(self.socket_path)
-            self.listener.listen(1)
-        finally:
-            os.umask(umask)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(self.socket_path)  # in a 0700 directory of root's
+        self.listener.listen(1)
         return {ANNOTATION: self.config}
 
     def start(self, image_dir: str, timeout: float) -> None:
@@ -112,7 +111,8 @@ class LazyRestore:
         try:
             self.daemon = subprocess.Popen(  # pylint: disable=consider-using-with,ansible-bad-function
                 lazy_pages.daemon_argv(self.criu, image_dir, self.work, conn.fileno()), pass_fds=(conn.fileno(),),
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True)  # not killed with this module's process group: the pages keep coming
         except OSError as exc:
             raise OpError(f"criu lazy-pages could not start: {exc}") from exc
         finally:
@@ -143,7 +143,8 @@ class LazyRestore:
         except subprocess.TimeoutExpired:
             self.daemon.kill()
             rc = self.daemon.wait()
-        return rc == 0, round(time.time() - (self.started_at or time.time()), 3)
+        self.complete = rc == 0
+        return self.complete, round(time.time() - (self.started_at or time.time()), 3)
 
     def log_tail(self) -> str:
         """The daemon's last error, for a message."""

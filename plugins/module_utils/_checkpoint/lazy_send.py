@@ -9,6 +9,7 @@ frozen here; if the page transfer breaks, CRIU thaws it and it runs on here, whe
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import socket
@@ -67,8 +68,10 @@ while True:
 
 
 def pages_socket(container_name: str, checkpoint: str) -> str:
-    """Where the target's lazy restore waits for the page connection (both ends name it alike)."""
-    return os.path.join(LAZY_DIR, f"{container_name}-{checkpoint}", "pages.sock")
+    """Where the target's lazy restore waits for the page connection (both ends name it alike; hashed, so that a
+    long name stays within a Unix socket path's 107 bytes)."""
+    key = hashlib.sha256(f"{container_name}\0{checkpoint}".encode("utf-8")).hexdigest()[:24]
+    return os.path.join(LAZY_DIR, key, "pages.sock")
 
 
 def _which(command: str) -> str | None:
@@ -160,6 +163,20 @@ class Pump:
         for thread in self._threads:
             thread.join(seconds)
 
+    def abort(self) -> None:
+        """Reset the page connection (whatever the target said): CRIU fails the transfer and thaws the container."""
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.sock.shutdown(socket.SHUT_RD)  # wakes the reading thread; the close then resets
+        except OSError:
+            pass
+        if self._threads[0].ident is not None:  # (started)
+            self._threads[0].join(10)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
 
 def send_lazily(ctx: HostContext, ref: str, name: str, send_to: send.SendTo, timeout: int) -> Result:
     """Move container `ref` to send_to's waiting restore, post-copy; the result says how it went."""
@@ -211,12 +228,14 @@ def _move(ctx: HostContext, found: dict[str, Any], name: str, send_to: send.Send
         container.set_policy(ctx, cid, {"Name": "no"})  # the move ends the container here: no cold start after it
     read_fd, write_fd = os.pipe()
     started = time.time()
+    runc_out = os.path.join(work, "runc.out")
     try:
         argv = lazy_pages.lazy_dump_argv(runc, cid, images, criu_work, write_fd,
                                          shell_job=bool((found.get("Config") or {}).get("Tty")))
-        # Not run_command: the dump runs on while the pages are served, with its status descriptor passed.
-        dumper = subprocess.Popen(  # pylint: disable=consider-using-with,ansible-bad-function
-            argv, pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        with open(runc_out, "wb") as out:
+            # Not run_command: the dump runs on while the pages are served, with its status descriptor passed.
+            dumper = subprocess.Popen(  # pylint: disable=consider-using-with,ansible-bad-function
+                argv, pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     except OSError as exc:
         os.close(read_fd)
         os.close(write_fd)
@@ -229,60 +248,111 @@ def _move(ctx: HostContext, found: dict[str, Any], name: str, send_to: send.Send
     finally:
         os.close(read_fd)
     if not ready:
-        output = _finish(dumper, 10)
+        _call_off(dumper, None, None, None)
         _give_back(ctx, cid, policy)
         sender.abort()
         raise OpError(f"the post-copy dump of {result['container']} failed before anything was sent, and the "
-                      f"container runs on here: {output or 'no answer within the timeout'}")
-    frozen_at = time.time()
+                      f"container runs on here: {_tail(runc_out) or 'no answer within the timeout'}")
+    ready_at = time.time()  # the images written, the page server up; the container frozen since `started`
     result["dump_started_at"] = round(started, 3)
-    result["frozen_at"] = round(frozen_at, 3)
+    result["duration"] = round(ready_at - started, 3)
+    sock: socket.socket | None = None
+    relay: subprocess.Popen[bytes] | None = None
+    pump: Pump | None = None
+    sent: dict[str, Any] = {}
     try:
+        # Connected first: from here on, resetting this connection is how the move is called off (CRIU then fails
+        # its transfer and thaws the container); an orderly end would tell it that the target has every page.
+        sock = lazy_pages.connect_in_netns(dumper.pid)
         files = file_inventory(images)
-        metadata = {"method": "api", "created": frozen_at, "restart_policy": policy}  # (restored through Docker)
+        metadata = {"method": "api", "created": ready_at, "restart_policy": policy}  # (restored through Docker)
         manifest = portable_manifest(ctx, name, found, images, metadata, files)
         manifest["lazy"] = True
         sent = sender.send(images, manifest, timeout, None)
-    except (stream.StreamError, OSError, ValueError) as exc:
-        dumper.kill()
-        _finish(dumper, 30)
-        _give_back(ctx, cid, policy)
-        raise OpError(f"sending the post-copy images of {result['container']} failed, and it runs on here (its "
-                      f"dump was stopped, which thaws it): {exc}") from exc
-    relay_argv = stream.ssh_argv(send_to, pages_socket(result["container"], name), PAGES_WAIT, script=PAGE_RELAY)
-    relay = subprocess.Popen(  # pylint: disable=consider-using-with,ansible-bad-function
-        relay_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        sock = lazy_pages.connect_in_netns(dumper.pid)
-    except OSError as exc:
-        relay.kill()
-        dumper.kill()
-        _finish(dumper, 30)
-        _give_back(ctx, cid, policy)
-        raise OpError(f"the post-copy page server of {result['container']} cannot be reached, and it runs on here: "
-                      f"{exc}") from exc
-    pump = Pump(sock, relay)
-    pump.start()
-    output = _finish(dumper, timeout)  # ends when every page is fetched, the connection breaks, or at the timeout
+        relay_argv = stream.ssh_argv(send_to, pages_socket(result["container"], name), PAGES_WAIT, script=PAGE_RELAY)
+        relay = subprocess.Popen(  # pylint: disable=consider-using-with,ansible-bad-function
+            relay_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        pump = Pump(sock, relay)
+        pump.start()
+        try:
+            dumper.wait(timeout)  # ends when every page is fetched, or the connection broke
+        except subprocess.TimeoutExpired as exc:
+            raise OpError(f"the memory of {result['container']} was not all fetched within timeout={timeout}s") from exc
+    except BaseException as exc:
+        _call_off(dumper, sock, pump, relay)
+        raise OpError(_called_off(ctx, cid, policy, result, where, pump, f"{exc}".strip() or type(exc).__name__)
+                      ) from exc
     pump.join(30)
     sock.close()
+    relay_error = _end(relay)
+    done_at = time.time()
+    result["sent"] = dict(sent, to=where, mode="lazy", pages_bytes=pump.to_target,
+                          pages_seconds=round((pump.last_page_at or done_at) - started, 3))
+    if dumper.returncode != 0:
+        raise OpError(_called_off(ctx, cid, policy, result, where, pump, relay_error or _tail(runc_out)))
+    result["stopped"] = True
+    container.wait_state(ctx, cid, running=False, seconds=10)
+
+
+def _call_off(dumper: subprocess.Popen[bytes], sock: socket.socket | None, pump: Pump | None,
+              relay: subprocess.Popen[bytes] | None) -> None:
+    """Make CRIU fail the transfer, which thaws the container: its page connection reset (one made for it if there
+    is none yet), then the dump waited for (killed only as the last resort)."""
+    if relay is not None and relay.poll() is None:
+        relay.kill()
+    if pump is not None:
+        pump.abort()
+    else:
+        try:
+            sock = sock or lazy_pages.connect_in_netns(dumper.pid, timeout=5)
+            sock.close()  # (SO_LINGER 0: a reset)
+        except OSError:
+            pass
+    try:
+        dumper.wait(60)
+    except subprocess.TimeoutExpired:
+        dumper.kill()
+        dumper.wait()
+    if relay is not None:
+        _end(relay)
+
+
+def _called_off(ctx: HostContext, cid: str, policy: container.Policy, result: Result, where: str,
+                pump: Pump | None, detail: str) -> str:
+    """The error of a move that did not finish, from what the container does now (it is looked at, not assumed)."""
+    moved = f" after {pump.to_target} bytes of memory" if pump else ""
+    try:
+        running = container.is_running(ctx, container.inspect(ctx, cid))
+    except OpError:
+        running = False
+    if running:
+        _give_back(ctx, cid, policy)
+        return (f"the post-copy move of {result['container']} to {where} did not finish{moved}: the container runs on "
+                "here from where it froze (CRIU thawed it); the copy on the target, if it was resumed, is killed "
+                f"there, and what it did since is lost: {detail}")
+    result["stopped"] = True
+    return (f"the post-copy move of {result['container']} to {where} did not finish as it should{moved}, and the "
+            "container is no longer running here (CRIU ended it): check the target - its restore says whether every "
+            f"page arrived there: {detail}")
+
+
+def _end(relay: subprocess.Popen[bytes]) -> str:
+    """The relay waited for (killed after 30 s); what it said on stderr."""
     try:
         relay.wait(timeout=30)
     except subprocess.TimeoutExpired:
         relay.kill()
         relay.wait()
-    relay_error = cast(IO[bytes], relay.stderr).read() or b""  # stderr=PIPE
-    done_at = time.time()
-    result["sent"] = dict(sent, to=where, mode="lazy", pages_bytes=pump.to_target,
-                          pages_seconds=round((pump.last_page_at or done_at) - frozen_at, 3))
-    if dumper.returncode != 0:
-        _give_back(ctx, cid, policy)
-        detail = relay_error.decode("utf-8", "replace").strip() or output
-        raise OpError(f"the page transfer of {result['container']} to {where} broke after "
-                      f"{pump.to_target} bytes: the container runs on here from where it froze (CRIU thawed it); "
-                      f"the copy on the target is killed there, and what it did since its resume is lost: {detail}")
-    result["stopped"] = True
-    container.wait_state(ctx, cid, running=False, seconds=10)
+    said = cast(IO[bytes], relay.stderr).read() or b""  # stderr=PIPE
+    return said.decode("utf-8", "replace").strip()
+
+
+def _tail(path: str) -> str:
+    try:
+        with open(path, "rb") as handle:
+            return " ".join(handle.read().decode("utf-8", "replace").split())[-2000:]
+    except OSError:
+        return ""
 
 
 def _wait_ready(fd: int, timeout: float) -> bool:
@@ -293,16 +363,6 @@ def _wait_ready(fd: int, timeout: float) -> bool:
         if select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
             return os.read(fd, 1) == b"\0"
     return False
-
-
-def _finish(proc: subprocess.Popen[bytes], seconds: float) -> str:
-    """Wait for the dump, killed after `seconds` (which thaws the container); its output, short."""
-    try:
-        out = proc.communicate(timeout=seconds)[0] or b""
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out = proc.communicate()[0] or b""
-    return " ".join(out.decode("utf-8", "replace").split())[-2000:]
 
 
 def _give_back(ctx: HostContext, cid: str, policy: container.Policy) -> None:

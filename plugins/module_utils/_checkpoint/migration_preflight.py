@@ -19,8 +19,8 @@ import base64
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, Callable, Optional, Tuple
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import disk_walk
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import port_conflicts
@@ -41,8 +41,8 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._criu.version imp
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPI, DockerAPIError
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.container_create import missing_host_parts
 
-Run = Callable[..., "tuple[int, str, str]"]
-Which = Callable[[str], "str | None"]
+Run = Callable[..., Tuple[int, str, str]]  # (typing's: collections.abc.Callable[...] fails on Python 3.8)
+Which = Callable[[str], Optional[str]]
 PLAN_KEYS = ("image", "port_bindings", "networks", "mounts", "network_mode")
 MARGIN = 256 * 1024 * 1024  # free disk kept beyond the estimate (metadata, logs, the restore's own files)
 

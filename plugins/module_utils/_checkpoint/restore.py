@@ -95,6 +95,10 @@ def restored(ctx: HostContext, ref: str, opts: RestoreOptions) -> Result:
         if lazy is not None:
             lazy.cleanup(keep_config=True)  # the container stays: its configuration (now runc.conf's) with it
     except OpError as exc:
+        if lazy is not None and lazy.complete:
+            # Every page arrived, so the source's copy has ended: this one is the only one left - it stays.
+            lazy.cleanup(keep_config=True)
+            raise
         if lazy is not None:
             lazy.cleanup(keep_config=False)
         # A container this restore created (from a stream's or an archive's manifest) is not left behind.

@@ -36,10 +36,11 @@ from __future__ import annotations
 import ctypes
 import os
 import socket
+import struct
 import threading
-from collections.abc import Callable
+from typing import Callable, List, Tuple
 
-Run = Callable[[list], "tuple[int, str, str]"]  # runs a command (a list of words): (rc, stdout, stderr)
+Run = Callable[[List[str]], Tuple[int, str, str]]  # runs a command (a list of words): (rc, stdout, stderr)
 
 RUNC_ROOT = "/run/docker/runtime-runc/moby"  # Docker's runc state (its containerd namespace is "moby")
 PAGE_SIZE = 4096
@@ -150,7 +151,11 @@ def connect_in_netns(pid: int, port: int = PAGE_PORT, timeout: float = 10.0) -> 
         try:
             with open(f"/proc/{pid}/ns/net", "rb") as namespace:
                 _enter_netns(namespace.fileno())
-            made.append(socket.create_connection(("127.0.0.1", port), timeout=timeout))
+            sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+            # Until told otherwise, this connection ends with a reset - also when this process dies: CRIU's lazy
+            # page server takes an orderly end for "the target has every page" and ends the container.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            made.append(sock)
         except BaseException as exc:  # handed to the caller's thread  # pylint: disable=broad-exception-caught
             failed.append(exc)
 

@@ -218,3 +218,10 @@ def test_configurations_of_removed_containers_are_swept(places):
 
     assert lazy_restore.sweep_configs(API()) == [os.path.basename(lost_config)]
     assert os.path.lexists(kept_config) and not os.path.lexists(lost_config)
+
+
+def test_the_page_socket_path_fits_whatever_the_names():
+    longest = lazy_send.pages_socket("c" * 128, "n" * 128)
+    assert len(longest.encode()) < 108 and longest.startswith(lazy_send.LAZY_DIR + "/")
+    assert lazy_send.pages_socket("web", "move") != lazy_send.pages_socket("web", "move2")
+    assert lazy_send.pages_socket("web", "move") == lazy_send.pages_socket("web", "move")
