@@ -147,9 +147,9 @@ def test_the_targets_close_is_found_in_its_requests_however_they_are_cut():
     assert forced.closed_by_target
 
 
-def test_a_relay_that_ends_before_the_targets_close_resets_the_page_server(tmp_path):
-    """What CRIU's page server sees when the pages stop coming before the target said "close": a reset (it fails the
-    transfer and thaws the container), not an orderly end (which it takes for a transfer that is done)."""
+def page_path(tmp_path):
+    """The whole page path over loopback: CRIU's page server (a TCP socket: `server`), the pump and the relay script
+    between, the target's daemon (a Unix socket the relay connects to: `daemon`)."""
     path = str(tmp_path / "pages.sock")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
@@ -163,7 +163,13 @@ def test_a_relay_that_ends_before_the_targets_close_resets_the_page_server(tmp_p
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     pump = lazy_send.Pump(ours, relay)
     pump.start()
-    daemon = listener.accept()[0]
+    return server, listener.accept()[0], relay, pump
+
+
+def test_a_relay_that_ends_before_the_targets_close_resets_the_page_server(tmp_path):
+    """What CRIU's page server sees when the pages stop coming before the target said "close": a reset (it fails the
+    transfer and thaws the container), not an orderly end (which it takes for a transfer that is done)."""
+    server, daemon, relay, pump = page_path(tmp_path)
     daemon.sendall(request(7))
     assert server.recv(PS, socket.MSG_WAITALL) == request(7)
     daemon.close()  # the target's side ends without its close
@@ -176,20 +182,7 @@ def test_a_relay_that_ends_before_the_targets_close_resets_the_page_server(tmp_p
 
 
 def test_after_the_targets_close_the_connection_ends_in_order(tmp_path):
-    path = str(tmp_path / "pages.sock")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(1)
-    server_side = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server_side.bind(("127.0.0.1", 0))
-    server_side.listen(1)
-    ours = socket.create_connection(server_side.getsockname())
-    server = server_side.accept()[0]
-    relay = subprocess.Popen([sys.executable, "-c", lazy_send.PAGE_RELAY, path, "5"], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    pump = lazy_send.Pump(ours, relay)
-    pump.start()
-    daemon = listener.accept()[0]
+    server, daemon, relay, pump = page_path(tmp_path)
     daemon.sendall(request(0x1023))
     assert server.recv(PS, socket.MSG_WAITALL) == request(0x1023)
     server.sendall(b"\0\0\0\0")  # the page server's answer to the close
