@@ -235,6 +235,30 @@ options:
             if the transfer had broken (the container runs on here).
         type: bool
         default: false
+      memory_rounds:
+        description:
+          - Pre-copy - send the container's memory in up to this many rounds while it runs, before the freeze. The
+            first round sends all of it (C(runc checkpoint --pre-dump)); each further round only the pages written
+            since the round before (the kernel's soft-dirty bits tell which). The rounds stop early once
+            O(send_to.memory_goal) percent of the memory is in sync, or when a round sends as much as the one before
+            (the container writes as fast as it is sent). Then the container is frozen and dumped, and only what
+            changed since the last round travels during the freeze; the target restores the whole chain. The
+            downtime grows with what the container writes, not with its memory.
+          - The source host's kernel must track dirty memory (C(CONFIG_MEM_SOFT_DIRTY);
+            C(criu check --feature mem_dirty_track)); a host without it is refused before anything is touched (use
+            stop-and-copy, or O(send_to.lazy)). The pages the container writes during the rounds are sent more than
+            once, so the rounds use more of the link than stop-and-copy does.
+          - V(0) (the default) sends the memory during the freeze (stop-and-copy). Only with O(send_to.via=ssh) and
+            without disk state for now. If sending the final dump fails, the container stays stopped here with its
+            whole checkpoint, to be restored with O(state=restored).
+        type: int
+        default: 0
+      memory_goal:
+        description:
+          - With O(send_to.memory_rounds), the percentage of the memory that must be in sync (not written since the
+            last round) for the rounds to stop early - as Incus's C(migration.incremental.memory.goal).
+        type: int
+        default: 70
   receive_timeout:
     description:
       - With O(state=restored) and O(archive_dir), receive the checkpoint streamed by O(state=present) with O(send_to)

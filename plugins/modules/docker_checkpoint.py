@@ -284,7 +284,8 @@ results:
       returned: success, except exported
       sample: /var/lib/docker/containers/6cc9.../checkpoints/pre-reboot
     method:
-      description: The dump path used (V(containerd) or V(api), or V(lazy) for a post-copy move with O(send_to.lazy));
+      description: The dump path used (V(containerd) or V(api), V(lazy) for a post-copy move with O(send_to.lazy), or
+        V(precopy) for a pre-copy move with O(send_to.memory_rounds));
         for an existing checkpoint, the one recorded.
       type: str
       returned: state=present
@@ -389,7 +390,9 @@ results:
         C(precopy) (the first pass, before the freeze - its C(bytes), C(seconds), C(entries)). With
         O(send_to.lazy), C(mode) is V(lazy), C(bytes) are the images sent before the target's resume,
         C(pages_bytes) the memory served afterwards and C(pages_seconds) the time from the freeze (RV(results[].dump_started_at))
-        to the last page.
+        to the last page. With O(send_to.memory_rounds), C(mode) is V(precopy), C(rounds) lists each round (its
+        C(round), the C(images_bytes) CRIU wrote, the C(bytes) sent, C(dump_seconds) and C(seconds)), C(before_bytes)
+        is what the rounds sent while the container ran and C(during_bytes) what was sent during the freeze.
       type: dict
       returned: state=present with O(send_to)
       sample: {"to": "root@web-2:/var/lib/fleet-checkpoint/migrate/billing-worker-move.stream", "bytes": 268939264,

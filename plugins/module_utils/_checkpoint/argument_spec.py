@@ -52,6 +52,8 @@ def argument_spec() -> dict[str, Any]:
             volumes=dict(type="str", default="none", choices=["all", "named", "none"]),
             precopy=dict(type="bool", default=True),
             lazy=dict(type="bool", default=False),
+            memory_rounds=dict(type="int", default=0),
+            memory_goal=dict(type="int", default=70),
         ), required_if=[("via", "ssh", ("host",))]),
         receive_timeout=dict(type="int"),
         rename=dict(type="dict", default={}),

@@ -126,10 +126,14 @@ def validate(data: object) -> Manifest:
     _require(data, "versions", dict)
     files = _require(data, "files", dict)
     phase = data.get("phase", "checkpoint")
-    if phase not in ("checkpoint", "precopy"):
-        raise ManifestError(f"manifest phase {phase!r} is neither checkpoint nor precopy")
+    if phase not in ("checkpoint", "precopy", "memory"):
+        raise ManifestError(f"manifest phase {phase!r} is not checkpoint, precopy or memory")
     if phase == "precopy" and ("disk" not in data or files):
         raise ManifestError("a pre-copy manifest carries disk state and no checkpoint files")
+    if phase == "memory" and ("disk" in data or not _count(data.get("round"), 1)):
+        raise ManifestError("a memory round's manifest carries no disk state and a round number from 1")
+    if "memory_rounds" in data and (phase != "checkpoint" or not _count(data["memory_rounds"], 0)):
+        raise ManifestError("manifest memory_rounds must be a number of rounds (0 or more) in a checkpoint's manifest")
     if not files and phase != "precopy":
         raise ManifestError("manifest lists no files")
     total = _check_files(files, "manifest")
@@ -144,6 +148,10 @@ def validate(data: object) -> Manifest:
     if "metadata" in data:
         _validate_metadata(data["metadata"])
     return data
+
+
+def _count(value: object, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and least <= value <= 1000
 
 
 def _check_files(files: Mapping[str, Any], where: str) -> int:

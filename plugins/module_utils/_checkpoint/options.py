@@ -18,6 +18,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint impor
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import export
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import import_
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import lazy_send
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import precopy_send
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import receive
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import remove
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import restore
@@ -171,6 +172,7 @@ def stream_option_errors(params: Mapping[str, Any]) -> list[str]:
                 errors.append("send_to.lazy cannot carry disk state yet: use writable_layer=false and volumes=none")
             if params["force"]:
                 errors.append("send_to.lazy makes no checkpoint here to replace: force does not apply")
+        errors += memory_round_errors(params)
     receive = params.get("receive_timeout")
     if receive is not None:
         if state != "restored" or not params["archive_dir"]:
@@ -183,6 +185,30 @@ def stream_option_errors(params: Mapping[str, Any]) -> list[str]:
             errors.append("receive_timeout cannot be combined with archive_path, manifest_path or an encryption key: "
                           "the checkpoint comes as a stream (SSH encrypts it)")
     return errors + rename_errors(params) + allow_errors(params)
+
+
+def memory_round_errors(params: Mapping[str, Any]) -> list[str]:
+    """Problems with send_to.memory_rounds and memory_goal (pre-copy of memory)."""
+    send_to = params["send_to"]
+    rounds, goal = send_to.get("memory_rounds") or 0, send_to.get("memory_goal")
+    errors = []
+    if not 0 <= rounds <= 30:
+        errors.append(f"send_to.memory_rounds must be from 0 (no pre-copy) to 30, not {rounds}")
+    if goal is not None and not 1 <= goal <= 100:
+        errors.append(f"send_to.memory_goal is a percentage of the memory (1 to 100), not {goal}")
+    if rounds:
+        if send_to.get("lazy"):
+            errors.append("send_to.memory_rounds (pre-copy) and send_to.lazy (post-copy) are two ways of moving the "
+                          "memory: choose one")
+        if send_to.get("via", "ssh") != "ssh":
+            errors.append("send_to.memory_rounds needs send_to.via=ssh for now: the rounds go straight to the target")
+        if send_to.get("writable_layer") or (send_to.get("volumes") or "none") != "none":
+            errors.append("send_to.memory_rounds cannot carry disk state yet: use writable_layer=false and "
+                          "volumes=none")
+        if params["force"]:
+            errors.append("send_to.memory_rounds makes a new checkpoint and refuses to replace one: force does not "
+                          "apply")
+    return errors
 
 
 def filter_errors(filters: Mapping[str, Any]) -> list[str]:
@@ -239,6 +265,9 @@ def operation(params: Mapping[str, Any], name: str, secret: bytes | None) -> Ope
                                         in_manifest=bool(params["manifest_path"]), retention=retention)
         if params["send_to"] and params["send_to"].get("lazy"):
             return functools.partial(lazy_send.send_lazily, name=name, send_to=params["send_to"],
+                                     timeout=params["timeout"])
+        if params["send_to"] and params["send_to"].get("memory_rounds"):
+            return functools.partial(precopy_send.send_precopied, name=name, send_to=params["send_to"],
                                      timeout=params["timeout"])
         if params["send_to"]:
             return functools.partial(send.present_and_send, opts=dump_options, send_to=params["send_to"])

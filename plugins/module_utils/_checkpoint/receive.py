@@ -36,6 +36,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.prefl
     check_free_space,
 )
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu import lazy_pages
+from ansible_collections.fleet.checkpoint.plugins.module_utils._criu import precopy_rounds
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPIError
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.container_create import HostAccess
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host import private_files
@@ -229,9 +230,11 @@ def receive(ctx: HostContext, ref: str, opts: ReceiveOptions) -> Received:
             check_free_space(ctx.root_dir, sum(item["size"] for item in stream.members(manifest).values()) + MARGIN)
         except PreflightError as exc:
             raise OpError(str(exc).replace("for the dump", "for the received checkpoint")) from exc
-        if "tmp" in place:  # the checkpoint after its pre-copy: the container is there already
+        if "tmp" in place:  # a later segment (after a pre-copy, a memory round): the container is there already
             if manifest.get("phase") == "precopy":
                 raise OpError(f"the stream at {fifo_path} sent two pre-copies")
+            if manifest.get("phase") == "memory" or "memory_rounds" in manifest:
+                return _round_dir(place, manifest, fifo_path)
             disk, ahead = manifest.get("disk") or {}, place["precopy_disk"]
             if (sorted(disk.get("volumes") or {}) != sorted(ahead.get("volumes") or {})
                     or bool(disk.get("rootfs")) != bool(ahead.get("rootfs"))):
@@ -239,6 +242,8 @@ def receive(ctx: HostContext, ref: str, opts: ReceiveOptions) -> Received:
                               "checkpoint than in its pre-copy")
             shutil.rmtree(place["tmp"], ignore_errors=True)
             return str(place["tmp"])
+        if manifest.get("phase") == "memory" and manifest.get("disk"):
+            raise OpError(f"the stream at {fifo_path} is a pre-copy move with disk state: not supported")
         if manifest.get("disk"):
             _refuse_existing(ctx, here, opts.create)
             container.refuse_host_access(here, manifest["container"], f"the stream at {fifo_path}", opts.allowed)
@@ -260,6 +265,8 @@ def receive(ctx: HostContext, ref: str, opts: ReceiveOptions) -> Received:
         private_files.make_private_dir(parent)
         place["path"], place["tmp"] = path, os.path.join(parent, f".{opts.name}.fleet-import")
         shutil.rmtree(place["tmp"], ignore_errors=True)
+        if manifest.get("phase") == "memory":
+            return _round_dir(place, manifest, fifo_path)
         return str(place["tmp"])
 
     try:
@@ -279,6 +286,10 @@ def receive(ctx: HostContext, ref: str, opts: ReceiveOptions) -> Received:
                 # The checkpoint comes once the source's dump is done: as long as the first byte may take.
                 reader.idle_timeout = max(reader.idle_timeout, opts.timeout)
                 manifest = stream_receive.receive(reader, destination)
+            while manifest.get("phase") == "memory":  # a pre-copy move's rounds, then its final dump
+                reader.idle_timeout = max(reader.idle_timeout, opts.timeout)
+                manifest = stream_receive.receive(reader, destination)
+            _nest_rounds(place, manifest, fifo_path)
             disk = _apply_disk(ctx, place, manifest)
             if disk is not None and precopy is not None:
                 disk["precopy"] = precopy
@@ -312,6 +323,8 @@ def receive(ctx: HostContext, ref: str, opts: ReceiveOptions) -> Received:
                 os.rmdir(opts.directory)  # made for this run's FIFOs: gone with the last of them
             except OSError:
                 pass
+        for round_dir in place.get("rounds") or []:
+            shutil.rmtree(round_dir, ignore_errors=True)
         if place.get("tmp"):
             shutil.rmtree(place["tmp"], ignore_errors=True)
             if place.get("created_parent") and not done:
@@ -319,6 +332,35 @@ def receive(ctx: HostContext, ref: str, opts: ReceiveOptions) -> Received:
     return {"inspect": place["inspect"], "created": bool(place.get("created")), "bytes": reader.count,
             "waited_seconds": round(waited, 3), "seconds": round(time.monotonic() - begin - waited, 3),
             "finished_at": round(time.time(), 3), "disk": disk, "lazy": place.get("lazy")}
+
+
+def _round_dir(place: dict[str, Any], manifest: dict[str, Any], fifo_path: str) -> str:
+    """Where a pre-copy move's memory round goes (beside the checkpoint's place, until the final dump comes); the
+    final dump itself goes to place['tmp'] once every round it names has come."""
+    rounds = place.setdefault("rounds", [])
+    if manifest.get("phase") != "memory":
+        if manifest.get("memory_rounds") != len(rounds):
+            raise OpError(f"the stream at {fifo_path} sent {len(rounds)} memory rounds, and its checkpoint builds on "
+                          f"{manifest.get('memory_rounds')}")
+        shutil.rmtree(place["tmp"], ignore_errors=True)
+        return str(place["tmp"])
+    if manifest["round"] != len(rounds) + 1:
+        raise OpError(f"the stream at {fifo_path} sent memory round {manifest['round']} after {len(rounds)} rounds")
+    where = os.path.join(os.path.dirname(place["path"]), f".{manifest['checkpoint']}.fleet-round-{manifest['round']}")
+    shutil.rmtree(where, ignore_errors=True)
+    rounds.append(where)
+    return where
+
+
+def _nest_rounds(place: dict[str, Any], manifest: dict[str, Any], fifo_path: str) -> None:
+    """A pre-copy move's final dump builds on its rounds: they become its parent directories (CRIU follows them)."""
+    rounds = place.get("rounds") or []
+    if manifest.get("memory_rounds", 0) != len(rounds):
+        raise OpError(f"the stream at {fifo_path} sent {len(rounds)} memory rounds, and its checkpoint builds on "
+                      f"{manifest.get('memory_rounds', 0)}")
+    if rounds:
+        precopy_rounds.nest(place["tmp"], rounds)
+        place["rounds"] = []
 
 
 def _drop_lazy(place: dict[str, Any]) -> None:

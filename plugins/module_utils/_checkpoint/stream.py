@@ -258,14 +258,14 @@ def write_segment(fd: int, source_dir: str, manifest: Mapping[str, Any], disk_so
 
 
 def send_precopy(fd: int, manifest: Mapping[str, Any], disk_sources: Mapping[str, Any], timeout: float,
-                 cut: Callable[[], None]) -> dict[str, float]:
+                 cut: Callable[[], None], source_dir: str = "") -> dict[str, float]:
     """The pre-copy's segment on `fd` (write_segment, more=True), the connection cut by `cut()` if it is not written
     within `timeout` seconds; returns {'bytes', 'seconds'}. An OSError is the caller's to explain."""
     begin = time.monotonic()
     timer = threading.Timer(timeout, cut)
     timer.start()
     try:
-        sent = write_segment(fd, "", manifest, disk_sources, more=True)
+        sent = write_segment(fd, source_dir, manifest, disk_sources, more=True)
     finally:
         timer.cancel()
     return {"bytes": sent, "seconds": round(time.monotonic() - begin, 3)}
@@ -320,12 +320,14 @@ class Sender:
                 self.proc.wait()
         self._reader.join(5)
 
-    def send_more(self, manifest: Mapping[str, Any], disk_sources: Mapping[str, Any], timeout: float) -> dict[str, float]:
-        """A first segment on the connection - the disk state's pre-copy, the container still running - written but not
-        confirmed (the relay confirms the whole after the last segment); returns {'bytes', 'seconds'}."""
+    def send_more(self, manifest: Mapping[str, Any], disk_sources: Mapping[str, Any], timeout: float,
+                  source_dir: str = "") -> dict[str, float]:
+        """A segment before the last on the connection - the disk state's pre-copy, or a round of memory, the container
+        still running - written but not confirmed (the relay confirms the whole after the last segment); its
+        checkpoint files (if any) from source_dir; returns {'bytes', 'seconds'}."""
         stdin = cast(IO[bytes], self.proc.stdin)  # stdin=PIPE
         try:
-            return send_precopy(stdin.fileno(), manifest, disk_sources, timeout, self.proc.kill)
+            return send_precopy(stdin.fileno(), manifest, disk_sources, timeout, self.proc.kill, source_dir)
         except OSError as exc:
             self.abort()
             detail = b"".join(self._errors).decode("utf-8", "replace").strip()

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 
@@ -104,3 +105,29 @@ def mutate(path, value):
 def test_malformed_manifests_are_refused_naming_the_field(data, fragment):
     with pytest.raises(ManifestError, match=fragment.replace("(", r"\(").replace(".", r"\.")):
         validate(data)
+
+
+def _memory_manifest(**changes):
+    data = build("move", {"Id": "a" * 64, "Name": "/web", "Config": {"Image": "busybox"}, "HostConfig": {}},
+                 {"pages-1.img": {"size": 3, "sha256": "0" * 64}}, {"criu": "4.1"}, "api", 1.0)
+    data.update(changes)
+    return data
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"phase": "memory"}, "a round number from 1"),
+    ({"phase": "memory", "round": 0}, "a round number from 1"),
+    ({"phase": "memory", "round": True}, "a round number from 1"),
+    ({"phase": "memory", "round": 1, "disk": {}}, "carries no disk state"),
+    ({"phase": "rounds"}, "is not checkpoint, precopy or memory"),
+    ({"memory_rounds": -1}, "memory_rounds must be a number of rounds"),
+    ({"memory_rounds": "2"}, "memory_rounds must be a number of rounds"),
+])
+def test_memory_rounds_in_a_manifest_are_checked(changes, expected):
+    with pytest.raises(ManifestError, match=re.escape(expected)):
+        validate(_memory_manifest(**changes))
+
+
+def test_a_memory_round_and_a_final_dump_that_builds_on_rounds_are_valid():
+    assert validate(_memory_manifest(phase="memory", round=2))["round"] == 2
+    assert validate(_memory_manifest(memory_rounds=3))["memory_rounds"] == 3

@@ -167,3 +167,25 @@ def test_paths_must_be_absolute(key, value):
     overrides = {"state": "exported", key: value} if key != "manifest_path" else {key: value}
     errors = check_options(params(**overrides))
     assert any(f"{key} must be an absolute path on the managed host, not {value!r}" in error for error in errors), errors
+
+
+@pytest.mark.parametrize("send_to, more, expected", [
+    ({"memory_rounds": -1}, {}, "send_to.memory_rounds must be from 0 (no pre-copy) to 30"),
+    ({"memory_rounds": 31}, {}, "send_to.memory_rounds must be from 0 (no pre-copy) to 30"),
+    ({"memory_rounds": 3, "memory_goal": 0}, {}, "send_to.memory_goal is a percentage"),
+    ({"memory_rounds": 3, "lazy": True}, {}, "two ways of moving the memory: choose one"),
+    ({"memory_rounds": 3, "volumes": "all"}, {}, "send_to.memory_rounds cannot carry disk state yet"),
+    ({"memory_rounds": 3}, {"force": True}, "force does not apply"),
+])
+def test_memory_rounds_are_checked(send_to, more, expected):
+    errors = check_options(params(send_to=dict(SEND_TO, **send_to), **more))
+    assert any(expected in error for error in errors), errors
+
+
+def test_memory_rounds_choose_the_pre_copy_move():
+    values = params(send_to=dict(SEND_TO, memory_rounds=4))
+    assert check_options(values) == []
+    given = {key: value for key, value in values.items() if value is not None}
+    validated = ArgumentSpecValidator(argument_spec()).validate(given).validated_parameters
+    chosen = options.operation(dict(values, **validated), "pre-reboot", None)
+    assert chosen.func.__name__ == "send_precopied" and chosen.keywords["send_to"]["memory_rounds"] == 4

@@ -156,3 +156,64 @@ def test_a_directory_that_was_there_before_stays(tmp_path, sent, make_ops):
     ops.receive("web")
     writer.join(30)
     assert os.listdir(tmp_path / "in") == ["keep"]
+
+
+def _memory_stream(tmp_path, rounds):
+    """A pre-copy move's stream: `rounds` memory rounds ("more" segments), then the final dump naming them."""
+    frames = b""
+    for number in range(1, rounds + 1):
+        images = tmp_path / f"round-{number}"
+        images.mkdir()
+        (images / "pages-1.img").write_bytes(bytes([number]) * 4096 * (4 - number))
+        manifest = build("move", INSPECT, file_inventory(str(images)), {"criu": "4.1"}, "api", 1763900000.0)
+        manifest.update(phase="memory", round=number)
+        with tempfile.TemporaryFile() as out:
+            stream.write_stream(out, str(images), manifest)
+            out.seek(0)
+            data = out.read()
+        frames += b"fleet-stream %d more\n" % len(data) + data
+    final = tmp_path / "final"
+    final.mkdir()
+    (final / "pages-1.img").write_bytes(b"f" * 4096)
+    (final / "core-1.img").write_bytes(b"core")
+    manifest = build("move", INSPECT, file_inventory(str(final)), {"criu": "4.1"}, "api", 1763900000.0)
+    manifest["memory_rounds"] = rounds
+    with tempfile.TemporaryFile() as out:
+        stream.write_stream(out, str(final), manifest)
+        out.seek(0)
+        data = out.read()
+    return frames + b"fleet-stream %d\n" % len(data) + data
+
+
+def feed_framed(fifo, framed):
+    relay = [sys.executable, "-c", stream.RELAY, fifo, "10"]
+    thread = threading.Thread(target=subprocess.run, args=(relay,), kwargs={"input": framed, "capture_output": True})
+    thread.start()
+    return thread
+
+
+def test_a_pre_copy_moves_rounds_become_the_parents_of_its_final_dump(tmp_path, make_ops):
+    ops, created = make_ops(tmp_path)
+    writer = feed_framed(str(tmp_path / "in" / "web-move.stream"), _memory_stream(tmp_path, 2))
+    ops.receive("web")
+    writer.join(30)
+    assert len(created) == 1  # one container, made for the first round
+    path = tmp_path / "docker" / "containers" / CID / "checkpoints" / "move"
+    assert (path / "pages-1.img").read_bytes() == b"f" * 4096
+    assert (path / "parent" / "pages-1.img").read_bytes() == b"\x02" * 8192  # the last round
+    assert (path / "parent" / "parent" / "pages-1.img").read_bytes() == b"\x01" * 12288
+    assert sorted(name for name in os.listdir(path.parent) if name.startswith(".")) == []  # no round left aside
+    assert stat.S_IMODE(os.stat(path / "parent" / "parent").st_mode) == 0o700
+
+
+def test_a_final_dump_that_names_other_rounds_than_came_is_refused_and_leaves_nothing(tmp_path, make_ops):
+    ops, created = make_ops(tmp_path)
+    framed = _memory_stream(tmp_path, 2)
+    # The final dump's manifest says 3 rounds while 2 came.
+    framed = framed.replace(b'"memory_rounds": 2', b'"memory_rounds": 3')
+    writer = feed_framed(str(tmp_path / "in" / "web-move.stream"), framed)
+    with pytest.raises(OpError, match="sent 2 memory rounds, and its checkpoint builds on 3"):
+        ops.receive("web")
+    writer.join(30)
+    assert len(created) == 1 and ops.api.deleted == [(f"/containers/{CID}", {"force": 1})]
+    assert not os.path.exists(tmp_path / "docker" / "containers" / CID / "checkpoints")

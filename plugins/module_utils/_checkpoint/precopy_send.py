@@ -1,0 +1,184 @@
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The sending end of a pre-copy move (state=present with send_to.memory_rounds): the container's memory is sent in
+rounds while it runs (runc pre-dumps, see _criu/precopy_rounds.py), each round only what changed since the one
+before, until little changes or the rounds run out; then the container is frozen and dumped, and only what changed
+since the last round travels during the freeze. The target restores the whole chain through Docker."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from typing import Any
+
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import container
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import send
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import store
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import stream
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import HostContext, Result, new_result
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.errors import OpError, carrying
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.export import portable_manifest
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.files import file_inventory
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.import_ import install
+from ansible_collections.fleet.checkpoint.plugins.module_utils._criu import lazy_pages
+from ansible_collections.fleet.checkpoint.plugins.module_utils._criu import precopy_rounds
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host import private_files
+
+
+def _which(command: str) -> str | None:
+    return shutil.which(command) or shutil.which(command, path="/usr/sbin:/usr/bin:/sbin:/bin")
+
+
+def problems(ctx: HostContext) -> list[str]:
+    """What keeps this host from sending memory in pre-copy rounds (empty: nothing)."""
+    runc, criu = _which("runc"), _which("criu")
+    found = [] if runc else ["the runc command is missing (pre-copy rounds run it directly)"]
+    found += [] if criu else ["the criu command is missing"]
+    if criu:
+        problem = lazy_pages.feature_problem(ctx.run, criu, "mem_dirty_track")
+        found += [problem] if problem else []
+    return found
+
+
+def send_precopied(ctx: HostContext, ref: str, name: str, send_to: send.SendTo, timeout: int) -> Result:
+    """Move container `ref` to send_to's waiting restore, pre-copy; the result says how it went."""
+    found = container.settled(ctx, container.inspect(ctx, ref))
+    cid = found["Id"]
+    result = new_result(found, name)
+    where = send.remote(send_to, result["container"], name)[1]
+    path = store.checkpoint_path(ctx.root_dir, cid, name, put_back_pages=False)
+    with carrying(result):
+        state = found.get("State") or {}
+        if not state.get("Running") or state.get("Paused") or state.get("Restarting"):
+            raise OpError(f"container {result['container']} is {state.get('Status', 'not running')}: a pre-copy "
+                          "move needs a running container")
+        if (found.get("HostConfig") or {}).get("AutoRemove"):
+            raise OpError(f"container {result['container']} was started with --rm: Docker would delete it when the "
+                          "final dump ends it here, with the checkpoint that could bring it back if the move broke")
+        if os.path.lexists(path):
+            raise OpError(f"container {result['container']} already has a checkpoint {name!r}: a pre-copy move makes "
+                          "a new one. Remove it (state=absent) or use another name")
+        found_problems = problems(ctx)
+        if found_problems:
+            raise OpError(f"{result['container']} cannot be moved with pre-copy rounds from this host, so nothing "
+                          "was touched: " + "; ".join(found_problems))
+        policy = container.policy(found)
+        result.update(changed=True, action="sent", method="precopy", restart_policy=policy)
+        if ctx.check_mode:
+            result["sent"] = {"to": where, "mode": "precopy"}
+            return result
+        sender = send.connect(send_to, result, name)
+    work = os.path.join(os.path.dirname(path), f".{name}.fleet-precopy")
+    try:
+        with carrying(result):
+            _move(ctx, found, name, send_to, timeout, sender, work, path, result, where)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def _rounds(ctx: HostContext, found: dict[str, Any], name: str, send_to: send.SendTo, timeout: int,
+            sender: send.Sender, work: str, runc: str, result: Result) -> tuple[list[str], list[dict[str, Any]]]:
+    """Pre-dump and send rounds while the container runs; their directories and what each moved."""
+    cid, shell_job = found["Id"], bool((found.get("Config") or {}).get("Tty"))
+    max_rounds, goal = int(send_to.get("memory_rounds") or 0), int(send_to.get("memory_goal") or 70)
+    dirs: list[str] = []
+    moved: list[dict[str, Any]] = []
+    while precopy_rounds.another_round([item["images_bytes"] for item in moved], max_rounds, goal):
+        number = len(dirs) + 1
+        images, criu_work = os.path.join(work, f"round-{number}"), os.path.join(work, f"work-{number}")
+        private_files.make_private_dir(criu_work)
+        begin = time.monotonic()
+        rc, out, err = ctx.run(precopy_rounds.dump_argv(runc, cid, images, criu_work, dirs[-1] if dirs else None,
+                                                        pre_dump=True, shell_job=shell_job))
+        if rc != 0:
+            sender.abort()
+            raise OpError(f"pre-copy round {number} of {result['container']} failed, and the container runs on here "
+                          f"(nothing was restored on the target): {' '.join((err or out).split())[-2000:]}")
+        dumped = time.monotonic() - begin
+        size = precopy_rounds.images_bytes(images)
+        precopy_rounds.unlink_parent(images)
+        manifest = portable_manifest(ctx, name, found, images, {"method": "api", "created": time.time()},
+                                     file_inventory(images))
+        manifest.update(phase="memory", round=number)
+        try:
+            sent = sender.send_more(manifest, {}, timeout, source_dir=images)
+        except stream.StreamError as exc:
+            raise OpError(f"sending pre-copy round {number} of {result['container']} failed, and the container runs "
+                          f"on here: {exc}") from exc
+        dirs.append(images)
+        moved.append({"round": number, "images_bytes": size, "bytes": sent["bytes"], "dump_seconds": round(dumped, 3),
+                      "seconds": sent["seconds"]})
+    return dirs, moved
+
+
+def _move(ctx: HostContext, found: dict[str, Any], name: str, send_to: send.SendTo, timeout: int,
+          sender: send.Sender, work: str, path: str, result: Result, where: str) -> None:
+    cid, policy = found["Id"], result["restart_policy"]
+    runc = _which("runc") or "runc"
+    shutil.rmtree(work, ignore_errors=True)
+    private_files.make_private_dir(os.path.dirname(work))
+    private_files.make_private_dir(work)
+    try:
+        dirs, moved = _rounds(ctx, found, name, send_to, timeout, sender, work, runc, result)
+    except BaseException:
+        sender.abort()
+        raise
+    final, criu_work = os.path.join(work, "final"), os.path.join(work, "work-final")
+    private_files.make_private_dir(criu_work)
+    if not container.is_no(policy):
+        container.set_policy(ctx, cid, {"Name": "no"})  # the final dump ends the container: no cold start after it
+    started = time.time()
+    rc, out, err = ctx.run(precopy_rounds.dump_argv(runc, cid, final, criu_work, dirs[-1] if dirs else None,
+                                                    pre_dump=False,
+                                                    shell_job=bool((found.get("Config") or {}).get("Tty"))))
+    dumped = time.time()
+    result["dump_started_at"] = round(started, 3)
+    result["duration"] = round(dumped - started, 3)
+    if rc != 0:
+        sender.abort()
+        _give_back(ctx, cid, policy)
+        running = container.is_running(ctx, container.inspect(ctx, cid))
+        raise OpError(f"the final dump of {result['container']} after {len(dirs)} pre-copy rounds failed"
+                      + (", and the container runs on here" if running else ", and the container is not running "
+                         "here (look at it: CRIU's log is in the message)")
+                      + f": {' '.join((err or out).split())[-2000:]}")
+    result["stopped"] = True
+    container.wait_state(ctx, cid, running=False, seconds=10)
+    final_bytes = precopy_rounds.images_bytes(final)
+    precopy_rounds.unlink_parent(final)
+    metadata = {"method": "api", "created": dumped, "restart_policy": policy}
+    manifest = portable_manifest(ctx, name, found, final, metadata, file_inventory(final))
+    manifest["memory_rounds"] = len(dirs)
+    try:
+        sent = sender.send(final, manifest, timeout)
+    except stream.StreamError as exc:
+        kept = _keep_here(final, dirs, manifest, path, where)
+        _give_back(ctx, cid, policy)
+        result["modified"] = True
+        raise OpError(f"the container {result['container']} was dumped after {len(dirs)} pre-copy rounds and is "
+                      f"stopped, but sending the last of it to {where} failed: {str(exc).rstrip('.')}. " + kept) from exc
+    result["sent"] = dict(sent, to=where, mode="precopy", rounds=moved,
+                          before_bytes=sum(item["bytes"] for item in moved), during_bytes=sent["bytes"],
+                          final_images_bytes=final_bytes)
+
+
+def _keep_here(final: str, dirs: list[str], manifest: dict[str, Any], path: str, where: str) -> str:
+    """The whole chain made into this container's checkpoint here (restorable with state=restored); in words."""
+    try:
+        precopy_rounds.nest(final, dirs)
+        install(final, manifest, path, f"the pre-copy move to {where} that did not finish")
+    except OSError as exc:
+        return f"Keeping its checkpoint here failed too ({exc}): its images are lost"
+    return f"Its checkpoint {manifest['checkpoint']!r} is kept here: restore it with state=restored"
+
+
+def _give_back(ctx: HostContext, cid: str, policy: container.Policy) -> None:
+    if not container.is_no(policy):
+        try:
+            container.set_policy(ctx, cid, policy)
+        except Exception:  # pylint: disable=broad-exception-caught  # (the error said what matters)
+            pass
