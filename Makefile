@@ -29,7 +29,7 @@ export PY_COLORS := 0
 
 .PHONY: help venv venv-oldest host setup collection collection-oldest sanity sanity-oldest units units-oldest mypy \
         import-graph lint docs-lint galaxy integration test-faults soak molecule test demo bench bench-smoke lab-up \
-        lab-down lab-status lock clean
+        lab-down lab-status lock clean test-vm
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -117,11 +117,11 @@ lab-status: ## Show every lab host's state
 
 integration: host collection ## Integration tests on a fresh lab fleet: two sets of hosts at once (pytest -n 2)
 	LAB_FRESH=1 LAB_BOOKWORM=2 LAB_HOSTS=6 tests/lab/up.sh
-	pytest -p no:cacheprovider $(PYTEST_BOUNDS) -n 2 --dist loadfile -m "not fault and not bad_inputs and not soak" tests/integration
+	pytest -p no:cacheprovider $(PYTEST_BOUNDS) -n 2 --dist loadfile -m "not fault and not bad_inputs and not soak and not vm" tests/integration
 
 test-faults: host collection ## Faults injected, bad-input corpus, 2-cycle soak on the lab; prints the reliability table
 	LAB_BOOKWORM=2 LAB_HOSTS=6 tests/lab/up.sh
-	SOAK_CYCLES=2 pytest -p no:cacheprovider $(PYTEST_BOUNDS) -n 2 --dist loadfile -m "fault or bad_inputs or soak" tests/integration
+	SOAK_CYCLES=2 pytest -p no:cacheprovider $(PYTEST_BOUNDS) -n 2 --dist loadfile -m "(fault or bad_inputs or soak) and not vm" tests/integration
 
 soak: host collection ## SOAK_CYCLES (default 20) host_reboot cycles over 3 lab hosts x 4 counters; records the figures
 	tests/lab/up.sh
@@ -140,6 +140,10 @@ bench-smoke: host collection ## The benchmark in miniature (1 repetition, small 
 	python tools/bench/report.py $(BUILD)/bench-smoke/results.json --doc $(BUILD)/bench-smoke/performance.md \
 	  --png $(BUILD)/bench-smoke/performance.png
 	python tools/bench/check.py $(BUILD)/bench-smoke/results.json
+
+test-vm: host collection ## Pre-copy moves between two lab hosts that are QEMU machines with Debian's kernel
+	tests/lab/up.sh
+	pytest -p no:cacheprovider $(PYTEST_BOUNDS) -m vm tests/integration
 
 molecule: host collection ## Molecule scenarios on the lab image
 	cd $(COLLECTION) && molecule test --all
@@ -160,6 +164,7 @@ test: ## As root: every gate, in order (timed, table at the end): setup, the fas
 	@tools/timed.sh integration $(MAKE) --no-print-directory integration
 	@tools/timed.sh test-faults $(MAKE) --no-print-directory test-faults
 	@tools/timed.sh bench-smoke $(MAKE) --no-print-directory bench-smoke
+	@tools/timed.sh test-vm $(MAKE) --no-print-directory test-vm
 	@tools/timed.sh molecule $(MAKE) --no-print-directory molecule
 	@tools/timed.sh --summary
 

@@ -7,7 +7,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 [ "$(id -u)" = 0 ] || { echo "[setup] ERROR: run as root (apt-get and dockerd need it)" >&2; exit 1; }
 
 packages=(docker.io debootstrap busybox-static file zstd rsync openssh-client shellcheck git make ca-certificates jq gpg
-          gcc libc6-dev)
+          gcc libc6-dev qemu-system-x86 qemu-utils)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")

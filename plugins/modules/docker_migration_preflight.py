@@ -97,8 +97,11 @@ options:
       - How the containers will move. V(lazy) (post-copy, see C(send_to.lazy) of M(fleet.checkpoint.docker_checkpoint))
         also checks, on either side, that CRIU can restore lazily (C(criu check --feature uffd-noncoop)) and make its
         page server's pipes (CAP_SYS_RESOURCE or C(fs.pipe-max-size)), and on the source that runc is there.
+      - V(precopy) (memory sent in rounds before the freeze, see C(send_to.memory_rounds)) also checks, on the source,
+        that the kernel tracks dirty memory (C(CONFIG_MEM_SOFT_DIRTY); C(criu check --feature mem_dirty_track)) and
+        that runc is there.
     type: str
-    choices: [stop, lazy]
+    choices: [stop, lazy, precopy]
     default: stop
 notes:
   - Needs root on the managed host (use C(become)) to run CRIU and read Docker's state.
@@ -177,7 +180,7 @@ def main() -> None:
             replace=dict(type="bool", default=False),
             rename=dict(type="dict", default={}),
             allow_older_kernel=dict(type="bool", default=False),
-            mode=dict(type="str", default="stop", choices=["stop", "lazy"]),
+            mode=dict(type="str", default="stop", choices=["stop", "lazy", "precopy"]),
             **docker_host_argument_spec(),
         ),
         required_if=[("side", "source", ("containers",)), ("side", "target", ("plan",))],

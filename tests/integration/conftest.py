@@ -477,6 +477,7 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "fault(number, title): a fault-injection test (make test-faults)")
     config.addinivalue_line("markers", "soak: the host_reboot soak (make soak)")
     config.addinivalue_line("markers", "bad_inputs: a bad-input corpus test (make test-faults)")
+    config.addinivalue_line("markers", "vm: on the lab's QEMU machines with Debian's kernel (make test-vm)")
 
 
 @pytest.hookimpl(hookwrapper=True)

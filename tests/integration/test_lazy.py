@@ -84,6 +84,7 @@ def test_a_post_copy_move_resumes_at_once_and_its_pages_follow(pair):
     assert out["sent"]["mode"] == "lazy" and out["sent"]["pages_bytes"] >= 1 << 30, out["sent"]
     assert out["sent"]["bytes"] < 4 << 20, "more than the small images went before the resume"
     assert got["lazy"]["complete"] is True and got["resumed_at"] > out["dump_started_at"], (got, out)
+    assert got["resumed"] is True and got["processes"]["recorded"] >= 1, got  # the recorded processes are back
     # The count goes on on the target, from where it froze on the source; the source's container has ended.
     last = counts(source, "lazy")[-1]
     deadline = time.monotonic() + 20
@@ -214,3 +215,70 @@ def test_a_target_that_refuses_the_move_leaves_the_container_running_on_the_sour
     for host in pair[:2]:
         nothing_left(host)
         lab_exec(host, "docker", "rm", "-f", "refused", check=False)
+
+
+def test_pre_copy_is_refused_where_the_kernel_does_not_track_dirty_memory_and_nothing_is_touched(pair):
+    """Issue 21: the lab machine's kernel has no soft-dirty tracking (CONFIG_MEM_SOFT_DIRTY); pre-copy rounds are
+    refused there by the pre-flight and by the module, naming it, before anything is touched (shown working on the
+    lab's QEMU machines with Debian's kernel: test_precopy.py)."""
+    source, target, address = pair
+    lab_exec(target, "docker", "rm", "-f", "precopy", check=False)
+    start(source, "precopy", 64)
+    before = lab_exec(source, "docker", "inspect", "-f", "{{.Id}} {{.State.StartedAt}} {{.HostConfig.RestartPolicy.Name}}",
+                      "precopy").stdout
+    preflight = run_module(source, "fleet.checkpoint.docker_migration_preflight", side="source",
+                           containers=["precopy"], transfer="direct", mode="precopy")
+    assert preflight.get("failed") and preflight["problems"] == [
+        "pre-copy: the kernel does not track dirty memory (CONFIG_MEM_SOFT_DIRTY is not set), so pre-copy rounds "
+        "cannot tell what changed: use stop-and-copy or post-copy (lazy) here"], preflight
+    assert "nothing was changed" in preflight["msg"]
+    for check in (True, False):
+        answer = run_module(source, MODULE, check=check, container="precopy", name="move", send_to={
+            "host": address, "directory": INBOX, "known_hosts_file": "/root/lab-known-hosts", "memory_rounds": 4})
+        assert answer.get("failed") and not answer.get("changed"), answer
+        assert "cannot be moved with pre-copy rounds from this host, so nothing was touched" in answer["msg"], answer
+        assert "CONFIG_MEM_SOFT_DIRTY is not set" in answer["msg"], answer
+    # Untouched: the same process (never frozen, started once), counting on, its restart policy, no checkpoint, and
+    # nothing on the target.
+    counted = counts(source, "precopy")[-1]
+    time.sleep(1.5)
+    assert counts(source, "precopy")[-1] > counted
+    assert lab_exec(source, "docker", "inspect", "-f",
+                    "{{.Id}} {{.State.StartedAt}} {{.HostConfig.RestartPolicy.Name}}", "precopy").stdout == before
+    assert lab_exec(source, "docker", "checkpoint", "ls", "precopy").stdout.split("\n")[1:] == [""]
+    assert sh(source, "ls -A /var/lib/docker/containers/*/checkpoints/ | grep fleet; true").stdout == ""
+    assert lab_exec(target, "docker", "ps", "-aq", "--filter", "name=^precopy$").stdout.strip() == ""
+    lab_exec(source, "docker", "rm", "-f", "precopy")
+
+
+def test_migrate_pre_copy_is_refused_or_falls_back_as_configured_where_the_kernel_cannot_track(pair):
+    """migrate.yml with fleet_checkpoint_migrate_mode=precopy on the lab's kernel (no soft-dirty): refused by the
+    pre-flight, naming the kernel feature, with the container untouched; with precopy_fallback=stop it moves
+    stop-and-copy and the row says so."""
+    source, target, address = pair
+    lab_exec(target, "docker", "rm", "-f", "migrant-pc", check=False)
+    start(source, "migrant-pc", 64)
+    before = lab_exec(source, "docker", "inspect", "-f", "{{.State.StartedAt}}", "migrant-pc").stdout
+    moves = {"fleet_checkpoint_migrate_source": source, "fleet_checkpoint_migrate_target": target,
+             "fleet_checkpoint_migrate_containers": ["migrant-pc"], "fleet_checkpoint_migrate_mode": "precopy",
+             "fleet_checkpoint_migrate_target_address": address, "fleet_checkpoint_migrate_volumes": "none",
+             "fleet_checkpoint_migrate_writable_layer": False}
+    rc, refused = ansible_playbook(ROOT / "playbooks" / "migrate.yml", check=False, extra_vars=moves)
+    said = json.dumps(refused)
+    assert rc != 0 and "pre-copy: the kernel does not track dirty memory (CONFIG_MEM_SOFT_DIRTY is not set)" in said
+    assert lab_exec(source, "docker", "inspect", "-f", "{{.State.StartedAt}}", "migrant-pc").stdout == before
+    assert lab_exec(target, "docker", "ps", "-aq", "--filter", "name=^migrant-pc$").stdout.strip() == ""
+    moves["fleet_checkpoint_migrate_precopy_fallback"] = "stop"
+    rc, output = ansible_playbook(ROOT / "playbooks" / "migrate.yml", check=False, extra_vars=moves)
+    assert rc == 0, json.dumps(output)[-3000:]
+    assert "Pre-copy is not possible from" in json.dumps(output)
+    (row,) = output["global_custom_stats"]["fleet_checkpoint_migrate"]["containers"]
+    assert row["moved"] and row["mode"] == "stop" and row["memory_rounds"] == 0, row
+    last = counts(source, "migrant-pc")[-1]
+    deadline = time.monotonic() + 20
+    while len(counts(target, "migrant-pc")) < 2:
+        assert time.monotonic() < deadline, "the moved container does not count on the target"
+        time.sleep(0.3)
+    assert counts(target, "migrant-pc")[0] == last + 1
+    for host in pair[:2]:
+        lab_exec(host, "docker", "rm", "-f", "migrant-pc", check=False)

@@ -9,8 +9,7 @@ VM_BASE_PORT="${VM_BASE_PORT:-2240}"
 vm_dir="$LAB_STATE/vm"
 mkdir -p "$vm_dir"
 
-command -v qemu-system-x86_64 >/dev/null && command -v qemu-img >/dev/null \
-  || { log "installing qemu-system-x86 and qemu-utils"; apt-get install -y -q qemu-system-x86 qemu-utils >/dev/null; }
+command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 is missing: run make host (tools/setup-host.sh)"
 "$LAB_DIR/build-image.sh" trixie
 [ -f "$LAB_SSH_KEY" ] || die "no lab SSH key at $LAB_SSH_KEY: run tests/lab/up.sh first"
 
@@ -19,11 +18,11 @@ want="$( (cat "$LAB_DIR/vm/Dockerfile" "$LAB_SSH_KEY.pub"; docker image inspect 
         | sha256sum | cut -c1-16)"
 base="$vm_dir/base-$want.raw"
 if [ ! -f "$base" ]; then
-  for vm in $(ls "$vm_dir"/*.pid 2>/dev/null); do kill "$(cat "$vm")" 2>/dev/null || true; done
+  "$LAB_DIR/vm-down.sh"
   rm -f "$vm_dir"/base-*.raw "$vm_dir"/*.qcow2 "$vm_dir"/vmlinuz "$vm_dir"/initrd.img
   log "building the VM image ($want)"
   docker build --quiet --network host --build-arg "BASE=$(lab_image_ref trixie)" -t "$LAB_PREFIX-vm:trixie" \
-    "$LAB_DIR/vm" >/dev/null
+    "$LAB_DIR/vm" >"$vm_dir/build.log" 2>&1 || { tail -n 20 "$vm_dir/build.log" >&2; die "building the VM image failed"; }
   root="$vm_dir/root"
   rm -rf "$root" && mkdir -p "$root"
   cid="$(docker create "$LAB_PREFIX-vm:trixie")"

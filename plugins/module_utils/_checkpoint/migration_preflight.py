@@ -57,12 +57,19 @@ COMMANDS = {
 
 def mode_problems(side: str, mode: str, run: Run, which: Which) -> list[str]:
     """What keeps this side from a move of this mode: for post-copy (V(lazy)), CRIU's lazy pages on both sides and
-    runc on the source (which dumps through it). Read from this host (its /proc)."""
-    if mode != "lazy":
+    runc on the source (which dumps through it); for pre-copy (V(precopy)), the source kernel's dirty memory tracking
+    and runc. Read from this host (its /proc)."""
+    if mode not in ("lazy", "precopy"):
         return []
     criu = which("criu")
     if not criu:
         return []  # said by the CRIU checks already
+    if mode == "precopy":
+        if side != "source":
+            return []  # the target restores an ordinary chain of images
+        dirty = lazy_pages.feature_problem(run, criu, "mem_dirty_track")
+        return ([f"pre-copy: {dirty}"] if dirty else []) + (
+            [] if which("runc") else ["pre-copy: the runc command is missing on the source (the rounds run it)"])
     status, pipe_max = lazy_pages.read_host_facts()
     problems = [f"post-copy: {problem}" for problem in lazy_pages.lazy_problems(run, criu, status, pipe_max)]
     if side == "source" and not which("runc"):

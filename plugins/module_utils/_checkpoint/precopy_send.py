@@ -26,6 +26,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.impor
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu import lazy_pages
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu import precopy_rounds
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host import private_files
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host import processes as procs
 
 
 def _which(command: str) -> str | None:
@@ -71,6 +72,9 @@ def send_precopied(ctx: HostContext, ref: str, name: str, send_to: send.SendTo, 
             result["sent"] = {"to": where, "mode": "precopy"}
             return result
         sender = send.connect(send_to, result, name)
+        if not isinstance(sender, stream.Sender):  # (refused by the options already: via=relay)
+            sender.abort()
+            raise OpError("pre-copy rounds go straight to the target over SSH (send_to.via=ssh)")
     work = os.path.join(os.path.dirname(path), f".{name}.fleet-precopy")
     try:
         with carrying(result):
@@ -81,7 +85,7 @@ def send_precopied(ctx: HostContext, ref: str, name: str, send_to: send.SendTo, 
 
 
 def _rounds(ctx: HostContext, found: dict[str, Any], name: str, send_to: send.SendTo, timeout: int,
-            sender: send.Sender, work: str, runc: str, result: Result) -> tuple[list[str], list[dict[str, Any]]]:
+            sender: stream.Sender, work: str, runc: str, result: Result) -> tuple[list[str], list[dict[str, Any]]]:
     """Pre-dump and send rounds while the container runs; their directories and what each moved."""
     cid, shell_job = found["Id"], bool((found.get("Config") or {}).get("Tty"))
     max_rounds, goal = int(send_to.get("memory_rounds") or 0), int(send_to.get("memory_goal") or 70)
@@ -116,7 +120,7 @@ def _rounds(ctx: HostContext, found: dict[str, Any], name: str, send_to: send.Se
 
 
 def _move(ctx: HostContext, found: dict[str, Any], name: str, send_to: send.SendTo, timeout: int,
-          sender: send.Sender, work: str, path: str, result: Result, where: str) -> None:
+          sender: stream.Sender, work: str, path: str, result: Result, where: str) -> None:
     cid, policy = found["Id"], result["restart_policy"]
     runc = _which("runc") or "runc"
     shutil.rmtree(work, ignore_errors=True)
@@ -131,6 +135,7 @@ def _move(ctx: HostContext, found: dict[str, Any], name: str, send_to: send.Send
     private_files.make_private_dir(criu_work)
     if not container.is_no(policy):
         container.set_policy(ctx, cid, {"Name": "no"})  # the final dump ends the container: no cold start after it
+    processes = procs.process_tree(container.host_pids(ctx, cid))  # (the restore checks they are back)
     started = time.time()
     rc, out, err = ctx.run(precopy_rounds.dump_argv(runc, cid, final, criu_work, dirs[-1] if dirs else None,
                                                     pre_dump=False,
@@ -150,7 +155,7 @@ def _move(ctx: HostContext, found: dict[str, Any], name: str, send_to: send.Send
     container.wait_state(ctx, cid, running=False, seconds=10)
     final_bytes = precopy_rounds.images_bytes(final)
     precopy_rounds.unlink_parent(final)
-    metadata = {"method": "api", "created": dumped, "restart_policy": policy}
+    metadata = {"method": "api", "created": dumped, "restart_policy": policy, "processes": processes}
     manifest = portable_manifest(ctx, name, found, final, metadata, file_inventory(final))
     manifest["memory_rounds"] = len(dirs)
     try:
