@@ -133,7 +133,10 @@ def validate(data: object) -> Manifest:
     if phase == "memory" and ("disk" in data or not _count(data.get("round"), 1)):
         raise ManifestError("a memory round's manifest carries no disk state and a round number from 1")
     if "memory_rounds" in data and (phase != "checkpoint" or not _count(data["memory_rounds"], 0)):
-        raise ManifestError("manifest memory_rounds must be a number of rounds (0 or more) in a checkpoint's manifest")
+        raise ManifestError(f"manifest memory_rounds must be a number of rounds (0 to {MAX_ROUNDS}) in a "
+                            "checkpoint's manifest")
+    if (phase == "memory" or data.get("memory_rounds")) and ("disk" in data or data.get("lazy")):
+        raise ManifestError("memory rounds come without disk state and without post-copy")
     if not files and phase != "precopy":
         raise ManifestError("manifest lists no files")
     total = _check_files(files, "manifest")
@@ -150,8 +153,11 @@ def validate(data: object) -> Manifest:
     return data
 
 
+MAX_ROUNDS = 30  # as send_to.memory_rounds allows
+
+
 def _count(value: object, least: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and least <= value <= 1000
+    return isinstance(value, int) and not isinstance(value, bool) and least <= value <= MAX_ROUNDS
 
 
 def _check_files(files: Mapping[str, Any], where: str) -> int:

@@ -76,11 +76,15 @@ def send_precopied(ctx: HostContext, ref: str, name: str, send_to: send.SendTo, 
             sender.abort()
             raise OpError("pre-copy rounds go straight to the target over SSH (send_to.via=ssh)")
     work = os.path.join(os.path.dirname(path), f".{name}.fleet-precopy")
+    made_parent = not os.path.isdir(os.path.dirname(path))
     try:
         with carrying(result):
             _move(ctx, found, name, send_to, timeout, sender, work, path, result, where)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not os.path.isdir(os.path.join(work, "final")):  # (left only when keeping it failed: the error says so)
+            shutil.rmtree(work, ignore_errors=True)
+        if made_parent and os.path.isdir(os.path.dirname(path)) and not os.listdir(os.path.dirname(path)):
+            os.rmdir(os.path.dirname(path))
     return result
 
 
@@ -123,19 +127,21 @@ def _move(ctx: HostContext, found: dict[str, Any], name: str, send_to: send.Send
           sender: stream.Sender, work: str, path: str, result: Result, where: str) -> None:
     cid, policy = found["Id"], result["restart_policy"]
     runc = _which("runc") or "runc"
-    shutil.rmtree(work, ignore_errors=True)
-    private_files.make_private_dir(os.path.dirname(work))
-    private_files.make_private_dir(work)
     try:
+        shutil.rmtree(work, ignore_errors=True)
+        private_files.make_private_dir(os.path.dirname(work))
+        private_files.make_private_dir(work)
         dirs, moved = _rounds(ctx, found, name, send_to, timeout, sender, work, runc, result)
+        final, criu_work = os.path.join(work, "final"), os.path.join(work, "work-final")
+        private_files.make_private_dir(criu_work)
+        processes = procs.process_tree(container.host_pids(ctx, cid))  # (the restore checks they are back)
+        if not container.is_no(policy):
+            container.set_policy(ctx, cid, {"Name": "no"})  # the final dump ends the container: no cold start
     except BaseException:
         sender.abort()
+        if container.is_running(ctx, container.inspect(ctx, cid)):
+            _give_back(ctx, cid, policy)
         raise
-    final, criu_work = os.path.join(work, "final"), os.path.join(work, "work-final")
-    private_files.make_private_dir(criu_work)
-    if not container.is_no(policy):
-        container.set_policy(ctx, cid, {"Name": "no"})  # the final dump ends the container: no cold start after it
-    processes = procs.process_tree(container.host_pids(ctx, cid))  # (the restore checks they are back)
     started = time.time()
     rc, out, err = ctx.run(precopy_rounds.dump_argv(runc, cid, final, criu_work, dirs[-1] if dirs else None,
                                                     pre_dump=False,
@@ -145,40 +151,54 @@ def _move(ctx: HostContext, found: dict[str, Any], name: str, send_to: send.Send
     result["duration"] = round(dumped - started, 3)
     if rc != 0:
         sender.abort()
-        _give_back(ctx, cid, policy)
         running = container.is_running(ctx, container.inspect(ctx, cid))
+        if running:
+            _give_back(ctx, cid, policy)
         raise OpError(f"the final dump of {result['container']} after {len(dirs)} pre-copy rounds failed"
                       + (", and the container runs on here" if running else ", and the container is not running "
                          "here (look at it: CRIU's log is in the message)")
                       + f": {' '.join((err or out).split())[-2000:]}")
     result["stopped"] = True
-    container.wait_state(ctx, cid, running=False, seconds=10)
-    final_bytes = precopy_rounds.images_bytes(final)
-    precopy_rounds.unlink_parent(final)
     metadata = {"method": "api", "created": dumped, "restart_policy": policy, "processes": processes}
-    manifest = portable_manifest(ctx, name, found, final, metadata, file_inventory(final))
-    manifest["memory_rounds"] = len(dirs)
+    manifest: dict[str, Any] | None = None
     try:
+        precopy_rounds.unlink_parent(final)
+        final_bytes = precopy_rounds.images_bytes(final)
+        manifest = portable_manifest(ctx, name, found, final, metadata, file_inventory(final))
+        manifest["memory_rounds"] = len(dirs)
+        container.wait_state(ctx, cid, running=False, seconds=10)
         sent = sender.send(final, manifest, timeout)
-    except stream.StreamError as exc:
-        kept = _keep_here(final, dirs, manifest, path, where)
-        _give_back(ctx, cid, policy)
+    except BaseException as exc:
+        sender.abort()
         result["modified"] = True
+        kept = _keep_here(ctx, found, final, dirs, manifest, metadata, path, where)
         raise OpError(f"the container {result['container']} was dumped after {len(dirs)} pre-copy rounds and is "
-                      f"stopped, but sending the last of it to {where} failed: {str(exc).rstrip('.')}. " + kept) from exc
+                      f"stopped, but sending the last of it to {where} failed: {str(exc).rstrip('.')}. {kept}"
+                      ) from exc
+    # As after a stop-and-copy, the container's checkpoint stays here until the move is known to have worked (the
+    # playbook restores it here if the target's restore fails, then removes it).
+    _keep_here(ctx, found, final, dirs, manifest, metadata, path, where)
+    result["path"] = path
     result["sent"] = dict(sent, to=where, mode="precopy", rounds=moved,
                           before_bytes=sum(item["bytes"] for item in moved), during_bytes=sent["bytes"],
                           final_images_bytes=final_bytes)
 
 
-def _keep_here(final: str, dirs: list[str], manifest: dict[str, Any], path: str, where: str) -> str:
-    """The whole chain made into this container's checkpoint here (restorable with state=restored); in words."""
+def _keep_here(ctx: HostContext, found: dict[str, Any], final: str, dirs: list[str],
+               manifest: dict[str, Any] | None, metadata: dict[str, Any], path: str, where: str) -> str:
+    """The whole chain made into this container's checkpoint here (restorable with state=restored), its metadata
+    listing every file of the chain; in words. The images stay in the work directory if this fails too."""
     try:
+        rounds = [file_inventory(round_dir) for round_dir in dirs]
+        if manifest is None:
+            manifest = portable_manifest(ctx, str(metadata.get("name") or os.path.basename(path)), found, final,
+                                         metadata, file_inventory(final))
         precopy_rounds.nest(final, dirs)
-        install(final, manifest, path, f"the pre-copy move to {where} that did not finish")
-    except OSError as exc:
-        return f"Keeping its checkpoint here failed too ({exc}): its images are lost"
-    return f"Its checkpoint {manifest['checkpoint']!r} is kept here: restore it with state=restored"
+        install(final, dict(manifest, files=precopy_rounds.chain_files(manifest["files"], rounds)), path,
+                f"the pre-copy move to {where}")
+    except (OSError, ValueError) as exc:
+        return f"Keeping its checkpoint here failed too ({exc}): its images stay in {os.path.dirname(final)}"
+    return f"Its checkpoint {os.path.basename(path)!r} is kept here: restore it with state=restored"
 
 
 def _give_back(ctx: HostContext, cid: str, policy: container.Policy) -> None:

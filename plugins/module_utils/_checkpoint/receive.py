@@ -233,7 +233,10 @@ def receive(ctx: HostContext, ref: str, opts: ReceiveOptions) -> Received:
         if "tmp" in place:  # a later segment (after a pre-copy, a memory round): the container is there already
             if manifest.get("phase") == "precopy":
                 raise OpError(f"the stream at {fifo_path} sent two pre-copies")
-            if manifest.get("phase") == "memory" or "memory_rounds" in manifest:
+            if manifest.get("phase") == "memory" or "memory_rounds" in manifest or place.get("rounds"):
+                if place.get("precopy_disk") or manifest.get("disk") or manifest.get("lazy"):
+                    raise OpError(f"the stream at {fifo_path} mixes memory rounds with disk state or a post-copy "
+                                  "move: not supported")
                 return _round_dir(place, manifest, fifo_path)
             disk, ahead = manifest.get("disk") or {}, place["precopy_disk"]
             if (sorted(disk.get("volumes") or {}) != sorted(ahead.get("volumes") or {})
@@ -242,8 +245,9 @@ def receive(ctx: HostContext, ref: str, opts: ReceiveOptions) -> Received:
                               "checkpoint than in its pre-copy")
             shutil.rmtree(place["tmp"], ignore_errors=True)
             return str(place["tmp"])
-        if manifest.get("phase") == "memory" and manifest.get("disk"):
-            raise OpError(f"the stream at {fifo_path} is a pre-copy move with disk state: not supported")
+        if manifest.get("phase") == "memory" and (manifest.get("disk") or manifest.get("lazy")):
+            raise OpError(f"the stream at {fifo_path} mixes memory rounds with disk state or a post-copy move: not "
+                          "supported")
         if manifest.get("disk"):
             _refuse_existing(ctx, here, opts.create)
             container.refuse_host_access(here, manifest["container"], f"the stream at {fifo_path}", opts.allowed)
@@ -338,6 +342,7 @@ def _round_dir(place: dict[str, Any], manifest: dict[str, Any], fifo_path: str) 
     """Where a pre-copy move's memory round goes (beside the checkpoint's place, until the final dump comes); the
     final dump itself goes to place['tmp'] once every round it names has come."""
     rounds = place.setdefault("rounds", [])
+    place.setdefault("round_files", [])
     if manifest.get("phase") != "memory":
         if manifest.get("memory_rounds") != len(rounds):
             raise OpError(f"the stream at {fifo_path} sent {len(rounds)} memory rounds, and its checkpoint builds on "
@@ -349,6 +354,7 @@ def _round_dir(place: dict[str, Any], manifest: dict[str, Any], fifo_path: str) 
     where = os.path.join(os.path.dirname(place["path"]), f".{manifest['checkpoint']}.fleet-round-{manifest['round']}")
     shutil.rmtree(where, ignore_errors=True)
     rounds.append(where)
+    place["round_files"].append(manifest["files"])
     return where
 
 
@@ -361,6 +367,8 @@ def _nest_rounds(place: dict[str, Any], manifest: dict[str, Any], fifo_path: str
     if rounds:
         precopy_rounds.nest(place["tmp"], rounds)
         place["rounds"] = []
+        # The checkpoint's metadata lists every file of the chain (what a later restore checks it against).
+        manifest["files"] = precopy_rounds.chain_files(manifest["files"], place["round_files"])
 
 
 def _drop_lazy(place: dict[str, Any]) -> None:

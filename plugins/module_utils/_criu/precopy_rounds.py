@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu.lazy_pages import RUNC_ROOT
 
@@ -84,3 +85,13 @@ def unlink_parent(image_dir: str) -> None:
     link = os.path.join(image_dir, PARENT)
     if os.path.islink(link):
         os.unlink(link)
+
+
+def chain_files(final: dict[str, Any], rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The file list ({relative path: size and sha256}) of a nested chain: the final dump's files, then each round's
+    under as many `parent/` as it is deep (rounds[-1], the last round, one deep)."""
+    files = dict(final)
+    for depth, round_files in enumerate(reversed(rounds), start=1):
+        prefix = f"{PARENT}/" * depth
+        files.update({prefix + name: info for name, info in round_files.items()})
+    return files

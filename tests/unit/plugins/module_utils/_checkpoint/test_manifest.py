@@ -122,6 +122,9 @@ def _memory_manifest(**changes):
     ({"phase": "rounds"}, "is not checkpoint, precopy or memory"),
     ({"memory_rounds": -1}, "memory_rounds must be a number of rounds"),
     ({"memory_rounds": "2"}, "memory_rounds must be a number of rounds"),
+    ({"memory_rounds": 31}, "memory_rounds must be a number of rounds (0 to 30)"),
+    ({"phase": "memory", "round": 31}, "a round number from 1"),
+    ({"memory_rounds": 2, "lazy": True}, "memory rounds come without disk state and without post-copy"),
 ])
 def test_memory_rounds_in_a_manifest_are_checked(changes, expected):
     with pytest.raises(ManifestError, match=re.escape(expected)):

@@ -16,6 +16,7 @@ import threading
 
 import pytest
 
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import integrity
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import receive
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import store
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import stream
@@ -158,8 +159,8 @@ def test_a_directory_that_was_there_before_stays(tmp_path, sent, make_ops):
     assert os.listdir(tmp_path / "in") == ["keep"]
 
 
-def _memory_stream(tmp_path, rounds):
-    """A pre-copy move's stream: `rounds` memory rounds ("more" segments), then the final dump naming them."""
+def _memory_stream(tmp_path, rounds, says=True):
+    """A pre-copy move's stream: `rounds` memory rounds ("more" segments), then the final dump naming them (`says`)."""
     frames = b""
     for number in range(1, rounds + 1):
         images = tmp_path / f"round-{number}"
@@ -177,7 +178,8 @@ def _memory_stream(tmp_path, rounds):
     (final / "pages-1.img").write_bytes(b"f" * 4096)
     (final / "core-1.img").write_bytes(b"core")
     manifest = build("move", INSPECT, file_inventory(str(final)), {"criu": "4.1"}, "api", 1763900000.0)
-    manifest["memory_rounds"] = rounds
+    if says:
+        manifest["memory_rounds"] = rounds
     with tempfile.TemporaryFile() as out:
         stream.write_stream(out, str(final), manifest)
         out.seek(0)
@@ -204,6 +206,10 @@ def test_a_pre_copy_moves_rounds_become_the_parents_of_its_final_dump(tmp_path, 
     assert (path / "parent" / "parent" / "pages-1.img").read_bytes() == b"\x01" * 12288
     assert sorted(name for name in os.listdir(path.parent) if name.startswith(".")) == []  # no round left aside
     assert stat.S_IMODE(os.stat(path / "parent" / "parent").st_mode) == 0o700
+    # Its metadata lists the whole chain, so a later restore or export finds it intact (nothing "added").
+    recorded = store.read_metadata(str(path))["files"]
+    assert sorted(recorded) == ["core-1.img", "pages-1.img", "parent/pages-1.img", "parent/parent/pages-1.img"]
+    assert integrity.damage(store.read_metadata(str(path)), integrity.images(str(path))) == []
 
 
 def test_a_final_dump_that_names_other_rounds_than_came_is_refused_and_leaves_nothing(tmp_path, make_ops):
@@ -213,6 +219,17 @@ def test_a_final_dump_that_names_other_rounds_than_came_is_refused_and_leaves_no
     framed = framed.replace(b'"memory_rounds": 2', b'"memory_rounds": 3')
     writer = feed_framed(str(tmp_path / "in" / "web-move.stream"), framed)
     with pytest.raises(OpError, match="sent 2 memory rounds, and its checkpoint builds on 3"):
+        ops.receive("web")
+    writer.join(30)
+    assert len(created) == 1 and ops.api.deleted == [(f"/containers/{CID}", {"force": 1})]
+    assert not os.path.exists(tmp_path / "docker" / "containers" / CID / "checkpoints")
+
+
+def test_a_checkpoint_after_memory_rounds_that_does_not_say_so_is_refused(tmp_path, make_ops):
+    ops, created = make_ops(tmp_path)
+    framed = _memory_stream(tmp_path, 1, says=False)
+    writer = feed_framed(str(tmp_path / "in" / "web-move.stream"), framed)
+    with pytest.raises(OpError, match="sent 1 memory rounds, and its checkpoint builds on None"):
         ops.receive("web")
     writer.join(30)
     assert len(created) == 1 and ops.api.deleted == [(f"/containers/{CID}", {"force": 1})]

@@ -84,3 +84,16 @@ def test_nest_refuses_a_parent_that_is_not_a_link(tmp_path):
     with pytest.raises(OSError, match="is not CRIU's link"):
         precopy_rounds.nest(final, [one])
     assert os.path.isdir(one)  # nothing moved
+
+
+def test_chain_files_lists_each_round_as_deep_as_it_is_nested(tmp_path):
+    one, two, final = str(tmp_path / "round-1"), str(tmp_path / "round-2"), str(tmp_path / "final")
+    _round(one, b"a" * 100)
+    _round(two, b"b" * 10)
+    _round(final, b"c")
+    listed = precopy_rounds.chain_files({"pages-1.img": 1, "pagemap-1.img": 2}, [{"pages-1.img": 100}, {"pages-1.img": 10}])
+    assert listed == {"pages-1.img": 1, "pagemap-1.img": 2, "parent/pages-1.img": 10, "parent/parent/pages-1.img": 100}
+    precopy_rounds.nest(final, [one, two])
+    on_disk = {os.path.relpath(os.path.join(root, name), final) for root, _dirs, files in os.walk(final)
+               for name in files if name == "pages-1.img"}
+    assert on_disk == {name for name in listed if name.endswith("pages-1.img")}
