@@ -84,7 +84,6 @@ def test_a_post_copy_move_resumes_at_once_and_its_pages_follow(pair):
     assert out["sent"]["mode"] == "lazy" and out["sent"]["pages_bytes"] >= 1 << 30, out["sent"]
     assert out["sent"]["bytes"] < 4 << 20, "more than the small images went before the resume"
     assert got["lazy"]["complete"] is True and got["resumed_at"] > out["dump_started_at"], (got, out)
-    assert got["resumed"] is True and got["processes"]["recorded"] >= 1, got  # the recorded processes are back
     # The count goes on on the target, from where it froze on the source; the source's container has ended.
     last = counts(source, "lazy")[-1]
     deadline = time.monotonic() + 20

