@@ -250,8 +250,8 @@ options:
             once, so the rounds use more of the link than stop-and-copy does.
           - V(0) (the default) sends the memory during the freeze (stop-and-copy). Only with O(send_to.via=ssh) and
             without disk state for now. After the final dump the whole chain stays here as the container's
-            checkpoint O(name), as a stop-and-copy's does: if sending fails, or the target's restore does, restore it
-            here with O(state=restored).
+            checkpoint O(name), as a stop-and-copy's does - if sending fails, or the target's restore does, restore
+            it here with O(state=restored).
         type: int
         default: 0
       memory_goal:
