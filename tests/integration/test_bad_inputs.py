@@ -176,8 +176,18 @@ PLAYBOOK_CASES = [
     ("migrate.yml", {"fleet_checkpoint_migrate_mode": "lazy", "fleet_checkpoint_migrate_transfer": "controller",
                      "fleet_checkpoint_migrate_volumes": "none", "fleet_checkpoint_migrate_writable_layer": False,
                      "fleet_checkpoint_migrate_containers": ["victim"]}, "not controller"),
+    ("migrate.yml", {"fleet_checkpoint_migrate_mode": "rounds", "fleet_checkpoint_migrate_containers": ["victim"]},
+     "fleet_checkpoint_migrate_mode must be one of: stop, lazy, precopy"),
+    # Pre-copy (issue 21): memory only, straight to the target, 1-30 rounds, a known fallback.
     ("migrate.yml", {"fleet_checkpoint_migrate_mode": "precopy", "fleet_checkpoint_migrate_containers": ["victim"]},
-     "fleet_checkpoint_migrate_mode must be one of: stop, lazy"),
+     "does not carry disk state yet"),
+    ("migrate.yml", {"fleet_checkpoint_migrate_mode": "precopy", "fleet_checkpoint_migrate_precopy_rounds": 0,
+                     "fleet_checkpoint_migrate_volumes": "none", "fleet_checkpoint_migrate_writable_layer": False,
+                     "fleet_checkpoint_migrate_containers": ["victim"]},
+     "fleet_checkpoint_migrate_precopy_rounds must be from 1 to 30"),
+    ("migrate.yml", {"fleet_checkpoint_migrate_mode": "precopy", "fleet_checkpoint_migrate_precopy_fallback": "cold",
+                     "fleet_checkpoint_migrate_containers": ["victim"]},
+     "fleet_checkpoint_migrate_precopy_fallback must be one of: refuse, stop, lazy"),
 ]
 
 
