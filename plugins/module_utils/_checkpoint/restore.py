@@ -12,6 +12,8 @@ The Docker traps handled here (see the project's LAB-FACTS):
 - a container started afresh instead of restored is caught: its recorded process tree must be back, in its own time
   namespace (verify);
 - the restart policy parked at `no` by the dump is put back once the container runs;
+- a checkpoint dumped from another container names that container's cgroup, where runc before 1.2 has CRIU put the
+  processes on cgroup v2: its cgroup image is pointed at this container's first (_criu/cgroup_image.py);
 - the restore call itself: start_from_checkpoint.py.
 """
 
@@ -31,6 +33,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint impor
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import start_from_checkpoint
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import store
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.archive import ArchiveOptions
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.files import sha256_file
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import (
     HostContext,
     Inspect,
@@ -44,6 +47,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.error
 )
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.integrity import check_intact, images
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.retention import Retention, prune
+from ansible_collections.fleet.checkpoint.plugins.module_utils._criu import cgroup_image
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu.log import explain
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPIError
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.container_create import HostAccess
@@ -201,13 +205,14 @@ def _restore(ctx: HostContext, source: Inspect, target: Inspect, opts: RestoreOp
         # Its current state is being replaced by the checkpoint's: a short grace period is enough.
         ctx.api.post(f"/containers/{tid}/stop", t=3, timeout=opts.timeout)
     if src_path != path:
-        if os.path.isdir(path) and images(path) != images(src_path):
+        if os.path.isdir(path) and not _same_copy(path, src_path):
             shutil.rmtree(path)  # an older copy: the source's checkpoint was made again since
         if not os.path.isdir(path):
             store.copy_checkpoint(src_path, path)
             result["copied_from"] = src_path
     metadata = store.read_metadata(path)
     metadata.pop("failed_restore", None)
+    _retarget_cgroups(ctx, target, path, metadata, result["container"])
     lazy = received.get("lazy") if received else None
     if lazy is not None:
         lazy.start(path, opts.timeout)  # the source's page connection taken, criu lazy-pages up
@@ -245,6 +250,36 @@ def _restore(ctx: HostContext, source: Inspect, target: Inspect, opts: RestoreOp
     store.write_metadata(path, metadata)
     result["pruned"] = prune(ctx, tid, opts.name, opts.retention, time.time())
     result["duration"] = round(time.time() - started, 3)
+
+
+def _same_copy(path: str, src_path: str) -> bool:
+    """Is the checkpoint copy at path still the source's (but for the cgroup image pointed at its container)?"""
+    copy, original = images(path), images(src_path)
+    if store.read_metadata(path).get("cgroup_moved"):
+        copy.pop(cgroup_image.IMAGE_NAME, None)
+        original.pop(cgroup_image.IMAGE_NAME, None)
+    return copy == original
+
+
+def _retarget_cgroups(ctx: HostContext, target: Inspect, path: str, metadata: dict[str, Any], name: str) -> None:
+    """Point the checkpoint's cgroup paths at this container's cgroup when they name another container's; the
+    checkpoint's recorded inventory follows the rewritten file."""
+    driver = str((ctx.api.info() or {}).get("CgroupDriver") or "cgroupfs")
+    parent = str((target.get("HostConfig") or {}).get("CgroupParent") or "")
+    try:
+        moved = cgroup_image.retarget_file(path, target["Id"], driver, parent)
+    except (cgroup_image.CgroupImageError, OSError) as exc:
+        raise OpError(f"the cgroup image of the checkpoint for {name} cannot be read ({exc}), so it was not "
+                      "restored: the checkpoint is damaged; restore an older one, or start the container afresh"
+                      ) from exc
+    if moved is None:
+        return
+    files = metadata.get("files")
+    if isinstance(files, dict) and cgroup_image.IMAGE_NAME in files:
+        full = os.path.join(path, cgroup_image.IMAGE_NAME)
+        files[cgroup_image.IMAGE_NAME] = {"size": os.path.getsize(full), "sha256": sha256_file(full)}
+    metadata["cgroup_moved"] = moved
+    store.write_metadata(path, metadata)
 
 
 def _last_page(ctx: HostContext, tid: str, lazy: lazy_restore.LazyRestore, timeout: int, result: Result) -> None:
