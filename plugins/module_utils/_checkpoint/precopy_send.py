@@ -27,6 +27,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.impor
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu import lazy_pages
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu import precopy_rounds
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host import private_files
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host import processes as procs
 
 
 def _which(command: str) -> str | None:
@@ -136,6 +137,7 @@ def _move(ctx: HostContext, found: dict[str, Any], name: str, send_to: send.Send
         if container.is_running(ctx, container.inspect(ctx, cid)):
             _give_back(ctx, cid, policy)
         raise
+    processes = procs.process_tree(container.host_pids(ctx, cid))  # (what the target's check finds again)
     started = time.time()
     rc, out, err = ctx.run(precopy_rounds.dump_argv(runc, cid, final, criu_work, dirs[-1] if dirs else None,
                                                     pre_dump=False,
@@ -153,10 +155,7 @@ def _move(ctx: HostContext, found: dict[str, Any], name: str, send_to: send.Send
                          "here (look at it: CRIU's log is in the message)")
                       + f": {' '.join((err or out).split())[-2000:]}")
     result["stopped"] = True
-    # No process list (as for post-copy): between the lab's QEMU hosts the restored processes are not in the new
-    # container's cgroup (runc 1.1 on cgroup v2, see docs/migrate.md), so Docker's `top`, which the target's check
-    # reads, does not list them.
-    metadata = {"method": "api", "created": dumped, "restart_policy": policy}
+    metadata = {"method": "api", "created": dumped, "restart_policy": policy, "processes": processes}
     manifest: dict[str, Any] | None = None
     try:
         precopy_rounds.unlink_parent(final)
