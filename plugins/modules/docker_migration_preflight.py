@@ -96,7 +96,9 @@ options:
     description:
       - How the containers will move. V(lazy) (post-copy, see C(send_to.lazy) of M(fleet.checkpoint.docker_checkpoint))
         also checks, on either side, that CRIU can restore lazily (C(criu check --feature uffd-noncoop)) and make its
-        page server's pipes (CAP_SYS_RESOURCE or C(fs.pipe-max-size)), and on the source that runc is there.
+        page server's pipes (CAP_SYS_RESOURCE or C(fs.pipe-max-size)), on the source that runc is there, and on the
+        target that Docker serves API 1.43 (Docker 24) or later, which takes the container annotation the lazy
+        restore needs.
       - V(precopy) (memory sent in rounds before the freeze, see C(send_to.memory_rounds)) also checks, on the source,
         that the kernel tracks dirty memory (C(CONFIG_MEM_SOFT_DIRTY); C(criu check --feature mem_dirty_track)) and
         that runc is there.
@@ -209,8 +211,14 @@ def main() -> None:
                                                        replaced=replaced, rename=params["rename"],
                                                        allow_older_kernel=params["allow_older_kernel"])
         answer["replaced"] = replaced or []
+    api_version = None
+    if params["side"] == "target" and params["mode"] == "lazy":
+        try:
+            api_version = str((api.get("/version") or {}).get("ApiVersion") or "")
+        except DockerAPIError:
+            api_version = None  # (target_problems said that Docker does not answer)
     problems += migration_preflight.mode_problems(params["side"], params["mode"], module.run_command,
-                                                  module.get_bin_path)
+                                                  module.get_bin_path, api_version)
     answer["problems"] = problems
     if problems:
         module.fail_json(msg=f"the {params['side']} cannot take part in the migration ({len(problems)} problem"

@@ -33,10 +33,13 @@ LAZY_DIR = "/var/lib/fleet-checkpoint/lazy"  # root-only: each move's images, wo
 PAGES_WAIT = 120  # seconds the page relay on the target gives the restore there to be listening
 
 # Runs on the target under the SSH login's python3: connect to the waiting restore's page socket (given a while to
-# appear: the restore there is still installing the images), then carry bytes both ways until either side ends.
+# appear: the restore there is still installing the images), then carry bytes both ways until either side ends. The
+# receive's stream FIFO (argv[3]) gone means that the receive has ended: the socket is made before the FIFO goes, so
+# one more try tells a restore that waits from one that refused the move (which is not waited for).
 PAGE_RELAY = r"""
 import errno, os, select, socket, sys, time
-path, deadline = sys.argv[1], time.time() + float(sys.argv[2])
+path, deadline, fifo = sys.argv[1], time.time() + float(sys.argv[2]), sys.argv[3]
+ended = False
 while True:
     sk = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -44,9 +47,12 @@ while True:
         break
     except OSError as exc:
         sk.close()
-        if exc.errno not in (errno.ENOENT, errno.ECONNREFUSED) or time.time() > deadline:
-            sys.exit("fleet.checkpoint: no restore waits for pages at %s (%s)" % (path, exc.strerror))
-        time.sleep(0.1)
+        if exc.errno not in (errno.ENOENT, errno.ECONNREFUSED) or time.time() > deadline or ended:
+            sys.exit("fleet.checkpoint: no restore waits for pages at %s (%s)"
+                     % (path, "the receive there has ended" if ended else exc.strerror))
+        ended = not os.path.exists(fifo)
+        if not ended:
+            time.sleep(0.1)
 reading = True
 while True:
     ready = select.select([sk] + ([0] if reading else []), [], [])[0]
@@ -276,7 +282,8 @@ def _move(ctx: HostContext, found: dict[str, Any], name: str, send_to: send.Send
         manifest = portable_manifest(ctx, name, found, images, metadata, files)
         manifest["lazy"] = True
         sent = sender.send(images, manifest, timeout, None)
-        relay_argv = stream.ssh_argv(send_to, pages_socket(result["container"], name), PAGES_WAIT, script=PAGE_RELAY)
+        relay_argv = stream.ssh_argv(send_to, pages_socket(result["container"], name), PAGES_WAIT, script=PAGE_RELAY,
+                                     extra=(send.remote(send_to, result["container"], name)[0],))
         relay = subprocess.Popen(  # pylint: disable=consider-using-with,ansible-bad-function
             relay_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         pump = Pump(sock, relay)

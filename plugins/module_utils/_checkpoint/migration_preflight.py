@@ -55,10 +55,11 @@ COMMANDS = {
 }
 
 
-def mode_problems(side: str, mode: str, run: Run, which: Which) -> list[str]:
-    """What keeps this side from a move of this mode: for post-copy (V(lazy)), CRIU's lazy pages on both sides and
-    runc on the source (which dumps through it); for pre-copy (V(precopy)), the source kernel's dirty memory tracking
-    and runc. Read from this host (its /proc)."""
+def mode_problems(side: str, mode: str, run: Run, which: Which, api_version: str | None = None) -> list[str]:
+    """What keeps this side from a move of this mode: for post-copy (V(lazy)), CRIU's lazy pages on both sides,
+    runc on the source (which dumps through it) and, on the target, a Docker that takes container annotations
+    (`api_version`, when known); for pre-copy (V(precopy)), the source kernel's dirty memory tracking and runc. Read
+    from this host (its /proc)."""
     if mode not in ("lazy", "precopy"):
         return []
     criu = which("criu")
@@ -74,7 +75,8 @@ def mode_problems(side: str, mode: str, run: Run, which: Which) -> list[str]:
     problems = [f"post-copy: {problem}" for problem in lazy_pages.lazy_problems(run, criu, status, pipe_max)]
     if side == "source" and not which("runc"):
         problems.append("post-copy: the runc command is missing on the source (the lazy dump runs it)")
-    return problems
+    too_old = lazy_pages.annotation_problem(api_version) if side == "target" and api_version else None
+    return problems + ([f"post-copy: {too_old}"] if too_old else [])
 
 
 def missing_commands(side: str, transfer: str, which: Which) -> list[str]:

@@ -106,6 +106,8 @@ def _lazy(ctx: HostContext, ref: str, here: str, opts: ReceiveOptions, origin: s
         raise OpError(f"{origin} is a post-copy move and the criu command is missing here")
     status, pipe_max = lazy_pages.read_host_facts()
     problems = lazy_pages.lazy_problems(ctx.run, criu, status, pipe_max)
+    too_old = lazy_pages.annotation_problem(str((ctx.api.get("/version") or {}).get("ApiVersion") or "0"))
+    problems += [too_old] if too_old else []
     if problems:
         raise OpError(f"{origin} is a post-copy move and this host cannot restore lazily: {'; '.join(problems)}")
     lazy_restore.sweep_configs(ctx.api)  # those of containers removed since their lazy restore

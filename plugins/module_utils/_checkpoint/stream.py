@@ -25,7 +25,7 @@ import subprocess
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.files import MANIFEST_NAME
@@ -117,9 +117,10 @@ def stream_name(container: str, checkpoint: str) -> str:
 
 
 def ssh_argv(send_to: Mapping[str, Any], remote_path: str, ready_within: float = RELAY_WAIT,
-             script: str = RELAY) -> list[str]:
+             script: str = RELAY, extra: Sequence[str] = ()) -> list[str]:
     """The ssh command line that feeds the relay on the target (`send_to` is the module's option); the relay waits up
-    to `ready_within` seconds for the receiver's FIFO (`script`: another relay, given the same two arguments)."""
+    to `ready_within` seconds for the receiver's FIFO (`script`: another relay, given the same two arguments and the
+    `extra` ones)."""
     argv = ["ssh", "-x", "-a", "-o", "ClearAllForwardings=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
             "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4", "-p", str(send_to.get("port") or 22),
             # Whatever ssh_config says (StrictHostKeyChecking=no or accept-new): the target must present a key
@@ -130,7 +131,8 @@ def ssh_argv(send_to: Mapping[str, Any], remote_path: str, ready_within: float =
     if send_to.get("identity_file"):
         argv += ["-i", send_to["identity_file"]]
     python = send_to.get("python") or "python3"
-    remote = f"{shlex.quote(python)} -c {shlex.quote(script)} {shlex.quote(remote_path)} {int(ready_within)}"
+    remote = " ".join([shlex.quote(python), "-c", shlex.quote(script), shlex.quote(remote_path), str(int(ready_within)),
+                       *map(shlex.quote, extra)])
     return argv + ["--", f"{send_to.get('user') or 'root'}@{send_to['host']}", remote]
 
 

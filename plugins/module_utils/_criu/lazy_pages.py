@@ -51,6 +51,7 @@ CLONE_NEWNET = 0x40000000
 _DIRTY_OFF = "Dirty tracking is OFF"
 
 
+ANNOTATIONS_SINCE = (1, 43)  # Docker's API version that takes HostConfig.Annotations
 OWN_SETTINGS = ("lazy-pages", "work-dir", "log-file")
 
 
@@ -119,6 +120,21 @@ def lazy_problems(run: Run, criu: str, status: str, pipe_max_size: int) -> list[
     """What keeps this host from either end of a post-copy migration (empty: nothing)."""
     problems = [feature_problem(run, criu, "uffd-noncoop"), pipe_problem(status, pipe_max_size)]
     return [problem for problem in problems if problem]
+
+
+def annotation_problem(api_version: str) -> str | None:
+    """The lazy restore hands CRIU its settings through the container's org.criu.config annotation, which Docker
+    takes only from API 1.43 (Docker 24) on; an older daemon drops it silently and CRIU would restore without the
+    memory it then lacks."""
+    try:
+        version = tuple(int(part) for part in api_version.split(".")[:2])
+    except ValueError:
+        return f"Docker's API version ({api_version!r}) cannot be read"
+    if version < ANNOTATIONS_SINCE:
+        return (f"Docker here serves API {api_version}, older than {'.'.join(map(str, ANNOTATIONS_SINCE))} "
+                "(Docker 24): it drops the container annotation that hands CRIU the lazy restore's settings. "
+                "Upgrade Docker here, or move stop-and-copy")
+    return None
 
 
 def read_host_facts() -> tuple[str, int]:

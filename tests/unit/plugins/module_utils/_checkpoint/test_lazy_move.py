@@ -49,7 +49,7 @@ def test_pages_and_requests_cross_the_relay_and_the_pump_and_both_ends_close(tmp
     daemon = threading.Thread(target=restore_side)
     daemon.start()
     server, ours = socket.socketpair()
-    relay = subprocess.Popen([sys.executable, "-c", lazy_send.PAGE_RELAY, path, "5"], stdin=subprocess.PIPE,
+    relay = subprocess.Popen([sys.executable, "-c", lazy_send.PAGE_RELAY, path, "5", path], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     pump = lazy_send.Pump(ours, relay)
     pump.start()
@@ -64,9 +64,35 @@ def test_pages_and_requests_cross_the_relay_and_the_pump_and_both_ends_close(tmp
 
 
 def test_the_relay_says_when_no_restore_waits(tmp_path):
-    done = subprocess.run([sys.executable, "-c", lazy_send.PAGE_RELAY, str(tmp_path / "none.sock"), "1"],
-                          capture_output=True, text=True, timeout=20, check=False)
+    (tmp_path / "in.stream").touch()  # the receive goes on, but makes no socket
+    done = subprocess.run([sys.executable, "-c", lazy_send.PAGE_RELAY, str(tmp_path / "none.sock"), "1",
+                           str(tmp_path / "in.stream")], capture_output=True, text=True, timeout=20, check=False)
     assert done.returncode != 0 and "no restore waits for pages at" in done.stderr
+    assert "No such file or directory" in done.stderr
+
+
+def test_the_relay_stops_waiting_when_the_receive_has_ended_without_a_socket(tmp_path):
+    """A target that refused the move (its stream's FIFO gone, no page socket): not waited for until the deadline."""
+    done = subprocess.run([sys.executable, "-c", lazy_send.PAGE_RELAY, str(tmp_path / "none.sock"), "600",
+                           str(tmp_path / "gone.stream")], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode != 0 and "the receive there has ended" in done.stderr
+
+
+def test_the_relay_still_connects_when_the_receive_ended_after_making_the_socket(tmp_path):
+    """The receive makes the page socket before its FIFO goes: the FIFO gone, the socket is still tried."""
+    path = str(tmp_path / "pages.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+    relay = subprocess.Popen([sys.executable, "-c", lazy_send.PAGE_RELAY, path, "600", str(tmp_path / "gone.stream")],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    conn = listener.accept()[0]
+    conn.sendall(b"pages")
+    conn.close()
+    relay.stdin.close()
+    assert relay.stdout.read() == b"pages"
+    assert relay.wait(20) == 0, relay.stderr.read()
+    listener.close()
 
 
 @pytest.fixture
@@ -159,7 +185,7 @@ def page_path(tmp_path):
     server_side.listen(1)
     ours = socket.create_connection(server_side.getsockname())
     server = server_side.accept()[0]
-    relay = subprocess.Popen([sys.executable, "-c", lazy_send.PAGE_RELAY, path, "5"], stdin=subprocess.PIPE,
+    relay = subprocess.Popen([sys.executable, "-c", lazy_send.PAGE_RELAY, path, "5", path], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     pump = lazy_send.Pump(ours, relay)
     pump.start()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import json
 
+import pytest
+
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import migration_preflight as mp
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPIError
 
@@ -286,3 +288,18 @@ def test_the_disk_needed_counts_an_image_two_containers_share_once():
     free = (500 + 256 + 100) * 2**20  # one copy of the image and the margin fit; two would not
     assert mp.target_problems(FakeApi(), plan, "controller", "load", criu(), which(), "6.18.44",
                               read=lambda path: "", free_bytes=lambda path: free) == []
+
+
+@pytest.mark.parametrize("side, version, expected", [
+    ("target", "1.41", ["post-copy: Docker here serves API 1.41, older than 1.43"]),
+    ("target", "1.45", []),
+    ("target", None, []),  # not known: Docker did not answer, which is said already
+    ("source", "1.41", []),  # the source's Docker creates nothing for a lazy move
+])
+def test_post_copy_needs_a_target_docker_that_takes_annotations(monkeypatch, side, version, expected):
+    monkeypatch.setattr(mp.lazy_pages, "read_host_facts", lambda: ("", 0))
+    monkeypatch.setattr(mp.lazy_pages, "lazy_problems", lambda *args: [])
+    problems = mp.mode_problems(side, "lazy", lambda *args, **kwargs: (0, "", ""), lambda name: f"/usr/bin/{name}",
+                                version)
+    assert [problem[:len(want)] for problem, want in zip(problems, expected)] == expected and \
+        len(problems) == len(expected), problems

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu import lazy_pages
 
 WITH_RESOURCE = "Name:\tpython3\nCapEff:\t000001ffffffffff\n"
@@ -76,3 +78,12 @@ def test_lazy_problems_name_every_one():
         return 1, "", "UFFD is not supported"
     assert len(lazy_pages.lazy_problems(refuses, "criu", WITHOUT_RESOURCE, 1048576)) == 2
     assert lazy_pages.lazy_problems(lambda argv: (0, "", ""), "criu", WITH_RESOURCE, 65536) == []
+
+
+@pytest.mark.parametrize("version, problem", [
+    ("1.45", None), ("1.43", None), ("2.0", None),
+    ("1.41", "older than 1.43 (Docker 24)"), ("1.42", "older than 1.43"), ("x", "cannot be read"), ("", "cannot be read"),
+])
+def test_a_lazy_restore_needs_a_docker_that_takes_annotations(version, problem):
+    found = lazy_pages.annotation_problem(version)
+    assert (found is None) if problem is None else (problem in found), found
