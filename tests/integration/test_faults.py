@@ -338,7 +338,7 @@ def test_a_host_that_does_not_come_back_fails_clearly_and_keeps_its_checkpoints(
     try:
         rc, output = ansible_playbook(PLAYBOOKS / "host_reboot.yml", check=False, extra_vars={
             "fleet_checkpoint_hosts": host, "fleet_checkpoint_reboot": "always",
-            "fleet_checkpoint_reboot_timeout": 30, "fleet_checkpoint_docker_timeout": 10})
+            "fleet_checkpoint_reboot_timeout": 15, "fleet_checkpoint_docker_timeout": 10})
     finally:
         run(["docker", "update", "--restart", "unless-stopped", host])
         run(["docker", "start", host])
@@ -346,7 +346,7 @@ def test_a_host_that_does_not_come_back_fails_clearly_and_keeps_its_checkpoints(
     assert rc != 0
     message = all_failed_messages(output)
     assert f"{host}: Fail a host that did not come back in time: the host did not come back within " \
-           "fleet_checkpoint_reboot_timeout=30s" in message and "fleet.checkpoint.restore" in message, message
+           "fleet_checkpoint_reboot_timeout=15s" in message and "fleet.checkpoint.restore" in message, message
     run_id = re.search(r"fleet_checkpoint_run_id=(\w+)", message).group(1)
     assert set(statuses(host).values()) == {"checkpointed"}
     checkpoint = manifest(host)["checkpoint"]
