@@ -337,6 +337,22 @@ results:
       type: str
       returned: state=restored
       sample: billing-worker
+    copied_from:
+      description: The checkpoint directory this container's copy was made from, when the checkpoint of O(container)
+        was restored into O(target).
+      type: str
+      returned: state=restored, when the checkpoint was copied
+      sample: /var/lib/docker/containers/6cc9.../checkpoints/pre-reboot
+    cgroup_moved:
+      description:
+        - The cgroup the checkpoint recorded for its processes (V(from)) and this container's cgroup (V(to)), which
+          the checkpoint's cgroup image was pointed at before the restore, so that the restored processes are in this
+          container's cgroup (its limits, C(docker top), C(docker stats)).
+        - Happens when a checkpoint is restored into another container than the one it was dumped from (a
+          migration's target, O(target), an imported archive).
+      type: dict
+      returned: state=restored, when the checkpoint named another container's cgroup
+      sample: {"from": "/docker/6cc94f80441f...", "to": "/system.slice/docker-1f2e4c09a7b3....scope"}
     size:
       description: Size in bytes of the new checkpoint, or of the archive.
       type: int

@@ -136,6 +136,7 @@ def test_a_pre_copy_move_sends_memory_in_rounds_and_only_the_rest_in_the_freeze(
     # In the new container's own cgroup (a systemd scope here; the source's was cgroupfs), where Docker sees it.
     actual, expected, top = cgroup_of(TARGET, "pc")
     assert actual == expected and top >= 1, (actual, expected, top)
+    assert restored["cgroup_moved"] == {"from": f"/docker/{out['id']}", "to": expected}, restored
 
     before = counts(SOURCE, "pc")
     assert vm(SOURCE, "docker inspect -f '{{.State.Running}}' pc").stdout.strip() == "false"

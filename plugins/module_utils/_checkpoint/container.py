@@ -172,3 +172,13 @@ def cold_start(api: DockerAPI, ref: str, recorded: Policy | None) -> tuple[bool,
     except DockerAPIError as exc:
         return False, str(exc)
     return True, "started afresh"
+
+
+def refuse_unmovable(found: dict[str, Any], name: str, mode: str, why: str) -> None:
+    """A post-copy or pre-copy move takes a running container that Docker would not delete when the move ends it."""
+    state = found.get("State") or {}
+    if not state.get("Running") or state.get("Paused") or state.get("Restarting"):
+        raise OpError(f"container {name} is {state.get('Status', 'not running')}: a {mode} move needs a running "
+                      "container")
+    if (found.get("HostConfig") or {}).get("AutoRemove"):
+        raise OpError(f"container {name} was started with --rm: Docker would delete it when the {why}")

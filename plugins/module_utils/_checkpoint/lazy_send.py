@@ -184,16 +184,6 @@ class Pump:
             pass
 
 
-def refuse_unmovable(found: dict[str, Any], name: str, mode: str, why: str) -> None:
-    """A post-copy or pre-copy move takes a running container that Docker would not delete when the move ends it."""
-    state = found.get("State") or {}
-    if not state.get("Running") or state.get("Paused") or state.get("Restarting"):
-        raise OpError(f"container {name} is {state.get('Status', 'not running')}: a {mode} move needs a running "
-                      "container")
-    if (found.get("HostConfig") or {}).get("AutoRemove"):
-        raise OpError(f"container {name} was started with --rm: Docker would delete it when the {why}")
-
-
 def send_lazily(ctx: HostContext, ref: str, name: str, send_to: send.SendTo, timeout: int) -> Result:
     """Move container `ref` to send_to's waiting restore, post-copy; the result says how it went."""
     found = container.settled(ctx, container.inspect(ctx, ref))
@@ -201,8 +191,8 @@ def send_lazily(ctx: HostContext, ref: str, name: str, send_to: send.SendTo, tim
     result = new_result(found, name)
     where = send.remote(send_to, result["container"], name)[1]
     with carrying(result):
-        refuse_unmovable(found, result["container"], "post-copy",
-                         "move ends it here, before anything could bring it back if the move broke")
+        container.refuse_unmovable(found, result["container"], "post-copy",
+                                   "move ends it here, before anything could bring it back if the move broke")
         runc, criu = _which("runc"), _which("criu")
         problems = [] if runc else ["the runc command is missing (a post-copy dump runs it directly)"]
         problems += [] if criu else ["the criu command is missing"]

@@ -15,7 +15,6 @@ import time
 from typing import Any
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import container
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import lazy_send
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import send
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import store
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import stream
@@ -53,7 +52,7 @@ def send_precopied(ctx: HostContext, ref: str, name: str, send_to: send.SendTo, 
     where = send.remote(send_to, result["container"], name)[1]
     path = store.checkpoint_path(ctx.root_dir, cid, name, put_back_pages=False)
     with carrying(result):
-        lazy_send.refuse_unmovable(found, result["container"], "pre-copy", "final dump ends it here, with the "
+        container.refuse_unmovable(found, result["container"], "pre-copy", "final dump ends it here, with the "
                                    "checkpoint that could bring it back if the move broke")
         if os.path.lexists(path):
             raise OpError(f"container {result['container']} already has a checkpoint {name!r}: a pre-copy move makes "

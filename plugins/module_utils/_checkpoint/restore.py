@@ -212,7 +212,7 @@ def _restore(ctx: HostContext, source: Inspect, target: Inspect, opts: RestoreOp
             result["copied_from"] = src_path
     metadata = store.read_metadata(path)
     metadata.pop("failed_restore", None)
-    _retarget_cgroups(ctx, target, path, metadata, result["container"])
+    _retarget_cgroups(ctx, target, path, metadata, result)
     lazy = received.get("lazy") if received else None
     if lazy is not None:
         lazy.start(path, opts.timeout)  # the source's page connection taken, criu lazy-pages up
@@ -261,24 +261,24 @@ def _same_copy(path: str, src_path: str) -> bool:
     return copy == original
 
 
-def _retarget_cgroups(ctx: HostContext, target: Inspect, path: str, metadata: dict[str, Any], name: str) -> None:
+def _retarget_cgroups(ctx: HostContext, target: Inspect, path: str, metadata: dict[str, Any], result: Result) -> None:
     """Point the checkpoint's cgroup paths at this container's cgroup when they name another container's; the
-    checkpoint's recorded inventory follows the rewritten file."""
+    checkpoint's recorded inventory follows the rewritten file, and the result says what moved."""
     driver = str((ctx.api.info() or {}).get("CgroupDriver") or "cgroupfs")
     parent = str((target.get("HostConfig") or {}).get("CgroupParent") or "")
     try:
         moved = cgroup_image.retarget_file(path, target["Id"], driver, parent)
     except (cgroup_image.CgroupImageError, OSError) as exc:
-        raise OpError(f"the cgroup image of the checkpoint for {name} cannot be read ({exc}), so it was not "
-                      "restored: the checkpoint is damaged; restore an older one, or start the container afresh"
-                      ) from exc
+        raise OpError(f"the cgroup image of the checkpoint for {result['container']} cannot be read ({exc}), so it "
+                      "was not restored: the checkpoint is damaged; restore an older one, or start the container "
+                      "afresh") from exc
     if moved is None:
         return
     files = metadata.get("files")
     if isinstance(files, dict) and cgroup_image.IMAGE_NAME in files:
         full = os.path.join(path, cgroup_image.IMAGE_NAME)
         files[cgroup_image.IMAGE_NAME] = {"size": os.path.getsize(full), "sha256": sha256_file(full)}
-    metadata["cgroup_moved"] = moved
+    metadata["cgroup_moved"] = result["cgroup_moved"] = moved
     store.write_metadata(path, metadata)
 
 

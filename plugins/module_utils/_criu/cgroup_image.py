@@ -10,7 +10,7 @@ cgroup v1 runc tells CRIU the new container's cgroups (--cgroup-root); on cgroup
 (libcontainer's criuApplyCgroups returns before it; fixed by runc PR #3546). A checkpoint restored into another
 container (a migration's target, a warm start into a new container) then puts its processes into the cgroup of the
 container it was dumped from, created again for them: Docker's container has no process in its own cgroup
-(`docker top` shows nothing, its limits do not apply) and `docker stop` does not reach them.
+(`docker top` fails or shows nothing, its limits and accounting do not apply).
 
 `retarget` rewrites the paths in the image to the new container's cgroup before the restore, which is what runc 1.2
 has CRIU do; with a runc that passes --cgroup-root itself the rewrite changes nothing that CRIU would use.
@@ -127,7 +127,7 @@ def _member(data: bytes, old: str, new: str) -> tuple[bytes, int]:
 
 
 def _nested(data: bytes, field: int, change: Callable[[bytes], Tuple[bytes, int]]) -> tuple[bytes, int]:
-    """`data` with each length-delimited `field` replaced by change(value) -> (new value, count)."""
+    """`data` with each length-delimited `field` replaced by change(value) -> (new value, count changed)."""
     out: list[Field] = []
     count = 0
     for number, wire, value in decode(data):
@@ -139,16 +139,11 @@ def _nested(data: bytes, field: int, change: Callable[[bytes], Tuple[bytes, int]
 
 
 def _dir(data: bytes, old: str, new: str) -> tuple[bytes, int]:
-    fields = decode(data)
-    out: list[Field] = []
-    count = 0
-    for number, wire, value in fields:
-        if number == 1 and wire == 2:
-            moved = _moved("/" + _text(value), old, new)
-            if moved is not None:
-                value, count = moved[1:].encode("utf-8", "surrogateescape"), count + 1
-        out.append((number, wire, value))
-    return encode(out), count
+    def rename(name: bytes) -> tuple[bytes, int]:
+        moved = _moved("/" + _text(name), old, new)
+        return (name, 0) if moved is None else (moved[1:].encode("utf-8", "surrogateescape"), 1)
+
+    return _nested(data, 1, rename)
 
 
 def paths(image: bytes) -> list[str]:
