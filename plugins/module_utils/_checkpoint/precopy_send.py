@@ -23,6 +23,10 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.error
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.export import portable_manifest
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.files import file_inventory
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.import_ import install
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.preflight import (
+    PreflightError,
+    check_free_space,
+)
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu import lazy_pages
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu import precopy_rounds
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host import private_files
@@ -44,6 +48,28 @@ def problems(ctx: HostContext) -> list[str]:
     return found
 
 
+def check_room(ctx: HostContext, cid: str, path: str, refusal: str) -> None:
+    """Refuse to go on when the filesystem of `path`'s directory (the host's checkpoint area) cannot hold one more
+    dump of the container's whole memory: the first round writes it all, a later round or the final dump less, but
+    the rounds before stay until the end."""
+    try:
+        check_free_space(os.path.dirname(path), procs.dump_estimate(procs.rss_bytes(container.host_pids(ctx, cid))))
+    except PreflightError as exc:
+        raise OpError(f"{refusal}: {exc}") from exc
+
+
+def dump_in_time(ctx: HostContext, runc: str, cid: str, argv: list[str], timeout: int) -> tuple[int, str, str]:
+    """Run a pre-dump round or the final dump under a time limit: (rc, stdout, stderr). A dump that ran out of time is
+    stopped with its CRIU, and the container it left frozen is thawed (runc resume)."""
+    rc, out, err = ctx.run(precopy_rounds.bounded(argv, _which("timeout"), timeout))
+    if rc not in precopy_rounds.TIMED_OUT:
+        return rc, out, err
+    thawed, thaw_out, thaw_err = ctx.run(precopy_rounds.resume_argv(runc, cid))
+    if thawed != 0 and "not paused" not in f"{thaw_out} {thaw_err}":
+        err = f"{err} (thawing the container failed too: {' '.join((thaw_err or thaw_out).split())})"
+    return rc, out, f"it did not end within {timeout} s (timeout) and was stopped. {err}".strip()
+
+
 def send_precopied(ctx: HostContext, ref: str, name: str, send_to: send.SendTo, timeout: int) -> Result:
     """Move container `ref` to send_to's waiting restore, pre-copy; the result says how it went."""
     found = container.settled(ctx, container.inspect(ctx, ref))
@@ -61,6 +87,8 @@ def send_precopied(ctx: HostContext, ref: str, name: str, send_to: send.SendTo, 
         if found_problems:
             raise OpError(f"{result['container']} cannot be moved with pre-copy rounds from this host, so nothing "
                           "was touched: " + "; ".join(found_problems))
+        check_room(ctx, cid, path, f"{result['container']} cannot be moved with pre-copy rounds, so nothing was "
+                   "touched")
         policy = container.policy(found)
         result.update(changed=True, action="sent", method="precopy", restart_policy=policy)
         if ctx.check_mode:
@@ -95,8 +123,11 @@ def _rounds(ctx: HostContext, found: dict[str, Any], name: str, send_to: send.Se
         images, criu_work = os.path.join(work, f"round-{number}"), os.path.join(work, f"work-{number}")
         private_files.make_private_dir(criu_work)
         begin = time.monotonic()
-        rc, out, err = ctx.run(precopy_rounds.dump_argv(runc, cid, images, criu_work, dirs[-1] if dirs else None,
-                                                        pre_dump=True, shell_job=shell_job))
+        if dirs:
+            check_room(ctx, cid, work, f"pre-copy round {number} of {result['container']} was not begun, and the "
+                       "container runs on here (nothing was restored on the target)")
+        rc, out, err = dump_in_time(ctx, runc, cid, precopy_rounds.dump_argv(
+            runc, cid, images, criu_work, dirs[-1] if dirs else None, pre_dump=True, shell_job=shell_job), timeout)
         if rc != 0:
             sender.abort()
             raise OpError(f"pre-copy round {number} of {result['container']} failed, and the container runs on here "
@@ -129,6 +160,8 @@ def _move(ctx: HostContext, found: dict[str, Any], name: str, send_to: send.Send
         dirs, moved = _rounds(ctx, found, name, send_to, timeout, sender, work, runc, result)
         final, criu_work = os.path.join(work, "final"), os.path.join(work, "work-final")
         private_files.make_private_dir(criu_work)
+        check_room(ctx, cid, work, f"the final dump of {result['container']} after {len(dirs)} pre-copy rounds was "
+                   "not begun, and the container runs on here")
         if not container.is_no(policy):
             container.set_policy(ctx, cid, {"Name": "no"})  # the final dump ends the container: no cold start
     except BaseException:
@@ -138,9 +171,9 @@ def _move(ctx: HostContext, found: dict[str, Any], name: str, send_to: send.Send
         raise
     processes = procs.process_tree(container.host_pids(ctx, cid))  # (what the target's check finds again)
     started = time.time()
-    rc, out, err = ctx.run(precopy_rounds.dump_argv(runc, cid, final, criu_work, dirs[-1] if dirs else None,
-                                                    pre_dump=False,
-                                                    shell_job=bool((found.get("Config") or {}).get("Tty"))))
+    rc, out, err = dump_in_time(ctx, runc, cid, precopy_rounds.dump_argv(
+        runc, cid, final, criu_work, dirs[-1] if dirs else None, pre_dump=False,
+        shell_job=bool((found.get("Config") or {}).get("Tty"))), timeout)
     dumped = time.time()
     result["dump_started_at"] = round(started, 3)
     result["duration"] = round(dumped - started, 3)

@@ -38,6 +38,27 @@ def dump_argv(runc: str, container_id: str, image_dir: str, work_dir: str, paren
     return argv + [container_id]
 
 
+KILL_AFTER = 10  # seconds timeout(1) waits after its TERM before it kills runc and CRIU
+# timeout(1)'s exit when the command ran out of time (124), or had to be killed: timeout then kills its own process
+# group, itself with it (-9 as Python's subprocess reports it, 137 through a shell).
+TIMED_OUT = (124, 137, -9)
+
+
+def bounded(argv: list[str], timeout_path: str | None, seconds: int, kill_after: int = KILL_AFTER) -> list[str]:
+    """argv run under timeout(1), so that a round or dump that hangs (a stuck process, a full disk that blocks) ends
+    after `seconds`: runc and CRIU are in timeout's process group and all get its signal. argv itself without a
+    timeout command."""
+    if not timeout_path or seconds <= 0:
+        return argv
+    return [timeout_path, "-k", str(kill_after), str(int(seconds)), *argv]
+
+
+def resume_argv(runc: str, container_id: str, root: str = RUNC_ROOT) -> list[str]:
+    """runc's resume of a container left frozen: CRIU freezes the container's cgroup while it collects its pages and
+    thaws it when it is done; a CRIU that was killed midway leaves it frozen (runc then sees it paused)."""
+    return [runc, "--root", root, "resume", container_id]
+
+
 def images_bytes(image_dir: str) -> int:
     """The bytes of the regular files of an image directory (the pages a round wrote, and their maps)."""
     total = 0

@@ -8,6 +8,9 @@ directories made one tree of regular files on a real directory tree."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import time
 
 import pytest
 
@@ -97,3 +100,40 @@ def test_chain_files_lists_each_round_as_deep_as_it_is_nested(tmp_path):
     on_disk = {os.path.relpath(os.path.join(root, name), final) for root, _dirs, files in os.walk(final)
                for name in files if name == "pages-1.img"}
     assert on_disk == {name for name in listed if name.endswith("pages-1.img")}
+
+
+def test_without_a_timeout_command_the_dump_runs_unbounded():
+    argv = ["runc", "checkpoint", "c1"]
+    assert precopy_rounds.bounded(argv, None, 600) == argv
+    assert precopy_rounds.bounded(argv, "/usr/bin/timeout", 0) == argv
+    assert precopy_rounds.bounded(argv, "/usr/bin/timeout", 600) == ["/usr/bin/timeout", "-k", "10", "600", *argv]
+    assert precopy_rounds.resume_argv("/usr/bin/runc", "c1") == [
+        "/usr/bin/runc", "--root", "/run/docker/runtime-runc/moby", "resume", "c1"]
+
+
+def _gone(pid):
+    """No such process, or only its zombie (its parent, the shell, was killed with it)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.parametrize("script, code", [
+    ("sleep 30 & echo $!; wait", 124),  # runc waits on CRIU; both get timeout's TERM
+    ("trap '' TERM; sleep 30 & echo $!; wait; sleep 30", -9),  # a runc that ignores TERM is killed after kill_after
+])
+def test_a_dump_that_hangs_is_stopped_with_the_processes_it_started(script, code):
+    """The real timeout(1): what ran out of time ends with its children (CRIU under runc), in the exit code the
+    pre-copy sender reads as timed out."""
+    timeout = shutil.which("timeout")
+    assert timeout, "coreutils' timeout is missing"
+    proc = subprocess.run(precopy_rounds.bounded(["sh", "-c", script], timeout, 1, kill_after=1),
+                          capture_output=True, text=True, timeout=20, check=False)
+    assert proc.returncode == code and code in precopy_rounds.TIMED_OUT, proc
+    child = int(proc.stdout.split()[0])
+    deadline = time.monotonic() + 5
+    while not _gone(child):
+        assert time.monotonic() < deadline, f"the dump's child {child} outlived the timeout"
+        time.sleep(0.05)
