@@ -22,6 +22,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.error
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.lazy_send import LAZY_DIR, pages_socket
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu import lazy_pages
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPIError
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host import owned_dirs
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host import private_files
 
 ANNOTATION = "org.criu.config"  # runc hands the file it names to CRIU, whose settings then win over runc's
@@ -81,8 +82,10 @@ class LazyRestore:
         """Before the container is created: its CRIU configuration, and the socket the source's pages come to.
         Returns the annotations to create the container with."""
         private_files.make_private_dir(LAZY_DIR)
+        owned_dirs.sweep(LAZY_DIR)  # what killed runs left (their module and daemon gone)
         shutil.rmtree(self.dir, ignore_errors=True)
         private_files.make_private_dir(self.dir)
+        owned_dirs.claim(self.dir)
         private_files.make_private_dir(self.work)
         private_files.make_private_dir(CONFIG_DIR)
         fd, self.config = tempfile.mkstemp(prefix="lazy-", suffix=".conf", dir=CONFIG_DIR)
@@ -117,6 +120,7 @@ class LazyRestore:
             raise OpError(f"criu lazy-pages could not start: {exc}") from exc
         finally:
             conn.close()
+        owned_dirs.claim(self.dir, self.daemon.pid)  # kept while the daemon serves, even if this module is killed
         deadline = time.monotonic() + DAEMON_UP_WITHIN
         while not os.path.exists(os.path.join(self.work, "lazy-pages.socket")):
             if self.daemon.poll() is not None or time.monotonic() > deadline:

@@ -27,6 +27,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.error
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.export import portable_manifest
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.files import file_inventory
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu import lazy_pages
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host import owned_dirs
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host import private_files
 
 LAZY_DIR = "/var/lib/fleet-checkpoint/lazy"  # root-only: each move's images, work directories and page socket
@@ -221,9 +222,12 @@ def _move(ctx: HostContext, found: dict[str, Any], name: str, send_to: send.Send
           sender: send.Sender, work: str, runc: str, result: Result, where: str) -> None:
     cid, policy = found["Id"], result["restart_policy"]
     private_files.make_private_dir(LAZY_DIR)
+    owned_dirs.sweep(LAZY_DIR)  # what killed runs left
     shutil.rmtree(work, ignore_errors=True)
     images, criu_work = os.path.join(work, "images"), os.path.join(work, "work")
-    for path in (work, images, criu_work):
+    private_files.make_private_dir(work)
+    owned_dirs.claim(work)
+    for path in (images, criu_work):
         private_files.make_private_dir(path)
     if not container.is_no(policy):
         container.set_policy(ctx, cid, {"Name": "no"})  # the move ends the container here: no cold start after it
@@ -244,6 +248,7 @@ def _move(ctx: HostContext, found: dict[str, Any], name: str, send_to: send.Send
         sender.abort()
         raise OpError(f"the post-copy dump of {result['container']} could not start: {exc}") from exc
     os.close(write_fd)
+    owned_dirs.claim(work, dumper.pid)  # (its CRIU serves the pages from this directory's work path)
     try:
         ready = _wait_ready(read_fd, timeout)
     finally:
