@@ -589,6 +589,44 @@ def test_a_migration_target_whose_docker_dies_mid_restore_leaves_nothing_there(f
     clean(target)
     for host in (source, target):
         lab_exec(host, "docker", "volume", "rm", "-f", "mover-data", check=False)
+
+
+# The target's receive (the module under async_wrapper, not the wrapper: its result must still be written) is held
+# as soon as Docker shows the moved container running, and killed: a receive that never reports.
+KILL_RECEIVE = ("for i in $(seq 20000); do [ \"$(docker inspect -f '{{{{.State.Running}}}}' {name} 2>/dev/null)\" = true ] "
+                "&& break; done; pkill -STOP -f '^[^ ]*python[^ ]* [^ ]*AnsiballZ_docker_checkpoint[.]py' && "
+                "docker inspect -f 'running={{{{.State.Running}}}}' {name} && "
+                "pkill -KILL -f '^[^ ]*python[^ ]* [^ ]*AnsiballZ_docker_checkpoint[.]py' && echo killed")
+
+
+@pytest.mark.fault(9, "the target's restore killed before it reports")
+def test_a_target_restore_killed_after_the_start_leaves_one_copy_on_the_source(fleet):
+    """The target's module dies after Docker started the moved container there, before it could say so: the playbook
+    knows nothing of what it created, yet the container must not run on both hosts. The copy on the target is
+    removed by name (no container had that name there before the move) and the container runs on the source again,
+    restored from the checkpoint it kept."""
+    source, target = fleet[0], fleet[1]
+    clean(source)
+    clean(target)
+    start(source, "mover")
+    wait_counting(source, ["mover"])
+    leftovers = controller_dirs()
+    said = {}
+    killer = threading.Thread(target=lambda: said.update(
+        out=sh(target, KILL_RECEIVE.format(name="mover"), check=False).stdout))
+    killer.start()
+    try:
+        rc, output = migrate(source, target, "mover")
+    finally:
+        killer.join(150)
+    assert "running=true" in said.get("out", "") and "killed" in said["out"], said
+    assert rc != 0 and "NOT moved" in json.dumps(output), all_failed_messages(output)
+    numbers = counts(source, "mover")
+    assert running(source, "mover") and not broken(numbers), f"the count broke on the source: {broken(numbers)[:3]}"
+    assert_back_on_source(source, target, "mover", numbers[-1], leftovers)
+    assert sh(target, "pgrep -f '[c]ounter'", check=False).stdout.strip() == "", "a copy of the workload runs there"
+    clean(source)
+    clean(target)
     start(source, "mover", "-v", "mover-data:/data", command=["memhog", "64"])
     wait_counting(source, ["mover"])
     sh(target, "rm -f /run/fleet-restore-begun; criu=$(command -v criu) && mv \"$criu\" \"$criu.real\" && "
