@@ -236,15 +236,19 @@ def prepared(hosts):
     ansible_playbook(ROOT / "playbooks" / "install.yml", limit=",".join(hosts))
 
 
-def run_module(host, module, check=False, diff=False, **args):
+def run_module(host, module, check=False, diff=False, pipelining=True, **args):
     """Run one module on one lab host over SSH (ad hoc, JSON callback); return its result."""
     flags = (["--check"] if check else []) + (["--diff"] if diff else []) + (["-a", json.dumps(args)] if args else [])
-    proc = run(["ansible", host, "-i", str(INVENTORY), "-m", module, *flags], check=False, env=ansible_json_env())
+    proc = run(["ansible", host, "-i", str(INVENTORY), "-m", module, *flags], check=False,
+               env=ansible_json_env(pipelining))
     return json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"][host]
 
 
-def ansible_json_env():
+def ansible_json_env(pipelining=True):
+    """Ansible's settings for the tests: the JSON callback, and pipelining (one SSH round trip per task instead of
+    three, as docs/performance.md recommends; a test that must find the module's AnsiballZ file turns it off)."""
     return {
+        "ANSIBLE_PIPELINING": str(pipelining),
         "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
         "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
         "ANSIBLE_SHOW_CUSTOM_STATS": "1",

@@ -206,7 +206,7 @@ def test_an_encrypted_export_puts_no_plaintext_beside_the_archive_even_when_kill
     assert only_ok(run_module(host, MODULE, container="cleartext", name="kill", leave_running=True))
     scratch, stopped = "/var/lib/fleet-checkpoint/tmp", "/run/fleet-test-export-stopped"
     # As soon as the ciphertext is begun (in its hidden directory beside the destination), the module is stopped.
-    # (The lab runs modules without pipelining: the module's process is named after its AnsiballZ file; [A] keeps
+    # (This export runs without pipelining: the module's process is then named after its AnsiballZ file; [A] keeps
     # pkill from matching the shell that runs it.)
     sh(host, f"rm -f {stopped}; (for i in $(seq 12000); do ls {here}/.fleet-checkpoint-*/*.enc >/dev/null 2>&1 && "
              f"{{ pkill -STOP -f [A]nsiballZ_docker_checkpoint; touch {stopped}; exit 0; }}; sleep 0.01; done) "
@@ -214,7 +214,7 @@ def test_an_encrypted_export_puts_no_plaintext_beside_the_archive_even_when_kill
     export = dict(container="cleartext", name="kill", state="exported", archive_dir=here, compression="none",
                   encryption_key_file=KEY_FILE)
     killed = {}
-    exporting = threading.Thread(target=lambda: killed.update(run_module(host, MODULE, **export)))
+    exporting = threading.Thread(target=lambda: killed.update(run_module(host, MODULE, pipelining=False, **export)))
     exporting.start()
     try:
         deadline = time.monotonic() + 120
