@@ -8,6 +8,10 @@ LAB_VMS="${LAB_VMS:-2}"
 VM_BASE_PORT="${VM_BASE_PORT:-2240}"
 vm_dir="$LAB_STATE/vm"
 mkdir -p "$vm_dir"
+# One at a time (make test boots the VMs in the background while bench-smoke runs; test-vm's own call then waits
+# for that one and finds them up).
+exec 9>"$vm_dir/up.lock"
+flock 9
 
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 is missing: run make host (tools/setup-host.sh)"
 "$LAB_DIR/build-image.sh" trixie
@@ -51,7 +55,7 @@ start_vm() {
     -append "console=ttyS0 root=/dev/vda rw panic=-1 systemd.hostname=$name" \
     -drive "file=$vm_dir/$name.qcow2,format=qcow2,if=virtio" \
     -netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$port-:22" -device virtio-net-pci,netdev=n0 \
-    -display none -serial "file:$vm_dir/$name.console" -daemonize -pidfile "$pidfile"
+    -display none -serial "file:$vm_dir/$name.console" -daemonize -pidfile "$pidfile" 9>&-  # (not the lock)
 }
 wait_vm() {
   local name="$LAB_PREFIX-vm-$1" port=$((VM_BASE_PORT + $1)) deadline=$((SECONDS + 300))
