@@ -123,11 +123,14 @@ def test_a_pre_copy_move_sends_memory_in_rounds_and_only_the_rest_in_the_freeze(
     moved = out["sent"]
     rounds = moved["rounds"]
     # The first round carries the whole memory; each later one only what changed since, so less; and the freeze
-    # carries less again than the last round.
+    # only what changed since the last round: a small part of the memory. (Not necessarily less than the last round:
+    # once the rounds reach the container's steady rate of writing, each round and the freeze carry about as much -
+    # seen: 6.32 MB in the last round, 6.33 MB in the freeze - which is when the rounds stop.)
     assert moved["mode"] == "precopy" and len(rounds) >= 2, moved
     assert rounds[0]["images_bytes"] >= 64 * 1024 * 1024, rounds
     assert all(later["images_bytes"] < earlier["images_bytes"] for earlier, later in zip(rounds, rounds[1:])), rounds
-    assert moved["final_images_bytes"] < rounds[-1]["images_bytes"] < rounds[0]["images_bytes"] / 2, moved
+    assert rounds[-1]["images_bytes"] < rounds[0]["images_bytes"] / 2, rounds
+    assert moved["final_images_bytes"] < rounds[0]["images_bytes"] / 4, moved
     assert moved["before_bytes"] == sum(item["bytes"] for item in rounds)
     assert moved["during_bytes"] == moved["bytes"] < rounds[0]["bytes"] / 4, moved
     assert not received.get("failed"), received.get("msg")
