@@ -589,6 +589,34 @@ def test_a_migration_target_whose_docker_dies_mid_restore_leaves_nothing_there(f
     clean(target)
     for host in (source, target):
         lab_exec(host, "docker", "volume", "rm", "-f", "mover-data", check=False)
+    start(source, "mover", "-v", "mover-data:/data", command=["memhog", "64"])
+    wait_counting(source, ["mover"])
+    sh(target, "rm -f /run/fleet-restore-begun; criu=$(command -v criu) && mv \"$criu\" \"$criu.real\" && "
+               f"cat > \"$criu\" <<'EOF'\n{SLOW_RESTORE}EOF\nchmod 755 \"$criu\"")
+    leftovers = controller_dirs()
+    try:
+        rc, output, killed = migrate_injecting(
+            source, target, "mover", lambda: exists(target, "/run/fleet-restore-begun"),
+            lambda: sh(target, f"{FORGET_STARTS}; systemctl kill -s KILL docker.service"), seconds=240, every=0.2)
+    finally:
+        sh(target, 'criu=$(command -v criu) && [ -e "$criu.real" ] && mv "$criu.real" "$criu"; '
+                   'rm -f /run/fleet-restore-begun; true')
+        docker_up(target)
+    assert killed, "the fault was not injected"
+    assert rc != 0 and "NOT moved" in json.dumps(output), all_failed_messages(output)
+    # The target's restore cleaned up behind itself once Docker was back (the container, the volume made for it,
+    # and the copy containerd may have restored without the daemon).
+    assert "the container created for it" in all_failed_messages(output) and "removed again" in \
+        all_failed_messages(output), all_failed_messages(output)
+    numbers = counts(source, "mover")
+    assert running(source, "mover") and not broken(numbers), f"the count broke on the source: {broken(numbers)[:3]}"
+    assert_back_on_source(source, target, "mover", numbers[-1], leftovers)
+    assert lab_exec(target, "docker", "volume", "ls", "-q", "--filter", "name=^mover-data$").stdout.strip() == ""
+    assert sh(target, "pgrep -x memhog", check=False).stdout.strip() == "", "a copy of the workload runs on the target"
+    clean(source)
+    clean(target)
+    for host in (source, target):
+        lab_exec(host, "docker", "volume", "rm", "-f", "mover-data", check=False)
 
 
 # The target's receive (the module under async_wrapper, not the wrapper: its result must still be written) is held
@@ -627,31 +655,3 @@ def test_a_target_restore_killed_after_the_start_leaves_one_copy_on_the_source(f
     assert sh(target, "pgrep -f '[c]ounter'", check=False).stdout.strip() == "", "a copy of the workload runs there"
     clean(source)
     clean(target)
-    start(source, "mover", "-v", "mover-data:/data", command=["memhog", "64"])
-    wait_counting(source, ["mover"])
-    sh(target, "rm -f /run/fleet-restore-begun; criu=$(command -v criu) && mv \"$criu\" \"$criu.real\" && "
-               f"cat > \"$criu\" <<'EOF'\n{SLOW_RESTORE}EOF\nchmod 755 \"$criu\"")
-    leftovers = controller_dirs()
-    try:
-        rc, output, killed = migrate_injecting(
-            source, target, "mover", lambda: exists(target, "/run/fleet-restore-begun"),
-            lambda: sh(target, f"{FORGET_STARTS}; systemctl kill -s KILL docker.service"), seconds=240, every=0.2)
-    finally:
-        sh(target, 'criu=$(command -v criu) && [ -e "$criu.real" ] && mv "$criu.real" "$criu"; '
-                   'rm -f /run/fleet-restore-begun; true')
-        docker_up(target)
-    assert killed, "the fault was not injected"
-    assert rc != 0 and "NOT moved" in json.dumps(output), all_failed_messages(output)
-    # The target's restore cleaned up behind itself once Docker was back (the container, the volume made for it,
-    # and the copy containerd may have restored without the daemon).
-    assert "the container created for it" in all_failed_messages(output) and "removed again" in \
-        all_failed_messages(output), all_failed_messages(output)
-    numbers = counts(source, "mover")
-    assert running(source, "mover") and not broken(numbers), f"the count broke on the source: {broken(numbers)[:3]}"
-    assert_back_on_source(source, target, "mover", numbers[-1], leftovers)
-    assert lab_exec(target, "docker", "volume", "ls", "-q", "--filter", "name=^mover-data$").stdout.strip() == ""
-    assert sh(target, "pgrep -x memhog", check=False).stdout.strip() == "", "a copy of the workload runs on the target"
-    clean(source)
-    clean(target)
-    for host in (source, target):
-        lab_exec(host, "docker", "volume", "rm", "-f", "mover-data", check=False)
