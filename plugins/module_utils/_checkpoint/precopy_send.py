@@ -48,12 +48,14 @@ def problems(ctx: HostContext) -> list[str]:
     return found
 
 
-def check_room(ctx: HostContext, cid: str, path: str, refusal: str) -> None:
-    """Refuse to go on when the filesystem of `path`'s directory (the host's checkpoint area) cannot hold one more
-    dump of the container's whole memory: the first round writes it all, a later round or the final dump less, but
-    the rounds before stay until the end."""
+def check_room(ctx: HostContext, cid: str, path: str, refusal: str, expected: int | None = None) -> None:
+    """Refuse to go on when the filesystem of `path`'s directory (the host's checkpoint area) cannot hold the next
+    dump: `expected` bytes of images (a later round or the final dump: about what the round before wrote), or, for
+    the first round, the container's whole resident memory; plus slack. The rounds before stay until the end."""
+    if expected is None:
+        expected = procs.rss_bytes(container.host_pids(ctx, cid))
     try:
-        check_free_space(os.path.dirname(path), procs.dump_estimate(procs.rss_bytes(container.host_pids(ctx, cid))))
+        check_free_space(os.path.dirname(path), procs.dump_estimate(expected))
     except PreflightError as exc:
         raise OpError(f"{refusal}: {exc}") from exc
 
@@ -67,7 +69,9 @@ def dump_in_time(ctx: HostContext, runc: str, cid: str, argv: list[str], timeout
     thawed, thaw_out, thaw_err = ctx.run(precopy_rounds.resume_argv(runc, cid))
     if thawed != 0 and "not paused" not in f"{thaw_out} {thaw_err}":
         err = f"{err} (thawing the container failed too: {' '.join((thaw_err or thaw_out).split())})"
-    return rc, out, f"it did not end within {timeout} s (timeout) and was stopped. {err}".strip()
+    ended = "did not end within" if rc == 124 else "was killed (after its time limit, or by the kernel) within"
+    return rc, out, (f"it {ended} {timeout} s and was stopped; CRIU could not tidy up behind it, so the "
+                     f"container's TCP connections may not survive. {err}").strip()
 
 
 def send_precopied(ctx: HostContext, ref: str, name: str, send_to: send.SendTo, timeout: int) -> Result:
@@ -125,12 +129,14 @@ def _rounds(ctx: HostContext, found: dict[str, Any], name: str, send_to: send.Se
         begin = time.monotonic()
         if dirs:
             check_room(ctx, cid, work, f"pre-copy round {number} of {result['container']} was not begun, and the "
-                       "container runs on here (nothing was restored on the target)")
+                       "container runs on here (nothing was restored on the target)", moved[-1]["images_bytes"])
         rc, out, err = dump_in_time(ctx, runc, cid, precopy_rounds.dump_argv(
             runc, cid, images, criu_work, dirs[-1] if dirs else None, pre_dump=True, shell_job=shell_job), timeout)
         if rc != 0:
             sender.abort()
-            raise OpError(f"pre-copy round {number} of {result['container']} failed, and the container runs on here "
+            where_now = ("runs on here" if container.is_running(ctx, container.inspect(ctx, cid))
+                         else "is not running here (look at it: CRIU's log is in the message)")
+            raise OpError(f"pre-copy round {number} of {result['container']} failed, and the container {where_now} "
                           f"(nothing was restored on the target): {' '.join((err or out).split())[-2000:]}")
         dumped = time.monotonic() - begin
         size = precopy_rounds.images_bytes(images)
@@ -161,7 +167,7 @@ def _move(ctx: HostContext, found: dict[str, Any], name: str, send_to: send.Send
         final, criu_work = os.path.join(work, "final"), os.path.join(work, "work-final")
         private_files.make_private_dir(criu_work)
         check_room(ctx, cid, work, f"the final dump of {result['container']} after {len(dirs)} pre-copy rounds was "
-                   "not begun, and the container runs on here")
+                   "not begun, and the container runs on here", moved[-1]["images_bytes"] if moved else None)
         if not container.is_no(policy):
             container.set_policy(ctx, cid, {"Name": "no"})  # the final dump ends the container: no cold start
     except BaseException:

@@ -33,7 +33,8 @@ def claim(path: str, pid: int | None = None, proc: str = "/proc") -> None:
 
 
 def _owner_alive(path: str, proc: str) -> bool | None:
-    """Whether a process that claimed the directory runs (None: not claimed)."""
+    """Whether a process that claimed the directory runs (None: not claimed, or its OWNER has no claim in it yet:
+    a claim being written)."""
     try:
         with open(os.path.join(path, OWNER), encoding="utf-8") as handle:
             lines = [line.split() for line in handle]
@@ -41,8 +42,11 @@ def _owner_alive(path: str, proc: str) -> bool | None:
         return None
     except OSError:
         return True  # unreadable: not ours to judge
-    return any(procs.alive(int(words[0]), int(words[1]) or None, proc) for words in lines
-               if len(words) == 2 and all(word.isdigit() for word in words))
+    claims = [(int(words[0]), int(words[1])) for words in lines
+              if len(words) == 2 and all(word.isdigit() for word in words)]
+    if not claims:
+        return None
+    return any(procs.alive(pid, started or None, proc) for pid, started in claims)
 
 
 def sweep(parent: str, proc: str = "/proc", now: float | None = None) -> list[str]:

@@ -38,13 +38,15 @@ def test_a_round_out_of_time_is_stopped_and_the_container_thawed(tmp_path, code)
     rc, _out, err = precopy_send.dump_in_time(ctx, "/usr/bin/runc", "c1", DUMP, 30)
     assert ran == [["/usr/bin/timeout", "-k", "10", "30", *DUMP],
                    ["/usr/bin/runc", "--root", "/run/docker/runtime-runc/moby", "resume", "c1"]]
-    assert rc == code and err == "it did not end within 30 s (timeout) and was stopped. criu: still dumping"
+    ended = "did not end within" if code == 124 else "was killed (after its time limit, or by the kernel) within"
+    assert rc == code and err == (f"it {ended} 30 s and was stopped; CRIU could not tidy up behind it, so the "
+                                  "container's TCP connections may not survive. criu: still dumping")
 
 
 def test_a_container_that_was_not_left_frozen_is_not_an_error(tmp_path):
     ctx, _ran = host([(124, "", ""), (1, "", "container not paused")], tmp_path)
-    assert precopy_send.dump_in_time(ctx, "/usr/bin/runc", "c1", DUMP, 30)[2] == \
-        "it did not end within 30 s (timeout) and was stopped."
+    assert precopy_send.dump_in_time(ctx, "/usr/bin/runc", "c1", DUMP, 30)[2].endswith(
+        "TCP connections may not survive.")
 
 
 def test_a_thaw_that_fails_is_said(tmp_path):
@@ -68,3 +70,12 @@ def test_a_host_without_room_for_the_memory_refuses_before_anything(tmp_path, mo
         precopy_send.check_room(ctx, "c1", str(tmp_path / "checkpoints" / "move"),
                                 "web cannot be moved with pre-copy rounds, so nothing was touched")
     assert ran == []
+
+
+def test_a_later_round_needs_room_for_about_what_the_round_before_wrote(tmp_path, monkeypatch):
+    monkeypatch.setattr(precopy_send.container, "host_pids", lambda ctx, cid: [1])
+    monkeypatch.setattr(precopy_send.procs, "rss_bytes", lambda pids: 1 << 60)  # the whole memory would not fit
+    ctx, _ran = host([], tmp_path)
+    precopy_send.check_room(ctx, "c1", str(tmp_path / "move"), "round 2 was not begun", 8 << 20)  # 8 MiB: fits
+    with pytest.raises(OpError, match="^round 2 was not begun: not enough free disk"):
+        precopy_send.check_room(ctx, "c1", str(tmp_path / "move"), "round 2 was not begun", 1 << 60)

@@ -33,9 +33,11 @@ def test_a_killed_run_s_directory_goes_and_a_running_one_stays(tmp_path):
         owned_dirs.claim(str(tmp_path / "daemon"), sleeper.pid)  # the daemon: serving still
         old = time.time() - owned_dirs.UNCLAIMED_AGE - 60
         os.utime(tmp_path / "unclaimed-old", (old, old))
-        (tmp_path / "garbled" / owned_dirs.OWNER).write_text("nonsense\n")
-        assert owned_dirs.sweep(str(tmp_path)) == ["garbled", "killed", "unclaimed-old"]
-        assert sorted(os.listdir(tmp_path)) == ["a-file", "daemon", "mine", "unclaimed-new"]
+        (tmp_path / "garbled" / owned_dirs.OWNER).write_text("nonsense\n")  # (a claim being written: young)
+        assert owned_dirs.sweep(str(tmp_path)) == ["killed", "unclaimed-old"]
+        assert sorted(os.listdir(tmp_path)) == ["a-file", "daemon", "garbled", "mine", "unclaimed-new"]
+        os.utime(tmp_path / "garbled", (old, old))
+        assert owned_dirs.sweep(str(tmp_path)) == ["garbled"]  # no claim in it for an hour: left behind
         assert oct(os.stat(tmp_path / "mine" / owned_dirs.OWNER).st_mode & 0o777) == "0o600"
     finally:
         sleeper.kill()
