@@ -193,6 +193,59 @@ def test_migrate_moves_post_copy_and_reports_the_downtime(pair):
         lab_exec(host, "docker", "rm", "-f", "migrant", check=False)
 
 
+def test_a_post_copy_restore_killed_while_its_pages_come_still_moves_the_container(pair):
+    """migrate.yml post-copy, the link shaped so that the pages take a while: the target's module (not its
+    async_wrapper) is killed once the container runs there, its pages still coming. Its page daemon runs on, every
+    page arrives, the source's dump ends well and keeps nothing: the copy on the target is the container now. The
+    move counts as done and says that the restore did not report; nothing is restored on the source."""
+    source, target, address = pair
+    lab_exec(target, "docker", "rm", "-f", "orphan", check=False)
+    start(source, "orphan", 512)
+    moves = {"fleet_checkpoint_migrate_source": source, "fleet_checkpoint_migrate_target": target,
+             "fleet_checkpoint_migrate_containers": ["orphan"], "fleet_checkpoint_migrate_mode": "lazy",
+             "fleet_checkpoint_migrate_target_address": address, "fleet_checkpoint_migrate_volumes": "none",
+             "fleet_checkpoint_migrate_writable_layer": False}
+    said = {}
+    module = "'^[^ ]*python[^ ]* [^ ]*AnsiballZ_docker_checkpoint[.]py'"
+    killer = threading.Thread(target=lambda: said.update(out=sh(target, (
+        "for i in $(seq 20000); do [ \"$(docker inspect -f '{{.State.Running}}' orphan 2>/dev/null)\" = true ] && "
+        f"break; sleep 0.01; done; pgrep -f '[c]riu lazy-pages' >/dev/null && echo pages-coming; pkill -KILL -f {module}"
+        " && echo killed"), check=False).stdout))
+    sh(source, "tc qdisc replace dev eth0 root tbf rate 400mbit burst 256kb latency 100ms")  # 50 MB/s: ~10 s of pages
+    killer.start()
+    try:
+        rc, output = ansible_playbook(ROOT / "playbooks" / "migrate.yml", check=False, extra_vars=moves)
+    finally:
+        killer.join(150)
+        sh(source, "tc qdisc del dev eth0 root 2>/dev/null; true")
+    assert "pages-coming" in said.get("out", "") and "killed" in said["out"], said
+    assert rc == 0, json.dumps(output)[-3000:]
+    assert "the restore there ended without a report" in json.dumps(output)
+    last = counts(source, "orphan")[-1]
+    assert lab_exec(source, "docker", "inspect", "-f", "{{.State.Running}}", "orphan").stdout.strip() == "false"
+    deadline = time.monotonic() + 30
+    while checks(target, "orphan")[0] < 1:  # every byte of its memory checked once on the target
+        assert time.monotonic() < deadline and not checks(target, "orphan")[1], lab_exec(
+            target, "docker", "logs", "--tail", "5", "orphan").stdout
+        time.sleep(0.5)
+    assert not checks(target, "orphan")[1] and counts(target, "orphan")[0] == last + 1
+    assert sh(target, "pgrep -f '[c]riu lazy-pages' || true").stdout.strip() == ""  # the daemon ended with its work
+    # Its CRIU settings are runc.conf's again (the playbook did what the killed restore would have), so an ordinary
+    # checkpoint and restore work on it.
+    config = json.loads(lab_exec(target, "docker", "inspect", "-f", "{{json .HostConfig.Annotations}}", "orphan"
+                                 ).stdout)["org.criu.config"]
+    assert sh(target, f"readlink {config}").stdout.strip() == "/etc/criu/runc.conf"
+    assert not only(run_module(target, MODULE, container="orphan", name="after")).get("failed")
+    assert only(run_module(target, MODULE, container="orphan", name="after", state="restored")).get("resumed") is True
+    # The killed restore's work directory is left (its owners gone); the next post-copy move here sweeps it
+    # (tests/unit/.../test_owned_dirs.py). Removed here for the tests after this one.
+    left = sh(target, "ls -A /var/lib/fleet-checkpoint/lazy").stdout.split()
+    assert len(left) == 1, left
+    sh(target, f"rm -rf /var/lib/fleet-checkpoint/lazy/{left[0]}")
+    lab_exec(target, "docker", "rm", "-f", "orphan", check=False)
+    lab_exec(source, "docker", "rm", "-f", "orphan", check=False)
+
+
 def test_a_target_that_refuses_the_move_leaves_the_container_running_on_the_source(pair):
     """The target refuses the stream once the source has frozen and dumped the container (a container of that name
     exists there): the move is called off, CRIU thaws the container, and it counts on where it froze."""
