@@ -36,7 +36,7 @@ def vm(host, script, check=True, **kwargs):
 
 def vm_module(host, **args):
     proc = run(["ansible", host, "-i", str(INVENTORY), "-m", MODULE, "-a", json.dumps(args)], check=False,
-               env=ansible_json_env(), timeout=900)
+               env=ansible_json_env(), timeout=400)  # (a move takes ~90 s; a VM that panicked never answers)
     return json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"][host]
 
 
@@ -57,6 +57,12 @@ def vms():
         for host in VMS:
             subprocess.run([*SSH, "-p", str(VMS[host]), "root@127.0.0.1", "docker load"], input=image, check=True,
                            capture_output=True, timeout=300)
+            # A container that runs throughout keeps the kernel's container-related static keys (cgroup BPF,
+            # netfilter hooks) switched on: QEMU's multi-threaded TCG once let a vCPU run a stale copy of code the
+            # guest kernel was patching when the first container after none started (Oops: int3 in __schedule,
+            # then a panic, seen once in 2026-12); with the keys on, starting containers patches no kernel text.
+            vm(host, f"docker rm -f keeper >/dev/null 2>&1; docker run -d --name keeper --restart always {IMAGE} "
+                     "sleep 100000000 >/dev/null")
         # The source logs in to the target as the lab's controller does (QEMU's user network: this machine is
         # 10.0.2.2 from inside), either way.
         with open(KEY, "rb") as handle:
