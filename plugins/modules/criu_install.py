@@ -116,6 +116,14 @@ options:
     type: list
     elements: str
     default: []
+  crit:
+    description:
+      - Also install C(crit), CRIU's image reader (C(python3-pycriu) on Debian and Ubuntu, of CRIU's own version
+        where the sources have it; C(crit) on Red Hat; C(python3-criu) on SUSE), which
+        M(fleet.checkpoint.docker_checkpoint_info) needs for O(fleet.checkpoint.docker_checkpoint_info#module:details=true).
+      - A failure to install it is a warning, not an error (CRIU itself works without it).
+    type: bool
+    default: true
   self_test:
     description:
       - V(auto) runs the self-test when CRIU or the kernel changed since the cached result; V(always) runs it every
@@ -175,6 +183,16 @@ criu_path:
   returned: always
   type: str
   sample: /usr/sbin/criu
+crit_path:
+  description: Path of C(crit), CRIU's image reader (null when it is not installed).
+  returned: always
+  type: str
+  sample: /usr/bin/crit
+crit_installed_now:
+  description: Whether this run installed C(crit) (in check mode, whether it would).
+  returned: always
+  type: bool
+  sample: false
 criu_check_ok:
   description: C(criu check) passed.
   returned: always
@@ -263,6 +281,7 @@ def argument_spec():
         "features": {"type": "list", "elements": "str", "default": []},
         "self_test": {"type": "str", "choices": ["auto", "always", "never"], "default": "auto"},
         "required_capabilities": {"type": "list", "elements": "str", "choices": list(KINDS), "default": []},
+        "crit": {"type": "bool", "default": True},
     }
 
 

@@ -15,6 +15,11 @@ description:
     dump path, creation time, versions).
   - Says for each checkpoint whether it is restorable on this host and, if not, why (experimental mode off, no CRIU,
     CRIU too old for the kernel or older than the CRIU that made the checkpoint, container running).
+  - With O(details=true), also says what each checkpoint holds, read from its CRIU images with CRIU's own reader
+    C(crit): the processes and their command lines, their memory, the files they use (and whether each is there for
+    a restore now), their sockets, mounts and namespaces, and CRIU's dump statistics when the dump kept them.
+    A file the processes use that is missing here, or a published port something else holds, then makes the
+    checkpoint not restorable, and says so.
   - Works whether or not Docker's experimental mode is on; never changes anything.
 author:
   - fleet.checkpoint maintainers (@fleet-checkpoint)
@@ -36,6 +41,15 @@ options:
     description:
       - Only checkpoints of this name.
     type: str
+  details:
+    description:
+      - Read each checkpoint's CRIU images and return RV(containers[].checkpoints[].details), and check that the
+        files its processes use are there and the ports the container publishes are free.
+      - Needs C(crit) on the host (Debian package C(python3-pycriu), which M(fleet.checkpoint.criu_install)
+        installs); without it, RV(containers[].checkpoints[].details.problem) says so.
+      - Takes a few seconds per checkpoint (C(crit) runs once per image file).
+    type: bool
+    default: false
 notes:
   - Needs root on the managed host to read Docker's directories (use C(become)).
 seealso:
@@ -53,6 +67,13 @@ EXAMPLES = r"""
     msg: "{{ item.name }}: {{ item.restorable }} {{ item.not_restorable_because | join(', ') }}"
   loop: "{{ checkpoints.containers | selectattr('name', 'equalto', 'billing-worker') | map(attribute='checkpoints')
             | flatten }}"
+
+- name: Look inside the checkpoints of billing-worker (processes, files, sockets), and see what a restore would miss
+  fleet.checkpoint.docker_checkpoint_info:
+    container: billing-worker
+    details: true
+  register: inside
+  become: true
 
 - name: Containers that hold a pre-reboot checkpoint
   fleet.checkpoint.docker_checkpoint_info:
@@ -134,6 +155,66 @@ containers:
           type: list
           elements: str
           sample: []
+        details:
+          description:
+            - What the checkpoint holds, read from its CRIU images with C(crit).
+            - Paths are inside the container.
+          returned: when O(details=true)
+          type: dict
+          contains:
+            problem:
+              description: Why the images could not be read (then only RV(containers[].checkpoints[].details.versions)
+                is given).
+              type: str
+              returned: when the images could not be read
+              sample: crit, CRIU's image reader (Debian package python3-pycriu) is not installed on this host
+            processes:
+              description:
+                - The process tree, parents first.
+                - V(cmdline) is read from the dumped memory (null when those pages are not in this checkpoint);
+                  V(memory_bytes) is every page the process had, V(memory_in_checkpoint_bytes) those this
+                  checkpoint holds (the rest are in a parent checkpoint, or were to be served lazily).
+              type: list
+              elements: dict
+              sample: [{"pid": 1, "ppid": 0, "threads": 1, "command": "python3", "cmdline": "python3 -m http.server",
+                        "memory_bytes": 9150464, "memory_in_checkpoint_bytes": 9150464}]
+            files:
+              description:
+                - The regular files the processes use (open descriptors, executables, mapped files, working and root
+                  directories), with V(used_as) (C(pid: how)), the V(filesystem) they are on, and V(exists): whether
+                  the file is there for a restore into this container now (null when not looked for: on a
+                  filesystem the kernel provides or the checkpoint carries, or kept in the checkpoint because it
+                  was deleted before the dump; or when the container's storage driver is not overlay2).
+              type: list
+              elements: dict
+              sample: [{"path": "/data/app.log", "used_as": ["1: fd 3"], "filesystem": "overlay",
+                        "kept_in_checkpoint": false, "exists": true}]
+            sockets:
+              description: The processes' sockets (inet, inet6 and unix), with state and addresses.
+              type: list
+              elements: dict
+              sample: [{"pid": 1, "fd": 3, "family": "inet", "type": "stream", "protocol": "tcp", "state": "listen",
+                        "local": "0.0.0.0:8000", "remote": null}]
+            mounts:
+              description: The mounts of the processes' mount namespace (V(external) ones are set up by the engine).
+              type: list
+              elements: dict
+              sample: [{"mountpoint": "/", "fstype": "overlay", "source": "overlay", "root": "/", "external": false}]
+            namespaces:
+              description: The namespaces of the tree's first process (their ids in the checkpoint).
+              type: dict
+              sample: {"pid": 10, "net": 11, "ipc": 12, "uts": 13, "mnt": 14}
+            stats:
+              description:
+                - CRIU's dump statistics (times in microseconds) when the dump kept them (a dump through Docker
+                  does not keep them: null).
+              type: dict
+              sample: {"freezing_time": 1203, "frozen_time": 180344, "memdump_time": 20441, "memwrite_time": 51022,
+                       "pages_scanned": 2310, "pages_skipped_parent": 0, "pages_written": 2234, "pages_lazy": 0}
+            versions:
+              description: CRIU, Docker and kernel versions when it was made (as recorded by fleet.checkpoint).
+              type: dict
+              sample: {"criu": "4.2.1", "docker": "26.1.5", "kernel": "6.18.44"}
 host:
   description: What this host offers for restores.
   returned: always
@@ -153,6 +234,7 @@ def main() -> None:
             container=dict(type="str"),
             containers=dict(type="list", elements="str"),
             name=dict(type="str"),
+            details=dict(type="bool", default=False),
             **docker_host_argument_spec(),
         ),
         mutually_exclusive=[("container", "containers")],

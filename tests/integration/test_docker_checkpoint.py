@@ -450,6 +450,68 @@ def test_info_reports_restorability(hosts):
     assert third_view["host"]["criu"] is None and third_view["changed"] is False
 
 
+INSIDE = ("mkdir -p /www /data && echo fleet > /www/index.html && echo kept > /data/app.log && httpd -p 8080 -h /www "
+          "&& (sleep 100000 | nc -l -p 9000 >/dev/null &) && sleep 0.5 && (sleep 100001 | nc 127.0.0.1 9000 &) "
+          "&& exec 3</data/app.log && exec counter")
+
+
+def test_info_details_show_what_a_checkpoint_holds_and_a_missing_file(hosts):
+    """Real checkpoints read with the real crit: a web server with a TCP connection and an open file, and a 32 MiB
+    memory workload. The open file removed after the dump makes the checkpoint not restorable, naming it; put back,
+    the checkpoint restores (the counter goes on)."""
+    host = hosts[0]
+    start_counter(host, "inside", command=["sh", "-c", INSIDE])
+    start_counter(host, "hog", command=["memhog", "32"])
+    low = counts(host, "inside")[-1]
+    ok(module(host, containers=["inside", "hog"], name="look", leave_running=True))
+    high = counts(host, "inside")[-1]
+    lab_exec(host, "docker", "exec", "inside", "rm", "/data/app.log")
+    lab_exec(host, "docker", "stop", "-t", "1", "inside")
+    listed = ok(run_module(host, INFO, containers=["inside", "hog"], name="look", details=True))
+    assert listed["changed"] is False
+    inside, hog = (entry["checkpoints"][0] for entry in listed["containers"])
+    details = inside["details"]
+    assert "problem" not in details, details
+    commands = {item["cmdline"] for item in details["processes"]}
+    assert {"/bin/sh /usr/local/bin/counter", "httpd -p 8080 -h /www", "nc -l -p 9000", "nc 127.0.0.1 9000",
+            "sleep 100000", "sleep 100001"} <= commands, details["processes"]
+    first = details["processes"][0]
+    assert (first["pid"], first["ppid"], first["command"]) == (1, 0, "counter") and first["memory_bytes"] > 0
+    files = {item["path"]: item for item in details["files"]}
+    assert files["/data/app.log"]["exists"] is False and "1: fd 3" in files["/data/app.log"]["used_as"], files
+    assert files["/bin/busybox"]["exists"] is True and files["/bin/busybox"]["filesystem"] == "overlay"
+    sockets = details["sockets"]
+    assert ("listen", "[::]:8080") in {(item["state"], item["local"]) for item in sockets}, sockets
+    # Both ends of the one connection (the accepting end IPv4-mapped: busybox listens on ::, and nc -l closes its
+    # listening socket once it accepted).
+    established = [item for item in sockets if item["state"] == "established"]
+    ports = [{item[end].rsplit(":", 1)[1] for item in established} for end in ("local", "remote")]
+    assert len(established) == 2 and ports[0] == ports[1] and "9000" in ports[0], sockets
+    assert {"/", "/proc"} <= {item["mountpoint"] for item in details["mounts"]}
+    assert {"pid", "mnt", "ipc", "uts"} <= set(details["namespaces"])
+    assert details["versions"]["criu"] and details["stats"]["pages_written"] > 0, details  # (method auto: containerd)
+    assert inside["restorable"] is False and any(
+        reason.startswith("/data/app.log is missing here") for reason in inside["not_restorable_because"]), inside
+    hog_process = hog["details"]["processes"][-1]
+    assert hog_process["cmdline"] == "memhog 32" and hog_process["memory_bytes"] >= 32 * 1024 * 1024, \
+        hog["details"]["processes"]
+    assert hog["restorable"] is False  # (running: leave_running)
+
+    sh(host, "echo kept > /tmp/app.log && docker cp /tmp/app.log inside:/data/app.log")
+    again = ok(run_module(host, INFO, container="inside", name="look", details=True))["containers"][0]["checkpoints"]
+    assert again[0]["restorable"] is True, again[0]["not_restorable_because"]
+    before = counts(host, "inside")
+    assert only(ok(module(host, container="inside", name="look", state="restored")))["action"] == "restored"
+    deadline = time.monotonic() + 20
+    while len(counts(host, "inside")) < len(before) + 3:
+        assert time.monotonic() < deadline, counts(host, "inside")[-5:]
+        time.sleep(0.3)
+    after = counts(host, "inside")
+    # It goes on from the checkpoint (taken while it counted from low to high), not from 1.
+    assert low < after[len(before)] <= high + 1, (low, high, after[len(before):][:5])
+    lab_exec(host, "docker", "rm", "-f", "inside", "hog")
+
+
 # -- bad input -------------------------------------------------------------------------------------------------------
 def _tar(path, entries, manifest_files=None, manifest=None):
     """A crafted archive: manifest.json first (valid unless given), then entries (name, kind, data)."""

@@ -44,6 +44,9 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._host import priv
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host import processes as procs
 
 
+STATS_FILE = "stats-dump"  # CRIU's dump statistics (CR_FD_STATS, a service image in its work directory)
+
+
 @dataclass(frozen=True)
 class DumpOptions:
     """The options of state=present that the dump itself reads."""
@@ -319,10 +322,17 @@ def dump_containerd(ctx: HostContext, dump: Dump, result: Result) -> None:
         raise OpError("checkpoint through containerd failed: ctr (containerd's client) is not installed")
     dump_started = time.monotonic()
     client: str | None = None
+    work = criu_work_dir(dump.path)
+    in_doubt = False
     try:
-        client = ctx.containerd.checkpoint(dump.container_id, dump.path, dump.stop, timeout=dump.timeout)
+        shutil.rmtree(work, ignore_errors=True)
+        private_files.make_private_dir(work)
+        client = ctx.containerd.checkpoint(dump.container_id, dump.path, dump.stop, timeout=dump.timeout,
+                                           work_path=work)
+        keep_stats(work, dump.path)
     except DumpError as exc:
         client = exc.client
+        in_doubt = isinstance(exc, DumpTimedOut) or exc.in_doubt
         if isinstance(exc, DumpTimedOut):
             raise DumpInDoubt(f"containerd did not finish the checkpoint within timeout={dump.timeout}s; it may "
                               f"still be dumping into {dump.path}. Nothing was cleaned up: check the container and "
@@ -337,3 +347,20 @@ def dump_containerd(ctx: HostContext, dump: Dump, result: Result) -> None:
         result["dump_call_seconds"] = round(time.monotonic() - dump_started, 3)
         if client:
             result["containerd_client"] = client
+        if not in_doubt:  # (a dump in doubt may still be writing there)
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def criu_work_dir(path: str) -> str:
+    """Where CRIU works for a dump into checkpoint directory `path`: beside the container's checkpoints directory, in
+    the container's own directory (root-only, removed with the container), not among its checkpoints."""
+    checkpoints = os.path.dirname(os.path.abspath(path))
+    return os.path.join(os.path.dirname(checkpoints), f".fleet-criu-work-{os.path.basename(path)}")
+
+
+def keep_stats(work: str, path: str) -> None:
+    """CRIU's dump statistics (stats-dump, in its work directory) kept in the checkpoint, where
+    docker_checkpoint_info details=true reads them."""
+    stats = os.path.join(work, STATS_FILE)
+    if os.path.isfile(stats) and not os.path.islink(stats) and os.path.isdir(path):
+        shutil.copyfile(stats, os.path.join(path, STATS_FILE))

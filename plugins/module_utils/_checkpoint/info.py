@@ -3,7 +3,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 
 """docker_checkpoint_info's work: the checkpoints of containers on this host, and whether this host can restore each
-now (experimental mode, a usable CRIU not older than the one that made it, the container stopped). Changes nothing."""
+now (experimental mode, a usable CRIU not older than the one that made it, the container stopped; with details=true
+also what the checkpoint holds, the files it needs present, its published ports free). Changes nothing."""
 
 from __future__ import annotations
 
@@ -11,12 +12,16 @@ import os
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import details as image_details
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import port_conflicts
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.file_presence import Presence
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.names import (
     validate_checkpoint_name,
     validate_container_ref,
 )
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.preflight import PreflightError, check_criu
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.store import is_managed, list_checkpoints
+from ansible_collections.fleet.checkpoint.plugins.module_utils._criu import crit
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu.version import at_least
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPI, DockerAPIError
 
@@ -51,10 +56,43 @@ def restorability(checkpoint: Mapping[str, Any], host: Host, running: bool) -> l
     return reasons
 
 
-def describe(checkpoint: Mapping[str, Any], host: Host, running: bool) -> dict[str, Any]:
+def needs(details: Mapping[str, Any], taken_ports: list[str]) -> list[str]:
+    """What a restore of a checkpoint with these details would miss on this host: its files, its published ports."""
+    reasons = []
+    for item in details.get("files") or []:
+        if item.get("exists") is False:
+            reasons.append(f"{item['path']} is missing here, and the checkpoint's processes use it ("
+                           + ", ".join(f"pid {use}" for use in item.get("used_as") or []) + "): put it back, or "
+                           "the restore fails")
+    reasons += [f"the container publishes {port}, which is taken on this host: free it first" for port in taken_ports]
+    return reasons
+
+
+def read_details(checkpoint: Mapping[str, Any], found: Mapping[str, Any], reader: crit.Reader | None,
+                 reader_problem: str) -> dict[str, Any]:
+    """details=true: what the checkpoint holds, each file with whether it is there for a restore now."""
+    versions = (checkpoint.get("metadata") or {}).get("versions") or {}
+    if reader is None:
+        return {"problem": reader_problem, "versions": versions}
+    try:
+        details = image_details.read(checkpoint["path"], reader.entries, os.sysconf("SC_PAGE_SIZE"))
+    except (crit.CritError, OSError, KeyError, TypeError, ValueError) as exc:
+        return {"problem": f"the checkpoint's images cannot be read: {exc}", "versions": versions}
+    presence = Presence(found)
+    for item in details["files"]:
+        on_disk = item["filesystem"] not in image_details.NOT_ON_DISK and not item["kept_in_checkpoint"]
+        item["exists"] = presence.exists(item["path"]) if on_disk else None
+    details["versions"] = versions
+    return details
+
+
+def describe(checkpoint: Mapping[str, Any], host: Host, running: bool,
+             details: Mapping[str, Any] | None = None, taken_ports: list[str] | None = None) -> dict[str, Any]:
     metadata = checkpoint["metadata"]
     reasons = restorability(checkpoint, host, running)
-    return {
+    if details is not None:
+        reasons += needs(details, taken_ports or [])
+    described = {
         "name": checkpoint["name"],
         "path": checkpoint["path"],
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(checkpoint["created"])),
@@ -67,6 +105,27 @@ def describe(checkpoint: Mapping[str, Any], host: Host, running: bool) -> dict[s
         "restorable": not reasons,
         "not_restorable_because": reasons,
     }
+    if details is not None:
+        described["details"] = dict(details)
+    return described
+
+
+def ports_taken(found: Mapping[str, Any], api: DockerAPI) -> list[str]:
+    """The ports the stopped container publishes that something else holds on this host now."""
+    if (found.get("State") or {}).get("Running"):
+        return []
+    try:
+        holders = port_conflicts.sockets(_read_text)
+        holders |= port_conflicts.published(api)
+    except (OSError, DockerAPIError):
+        return []
+    wanted = port_conflicts.bindings({"port_bindings": (found.get("HostConfig") or {}).get("PortBindings") or {}})
+    return [f"{address or '0.0.0.0'}:{port}/{proto}" for address, port, proto in port_conflicts.taken(wanted, holders)]
+
+
+def _read_text(path: str) -> str:
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
 
 
 def checkpoint_info(params: Mapping[str, Any], run: Run, criu_path: Optional[str]) -> dict[str, Any]:
@@ -100,6 +159,12 @@ def checkpoint_info(params: Mapping[str, Any], run: Run, criu_path: Optional[str
     except PreflightError as exc:
         host["criu_problem"] = str(exc)
     inspects = _inspects(api, refs, host)
+    reader, reader_problem = None, ""
+    if params.get("details"):
+        try:
+            reader = crit.Reader(run)
+        except crit.CritError as exc:
+            reader_problem = str(exc)
     containers = []
     for found in inspects:
         running = bool((found.get("State") or {}).get("Running"))
@@ -112,7 +177,9 @@ def checkpoint_info(params: Mapping[str, Any], run: Run, criu_path: Optional[str
             "id": found["Id"],
             "running": running,
             "restart_policy": (found.get("HostConfig") or {}).get("RestartPolicy") or {"Name": "no"},
-            "checkpoints": [describe(item, host, running) for item in checkpoints],
+            "checkpoints": [describe(item, host, running, read_details(item, found, reader, reader_problem),
+                                     ports_taken(found, api)) if params.get("details") else
+                            describe(item, host, running) for item in checkpoints],
         })
     host.pop("criu_problem")
     return {"containers": containers, "host": host}

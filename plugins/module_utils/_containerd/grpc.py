@@ -358,9 +358,13 @@ def _pb_bytes(field: int, value: str | bytes) -> bytes:
     return _varint(field << 3 | 2) + _varint(len(value)) + value if value else b""
 
 
-def encode_checkpoint_request(container_id: str, image_path: str | None, exit_task: bool = False) -> bytes:
-    """containerd.services.tasks.v1.CheckpointTaskRequest with options = Any(CheckpointOptions), as ctr sends it."""
-    options = (b"\x08\x01" if exit_task else b"") + _pb_bytes(8, image_path or "")  # exit = 1, image_path = 8
+def encode_checkpoint_request(container_id: str, image_path: str | None, exit_task: bool = False,
+                              work_path: str | None = None) -> bytes:
+    """containerd.services.tasks.v1.CheckpointTaskRequest with options = Any(CheckpointOptions), as ctr sends it.
+    With a work_path, the runc shim keeps CRIU's work directory there (its dump statistics, stats-dump) instead of
+    making and removing one of its own."""
+    options = ((b"\x08\x01" if exit_task else b"") + _pb_bytes(8, image_path or "")  # exit = 1, image_path = 8
+               + _pb_bytes(9, work_path or ""))  # work_path = 9
     any_ = _pb_bytes(1, CHECKPOINT_OPTIONS_TYPE_URL) + _pb_bytes(2, options)
     return _pb_bytes(1, container_id) + _pb_bytes(3, any_)  # container_id = 1, options = 3
 
@@ -372,6 +376,7 @@ def checkpoint(
     image_path: str,
     exit_task: bool = False,
     timeout: float | None = None,
+    work_path: str | None = None,
 ) -> None:
     """containerd's Tasks.Checkpoint of a runc task: runc writes the CRIU images to ``image_path``; ``exit_task``
     stops the task after the dump. Unlike ctr, the task is not paused around the dump. Returns None.
@@ -381,7 +386,8 @@ def checkpoint(
     if not image_path:
         raise ValueError("image_path is required: without it containerd would dump into its content store")
     response = call(socket_path, "/containerd.services.tasks.v1.Tasks/Checkpoint",
-                    encode_checkpoint_request(container_id, image_path, exit_task=exit_task), namespace=namespace,
+                    encode_checkpoint_request(container_id, image_path, exit_task=exit_task, work_path=work_path),
+                    namespace=namespace,
                     timeout=timeout)
     if response:  # with an image path, the CheckpointTaskResponse is empty
         raise ProtocolError(f"containerd answered with checkpoint descriptors ({len(response)} octets) instead of "

@@ -200,8 +200,10 @@ class ContainerdTask:
         rc, out, err = self._ctr(address, "content", "rm", digest)
         return "" if rc == 0 else f"ctr content rm {digest} failed: {(err or out).strip()}"
 
-    def checkpoint(self, container_id: str, image_path: str, exit_task: bool, timeout: float | None = None) -> str:
-        """Dump the task into image_path; returns the client that made the call: "direct" or "ctr".
+    def checkpoint(self, container_id: str, image_path: str, exit_task: bool, timeout: float | None = None,
+                   work_path: str | None = None) -> str:
+        """Dump the task into image_path (CRIU's work directory, with its statistics, kept in work_path when given);
+        returns the client that made the call: "direct" or "ctr".
 
         containerd's Tasks.Checkpoint is called directly (no `ctr` process, and no pause and resume around the dump,
         which ctr's client adds: CRIU freezes the container itself). `ctr` dumps only when containerd took no request
@@ -214,7 +216,8 @@ class ContainerdTask:
         if not address:
             raise NoContainerd(self.why_not, None)
         try:
-            grpc.checkpoint(address, NAMESPACE, container_id, image_path, exit_task=exit_task, timeout=timeout or None)
+            grpc.checkpoint(address, NAMESPACE, container_id, image_path, exit_task=exit_task, timeout=timeout or None,
+                            work_path=work_path)
             return "direct"
         except grpc.NotConnected:
             pass
@@ -228,6 +231,8 @@ class ContainerdTask:
         except grpc.ContainerdGrpcError as exc:
             raise DumpCutOff(f"containerd's answer could not be read: {exc}", "direct") from exc
         args = ["task", "checkpoint", "--image-path", image_path]
+        if work_path:
+            args += ["--work-path", work_path]
         if exit_task:
             args.append("--exit")
         if not self.ctr:  # not reached: address() finds a socket only through ctr

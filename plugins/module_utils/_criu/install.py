@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ansible.module_utils.urls import open_url
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu import openpgp
+from ansible_collections.fleet.checkpoint.plugins.module_utils._criu import crit
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu import packages
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu import selftest
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu.kernel import effective_minimum
@@ -295,7 +296,8 @@ class CriuInstall:
             "changed": False, "kernel": self.kernel, "os_family": family, "min_version": minimum,
             "min_version_reason": minimum_reason, "criu_path": path, "criu_version": version,
             "installed_now": False, "candidate_version": None, "criu_check_ok": False, "features": {},
-            "capabilities": {}, "self_test": {}, "self_test_ran": False,
+            "capabilities": {}, "self_test": {}, "self_test_ran": False, "crit_path": crit.find(),
+            "crit_installed_now": False,
         }
         wanted_files = self.wanted_apt_files() if family == "debian" else {}
         if params.get("apt_source") and family != "debian":
@@ -363,12 +365,43 @@ class CriuInstall:
                 raise CriuInstallError(f"criu check --feature fails for {', '.join(missing)} with CRIU {version} on "
                                        f"kernel {self.kernel}", features=result["features"])
             self.self_test(path, version, result)
+            if params.get("crit", True):
+                self.ensure_crit(family, manager, result)
         except CriuInstallError:
             if not self.check_mode:
                 self.undo(family, manager, previous_files, result["installed_now"], path_before=path_before)
             raise
         result["changed"] = self.changed
         return result
+
+    def ensure_crit(self, family: str, manager: str, result: dict[str, Any]) -> None:
+        """crit, CRIU's image reader (docker_checkpoint_info details=true), beside CRIU: on Debian the python3-pycriu
+        of CRIU's own version (a Recommends, which --no-install-recommends leaves out). A failure is a warning: CRIU
+        itself works."""
+        result["crit_path"] = crit.find()
+        package = packages.CRIT_PACKAGES.get(family)
+        if result["crit_path"] or not package:
+            return
+        changed_before, self.changed = self.changed, True
+        result["crit_installed_now"] = True
+        if self.check_mode:
+            return
+        attempts = [[package]]
+        if family == "debian":
+            rc, out, _err = self.run_command(["dpkg-query", "-W", "-f", "${Version}", "criu"])
+            if rc == 0 and out.strip():
+                attempts.insert(0, [f"{package}={out.strip()}"])
+        failure = ""
+        for names in attempts:
+            rc, out, err = self.run_command(packages.install_command(family, names, manager=manager),
+                                            environ_update={"DEBIAN_FRONTEND": "noninteractive"})
+            if rc == 0:
+                result["crit_path"] = crit.find()
+                return
+            failure = " ".join((err or out).split())[-300:]
+        self.changed, result["crit_installed_now"] = changed_before, False
+        self.warn(f"crit ({package}) could not be installed, so docker_checkpoint_info details=true cannot read "
+                  f"checkpoints on this host: {failure}")
 
     def undo(self, family: str, manager: str, previous_files: dict[str, bytes | None], installed_now: bool,
              path_before: str | None) -> None:

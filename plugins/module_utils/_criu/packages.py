@@ -36,6 +36,9 @@ CRIU_OWN_PACKAGES = {
     "suse": ["criu", "python3-criu"],
 }
 
+# crit, CRIU's image reader, per family (Debian's criu only recommends it).
+CRIT_PACKAGES = {"debian": "python3-pycriu", "redhat": "crit", "suse": "python3-criu"}
+
 SOURCE_FILE = "/etc/apt/sources.list.d/fleet-checkpoint-criu.sources"
 KEY_FILE = "/etc/apt/keyrings/fleet-checkpoint-criu"
 

@@ -51,7 +51,7 @@ class FakeContainerd:
     def check(self, container_id, pid):
         return ""
 
-    def checkpoint(self, container_id, path, exit_task, timeout=None):
+    def checkpoint(self, container_id, path, exit_task, timeout=None, work_path=None):
         assert container_id == CID and exit_task
         if self.process:
             self.process.kill()
@@ -215,10 +215,12 @@ class AnsweringContainerd:
     def check(self, container_id, pid):
         return ""
 
-    def checkpoint(self, container_id, path, exit_task, timeout=None):
+    def checkpoint(self, container_id, path, exit_task, timeout=None, work_path=None):
         os.makedirs(path)
         with open(os.path.join(path, "pages-1.img"), "wb") as image:
             image.write(b"x")
+        with open(os.path.join(work_path, "stats-dump"), "wb") as stats:  # (runc's CRIU, in the work path given)
+            stats.write(b"stats")
         if self.rc:
             raise self.ANSWERS.get(self.rc, DumpFailed)(self.err, "direct")
         return "direct"
@@ -230,13 +232,14 @@ class AnsweringContainerd:
     (1, "containerd: criu failed", False, OpError, "checkpoint through containerd failed: containerd: criu failed"),
 ])
 def test_a_dump_in_doubt_keeps_its_directory_and_a_failed_one_is_removed(tmp_path, rc, err, kept, error, fragment):
-    path = tmp_path / "cp"
+    path = tmp_path / "checkpoints" / "cp"
     result = {"container": "app", "warnings": []}
     ctx = host(FakeAPI({"Running": True, "Pid": 1}), AnsweringContainerd(rc, err))
     with pytest.raises(error, match=fragment) as info:
         dump.dump_containerd(ctx, a_dump(path), result)
     assert info.type is error  # a failure is not reported in doubt, nor the other way round
     assert path.exists() is kept
+    assert (tmp_path / ".fleet-criu-work-cp").exists() is kept  # (a dump in doubt may still be working there)
     assert result["containerd_client"] == "direct" and result["dump_call_seconds"] >= 0
 
 
@@ -280,3 +283,13 @@ def test_a_dump_in_doubt_is_marked_refused_later_and_never_costs_the_older_check
     assert "checkpoint through containerd failed" in message, message
     assert (path / "pages-1.img").read_bytes() == b"good"
     assert not marker.exists() and not backup.exists()
+
+
+def test_a_containerd_dump_keeps_criu_s_statistics_and_removes_its_work_directory(tmp_path):
+    path = tmp_path / "checkpoints" / "cp"
+    path.parent.mkdir()
+    result = {"container": "app", "warnings": []}
+    ctx = host(FakeAPI({"Running": True, "Pid": 1}), AnsweringContainerd(0, ""))
+    dump.dump_containerd(ctx, a_dump(path), result)
+    assert (path / "stats-dump").read_bytes() == b"stats"
+    assert sorted(os.listdir(tmp_path)) == ["checkpoints"]  # (the work directory, beside them, removed)

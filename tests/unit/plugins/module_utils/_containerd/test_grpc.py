@@ -47,10 +47,12 @@ CTR_CAPTURE = bytes.fromhex(
     "0a04637074311a530a24636f6e7461696e6572642e72756e632e76312e436865636b"
     "706f696e744f7074696f6e73122b080142122f746d702f677270632f636b70742f63"
     "74724a132f746d702f677270632f636b70742f776f726b")
-WORK_PATH = b"\x4a\x13/tmp/grpc/ckpt/work"  # its last field, work_path (9), which we never send
+WORK_PATH = b"\x4a\x13/tmp/grpc/ckpt/work"  # its last field, work_path (9), sent only when a work path is given
 
 
 def test_checkpoint_request_matches_ctr_capture():
+    assert cg.encode_checkpoint_request("cpt1", image_path="/tmp/grpc/ckpt/ctr", exit_task=True,
+                                        work_path="/tmp/grpc/ckpt/work") == CTR_CAPTURE
     assert CTR_CAPTURE.endswith(WORK_PATH)
     capture = bytearray(CTR_CAPTURE[:-len(WORK_PATH)])
     # Without it, the two lengths that enclose it shrink: the Any's (options = 3) and its value's (2).

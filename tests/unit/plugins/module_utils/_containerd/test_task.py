@@ -169,6 +169,14 @@ def test_checkpoint_argv_of_the_ctr_fallback(socket, grpc_calls, exit_task, extr
                              "--image-path", image_path, *extra, RUNNING_ID]
 
 
+def test_the_ctr_fallback_keeps_the_work_path_too(socket, grpc_calls):
+    grpc_calls[1]["raise"] = grpc.NotConnected("cannot connect")
+    run = FakeRun((0, TASK_LS, ""), (0, "", ""))
+    task = ContainerdTask(run, CTR, sockets=(socket,))
+    assert task.checkpoint(RUNNING_ID, "/c/p", True, work_path="/w") == "ctr"
+    assert run.calls[-1][-6:] == ["--image-path", "/c/p", "--work-path", "/w", "--exit", RUNNING_ID]
+
+
 def test_the_ctr_fallback_passes_the_result_through(socket, grpc_calls):
     grpc_calls[1]["raise"] = grpc.NotConnected("server refused the stream (REFUSED_STREAM)")
     run = FakeRun((0, TASK_LS, ""), (1, "", "criu failed: type NOTIFY errno 0\n"))
@@ -200,7 +208,9 @@ def test_checkpoint_calls_containerd_directly_without_ctr(socket, grpc_calls, ex
     path = "/var/lib/docker/containers/x/checkpoints/c"
     assert task.checkpoint(RUNNING_ID, path, exit_task, timeout=30) == "direct"
     assert run.calls == [task_ls_argv(socket)]  # the probe only: no ctr for the dump
-    assert calls == [(socket, "moby", RUNNING_ID, path, {"exit_task": exit_task, "timeout": 30})]
+    assert calls == [(socket, "moby", RUNNING_ID, path, {"exit_task": exit_task, "timeout": 30, "work_path": None})]
+    task.checkpoint(RUNNING_ID, path, exit_task, timeout=30, work_path="/var/lib/fleet-checkpoint/criu-work/x")
+    assert calls[-1][4]["work_path"] == "/var/lib/fleet-checkpoint/criu-work/x"
 
 
 @pytest.mark.parametrize("error, rc, fragment", [
