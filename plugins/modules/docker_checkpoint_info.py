@@ -16,8 +16,8 @@ description:
   - Says for each checkpoint whether it is restorable on this host and, if not, why (experimental mode off, no CRIU,
     CRIU too old for the kernel or older than the CRIU that made the checkpoint, container running).
   - With O(details=true), also says what each checkpoint holds, read from its CRIU images with CRIU's own reader
-    C(crit): the processes and their command lines, their memory, the files they use (and whether each is there for
-    a restore now), their sockets, mounts and namespaces, and CRIU's dump statistics when the dump kept them.
+    C(crit) - the processes and their command lines, their memory, the files they use (and whether each is there
+    for a restore now), their sockets, mounts and namespaces, and CRIU's dump statistics when the dump kept them.
     A file the processes use that is missing here, or a published port something else holds, then makes the
     checkpoint not restorable, and says so.
   - Works whether or not Docker's experimental mode is on; never changes anything.
@@ -181,10 +181,10 @@ containers:
             files:
               description:
                 - The regular files the processes use (open descriptors, executables, mapped files, working and root
-                  directories), with V(used_as) (C(pid: how)), the V(filesystem) they are on, and V(exists): whether
-                  the file is there for a restore into this container now (null when not looked for: on a
+                  directories), with V(used_as) (the process, then how), the V(filesystem) they are on, and V(exists) (whether
+                  the file is there for a restore into this container now (null when not looked for - on a
                   filesystem the kernel provides or the checkpoint carries, or kept in the checkpoint because it
-                  was deleted before the dump; or when the container's storage driver is not overlay2).
+                  was deleted before the dump; or when the container's storage driver is not overlay2)).
               type: list
               elements: dict
               sample: [{"path": "/data/app.log", "used_as": ["1: fd 3"], "filesystem": "overlay",
@@ -207,7 +207,7 @@ containers:
             stats:
               description:
                 - CRIU's dump statistics (times in microseconds) when the dump kept them (a dump through Docker
-                  does not keep them: null).
+                  does not keep them, then null).
               type: dict
               sample: {"freezing_time": 1203, "frozen_time": 180344, "memdump_time": 20441, "memwrite_time": 51022,
                        "pages_scanned": 2310, "pages_skipped_parent": 0, "pages_written": 2234, "pages_lazy": 0}

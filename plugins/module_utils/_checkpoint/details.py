@@ -63,8 +63,8 @@ def read(directory: str, entries: Entries, page_size: int = 4096) -> dict[str, A
             "pid": pid, "ppid": task.get("ppid", 0), "threads": len(task.get("threads") or [pid]),
             "command": ((core.get("tc") or {}).get("comm")),
             "cmdline": _cmdline(directory, mm, pages, page_size),
-            "memory_bytes": sum(size for _, size, _flags in pages["entries"]),
-            "memory_in_checkpoint_bytes": sum(size for _, size, flags in pages["entries"] if flags & PE_PRESENT),
+            "memory_bytes": sum(run[1] for run in pages["entries"]),
+            "memory_in_checkpoint_bytes": sum(run[1] for run in pages["entries"] if run[2] & PE_PRESENT),
         })
         per_id = inventory.get("fdinfo_per_id", True) and "files_id" in ids
         for fd in image.all(f"fdinfo-{ids['files_id']}.img" if per_id else f"fdinfo-{pid}.img"):
