@@ -490,6 +490,7 @@ def test_info_details_show_what_a_checkpoint_holds_and_a_missing_file(hosts):
     assert {"/", "/proc"} <= {item["mountpoint"] for item in details["mounts"]}
     assert {"pid", "mnt", "ipc", "uts"} <= set(details["namespaces"])
     assert details["versions"]["criu"] and details["stats"]["pages_written"] > 0, details  # (method auto: containerd)
+    assert exists(host, inside["path"] + "/cpuinfo.img")  # (checked by criu cpuinfo check: the same CPU here)
     assert inside["restorable"] is False and any(
         reason.startswith("/data/app.log is missing here") for reason in inside["not_restorable_because"]), inside
     hog_process = hog["details"]["processes"][-1]

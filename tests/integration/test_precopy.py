@@ -106,9 +106,9 @@ def counts(host, name):
 def test_a_pre_copy_move_sends_memory_in_rounds_and_only_the_rest_in_the_freeze(vms):
     vm(TARGET, "docker rm -f pc >/dev/null 2>&1; true")
     vm(SOURCE, "docker rm -f pc >/dev/null 2>&1; true")
-    # 64 MiB, one MiB rewritten a second (MEMHOG_CHECK: every byte checked against its checksums every 5 ticks).
+    # 32 MiB, one MiB rewritten a second (MEMHOG_CHECK: every byte checked against its checksums every 5 ticks).
     vm(SOURCE, f"docker run -d --name pc --restart unless-stopped -e COUNTER_INTERVAL=1 -e MEMHOG_CHECK=5 {IMAGE} "
-               "memhog 64")
+               "memhog 32")
     deadline = time.monotonic() + 120
     while counts(SOURCE, "pc")[-1:] < [5]:
         assert time.monotonic() < deadline, "pc does not count"
@@ -125,6 +125,7 @@ def test_a_pre_copy_move_sends_memory_in_rounds_and_only_the_rest_in_the_freeze(
     finally:
         waiting.join(900)
     (out,) = sent["results"]
+    print("pre-copy move:", json.dumps(out.get("sent"), default=str))  # (the figures docs/migrate.md quotes)
     assert not sent.get("failed") and out["method"] == "precopy" and out["stopped"], sent
     moved = out["sent"]
     rounds = moved["rounds"]
@@ -133,7 +134,7 @@ def test_a_pre_copy_move_sends_memory_in_rounds_and_only_the_rest_in_the_freeze(
     # once the rounds reach the container's steady rate of writing, each round and the freeze carry about as much -
     # seen: 6.32 MB in the last round, 6.33 MB in the freeze - which is when the rounds stop.)
     assert moved["mode"] == "precopy" and len(rounds) >= 2, moved
-    assert rounds[0]["images_bytes"] >= 64 * 1024 * 1024, rounds
+    assert rounds[0]["images_bytes"] >= 32 * 1024 * 1024, rounds
     assert all(later["images_bytes"] < earlier["images_bytes"] for earlier, later in zip(rounds, rounds[1:])), rounds
     assert rounds[-1]["images_bytes"] < rounds[0]["images_bytes"] / 2, rounds
     assert moved["final_images_bytes"] < rounds[0]["images_bytes"] / 4, moved

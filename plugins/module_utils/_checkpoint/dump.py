@@ -45,6 +45,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._host import proc
 
 
 STATS_FILE = "stats-dump"  # CRIU's dump statistics (CR_FD_STATS, a service image in its work directory)
+CPUINFO_FILE = "cpuinfo.img"  # CRIU's record of the CPU's features (criu cpuinfo dump)
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,7 @@ def _record(ctx: HostContext, planned: DumpPlan, opts: DumpOptions, dump: Dump, 
             method: str) -> None:
     """The new checkpoint made root-only, its metadata written, older checkpoints pruned."""
     result = planned.result
+    record_cpu(ctx, dump.path)
     store.secure_tree(dump.path)
     metadata = {
         "format": store.METADATA_FORMAT,
@@ -349,6 +351,15 @@ def dump_containerd(ctx: HostContext, dump: Dump, result: Result) -> None:
             result["containerd_client"] = client
         if not in_doubt:  # (a dump in doubt may still be writing there)
             shutil.rmtree(work, ignore_errors=True)
+
+
+def record_cpu(ctx: HostContext, path: str) -> None:
+    """CRIU's record of this host's CPU features (`criu cpuinfo dump`: cpuinfo.img) kept in the checkpoint, so that
+    docker_checkpoint_info can tell whether another host's CPU can run its processes (`criu cpuinfo check`). A CRIU
+    that cannot say leaves none: nothing else depends on it."""
+    criu = shutil.which("criu") or shutil.which("criu", path="/usr/sbin:/usr/bin:/sbin:/bin")
+    if criu and not os.path.exists(os.path.join(path, CPUINFO_FILE)):
+        ctx.run([criu, "cpuinfo", "dump", "-D", path])
 
 
 def criu_work_dir(path: str) -> str:

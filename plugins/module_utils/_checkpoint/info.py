@@ -8,6 +8,7 @@ also what the checkpoint holds, the files it needs present, its published ports 
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
@@ -15,6 +16,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import details as image_details
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import port_conflicts
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.file_presence import Presence
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.migration_preflight import cpu_problems
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.names import (
     validate_checkpoint_name,
     validate_container_ref,
@@ -56,9 +58,10 @@ def restorability(checkpoint: Mapping[str, Any], host: Host, running: bool) -> l
     return reasons
 
 
-def needs(details: Mapping[str, Any], taken_ports: list[str]) -> list[str]:
-    """What a restore of a checkpoint with these details would miss on this host: its files, its published ports."""
-    reasons = []
+def needs(details: Mapping[str, Any], taken_ports: list[str], cpu: list[str] | None = None) -> list[str]:
+    """What a restore of a checkpoint with these details would miss on this host: its files, its published ports,
+    CPU features its processes may use."""
+    reasons = list(cpu or [])
     for item in details.get("files") or []:
         if item.get("exists") is False:
             reasons.append(f"{item['path']} is missing here, and the checkpoint's processes use it ("
@@ -66,6 +69,16 @@ def needs(details: Mapping[str, Any], taken_ports: list[str]) -> list[str]:
                            "the restore fails")
     reasons += [f"the container publishes {port}, which is taken on this host: free it first" for port in taken_ports]
     return reasons
+
+
+def cpu_needs(checkpoint: Mapping[str, Any], run: Run, criu_path: str | None) -> list[str]:
+    """`criu cpuinfo check` of the CPU record the dump kept (cpuinfo.img) on this host: the problem, or nothing (also
+    when the checkpoint has no record, or this host no CRIU)."""
+    record = os.path.join(checkpoint["path"], "cpuinfo.img")
+    if not criu_path or not os.path.isfile(record):
+        return []
+    with open(record, "rb") as handle:
+        return cpu_problems(run, criu_path, base64.b64encode(handle.read()).decode("ascii"))
 
 
 def read_details(checkpoint: Mapping[str, Any], found: Mapping[str, Any], reader: crit.Reader | None,
@@ -87,11 +100,12 @@ def read_details(checkpoint: Mapping[str, Any], found: Mapping[str, Any], reader
 
 
 def describe(checkpoint: Mapping[str, Any], host: Host, running: bool,
-             details: Mapping[str, Any] | None = None, taken_ports: list[str] | None = None) -> dict[str, Any]:
+             details: Mapping[str, Any] | None = None, taken_ports: list[str] | None = None,
+             cpu: list[str] | None = None) -> dict[str, Any]:
     metadata = checkpoint["metadata"]
     reasons = restorability(checkpoint, host, running)
     if details is not None:
-        reasons += needs(details, taken_ports or [])
+        reasons += needs(details, taken_ports or [], cpu)
     described = {
         "name": checkpoint["name"],
         "path": checkpoint["path"],
@@ -178,7 +192,8 @@ def checkpoint_info(params: Mapping[str, Any], run: Run, criu_path: Optional[str
             "running": running,
             "restart_policy": (found.get("HostConfig") or {}).get("RestartPolicy") or {"Name": "no"},
             "checkpoints": [describe(item, host, running, read_details(item, found, reader, reader_problem),
-                                     ports_taken(found, api)) if params.get("details") else
+                                     ports_taken(found, api), cpu_needs(item, run, criu_path if host["criu"] else None))
+                            if params.get("details") else
                             describe(item, host, running) for item in checkpoints],
         })
     host.pop("criu_problem")

@@ -79,3 +79,23 @@ def test_unreadable_images_are_reported_not_guessed(tmp_path):
         "problem": "crit is not installed", "versions": {"criu": "4.2.1"}}
     # Without details, nothing is read and the answer has no details key.
     assert "details" not in info.describe(checkpoint, HOST, False)
+
+
+def test_the_cpu_record_the_dump_kept_is_checked_here(tmp_path):
+    checkpoint = checkpoint_dir(tmp_path, {"cpuinfo.img": []})
+    (tmp_path / "checkpoint" / "cpuinfo.img").write_bytes(b"record")
+    seen = []
+
+    def run(argv):  # (criu cpuinfo check; the real one runs in the integration tests)
+        seen.append(argv)
+        with open(f"{argv[-1]}/cpuinfo.img", "rb") as handle:
+            assert handle.read() == b"record"
+        return 1, "", "Error (criu/cpu.c:2): CPU feature avx512f missing\n"
+
+    problems = info.cpu_needs(checkpoint, run, "/usr/sbin/criu")
+    assert seen[0][:3] == ["/usr/sbin/criu", "cpuinfo", "check"]
+    assert len(problems) == 1 and "avx512f missing" in problems[0], problems
+    assert info.needs({"files": []}, [], problems) == problems
+    assert info.cpu_needs(checkpoint, run, None) == []  # (no CRIU here: already a reason of its own)
+    (tmp_path / "checkpoint" / "cpuinfo.img").unlink()
+    assert info.cpu_needs(checkpoint, run, "/usr/sbin/criu") == []  # (no record: Docker's own dump keeps none)
