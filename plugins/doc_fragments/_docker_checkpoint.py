@@ -64,6 +64,18 @@ options:
     type: str
     choices: [zstd, gzip, none]
     default: zstd
+  archive_layout:
+    description:
+      - The layout of an exported archive. V(fleet) is fleet.checkpoint's own (its manifest, then the checkpoint's
+        files), which O(state=imported) and O(state=restored) read.
+      - V(podman) is the layout of C(podman container checkpoint --export) (CRIU's images under C(checkpoint/), a
+        C(config.dump) and a C(spec.dump) written from C(docker inspect), CRIU's C(stats-dump) when the dump kept
+        it), so that C(checkpointctl show) and C(checkpointctl inspect) read a Docker checkpoint. checkpointctl shows
+        its engine as containerd (the engine Docker runs on). Export only, never encrypted; neither fleet.checkpoint
+        nor Podman restores from it.
+    type: str
+    choices: [fleet, podman]
+    default: fleet
   encryption_key:
     description:
       - Encrypt exported archives at rest with this passphrase (at least 16 characters; for example the output of

@@ -513,6 +513,32 @@ def test_info_details_show_what_a_checkpoint_holds_and_a_missing_file(hosts):
     lab_exec(host, "docker", "rm", "-f", "inside", "hog")
 
 
+def test_an_export_in_podman_s_layout_is_read_by_checkpointctl(hosts):
+    """archive_layout=podman: Debian's checkpointctl (1.3) shows and inspects a Docker checkpoint; the export is
+    idempotent; our own import refuses it and says what to do."""
+    host = hosts[0]
+    sh(host, "command -v checkpointctl >/dev/null || apt-get install -y -q --no-install-recommends checkpointctl "
+             ">/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -q --no-install-recommends checkpointctl "
+             ">/dev/null; }")
+    start_counter(host, "ctl")
+    ok(module(host, container="ctl", name="look"))
+    export = dict(container="ctl", name="look", state="exported", archive_path="/root/ctl.tar.gz", compression="gzip",
+                  archive_layout="podman")
+    assert only(ok(module(host, **export)))["changed"] is True
+    assert only(ok(module(host, **export)))["changed"] is False
+    assert sh(host, "stat -c %a /root/ctl.tar.gz").stdout.strip() == "600"
+    shown = sh(host, "checkpointctl show /root/ctl.tar.gz").stdout
+    assert "ctl" in shown and "fleet-lab-workload:busybox" in shown and "containerd" in shown, shown
+    cid = inspect(host, "ctl", "{{.Id}}")
+    assert cid[:12] in shown, shown
+    inspected = sh(host, "checkpointctl inspect --ps-tree --stats /root/ctl.tar.gz").stdout
+    assert "counter" in inspected and "Freezing time" in inspected, inspected  # (the dump's kept statistics)
+    refused = module(host, container="ctl", name="again", state="imported", archive_path="/root/ctl.tar.gz")
+    assert refused.get("failed") and "archive_layout=fleet to import it" in refused["msg"], refused
+    lab_exec(host, "docker", "rm", "-f", "ctl")
+    sh(host, "rm -f /root/ctl.tar.gz")
+
+
 # -- bad input -------------------------------------------------------------------------------------------------------
 def _tar(path, entries, manifest_files=None, manifest=None):
     """A crafted archive: manifest.json first (valid unless given), then entries (name, kind, data)."""

@@ -44,6 +44,7 @@ _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 ENCRYPTED_SUFFIX = ".enc"
+PODMAN_CHECKPOINT_DIR = "checkpoint"  # (podman_layout.CHECKPOINT_DIR)
 
 
 def archive_name(container_name: str, checkpoint: str, compression: str, encrypted: bool = False) -> str:
@@ -202,6 +203,15 @@ def read_manifest(tar_path: str) -> Manifest:
     return from_bytes(data, MANIFEST_NAME)
 
 
+def importable(manifest: Manifest) -> Manifest:
+    """The manifest of an archive that state=imported can read; ArchiveError for one in Podman's layout."""
+    if manifest.get("layout", "fleet") != "fleet":
+        raise ArchiveError(f"the archive is in {manifest.get('layout')}'s layout (archive_layout="
+                           f"{manifest.get('layout')}, written for checkpointctl): export the checkpoint again with "
+                           "archive_layout=fleet to import it")
+    return manifest
+
+
 def verify_stream(tar_path: str, manifest: Manifest) -> list[str]:
     """Check every entry and checksum without writing anything; return a list of problems (empty when sound)."""
     problems: list[str] = []
@@ -271,11 +281,12 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 def write_archive(source_dir: str, manifest: Manifest, destination: str, compression: str, run: Run,
                   zstd_path: str | None, secret: bytes | None = None, context: bytes = b"",
-                  scratch: str | None = None) -> str:
+                  scratch: str | None = None, podman_top: dict[str, bytes] | None = None) -> str:
     """Write the archive atomically (0600, its directory created 0700), encrypted when a secret is given (see
     crypto; `context` goes into its authenticated header); return the archive's sha256. An encrypted archive's plain
     tar is made under `scratch` (the host's local root-only scratch), never beside the destination: only ciphertext
-    lands there."""
+    lands there. With `podman_top` (podman_layout.top_files), the checkpoint's files go under checkpoint/ and those
+    files at the top: Podman's export layout."""
     if compression == "zstd" and not zstd_path:
         raise ArchiveError("compression=zstd needs the zstd command on the managed host: install the zstd package, "
                            "or use compression=gzip or none")
@@ -297,11 +308,19 @@ def write_archive(source_dir: str, manifest: Manifest, destination: str, compres
                 opened = tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT)
             with opened as tar:
                 _add_bytes(tar, MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8"))
+                prefix = ""
+                if podman_top is not None:
+                    prefix = PODMAN_CHECKPOINT_DIR + "/"
+                    folder = tarfile.TarInfo(PODMAN_CHECKPOINT_DIR)
+                    folder.type, folder.mode, folder.mtime = tarfile.DIRTYPE, 0o700, 0
+                    tar.addfile(folder)
                 for relative in sorted(manifest["files"]):
-                    info = tar.gettarinfo(os.path.join(source_dir, *relative.split("/")), arcname=relative)
+                    info = tar.gettarinfo(os.path.join(source_dir, *relative.split("/")), arcname=prefix + relative)
                     info.mode, info.uid, info.gid, info.uname, info.gname = 0o600, 0, 0, "root", "root"
                     with open(os.path.join(source_dir, *relative.split("/")), "rb") as handle:
                         tar.addfile(info, handle)
+                for name, data in sorted((podman_top or {}).items()):
+                    _add_bytes(tar, name, data)
         final = tar_path
         if compression == "zstd" and zstd_path:  # (zstd without zstd_path is refused above)
             final = os.path.join(plain, "archive.tar.zst")
@@ -339,6 +358,7 @@ class ArchiveOptions:
     directory: str | None = None
     compression: str = "zstd"
     secret: bytes | None = None
+    layout: str = "fleet"  # or podman (export only: podman_layout.py)
 
     def to_write(self, container: str, checkpoint: str) -> str:
         """The archive an export writes."""

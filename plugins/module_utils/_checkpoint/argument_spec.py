@@ -28,6 +28,7 @@ def argument_spec() -> dict[str, Any]:
         archive_path=dict(type="path"),
         archive_dir=dict(type="path"),
         compression=dict(type="str", default="zstd", choices=["zstd", "gzip", "none"]),
+        archive_layout=dict(type="str", default="fleet", choices=["fleet", "podman"]),
         encryption_key=dict(type="str", no_log=True),
         encryption_key_file=dict(type="path", no_log=False),
         keep_last=dict(type="int"),

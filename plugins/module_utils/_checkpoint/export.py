@@ -15,6 +15,7 @@ from typing import Any
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import archive as archive_format
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import container
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import podman_layout
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import store
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import (
     HostContext,
@@ -74,7 +75,8 @@ def exported(ctx: HostContext, ref: str, name: str, where: archive_format.Archiv
                     raise OpError(f"{archive} exists and is not a readable fleet.checkpoint archive ({exc}): move it "
                                   "away or use force=true to overwrite it") from exc
                 existing = None
-            if existing and existing["checkpoint"] == name and existing["files"] == files:
+            if existing and existing["checkpoint"] == name and existing["files"] == files \
+                    and existing.get("layout", "fleet") == where.layout:
                 result["size"] = os.path.getsize(archive)
                 return result
         result.update(changed=True, action="exported")
@@ -83,11 +85,16 @@ def exported(ctx: HostContext, ref: str, name: str, where: archive_format.Archiv
         metadata = store.read_metadata(path)
         check_intact(path, metadata, name, result["container"], actual=files)
         manifest = portable_manifest(ctx, name, found, path, metadata, files)
+        podman_top = None
+        if where.layout == "podman":
+            manifest["layout"] = "podman"
+            podman_top = podman_layout.top_files(found, metadata, path)
         started = time.time()
         try:
             result["sha256"] = archive_format.write_archive(
                 path, manifest, archive, where.compression, ctx.run, ctx.zstd, where.secret,
-                context=archive_format.archive_context(result["container"], name), scratch=ctx.scratch)
+                context=archive_format.archive_context(result["container"], name), scratch=ctx.scratch,
+                podman_top=podman_top)
             result["encrypted"] = where.secret is not None
         except (ArchiveError, OSError) as exc:
             raise OpError(f"writing {archive} failed: {exc}") from exc

@@ -75,7 +75,7 @@ def inspect_or_create(ctx: HostContext, ref: str, opts: ImportOptions) -> tuple[
     archive = opts.archive.to_read(ref, opts.name)
     try:
         with _tarball(ctx, archive, opts.archive.secret, (ref, opts.name), opts.force) as tar_path:
-            config = archive_format.read_manifest(tar_path)["container"]
+            config = archive_format.importable(archive_format.read_manifest(tar_path))["container"]
     except (ArchiveError, ManifestError) as exc:
         raise OpError(f"{archive}: {exc}") from exc
     return container.create_from(ctx, ref, config, archive, opts.allowed), True
@@ -124,7 +124,7 @@ def _import(ctx: HostContext, found: Inspect, opts: ImportOptions, result: Resul
     result.update(archive=archive, path=path)
     try:
         with _tarball(ctx, archive, opts.archive.secret, (result["container"], name), opts.force) as tar_path:
-            manifest = archive_format.read_manifest(tar_path)
+            manifest = archive_format.importable(archive_format.read_manifest(tar_path))
             result["manifest"] = {key: manifest[key] for key in ("checkpoint", "created", "method", "size",
                                                                  "versions")}
             result["manifest"]["container"] = shown_config(manifest["container"])

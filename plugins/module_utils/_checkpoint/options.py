@@ -95,6 +95,13 @@ def check_options(params: Mapping[str, Any]) -> list[str]:
     if params["target"] is not None and (params["archive_path"] or params["archive_dir"]):
         errors.append("target cannot be combined with an archive: import the archive into the target container "
                       "itself (container=<target>)")
+    if params.get("archive_layout", "fleet") != "fleet":
+        if state != "exported":
+            errors.append("archive_layout=podman is used only with state=exported (an archive in Podman's layout is "
+                          "for checkpointctl; state=imported reads archive_layout=fleet)")
+        if params.get("encryption_key") is not None or params.get("encryption_key_file"):
+            errors.append("archive_layout=podman cannot be encrypted: checkpointctl reads plain archives. Leave out "
+                          "the encryption key, or use archive_layout=fleet")
     if (params.get("encryption_key") is not None or params.get("encryption_key_file")) \
             and not (params["archive_path"] or params["archive_dir"]):
         errors.append("encryption_key and encryption_key_file are used only with an archive (state=exported, imported "
@@ -258,7 +265,8 @@ def operation(params: Mapping[str, Any], name: str, secret: bytes | None) -> Ope
     retention = Retention(params["keep_last"], parse_age(params["max_age"]) if params["max_age"] else None)
     archive = None
     if (params["archive_path"] or params["archive_dir"]) and params["receive_timeout"] is None:
-        archive = ArchiveOptions(params["archive_path"], params["archive_dir"], params["compression"], secret)
+        archive = ArchiveOptions(params["archive_path"], params["archive_dir"], params["compression"], secret,
+                                 params.get("archive_layout") or "fleet")
     if state == "present":
         dump_options = dump.DumpOptions(name, leave_running=params["leave_running"], force=params["force"],
                                         method=params["method"], timeout=params["timeout"],
