@@ -654,6 +654,11 @@ BAD_INPUTS = [
      "archive_path must be an absolute path"),
     (dict(container="victim", name="exp", state="exported", archive_path="/root/bad/notes.txt", force=True),
      "is not an archive"),
+    # An archive in Podman's layout (issue 22) is for checkpointctl: exported only, never encrypted.
+    (dict(container="sleeper", name="cp", state="imported", archive_path="/root/bad/x.tar", archive_layout="podman"),
+     "archive_layout=podman is used only with state=exported"),
+    (dict(container="victim", name="exp", state="exported", archive_path="/root/bad/p.tar", archive_layout="podman",
+          encryption_key="a-long-enough-passphrase"), "archive_layout=podman cannot be encrypted"),
     # A post-copy move (issue 21): straight over SSH, memory only.
     (dict(container="victim", name="mv", send_to=dict(via="relay", directory="/root/bad/relay", lazy=True)),
      "send_to.lazy needs send_to.via=ssh"),
