@@ -53,7 +53,8 @@ venv-oldest: $(VENV_OLDEST)/.installed ## The venv with the oldest ansible-core 
 	  pinned="$$(sed -n 's/^ansible-core==//p' tools/requirements-oldest.txt)"; \
 	  [ -n "$$claimed" ] && [ "$${pinned%.*}" = "$$claimed" ] || { echo "ERROR: meta/runtime.yml claims ansible-core" \
 	  ">=$$claimed but tools/requirements-oldest.txt pins $$pinned: test what is claimed (same minor)" >&2; exit 1; }
-	@mkdir -p $(OLDEST_HOME) && HOME=$(OLDEST_HOME) tools/ansible-test-pip-shim.sh $(VENV_OLDEST)/bin/python
+	@mkdir -p $(OLDEST_HOME) && HOME=$(OLDEST_HOME) XDG_CONFIG_HOME=$${XDG_CONFIG_HOME:-$(HOME)/.config} \
+	  tools/ansible-test-pip-shim.sh $(VENV_OLDEST)/bin/python
 
 $(VENV_OLDEST)/.installed: tools/requirements-oldest.txt
 	@py="$$(tools/find-python.sh)"; [ -x $(VENV_OLDEST)/bin/python ] || "$$py" -m venv $(VENV_OLDEST)
@@ -73,7 +74,9 @@ collection: venv ## Copy the collection's files to .build/ansible_collections/fl
 # of its own: ansible-test keeps its sanity venvs in ~/.ansible/test/venv, so that `make test` can run the oldest
 # gates beside the newest ones without two ansible-tests building one venv at once.
 OLDEST_HOME := $(BUILD)/oldest-home
-OLDEST_ENV  = PATH=$(VENV_OLDEST)/bin:$$PATH ANSIBLE_COLLECTIONS_PATH=$(OLDEST) HOME=$(OLDEST_HOME)
+# (The user's own configuration, pip's included, stays where it is: XDG_CONFIG_HOME.)
+OLDEST_ENV  = PATH=$(VENV_OLDEST)/bin:$$PATH ANSIBLE_COLLECTIONS_PATH=$(OLDEST) HOME=$(OLDEST_HOME) \
+              XDG_CONFIG_HOME=$${XDG_CONFIG_HOME:-$(HOME)/.config}
 
 collection-oldest: venv venv-oldest
 	@python tools/sync_collection.py . $(COLLECTION_OLDEST)
@@ -167,6 +170,7 @@ molecule: host collection ## Molecule scenarios on the lab image
 
 # `host` first: a fresh CI machine then has shellcheck for sanity (ansible-test skips that test without it).
 test: ## As root: every gate, in order (timed, table at the end): setup, the fast gates, the lab gates
+	@rm -f $(BUILD)/timings.txt
 	@tools/timed.sh host $(MAKE) --no-print-directory host
 	@tools/timed.sh venv $(MAKE) --no-print-directory venv venv-oldest
 	@$(MAKE) --no-print-directory fast-gates
@@ -187,5 +191,5 @@ lock: ## Re-pin requirements-dev.txt and tools/requirements-oldest.txt from thei
 	tools/lock.sh requirements-dev.in requirements-dev.txt
 	tools/lock.sh tools/requirements-oldest.in tools/requirements-oldest.txt
 
-clean: ## Remove build output (not the venvs, not the lab)
+clean: ## Remove build output (not .venv and .venv-oldest, not the lab; the oldest ansible-test venvs in .build go too)
 	rm -rf $(BUILD) tests/output

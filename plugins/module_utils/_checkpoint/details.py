@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import quopri
 import socket
 from typing import Any, Callable, Dict, List, Optional
 
@@ -49,7 +50,9 @@ def read(directory: str, entries: Entries, page_size: int = 4096) -> dict[str, A
     if not files and os.path.exists(os.path.join(directory, "reg-files.img")):
         raise CritError(f"{directory} is in CRIU's older image layout (reg-files.img), which this reader does not "
                         "know")
-    remapped = {item["orig_id"] for item in image.all("remap-fpath.img")}
+    # Files unlinked before the dump: a GHOST remap carries their data in the checkpoint; a LINKED one names a link
+    # CRIU made on the disk, a PROCFS one a /proc file.
+    remapped = {item["orig_id"]: str(item.get("remap_type", "LINKED")) for item in image.all("remap-fpath.img")}
     processes: list[dict[str, Any]] = []
     used: dict[str, Any] = {}
     sockets: list[dict[str, Any]] = []
@@ -87,9 +90,12 @@ def read(directory: str, entries: Entries, page_size: int = 4096) -> dict[str, A
         if "mnt_ns_id" in root_ids else []
     by_mount = {item["mnt_id"]: item for item in mounts}
     for item in used.values():
-        item["kept_in_checkpoint"] = item.pop("id") in remapped  # (unlinked before the dump: CRIU kept its data)
+        remap = remapped.get(item.pop("id"))
+        item["kept_in_checkpoint"] = remap == "GHOST"
+        item["remapped"] = remap is not None
         mount = by_mount.get(item.pop("mnt_id"))
         item["filesystem"] = mount["fstype"] if mount else None
+        item["external_mount"] = bool(mount and mount["external"])
     stats = image.first("stats-dump").get("dump") if os.path.exists(os.path.join(directory, "stats-dump")) else None
     return {
         "processes": processes,
@@ -99,6 +105,12 @@ def read(directory: str, entries: Entries, page_size: int = 4096) -> dict[str, A
         "namespaces": {kind: root_ids[f"{kind}_ns_id"] for kind in NAMESPACES if f"{kind}_ns_id" in root_ids},
         "stats": _stats(stats) if stats else None,
     }
+
+
+def image_files(directory: str) -> list[str]:
+    """The images read() may decode (every image but the raw pages, which it reads itself)."""
+    return sorted(os.path.join(directory, name) for name in os.listdir(directory)
+                  if (name.endswith(".img") and not name.startswith("pages-")) or name == "stats-dump")
 
 
 class _Images:
@@ -117,7 +129,10 @@ class _Images:
 
 
 def _use(used: dict[str, Any], found: dict[str, Any], pid: int, how: str) -> None:
-    reg = found["reg"]
+    """Record a regular file the process uses (other kinds - a memfd mapping, say - are not files on a disk)."""
+    reg = found.get("reg")
+    if not isinstance(reg, dict):
+        return
     path = reg.get("name") or ""
     path = path if path.startswith("/") else "/" + path
     item = used.setdefault(path, {"path": path, "id": found["id"], "mnt_id": reg.get("mnt_id"), "used_as": []})
@@ -132,6 +147,9 @@ def _pages(image: _Images, pid: int, page_size: int) -> dict[str, Any]:
     out = []
     for run in runs:
         count = run.get("nr_pages") or run.get("compat_nr_pages") or 0
+        if not count:  # (CRIU 4.2 writes nr_pages, field 5, and 0 in compat_nr_pages: an older crit drops it)
+            raise CritError(f"pagemap-{pid}.img has a run of pages without a count: this crit is older than the CRIU "
+                            "that wrote the checkpoint (install the python3-pycriu of CRIU's own version)")
         flags = run["flags"] if "flags" in run else (PE_PARENT if run.get("in_parent") else PE_PRESENT)
         out.append((int(run["vaddr"]), int(count) * page_size, int(flags)))
     return {"entries": out, "pages_id": head.get("pages_id")}
@@ -194,7 +212,17 @@ def _socket(found: dict[str, Any], pid: int, fd: int) -> dict[str, Any]:
                 "remote": _address(isk.get("dst_addr") or [], isk.get("dst_port", 0)) if connected else None}
     usk = found.get("usk") or {}
     return {"pid": pid, "fd": fd, "family": "unix", "type": _named(SOCK_TYPES, usk.get("type")), "protocol": None,
-            "state": _named(TCP_STATES, usk.get("state")), "local": usk.get("name") or None, "remote": None}
+            "state": _named(TCP_STATES, usk.get("state")), "local": _unix_name(usk.get("name")), "remote": None}
+
+
+def _unix_name(encoded: Any) -> Optional[str]:
+    """A unix socket's name as pycriu writes it (quoted-printable); an abstract one (a leading NUL) as @name."""
+    if not encoded or not isinstance(encoded, str):
+        return None
+    raw = quopri.decodestring(encoded.encode("ascii", "replace"))
+    if raw.startswith(b"\0"):
+        return "@" + raw[1:].decode("utf-8", "replace").rstrip("\0")
+    return raw.decode("utf-8", "replace").rstrip("\0") or None
 
 
 def _mount(item: dict[str, Any]) -> dict[str, Any]:

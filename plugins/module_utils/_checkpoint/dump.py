@@ -353,7 +353,7 @@ def dump_containerd(ctx: HostContext, dump: Dump, result: Result) -> None:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def record_cpu(ctx: HostContext, path: str) -> None:
+def record_cpu(ctx: HostContext, path: str) -> None:  # (run: never raises for a failing command)
     """CRIU's record of this host's CPU features (`criu cpuinfo dump`: cpuinfo.img) kept in the checkpoint, so that
     docker_checkpoint_info can tell whether another host's CPU can run its processes (`criu cpuinfo check`). A CRIU
     that cannot say leaves none: nothing else depends on it."""
@@ -373,5 +373,8 @@ def keep_stats(work: str, path: str) -> None:
     """CRIU's dump statistics (stats-dump, in its work directory) kept in the checkpoint, where
     docker_checkpoint_info details=true reads them."""
     stats = os.path.join(work, STATS_FILE)
-    if os.path.isfile(stats) and not os.path.islink(stats) and os.path.isdir(path):
-        shutil.copyfile(stats, os.path.join(path, STATS_FILE))
+    try:
+        if os.path.isfile(stats) and not os.path.islink(stats) and os.path.isdir(path):
+            shutil.copyfile(stats, os.path.join(path, STATS_FILE))
+    except OSError:
+        pass  # (statistics only: the checkpoint is whole without them)

@@ -35,16 +35,28 @@ class Presence:
 
     def exists(self, path: str) -> Optional[bool]:
         path = "/" + path.lstrip("/")
+        if any(part in (".", "..") for part in path.split("/")):
+            return None  # (CRIU records resolved paths: one that climbs is not looked up on the host)
         if self._running_root:
             return os.path.lexists(self._running_root + path)
         if path in self._docker_files:
             return os.path.lexists(self._docker_files[path])
         for destination, source in self._mounts:
             if path == destination or path.startswith(destination.rstrip("/") + "/"):
-                return os.path.lexists(source + path[len(destination.rstrip("/")):])
+                return _inside(source, source + path[len(destination.rstrip("/")):])
         if not self._layers:
             return None  # (not overlay2: its layers are not read here)
         return in_layers(self._layers, path)
+
+
+def _inside(source: str, candidate: str) -> Optional[bool]:
+    """Whether `candidate` exists under the mount's `source` on the host; None when a link in the volume leads out
+    of it (what it points at is the host's, not the container's)."""
+    root = os.path.realpath(source)
+    parent = os.path.realpath(os.path.dirname(candidate))
+    if parent != root and not parent.startswith(root.rstrip("/") + "/"):
+        return None
+    return os.path.lexists(candidate)
 
 
 def _is_whiteout(mode: int, rdev: int) -> bool:

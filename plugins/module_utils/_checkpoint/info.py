@@ -88,13 +88,17 @@ def read_details(checkpoint: Mapping[str, Any], found: Mapping[str, Any], reader
     if reader is None:
         return {"problem": reader_problem, "versions": versions}
     try:
+        reader.preload(image_details.image_files(checkpoint["path"]))
         details = image_details.read(checkpoint["path"], reader.entries, os.sysconf("SC_PAGE_SIZE"))
     except (crit.CritError, OSError, KeyError, TypeError, ValueError) as exc:
         return {"problem": f"the checkpoint's images cannot be read: {exc}", "versions": versions}
     presence = Presence(found)
     for item in details["files"]:
-        on_disk = item["filesystem"] not in image_details.NOT_ON_DISK and not item["kept_in_checkpoint"]
-        item["exists"] = presence.exists(item["path"]) if on_disk else None
+        # Not looked for: on a filesystem the kernel provides or the checkpoint carries (but a tmpfs bind-mounted in
+        # from the host is the host's: looked for), or unlinked before the dump (CRIU restores it from its remap).
+        external, remapped = item.pop("external_mount"), item.pop("remapped")
+        provided = item["filesystem"] in image_details.NOT_ON_DISK and not external
+        item["exists"] = None if provided or remapped else presence.exists(item["path"])
     details["versions"] = versions
     return details
 

@@ -19,7 +19,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint impor
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import store
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import stream
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import HostContext, Result, new_result
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.dump import keep_stats
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.dump import keep_stats, record_cpu
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.errors import OpError, carrying
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.export import portable_manifest
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.files import file_inventory
@@ -200,6 +200,7 @@ def _move(ctx: HostContext, found: dict[str, Any], name: str, send_to: send.Send
         precopy_rounds.unlink_parent(final)
         final_bytes = precopy_rounds.images_bytes(final)
         keep_stats(criu_work, final)  # (the final dump's statistics: docker_checkpoint_info details=true)
+        record_cpu(ctx, final)
         manifest = portable_manifest(ctx, name, found, final, metadata, file_inventory(final))
         manifest["memory_rounds"] = len(dirs)
         container.wait_state(ctx, cid, running=False, seconds=10)

@@ -10,6 +10,7 @@ are: not --pretty)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -28,6 +29,35 @@ def find() -> Optional[str]:
     return shutil.which("crit") or shutil.which("crit", path="/usr/sbin:/usr/bin:/sbin:/bin")
 
 
+# Many images in one run of crit's own library (pycriu.images.load, what `crit decode` calls), with crit's
+# interpreter: a checkpoint has about six images per process, and each crit run starts Python and protobuf again.
+BATCH = """
+import json, sys
+from pycriu import images
+out = {}
+for path in sys.argv[1:]:
+    try:
+        with open(path, "rb") as handle:
+            out[path] = images.load(handle)
+    except Exception:
+        pass
+json.dump(out, sys.stdout, default=str)
+"""
+
+
+def interpreter(crit_path: str) -> Optional[str]:
+    """The Python that crit runs with (its #! line), or None."""
+    try:
+        with open(crit_path, "rb") as handle:
+            first = handle.readline(256).decode("utf-8", "replace").strip()
+    except OSError:
+        return None
+    parts = first[2:].split() if first.startswith("#!") else []
+    if parts and parts[0].endswith("/env") and len(parts) > 1:
+        return shutil.which(parts[1])
+    return parts[0] if parts and "python" in os.path.basename(parts[0]) else None
+
+
 class Reader:
     """Decodes CRIU images with crit, each file once."""
 
@@ -37,6 +67,23 @@ class Reader:
         self._cache: dict[str, Image] = {}
         if not self._crit:
             raise CritError(f"{PACKAGE_HINT} is not installed on this host")
+
+    def preload(self, paths: list[str]) -> None:
+        """Decode `paths` in one run of crit's library; those it could not read are left to entries() (which runs
+        crit itself, for its own error message)."""
+        python = interpreter(str(self._crit))
+        if not python or not paths:
+            return
+        rc, out, _err = self._run([python, "-c", BATCH, *paths])
+        if rc != 0:
+            return
+        try:
+            found = json.loads(out)
+        except ValueError:
+            return
+        for path, image in found.items() if isinstance(found, dict) else []:
+            if path in paths and isinstance(image, dict) and isinstance(image.get("entries"), list):
+                self._cache[path] = image
 
     def entries(self, path: str) -> list[dict[str, Any]]:
         """The entries of the image at `path`; CritError when crit cannot read it."""

@@ -374,23 +374,27 @@ class CriuInstall:
         result["changed"] = self.changed
         return result
 
+    def package_version(self, name: str) -> str:
+        """An installed Debian package's version ('' when not installed)."""
+        rc, out, _err = self.run_command(["dpkg-query", "-W", "-f", "${Version}", name])
+        return out.strip() if rc == 0 else ""
+
     def ensure_crit(self, family: str, manager: str, result: dict[str, Any]) -> None:
         """crit, CRIU's image reader (docker_checkpoint_info details=true), beside CRIU: on Debian the python3-pycriu
         of CRIU's own version (a Recommends, which --no-install-recommends leaves out). A failure is a warning: CRIU
         itself works."""
         result["crit_path"] = crit.find()
         package = packages.CRIT_PACKAGES.get(family)
-        if result["crit_path"] or not package:
-            return
+        wanted = self.package_version("criu") if family == "debian" else ""
+        if not package or (result["crit_path"] and (not wanted or self.package_version(package) in ("", wanted))):
+            return  # (a crit of another version than CRIU's may misread its images: CRIU 4.2 added fields)
         changed_before, self.changed = self.changed, True
         result["crit_installed_now"] = True
         if self.check_mode:
             return
-        attempts = [[package]]
-        if family == "debian":
-            rc, out, _err = self.run_command(["dpkg-query", "-W", "-f", "${Version}", "criu"])
-            if rc == 0 and out.strip():
-                attempts.insert(0, [f"{package}={out.strip()}"])
+        attempts = [[f"{package}={wanted}"]] if wanted else []
+        if not result["crit_path"]:
+            attempts.append([package])
         failure = ""
         for names in attempts:
             rc, out, err = self.run_command(packages.install_command(family, names, manager=manager),
@@ -400,8 +404,12 @@ class CriuInstall:
                 return
             failure = " ".join((err or out).split())[-300:]
         self.changed, result["crit_installed_now"] = changed_before, False
-        self.warn(f"crit ({package}) could not be installed, so docker_checkpoint_info details=true cannot read "
-                  f"checkpoints on this host: {failure}")
+        if result["crit_path"]:
+            self.warn(f"{package} {wanted} (CRIU's own version) could not be installed; the crit here is of another "
+                      f"version and may misread CRIU's images: {failure}")
+        else:
+            self.warn(f"crit ({package}) could not be installed, so docker_checkpoint_info details=true cannot read "
+                      f"checkpoints on this host: {failure}")
 
     def undo(self, family: str, manager: str, previous_files: dict[str, bytes | None], installed_now: bool,
              path_before: str | None) -> None:

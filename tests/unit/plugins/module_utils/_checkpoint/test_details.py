@@ -37,7 +37,8 @@ def images(tmp_path, with_stats=False, cmdline_present=True):
         "mm-1.img": [{"mm_arg_start": ARGS, "mm_arg_end": ARGS + 23, "exe_file_id": 5,
                       "vmas": [{"start": 0x400000, "end": 0x401000, "shmid": 6, "status": 1 | (1 << 6)},
                                {"start": 0x500000, "end": 0x501000, "shmid": 0, "status": 1 | (1 << 9)}]}],
-        "mm-7.img": [{"mm_arg_start": 0, "mm_arg_end": 0, "exe_file_id": 9}],
+        "mm-7.img": [{"mm_arg_start": 0, "mm_arg_end": 0, "exe_file_id": 9,
+                      "vmas": [{"start": 0x600000, "end": 0x601000, "shmid": 50, "status": 1 | (1 << 7) | (1 << 14)}]}],
         "pagemap-1.img": [{"pages_id": 3},
                           {"vaddr": 0x400000, "nr_pages": 1, "flags": 4},
                           {"vaddr": 0x7FFD0000, "nr_pages": 1, "flags": 4 if cmdline_present else 1},
@@ -62,7 +63,8 @@ def images(tmp_path, with_stats=False, cmdline_present=True):
             {"type": "INETSK", "id": 22, "isk": {"family": 10, "type": 1, "proto": 6, "state": 1, "src_port": 8000,
                                                  "dst_port": 40000, "src_addr": [0, 0, 0, socket.htonl(1)],
                                                  "dst_addr": [0, 0, 0, socket.htonl(1)]}},
-            {"type": "UNIXSK", "id": 24, "usk": {"type": 1, "state": 7, "name": ""}},
+            {"type": "UNIXSK", "id": 24, "usk": {"type": 1, "state": 7, "name": "=00fleet-abstract"}},
+            {"type": "MEMFD", "id": 50, "memfd": {"id": 50, "inode_id": 1}},  # (a memfd mapping: not a disk file)
         ],
         "remap-fpath.img": [{"orig_id": 23, "remap_id": 40, "remap_type": "GHOST"}],
         "fs-1.img": [{"cwd_id": 30, "root_id": 30}],
@@ -107,11 +109,13 @@ def test_files_with_how_each_is_used_and_on_which_filesystem(tmp_path):
     assert sorted(files) == ["/", "/bin/sleep", "/data/app.log", "/tmp/gone", "/usr/bin/python3.13",
                              "/usr/lib/libc.so.6"]
     assert files["/data/app.log"] == {"path": "/data/app.log", "used_as": ["1: fd 3", "7: fd 0"],
-                                      "kept_in_checkpoint": False, "filesystem": "overlay"}
+                                      "kept_in_checkpoint": False, "remapped": False, "filesystem": "overlay",
+                                      "external_mount": False}
     assert files["/usr/bin/python3.13"]["used_as"] == ["1: exe"]
     assert files["/usr/lib/libc.so.6"]["used_as"] == ["1: mapped"]
     assert files["/"]["used_as"] == ["1: cwd", "1: root", "7: cwd", "7: root"]
     assert files["/tmp/gone"]["kept_in_checkpoint"] is True  # (deleted before the dump: a ghost file)
+    assert files["/tmp/gone"]["remapped"] is True
 
 
 def test_sockets_with_their_state_and_addresses(tmp_path):
@@ -121,8 +125,8 @@ def test_sockets_with_their_state_and_addresses(tmp_path):
          "local": "0.0.0.0:8000", "remote": None},
         {"pid": 1, "fd": 5, "family": "inet6", "type": "stream", "protocol": "tcp", "state": "established",
          "local": "[::1]:8000", "remote": "[::1]:40000"},
-        {"pid": 7, "fd": 1, "family": "unix", "type": "stream", "protocol": None, "state": "close", "local": None,
-         "remote": None}]
+        {"pid": 7, "fd": 1, "family": "unix", "type": "stream", "protocol": None, "state": "close",
+         "local": "@fleet-abstract", "remote": None}]
 
 
 def test_mounts_namespaces_and_stats(tmp_path):
@@ -141,3 +145,23 @@ def test_mounts_namespaces_and_stats(tmp_path):
 def test_a_directory_without_a_process_tree_is_refused(tmp_path):
     with pytest.raises(CritError, match="no process tree"):
         details.read(str(tmp_path), lambda path: [], PAGE)
+
+
+def test_a_crit_older_than_the_images_is_named_not_read_as_zero_pages(tmp_path):
+    entries = images(tmp_path)
+
+    def old_crit(path):  # (CRIU 4.2 writes nr_pages; an older pycriu drops the field it does not know)
+        found = entries(path)
+        if path.endswith("pagemap-1.img"):
+            return [found[0]] + [{"vaddr": run["vaddr"], "compat_nr_pages": 0, "flags": run["flags"]}
+                                 for run in found[1:]]
+        return found
+
+    with pytest.raises(CritError, match="older than the CRIU that wrote"):
+        details.read(str(tmp_path), old_crit, PAGE)
+
+
+def test_image_files_leave_out_the_raw_pages(tmp_path):
+    images(tmp_path, with_stats=True)
+    names = [os.path.basename(path) for path in details.image_files(str(tmp_path))]
+    assert "pages-3.img" not in names and "stats-dump" in names and "pstree.img" in names

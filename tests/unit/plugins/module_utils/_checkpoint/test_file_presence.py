@@ -103,3 +103,11 @@ def test_another_storage_driver_is_not_guessed(tmp_path):
     found = inspect_of(tmp_path)
     found["GraphDriver"] = {"Name": "overlayfs", "Data": None}  # (the containerd image store)
     assert Presence(found).exists("/usr/bin/app") is None
+
+
+def test_a_path_that_climbs_or_a_link_out_of_a_volume_is_not_looked_up_on_the_host(tmp_path):
+    presence = Presence(inspect_of(tmp_path))
+    assert presence.exists("/usr/../usr/bin/app") is None
+    os.symlink("/etc", tmp_path / "volume" / "out")  # (a link in the volume to the host's /etc)
+    assert presence.exists("/data/out/hostname") is None
+    assert presence.exists("/data/out") is True  # (the link itself is in the volume)

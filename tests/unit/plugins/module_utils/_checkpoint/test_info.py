@@ -17,6 +17,10 @@ class Reader:
 
     def __init__(self, by_name):
         self.by_name = by_name
+        self.preloaded = None
+
+    def preload(self, paths):
+        self.preloaded = paths
 
     def entries(self, path):
         name = path.rsplit("/", 1)[1]
