@@ -40,6 +40,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.reten
 from ansible_collections.fleet.checkpoint.plugins.module_utils._containerd.task import DumpError, DumpTimedOut
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu.log import explain
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPIError
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host.commands import which
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host import private_files
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host import processes as procs
 
@@ -357,7 +358,7 @@ def record_cpu(ctx: HostContext, path: str) -> None:  # (run: never raises for a
     """CRIU's record of this host's CPU features (`criu cpuinfo dump`: cpuinfo.img) kept in the checkpoint, so that
     docker_checkpoint_info can tell whether another host's CPU can run its processes (`criu cpuinfo check`). A CRIU
     that cannot say leaves none: nothing else depends on it."""
-    criu = shutil.which("criu") or shutil.which("criu", path="/usr/sbin:/usr/bin:/sbin:/bin")
+    criu = which("criu")
     if criu and not os.path.exists(os.path.join(path, CPUINFO_FILE)):
         ctx.run([criu, "cpuinfo", "dump", "-D", path])
 

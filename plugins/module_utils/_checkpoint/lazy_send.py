@@ -27,6 +27,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.error
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.export import portable_manifest
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.files import file_inventory
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu import lazy_pages
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host.commands import which
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host import owned_dirs
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host import private_files
 
@@ -79,10 +80,6 @@ def pages_socket(container_name: str, checkpoint: str) -> str:
     long name stays within a Unix socket path's 107 bytes)."""
     key = hashlib.sha256(f"{container_name}\0{checkpoint}".encode("utf-8")).hexdigest()[:24]
     return os.path.join(LAZY_DIR, key, "pages.sock")
-
-
-def _which(command: str) -> str | None:
-    return shutil.which(command) or shutil.which(command, path="/usr/sbin:/usr/bin:/sbin:/bin")
 
 
 PS_IOV_SIZE = 32  # CRIU's struct page_server_iov: u32 cmd (padded to 8), u64 nr_pages, vaddr, dst_id
@@ -194,7 +191,7 @@ def send_lazily(ctx: HostContext, ref: str, name: str, send_to: send.SendTo, tim
     with carrying(result):
         container.refuse_unmovable(found, result["container"], "post-copy",
                                    "move ends it here, before anything could bring it back if the move broke")
-        runc, criu = _which("runc"), _which("criu")
+        runc, criu = which("runc"), which("criu")
         problems = [] if runc else ["the runc command is missing (a post-copy dump runs it directly)"]
         problems += [] if criu else ["the criu command is missing"]
         if criu:

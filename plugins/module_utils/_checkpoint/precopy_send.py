@@ -30,17 +30,14 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.prefl
 )
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu import lazy_pages
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu import precopy_rounds
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host.commands import which
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host import private_files
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host import processes as procs
 
 
-def _which(command: str) -> str | None:
-    return shutil.which(command) or shutil.which(command, path="/usr/sbin:/usr/bin:/sbin:/bin")
-
-
 def problems(ctx: HostContext) -> list[str]:
     """What keeps this host from sending memory in pre-copy rounds (empty: nothing)."""
-    runc, criu = _which("runc"), _which("criu")
+    runc, criu = which("runc"), which("criu")
     found = [] if runc else ["the runc command is missing (pre-copy rounds run it directly)"]
     found += [] if criu else ["the criu command is missing"]
     if criu:
@@ -64,7 +61,7 @@ def check_room(ctx: HostContext, cid: str, path: str, refusal: str, expected: in
 def dump_in_time(ctx: HostContext, runc: str, cid: str, argv: list[str], timeout: int) -> tuple[int, str, str]:
     """Run a pre-dump round or the final dump under a time limit: (rc, stdout, stderr). A dump that ran out of time is
     stopped with its CRIU, and the container it left frozen is thawed (runc resume)."""
-    rc, out, err = ctx.run(precopy_rounds.bounded(argv, _which("timeout"), timeout))
+    rc, out, err = ctx.run(precopy_rounds.bounded(argv, which("timeout"), timeout))
     if rc not in precopy_rounds.TIMED_OUT:
         return rc, out, err
     thawed, thaw_out, thaw_err = ctx.run(precopy_rounds.resume_argv(runc, cid))
@@ -159,7 +156,7 @@ def _rounds(ctx: HostContext, found: dict[str, Any], name: str, send_to: send.Se
 def _move(ctx: HostContext, found: dict[str, Any], name: str, send_to: send.SendTo, timeout: int,
           sender: stream.Sender, work: str, path: str, result: Result, where: str) -> None:
     cid, policy = found["Id"], result["restart_policy"]
-    runc = _which("runc") or "runc"
+    runc = which("runc") or "runc"
     try:
         shutil.rmtree(work, ignore_errors=True)
         private_files.make_private_dir(os.path.dirname(work))

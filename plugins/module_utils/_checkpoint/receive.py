@@ -39,6 +39,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._criu import lazy
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu import precopy_rounds
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPIError
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.container_create import HostAccess
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host.commands import which
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host import private_files
 
 MARGIN = 64 * 1024 * 1024  # free space kept beyond the received checkpoint
@@ -101,7 +102,7 @@ def _lazy(ctx: HostContext, ref: str, here: str, opts: ReceiveOptions, origin: s
     else:
         raise OpError(f"container {here} exists here already: {origin} is a post-copy move, which goes only into a "
                       "container this receive creates. Remove or rename it here")
-    criu = shutil.which("criu") or shutil.which("criu", path="/usr/sbin:/usr/bin:/sbin:/bin")
+    criu = which("criu")
     if not criu:
         raise OpError(f"{origin} is a post-copy move and the criu command is missing here")
     status, pipe_max = lazy_pages.read_host_facts()

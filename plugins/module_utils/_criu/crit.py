@@ -14,6 +14,8 @@ import os
 import shutil
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host.commands import which
+
 Run = Callable[[List[str]], Tuple[int, str, str]]
 Image = Dict[str, Any]
 
@@ -26,7 +28,7 @@ class CritError(Exception):
 
 def find() -> Optional[str]:
     """crit's path, or None."""
-    return shutil.which("crit") or shutil.which("crit", path="/usr/sbin:/usr/bin:/sbin:/bin")
+    return which("crit")
 
 
 # Many images in one run of crit's own library (pycriu.images.load, what `crit decode` calls), with crit's

@@ -29,7 +29,7 @@ def host(answers, tmp_path):
 
 @pytest.fixture(autouse=True)
 def commands(monkeypatch):
-    monkeypatch.setattr(precopy_send, "_which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(precopy_send, "which", lambda name: f"/usr/bin/{name}")
 
 
 @pytest.mark.parametrize("code", [124, 137])
