@@ -190,13 +190,14 @@ def checkpoint_info(params: Mapping[str, Any], run: Run, criu_path: Optional[str
                        if params["name"] is None or item["name"] == params["name"]]
         if not checkpoints and not refs:
             continue
+        ports = ports_taken(found, api) if params.get("details") else []  # (the container's: once, not per checkpoint)
         containers.append({
             "name": (found.get("Name") or "").lstrip("/"),
             "id": found["Id"],
             "running": running,
             "restart_policy": (found.get("HostConfig") or {}).get("RestartPolicy") or {"Name": "no"},
             "checkpoints": [describe(item, host, running, read_details(item, found, reader, reader_problem),
-                                     ports_taken(found, api), cpu_needs(item, run, criu_path if host["criu"] else None))
+                                     ports, cpu_needs(item, run, criu_path if host["criu"] else None))
                             if params.get("details") else
                             describe(item, host, running) for item in checkpoints],
         })
