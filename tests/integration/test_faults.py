@@ -9,6 +9,7 @@ cannot restore).
 import glob
 import json
 import os
+import pathlib
 import re
 import subprocess
 import tempfile
@@ -621,10 +622,7 @@ def test_a_migration_target_whose_docker_dies_mid_restore_leaves_nothing_there(f
 
 # The target's receive (the module under async_wrapper, not the wrapper: its result must still be written) is held
 # as soon as Docker shows the moved container running, and killed: a receive that never reports.
-KILL_RECEIVE = ("for i in $(seq 20000); do [ \"$(docker inspect -f '{{{{.State.Running}}}}' {name} 2>/dev/null)\" = true ] "
-                "&& break; done; pkill -STOP -f '^[^ ]*python[^ ]* [^ ]*AnsiballZ_docker_checkpoint[.]py' && "
-                "docker inspect -f 'running={{{{.State.Running}}}}' {name} && "
-                "pkill -KILL -f '^[^ ]*python[^ ]* [^ ]*AnsiballZ_docker_checkpoint[.]py' && echo killed")
+KILL_ON_START = (pathlib.Path(__file__).parent / "kill_on_start.py").read_text()
 
 
 @pytest.mark.fault(9, "the target's restore killed before it reports")
@@ -641,7 +639,7 @@ def test_a_target_restore_killed_after_the_start_leaves_one_copy_on_the_source(f
     leftovers = controller_dirs()
     said = {}
     killer = threading.Thread(target=lambda: said.update(
-        out=sh(target, KILL_RECEIVE.format(name="mover"), check=False).stdout))
+        out=lab_exec(target, "python3", "-c", KILL_ON_START, "mover", check=False).stdout))
     killer.start()
     try:
         rc, output = migrate(source, target, "mover")
