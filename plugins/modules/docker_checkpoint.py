@@ -67,6 +67,26 @@ options:
       - With O(state=present), keep the container running after the dump (its restart policy is then not touched).
     type: bool
     default: false
+  consistent:
+    description:
+      - Treat the selected containers (O(containers), or O(all_running) with O(filters), for example a Compose
+        project's C(label=com.docker.compose.project=shop)) as one application.
+      - With O(state=present), every container is frozen first (Docker's pause, their cgroups' freezer), then all are
+        dumped at once, then they are thawed together (O(leave_running=true)) or each ends with its dump while the
+        others are still frozen. Every checkpoint shows the same instant, so what one has sent and the other not yet
+        received is in a checkpoint, never lost or doubled. One member that cannot be checkpointed refuses or undoes
+        the whole group (members stopped by their dump are restored from it, the others thawed, the group's
+        checkpoints removed). The checkpoints record the group.
+      - With O(state=restored), every member is restored at once and none is let run before all are restored (CRIU
+        holds each with its processes rebuilt and its network locked, through an C(action-script) line added to
+        C(/etc/criu/runc.conf) for the time of the restore). If one member cannot be restored, the others are not
+        let run either. A checkpoint made as a group is restored only with all its members selected.
+      - Established TCP connections between members come back on both ends only when the members get the same IP
+        addresses again (Docker keeps a container's address only when it was given one, C(--ip) on a user-defined
+        network; otherwise a restore may hand out another).
+      - Not with O(send_to), O(receive_timeout), an archive or O(target).
+    type: bool
+    default: false
   force:
     description:
       - V(present) replaces an existing checkpoint of that name (the old one is kept until the new one is made).
@@ -125,6 +145,16 @@ EXAMPLES = r"""
     name: "snap-{{ ansible_date_time.epoch }}"
     leave_running: true
     keep_last: 3
+  become: true
+
+- name: Checkpoint a Compose project at one instant (frozen together, dumped, thawed together)
+  fleet.checkpoint.docker_checkpoint:
+    all_running: true
+    filters:
+      label: [com.docker.compose.project=shop]
+    consistent: true
+    leave_running: true
+    name: shop-consistent
   become: true
 
 - name: Restore it where it left off
@@ -243,6 +273,36 @@ summary:
   elements: dict
   sample: [{"container": "web", "checkpoint": "fleet-20261123T165000Z", "status": "restored", "resumed": true,
             "size": 173450, "method": "containerd", "dump_seconds": 0.27, "restore_seconds": 0.42, "msg": ""}]
+group:
+  description: With O(consistent=true), the group as a whole.
+  returned: with consistent=true
+  type: dict
+  contains:
+    members:
+      description: The members' names.
+      type: list
+      elements: str
+    frozen_seconds:
+      description: With O(state=present), seconds from the first member's freeze to the last member's dump done.
+      type: float
+    freeze_seconds:
+      description: With O(state=present), seconds to freeze every member.
+      type: float
+    thawed_after_seconds:
+      description: With O(state=present) and O(leave_running=true), seconds from the first freeze to the thaw.
+      type: float
+    undone:
+      description: With O(state=present), true when a member's dump failed and the group was brought back.
+      type: bool
+    held_seconds:
+      description: With O(state=restored), seconds from the start of the restores to the moment all members were
+        restored and let run together.
+      type: float
+    aborted:
+      description: With O(state=restored), true when a member could not be restored and none was let run.
+      type: bool
+  sample: {"members": ["shop-web", "shop-worker"], "consistent": true, "frozen_seconds": 0.41, "freeze_seconds": 0.02,
+           "thawed_after_seconds": 0.43}
 results:
   description: One entry per container, in the order given (all_running - in the Engine's order).
   returned: always
@@ -309,6 +369,11 @@ results:
       description: Whether the dump left the container running.
       type: bool
       returned: state=present and changed
+    group:
+      description: With O(consistent=true), the group this container was checkpointed or restored with (C(members),
+        and C(frozen_seconds) or C(released_after_seconds)).
+      type: dict
+      returned: with consistent=true, when the group succeeded
       sample: false
     restart_policy:
       description: The container's restart policy before the dump (recorded in the checkpoint).

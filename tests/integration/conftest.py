@@ -375,8 +375,8 @@ def lab():
 # test_docker_checkpoint late, as it takes CRIU off its third host (test_awx, after it, uses the first host only).
 # Tests keep their order within a module. Any order works (each module's fixtures bring the hosts to what it needs);
 # this one is only the cheapest.
-MODULE_ORDER = ("test_lab", "test_docker_experimental", "test_criu", "test_fleet_ops", "test_soak", "test_faults",
-                "test_bad_inputs", "test_security", "test_docker_checkpoint", "test_awx")
+MODULE_ORDER = ("test_lab", "test_docker_experimental", "test_criu", "test_fleet_ops", "test_group", "test_soak",
+                "test_faults", "test_bad_inputs", "test_security", "test_docker_checkpoint", "test_awx")
 
 
 def module_rank(path):
@@ -392,7 +392,7 @@ def pytest_collection_modifyitems(items):
 # worker): what the plan below shares out.
 SECONDS_PER_TEST = {"test_lab": 5, "test_docker_experimental": 5, "test_criu": 12, "test_fleet_ops": 24,
                     "test_soak": 55, "test_faults": 23, "test_bad_inputs": 25, "test_security": 13, "test_awx": 12,
-                    "test_docker_checkpoint": 13, "test_migrate_disk": 20}
+                    "test_docker_checkpoint": 13, "test_migrate_disk": 20, "test_group": 25}
 
 
 def plan_modules(units, workers):

@@ -7,7 +7,8 @@ busybox_bin="$(command -v busybox || true)"
 [ -n "$busybox_bin" ] || die "busybox is missing: apt-get install busybox-static (make setup does it)"
 file "$busybox_bin" 2>/dev/null | grep -q 'statically linked' || die "$busybox_bin is not static: apt-get install busybox-static"
 
-want="$(cat "$busybox_bin" "$LAB_DIR/workload/counter" "$LAB_DIR/workload/memhog.c" "$LAB_DIR/build-workload.sh" \
+want="$(cat "$busybox_bin" "$LAB_DIR/workload/counter" "$LAB_DIR/workload/memhog.c" "$LAB_DIR/workload/msgpair.c" \
+        "$LAB_DIR/build-workload.sh" \
         | sha256sum | cut -c1-16)"
 tarball="$LAB_STATE/workload-busybox.tar"
 if [ -f "$tarball" ] && [ "$(cat "$tarball.definition" 2>/dev/null)" = "$want" ]; then
@@ -27,6 +28,9 @@ install -m 0755 "$LAB_DIR/workload/counter" "$rootfs/usr/local/bin/counter"
 # memhog: touched, incompressible memory of a given size (benchmarks), static so that it runs on busybox.
 gcc -O2 -static -o "$rootfs/usr/local/bin/memhog" "$LAB_DIR/workload/memhog.c" \
   || die "building memhog failed: apt-get install gcc libc6-dev (make setup does it)"
+# msgpair: numbered messages between two containers over TCP (group checkpoint tests).
+gcc -O2 -static -o "$rootfs/usr/local/bin/msgpair" "$LAB_DIR/workload/msgpair.c" \
+  || die "building msgpair failed: apt-get install gcc libc6-dev (make setup does it)"
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$rootfs/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' >"$rootfs/etc/group"
 

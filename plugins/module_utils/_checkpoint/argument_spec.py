@@ -22,6 +22,7 @@ def argument_spec() -> dict[str, Any]:
         filters=dict(type="dict"),
         exclude=dict(type="list", elements="str", default=[]),
         leave_running=dict(type="bool", default=False),
+        consistent=dict(type="bool", default=False),
         force=dict(type="bool", default=False),
         method=dict(type="str", default="auto", choices=["auto", "api", "containerd"]),
         target=dict(type="str"),

@@ -21,6 +21,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import container
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import store
@@ -60,6 +61,7 @@ class DumpOptions:
     timeout: int = 600
     in_manifest: bool = False  # the run is recorded in a host manifest (an existing checkpoint is refused)
     retention: Retention = field(default_factory=Retention)
+    group: Optional[Mapping[str, Any]] = None  # the group this checkpoint is one of (consistent=true), recorded
 
 
 @dataclass(frozen=True)
@@ -142,16 +144,18 @@ def present(ctx: HostContext, ref: str, opts: DumpOptions) -> Result:
     return execute(ctx, planned, opts)
 
 
-def execute(ctx: HostContext, planned: DumpPlan, opts: DumpOptions) -> Result:
+def execute(ctx: HostContext, planned: DumpPlan, opts: DumpOptions,
+            dumped: Callable[[], None] | None = None) -> Result:
     """Make the planned checkpoint. An existing checkpoint of that name is kept aside until the new one is made
-    (put back if the dump fails); a dump in doubt is marked and its directory left as it is."""
+    (put back if the dump fails); a dump in doubt is marked and its directory left as it is. `dumped` is called as
+    soon as CRIU's dump succeeded, before the checkpoint is recorded (a group thaws its members then)."""
     result = planned.result
     with carrying(result):
-        _execute(ctx, planned, opts)
+        _execute(ctx, planned, opts, dumped)
     return result
 
 
-def _execute(ctx: HostContext, planned: DumpPlan, opts: DumpOptions) -> None:
+def _execute(ctx: HostContext, planned: DumpPlan, opts: DumpOptions, dumped: Callable[[], None] | None) -> None:
     result, path, cid = planned.result, planned.path, planned.inspect["Id"]
     state = planned.inspect.get("State") or {}
     main_started = procs.start_time(state["Pid"]) if state.get("Pid") else None
@@ -180,6 +184,8 @@ def _execute(ctx: HostContext, planned: DumpPlan, opts: DumpOptions) -> None:
             container.set_policy(ctx, cid, container.NO_POLICY)
             policy_changed = True
         method = run_dump(ctx, dump, planned.method, result)
+        if dumped is not None:
+            dumped()
     except DumpInDoubt as exc:
         result["modified"] = True
         private_files.write_private_json(in_doubt, {"since": round(time.time(), 3), "container": cid})
@@ -229,6 +235,8 @@ def _record(ctx: HostContext, planned: DumpPlan, opts: DumpOptions, dump: Dump, 
         # refused instead of restored into a process with corrupted memory.
         "files": images(dump.path),
     }
+    if opts.group:
+        metadata["group"] = dict(opts.group)
     store.write_metadata(dump.path, metadata)
     result["method"] = method
     result["size"] = store.tree_size(dump.path)

@@ -133,10 +133,27 @@ def check_options(params: Mapping[str, Any]) -> list[str]:
         errors.append("timeout and api_timeout must be 1 second or more")
     if params["archive_dir"] and os.path.exists(params["archive_dir"]) and not os.path.isdir(params["archive_dir"]):
         errors.append(f"archive_dir {params['archive_dir']} exists and is not a directory")
+    errors.extend(group_option_errors(params))
     if params["archive_path"] and os.path.isdir(params["archive_path"]):
         errors.append(f"archive_path {params['archive_path']} is a directory: give a file name, or use archive_dir")
     if state in ("imported",) and params["archive_path"] and not os.path.exists(params["archive_path"]):
         errors.append(f"archive_path {params['archive_path']} does not exist on the managed host")
+    return errors
+
+
+def group_option_errors(params: Mapping[str, Any]) -> list[str]:
+    """Problems with consistent=true (a group checkpointed at one instant and restored together)."""
+    if not params.get("consistent"):
+        return []
+    errors: list[str] = []
+    if params["state"] not in ("present", "restored"):
+        errors.append("consistent is used only with state=present (checkpoint a group at one instant) or "
+                      "state=restored (restore it together)")
+    others = [key for key in ("send_to", "receive_timeout", "archive_path", "archive_dir", "target")
+              if params.get(key) is not None]
+    if others:
+        errors.append(f"consistent=true cannot be combined with {', '.join(others)}: a group is checkpointed and "
+                      "restored in place (move it with the migrate playbook)")
     return errors
 
 
@@ -261,16 +278,13 @@ def operation(params: Mapping[str, Any], name: str, secret: bytes | None) -> Ope
     """The operation the module's state asks for, with the options it reads (`name`: the checkpoint's name, from the
     host manifest for a restore that reads one; `secret`: the encryption key as bytes)."""
     state = params["state"]
-    allowed = HostAccess(tuple(params.get("allow_bind_mounts") or ()), tuple(params.get("allow_network_modes") or ()))
-    retention = Retention(params["keep_last"], parse_age(params["max_age"]) if params["max_age"] else None)
+    allowed = _allowed(params)
     archive = None
     if (params["archive_path"] or params["archive_dir"]) and params["receive_timeout"] is None:
         archive = ArchiveOptions(params["archive_path"], params["archive_dir"], params["compression"], secret,
                                  params.get("archive_layout") or "fleet")
     if state == "present":
-        dump_options = dump.DumpOptions(name, leave_running=params["leave_running"], force=params["force"],
-                                        method=params["method"], timeout=params["timeout"],
-                                        in_manifest=bool(params["manifest_path"]), retention=retention)
+        dump_options = dump_options_of(params, name)
         if params["send_to"] and params["send_to"].get("lazy"):
             return functools.partial(lazy_send.send_lazily, name=name, send_to=params["send_to"],
                                      timeout=params["timeout"])
@@ -295,7 +309,28 @@ def operation(params: Mapping[str, Any], name: str, secret: bytes | None) -> Ope
         receiving = receive.ReceiveOptions(name, params["archive_dir"], params["receive_timeout"],
                                            force=params["force"], create=params["create"],
                                            rename=dict(params.get("rename") or {}), allowed=allowed)
-    return functools.partial(restore.restored, opts=restore.RestoreOptions(
+    return functools.partial(restore.restored, opts=restore_options_of(params, name, archive, receiving))
+
+
+def _retention(params: Mapping[str, Any]) -> Retention:
+    return Retention(params["keep_last"], parse_age(params["max_age"]) if params["max_age"] else None)
+
+
+def _allowed(params: Mapping[str, Any]) -> HostAccess:
+    return HostAccess(tuple(params.get("allow_bind_mounts") or ()), tuple(params.get("allow_network_modes") or ()))
+
+
+def dump_options_of(params: Mapping[str, Any], name: str) -> dump.DumpOptions:
+    """What state=present's dump reads."""
+    return dump.DumpOptions(name, leave_running=params["leave_running"], force=params["force"],
+                            method=params["method"], timeout=params["timeout"],
+                            in_manifest=bool(params["manifest_path"]), retention=_retention(params))
+
+
+def restore_options_of(params: Mapping[str, Any], name: str, archive: ArchiveOptions | None = None,
+                       receiving: receive.ReceiveOptions | None = None) -> restore.RestoreOptions:
+    """What state=restored reads."""
+    return restore.RestoreOptions(
         name, force=params["force"], method=params["method"], timeout=params["timeout"], verify=params["verify"],
-        target=params["target"], archive=archive, create=params["create"], receive=receiving, retention=retention,
-        allowed=allowed))
+        target=params["target"], archive=archive, create=params["create"], receive=receiving,
+        retention=_retention(params), allowed=_allowed(params))

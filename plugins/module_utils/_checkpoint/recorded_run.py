@@ -71,7 +71,7 @@ def record(params: Mapping[str, Any], api: DockerAPI, check_mode: bool, warn: Wa
     left neither restored nor started. Fills answer's manifest and summary (and changed)."""
     if params["state"] == "present":
         updated = host_manifest.new(os.uname().nodename, params["name"], time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                    results, params["leave_running"])
+                                    results, params["leave_running"], bool(params.get("consistent")))
         failed = bool(answer.get("failed", False) or any(result.get("failed") for result in results))
     else:
         if manifest is None:  # not reached: a restore without a manifest ends in shortcut()

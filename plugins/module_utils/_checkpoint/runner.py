@@ -16,6 +16,7 @@ import atexit
 import os
 from typing import Any, Dict, List, Optional, Protocol, Tuple
 
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import group as groups
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import recorded_run
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import results as results_mod
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import HostContext, Result
@@ -127,11 +128,19 @@ def _run(module: Module, diff: bool) -> tuple[Answer, bool]:
         if params["state"] == "restored" and manifest is not None:  # (no manifest: shortcut() answered)
             name = params["name"] = manifest["checkpoint"]  # the manifest names the checkpoint (and the invocation)
     ctx, refs = _prepare(module, name, manifest)
-    results = _each(ctx, operation(params, name, secret), refs, params)
+    group = None
+    if params["state"] == "restored" and manifest is not None and manifest.get("consistent"):
+        params["consistent"] = True  # checkpointed as one group: restored as one
+    if params.get("consistent"):
+        results, group = groups.run_group(ctx, params, name, refs)
+    else:
+        results = _each(ctx, operation(params, name, secret), refs, params)
     changed, failed, message = results_mod.summarize(results)
     for warning in results_mod.warnings(results):
         module.warn(warning)
     answer: Answer = dict(changed=changed, checkpoint=name, results=results, msg=message)
+    if group is not None:
+        answer["group"] = group
     if params["manifest_path"]:
         failed = recorded_run.record(dict(params, name=name), ctx.api, module.check_mode, module.warn, manifest,
                                      results, answer)

@@ -24,11 +24,15 @@ class LooseDirectory(OSError):
 def write_private_json(path: str, data: Any) -> None:
     """Write JSON atomically, root-only (0600). The temporary file is made new (O_EXCL, a random name), so a link
     planted beside `path` cannot redirect the write."""
+    write_private(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+
+
+def write_private(path: str, data: bytes) -> None:
+    """Write bytes atomically, root-only (0600), as write_private_json does."""
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=os.path.dirname(path) or ".")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-            handle.write("\n")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
         os.chmod(tmp, 0o600)
         os.replace(tmp, path)
     except BaseException:

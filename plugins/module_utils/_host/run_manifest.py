@@ -48,8 +48,10 @@ class HostManifestError(ValueError):
     """The manifest file cannot be used; the message says why."""
 
 
-def new(host: str, checkpoint: str, created: str, results: Iterable[Result], leave_running: bool) -> Manifest:
-    """The manifest of a checkpoint run, from docker_checkpoint's per-container results."""
+def new(host: str, checkpoint: str, created: str, results: Iterable[Result], leave_running: bool,
+        consistent: bool = False) -> Manifest:
+    """The manifest of a checkpoint run, from docker_checkpoint's per-container results (`consistent`: made as one
+    group, restored as one)."""
     containers = []
     for result in results:
         entry: Entry = {"container": result.get("container"), "checkpoint": checkpoint}
@@ -69,6 +71,7 @@ def new(host: str, checkpoint: str, created: str, results: Iterable[Result], lea
         "checkpoint": checkpoint,
         "created": created,
         "leave_running": bool(leave_running),
+        "consistent": bool(consistent),
         "state": state_of(containers),
         "containers": containers,
     }

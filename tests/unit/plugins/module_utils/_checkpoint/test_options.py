@@ -189,3 +189,17 @@ def test_memory_rounds_choose_the_pre_copy_move():
     validated = ArgumentSpecValidator(argument_spec()).validate(given).validated_parameters
     chosen = options.operation(dict(values, **validated), "pre-reboot", None)
     assert chosen.func.__name__ == "send_precopied" and chosen.keywords["send_to"]["memory_rounds"] == 4
+
+
+def test_consistent_is_for_a_group_checkpointed_and_restored_in_place():
+    assert check_options(params(container=None, containers=["web", "db"], consistent=True)) == []
+    assert check_options(params(container=None, all_running=True, filters={"label": "com.docker.compose.project=shop"},
+                                consistent=True, leave_running=True)) == []
+    assert check_options(params(container=None, containers=["web", "db"], state="restored", consistent=True)) == []
+    (only,) = check_options(params(state="absent", consistent=True))
+    assert only.startswith("consistent is used only with state=present")
+    (moved,) = check_options(params(container=None, containers=["web", "db"], consistent=True,
+                                    send_to={"host": "b", "directory": "/srv/in"}))
+    assert "cannot be combined with send_to" in moved and "migrate playbook" in moved
+    (targeted,) = check_options(params(state="restored", target="web-2", consistent=True))
+    assert "cannot be combined with target" in targeted

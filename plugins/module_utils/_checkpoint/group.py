@@ -1,0 +1,26 @@
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""docker_checkpoint consistent=true: the selected containers as one group (group_dump.py checkpoints them at one
+instant, group_restore.py restores them together)."""
+
+from __future__ import annotations
+
+from typing import Any, List, Mapping, Tuple
+
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import group_dump
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import group_restore
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import HostContext, Result
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.options import (
+    dump_options_of,
+    restore_options_of,
+)
+
+
+def run_group(ctx: HostContext, params: Mapping[str, Any], name: str,
+              refs: List[str]) -> Tuple[List[Result], dict[str, Any]]:
+    """A result per member, in order, and the answer's `group`."""
+    if params["state"] == "present":
+        return group_dump.present_group(ctx, refs, dump_options_of(params, name), workers=params["parallel"])
+    return group_restore.restored_group(ctx, refs, restore_options_of(params, name))

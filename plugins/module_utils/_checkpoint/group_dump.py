@@ -1,0 +1,190 @@
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""docker_checkpoint consistent=true, state=present: several containers checkpointed at one instant.
+
+Every member is planned first (nothing touched; one refusal refuses the group). Then all are frozen (Docker's pause:
+their cgroups' freezer), then dumped - all at once, each by CRIU from its frozen state - and only when every dump is
+done are they thawed together (leave_running) or, stopping, each ends with its dump while the others are still frozen.
+No member runs between the first freeze and the last dump, so every checkpoint shows the same instant: a message one
+has sent and the other not yet received is in the sender's socket queue or the receiver's, never lost in between.
+
+A dump that fails undoes the group: the members already dumped with exit are restored from the checkpoint just made
+(the same instant the others are frozen at), everyone is thawed, and the group's checkpoints are removed."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Dict, List, Optional
+
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import dump
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import remove
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import restore
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import results as results_mod
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import HostContext, Result
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.errors import OpError, message_of
+from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPIError
+
+Group = Dict[str, Any]  # the answer's `group`: its members, its timings, whether it was undone
+
+
+def _fail_all(refs: list[str], found: dict[str, Result], why: str) -> list[Result]:
+    """Every member's result when the group is refused before anything was touched."""
+    return [found.get(ref) or results_mod.failure(ref, f"not checkpointed: {why}") for ref in refs]
+
+
+def present_group(ctx: HostContext, refs: list[str], opts: dump.DumpOptions,
+                  workers: Optional[int] = None) -> tuple[List[Result], Group]:
+    """Checkpoint `refs` as one group; a result per member, in order, and the group's answer."""
+    group: Group = {"members": [], "consistent": True}
+    plans: list[dump.DumpPlan] = []
+    refused: dict[str, Result] = {}
+    made_already: list[Result] = []
+    for ref in refs:
+        try:
+            result, planned = dump.plan(ctx, ref, opts)
+        except OpError as exc:
+            refused[ref] = results_mod.failure(ref, message_of(exc), exc.partial)
+            continue
+        group["members"].append(result["container"])
+        if planned is None:
+            made_already.append(result)
+        else:
+            plans.append(planned)
+    if refused:
+        why = "; ".join(f"{result['container']}: {result['msg']}" for result in refused.values())
+        return _fail_all(refs, refused, f"the group was refused, nothing was touched ({why})"), group
+    if made_already and plans:
+        have = ", ".join(result["container"] for result in made_already)
+        lack = ", ".join(planned.result["container"] for planned in plans)
+        why = (f"{have} already have checkpoint {opts.name!r} and {lack} do not: a group's checkpoints are made "
+               "together. Use force=true to make them all again, or another name; nothing was touched")
+        return _fail_all(refs, {}, why), group
+    if not plans:
+        return made_already, group  # the whole group has it: nothing to do
+    if ctx.check_mode:
+        return [planned.result for planned in plans], group
+    ids = [planned.inspect["Id"] for planned in plans]
+    record = {"members": group["members"], "ids": ids, "at": round(time.time(), 3)}
+    member_opts = dataclasses.replace(opts, group=record)
+    return _run(ctx, plans, member_opts, workers or len(plans), group)
+
+
+def _pause(ctx: HostContext, cid: str) -> None:
+    ctx.api.post(f"/containers/{cid}/pause")
+
+
+def _thaw(ctx: HostContext, ids: list[str]) -> list[str]:
+    """Unpause every container of `ids` Docker says is paused; the ones that would not (with why)."""
+    problems = []
+    for cid in ids:
+        try:
+            state = (ctx.api.get(f"/containers/{cid}/json") or {}).get("State") or {}
+            if state.get("Paused"):
+                ctx.api.post(f"/containers/{cid}/unpause")
+        except DockerAPIError as exc:
+            problems.append(f"{cid[:12]}: {exc}")
+    return problems
+
+
+def _run(ctx: HostContext, plans: list[dump.DumpPlan], opts: dump.DumpOptions, workers: int,
+         group: Group) -> tuple[List[Result], Group]:
+    ids = [planned.inspect["Id"] for planned in plans]
+    first = time.monotonic()
+    frozen: list[str] = []
+    try:
+        for cid in ids:
+            _pause(ctx, cid)
+            frozen.append(cid)
+    except DockerAPIError as exc:
+        problems = _thaw(ctx, frozen)
+        name = plans[len(frozen)].result["container"]
+        why = f"{name} could not be frozen ({exc}); the others were thawed, nothing was checkpointed"
+        if problems:
+            why += f" (but could not thaw {', '.join(problems)})"
+        return _fail_all([planned.result["container"] for planned in plans], {}, why), group
+    all_frozen = time.monotonic()
+    done = [threading.Event() for index in range(len(plans))]
+    dumped = [False] * len(plans)
+    outcomes: list[Optional[Result]] = [None] * len(plans)
+
+    def member(index: int) -> None:
+        def said_dumped() -> None:
+            dumped[index] = True
+            done[index].set()
+        try:
+            outcomes[index] = dump.execute(ctx, plans[index], opts, dumped=said_dumped)
+        except Exception as exc:  # pylint: disable=broad-exception-caught
+            partial = exc.partial if isinstance(exc, OpError) else None
+            outcomes[index] = results_mod.failure(plans[index].result["container"], message_of(exc), partial)
+        finally:
+            done[index].set()
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(plans)))) as pool:
+        for index in range(len(plans)):
+            pool.submit(member, index)
+        for event in done:
+            event.wait()  # every dump done (CRIU's part), before the checkpoints are recorded
+        last_dump = time.monotonic()
+        ok = all(dumped)
+        if ok and opts.leave_running:
+            problems = _thaw(ctx, ids)
+            if problems:
+                group["thaw_problems"] = problems
+        thawed = time.monotonic()
+    group.update(frozen_seconds=round(last_dump - first, 3), freeze_seconds=round(all_frozen - first, 3),
+                 thawed_after_seconds=round(thawed - first, 3) if opts.leave_running else None)
+    results: list[Result] = [outcome or results_mod.failure(planned.result["container"], "no result")
+                             for outcome, planned in zip(outcomes, plans)]
+    if ok and not any(result.get("failed") for result in results):
+        for result in results:
+            result["group"] = {"members": group["members"], "frozen_seconds": group["frozen_seconds"]}
+        return results, group
+    return _undo(ctx, plans, opts, results, dumped, group), group
+
+
+def _undo(ctx: HostContext, plans: list[dump.DumpPlan], opts: dump.DumpOptions, results: list[Result],
+          dumped: list[bool], group: Group) -> list[Result]:
+    """A member's dump failed: the group has no consistent checkpoint. The members dumped with exit are restored
+    from theirs (the instant the others are still frozen at), everyone is thawed, the group's checkpoints removed."""
+    failed = [result["container"] for result in results if result.get("failed")]
+    group["undone"] = True
+    brought_back: list[str] = []
+    for planned, result, made in zip(plans, results, dumped):
+        if not made or result.get("failed"):
+            continue
+        ref = planned.inspect["Id"]
+        if not opts.leave_running:
+            try:
+                restore.restored(ctx, ref, restore.RestoreOptions(opts.name, timeout=opts.timeout))
+                brought_back.append(result["container"])
+            except Exception as exc:  # pylint: disable=broad-exception-caught
+                result.update(failed=True, action="failed", changed=True,
+                              msg=f"the group's checkpoint failed ({', '.join(failed)}) and this container, "
+                                  f"stopped by its dump, could not be restored from it: {message_of(exc)}. Its "
+                                  f"checkpoint {opts.name!r} is kept: restore it with state=restored")
+                continue
+        _drop(ctx, ref, opts.name, result)
+    problems = _thaw(ctx, [planned.inspect["Id"] for planned in plans])
+    for result in results:
+        if result.get("failed"):
+            continue
+        result.update(failed=True, action="failed", changed=False,
+                      msg=f"not checkpointed: the group's checkpoint failed ({', '.join(failed)}), so it was "
+                          "undone" + (" (restored from the group's instant, the others thawed: running as before)"
+                                      if result["container"] in brought_back else " (thawed: running as before)"))
+    if problems:
+        group["thaw_problems"] = problems
+    return results
+
+
+def _drop(ctx: HostContext, ref: str, name: str, result: Result) -> None:
+    try:
+        remove.absent(ctx, ref, name)
+    except Exception as exc:  # pylint: disable=broad-exception-caught
+        result["warnings"].append(f"the group's checkpoint {name!r} of {result['container']} could not be removed: "
+                                  f"{message_of(exc)}")

@@ -1,0 +1,126 @@
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""docker_checkpoint consistent=true, state=restored: a group's checkpoints restored together, none let run before
+all are restored.
+
+Every member's restore runs at once (restore.py, as for any container); CRIU holds each at the end of its restore,
+processes rebuilt and network still locked (_criu/restore_barrier.py), until every member got there; then all resume.
+When one member's restore fails before that, the others are released with an error: CRIU kills what it rebuilt, so
+no member ran, and each keeps its checkpoint for another attempt."""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Dict, List, Optional
+
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import container
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import restore
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import results as results_mod
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import store
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import HostContext, Inspect, Result
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.errors import OpError, message_of
+from ansible_collections.fleet.checkpoint.plugins.module_utils._criu.restore_barrier import RestoreBarrier
+
+Group = Dict[str, Any]
+HELD_AT_MOST = 120  # seconds a member waits, restored and held, for the others (then its restore fails)
+
+
+def _refuse(refs: list[str], why: str) -> list[Result]:
+    return [results_mod.failure(ref, f"not restored: {why}; nothing was touched") for ref in refs]
+
+
+def _missing_members(found: dict[str, Inspect], root_dir: str, name: str) -> list[str]:
+    """Members of the recorded group (consistent=true checkpoints) that this call does not restore."""
+    selected = {inspect["Id"] for inspect in found.values()}
+    missing: list[str] = []
+    for inspect in found.values():
+        metadata = store.read_metadata(store.checkpoint_dir(root_dir, inspect["Id"], name))
+        recorded = metadata.get("group") or {}
+        for cid, member in zip(recorded.get("ids") or [], recorded.get("members") or []):
+            if cid not in selected and member not in missing:
+                missing.append(member)
+    return missing
+
+
+def restored_group(ctx: HostContext, refs: list[str], opts: restore.RestoreOptions,
+                   held_at_most: Optional[float] = None) -> tuple[List[Result], Group]:
+    """Restore `refs` from checkpoint opts.name as one group; a result per member, in order, and the group's answer."""
+    group: Group = {"members": list(refs), "consistent": True}
+    found: dict[str, Inspect] = {}
+    for ref in refs:
+        try:
+            found[ref] = container.settled(ctx, container.inspect(ctx, ref))
+        except OpError as exc:
+            return _refuse(refs, f"{ref}: {exc}"), group
+    group["members"] = [(found[ref].get("Name") or ref).lstrip("/") for ref in refs]
+    lacking = [ref for ref in refs
+               if not os.path.isdir(store.checkpoint_dir(ctx.root_dir, found[ref]["Id"], opts.name))]
+    if lacking:
+        return _refuse(refs, f"{', '.join(lacking)} {'has' if len(lacking) == 1 else 'have'} no checkpoint "
+                             f"{opts.name!r}: a group is restored together or not at all"), group
+    missing = _missing_members(found, ctx.root_dir, opts.name)
+    if missing:
+        return _refuse(refs, f"checkpoint {opts.name!r} was made as one group with {', '.join(missing)}, which "
+                             "this call does not restore: select the whole group (or restore without "
+                             "consistent=true)"), group
+    running = [ref for ref in refs if (found[ref].get("State") or {}).get("Running")]
+    if running and not opts.force:
+        if len(running) == len(refs):  # all running: each says whether it runs from this checkpoint (unchanged)
+            return [restore.restored(ctx, ref, opts) for ref in refs], group
+        return _refuse(refs, f"{', '.join(running)} {'is' if len(running) == 1 else 'are'} running and the others "
+                             "are not: a group is restored together. Stop them, or use force=true to restore every "
+                             "member from the checkpoint"), group
+    if ctx.check_mode:
+        return [restore.restored(ctx, ref, opts) for ref in refs], group
+    return _together(ctx, refs, found, opts, held_at_most or min(HELD_AT_MOST, opts.timeout), group), group
+
+
+def _together(ctx: HostContext, refs: list[str], found: dict[str, Inspect], opts: restore.RestoreOptions,
+              held_at_most: float, group: Group) -> List[Result]:
+    ids = {ref: found[ref]["Id"] for ref in refs}
+    outcomes: dict[str, Result] = {}
+    started = time.monotonic()
+
+    def member(ref: str) -> None:
+        try:
+            outcomes[ref] = restore.restored(ctx, ref, opts)
+        except Exception as exc:  # pylint: disable=broad-exception-caught
+            partial = exc.partial if isinstance(exc, OpError) else None
+            outcomes[ref] = results_mod.failure(ref, message_of(exc), partial)
+
+    released = None
+    aborted_for: list[str] = []
+    with RestoreBarrier(ids.values(), held_at_most) as barrier:
+        with ThreadPoolExecutor(max_workers=len(refs)) as pool:
+            futures = {ref: pool.submit(member, ref) for ref in refs}
+            deadline = time.monotonic() + held_at_most + 30  # the restores themselves, then the wait
+            while released is None and not aborted_for:
+                if barrier.ready() == set(ids.values()):
+                    barrier.go()
+                    released = time.monotonic()
+                    break
+                aborted_for = [ref for ref, future in futures.items()
+                               if future.done() and (outcomes.get(ref) or {}).get("failed")]
+                if aborted_for or time.monotonic() > deadline:
+                    barrier.abort()
+                    aborted_for = aborted_for or ["the deadline"]
+                    break
+                time.sleep(0.01)
+    results = [outcomes.get(ref) or results_mod.failure(ref, "no result") for ref in refs]
+    if released is not None:
+        group["held_seconds"] = round(released - started, 3)
+        for result in results:
+            if not result.get("failed"):
+                result["group"] = {"members": group["members"], "released_after_seconds": group["held_seconds"]}
+        return results
+    group["aborted"] = True
+    why = ", ".join(aborted_for)
+    for ref, result in zip(refs, results):
+        if result.get("failed") and ref not in aborted_for:
+            result["msg"] = (f"not restored: the group's restore was stopped before any member ran, because "
+                             f"{why} could not be restored ({result['msg']})")
+    return results
