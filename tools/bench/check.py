@@ -22,12 +22,13 @@ OTHERS = ("many.cli-dump", "many.cli-restore", "many.module-dump", "many.module-
           "migrate-controller.transfer", "migrate-controller.restore", "migrate-controller.downtime",
           "transfer.controller", "transfer.plain-relay", "relay.peak-rss", "migrate-disk.empty",
           "migrate-disk.precopy", "migrate-disk.freeze", "migrate-disk.precopy-mb", "migrate-disk.final-kb",
-          "migrate-lazy.stop-small", "migrate-lazy.stop-big", "migrate-lazy.lazy-big", "migrate-lazy.last-page")
+          "migrate-lazy.stop-small", "migrate-lazy.stop-big", "migrate-lazy.lazy-big", "migrate-lazy.last-page",
+          "group.single-slowest", "group.single-sum", "group.frozen")
 PAIRED = tuple(f"paired.{step}-{tool}" for step in ("dump", "restore") for tool in ("criu", "podman", "module"))
 TARGETED = ("many_vs_cli_loop", "small_module_vs_command_task", "migrate_overhead_share", "transfer_vs_plain_copy",
             "controller_vs_direct_downtime", "controller_transfer_vs_plain_relay", "volume_downtime_vs_without",
             "fast_vs_criu_dump_paired", "fast_vs_podman_dump_paired", "restore_vs_podman_paired",
-            "lazy_big_vs_stop_small", "lazy_vs_stop_same")
+            "lazy_big_vs_stop_small", "lazy_vs_stop_same", "group_vs_slowest_single")
 
 
 def problems(results):

@@ -26,6 +26,7 @@ from pathlib import Path
 import yaml
 
 import disk_case
+import group_case
 import lazy_case
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,10 +40,10 @@ MODES = {
     # sizes (MiB) of the one-container cases, repetitions, the 8-container case, fleet and migration sizes
     "full": {"sizes": [64, 256, 1024], "reps": 5, "many": 8, "many_mib": 64, "fleet_reps": 3, "fleet_mib": 64,
              "migrate_mib": 256, "migrate_reps": 3, "small_reps": 15, "paired_reps": 9, "volume_mb": 500,
-             "lazy_small_mib": 64, "lazy_big_mib": 1024, "lazy_reps": 3},
+             "lazy_small_mib": 64, "lazy_big_mib": 1024, "lazy_reps": 3, "group_count": 8, "group_mib": 64},
     "smoke": {"sizes": [64], "reps": 1, "many": 2, "many_mib": 16, "fleet_reps": 1, "fleet_mib": 16,
               "migrate_mib": 64, "migrate_reps": 1, "small_reps": 1, "paired_reps": 1, "volume_mb": 32,
-              "lazy_small_mib": 16, "lazy_big_mib": 128, "lazy_reps": 1},
+              "lazy_small_mib": 16, "lazy_big_mib": 128, "lazy_reps": 1, "group_count": 8, "group_mib": 16},
 }
 
 
@@ -541,6 +542,7 @@ def ratios(results, cfg):
           "migrate-controller.downtime", "migrate.downtime", "<= 1.3")
     disk_case.ratios(sys.modules[__name__], results, cfg)
     lazy_case.ratios(sys.modules[__name__], results, cfg)
+    group_case.ratios(sys.modules[__name__], results, cfg)
     ratio(results, "controller_transfer_vs_plain_relay", "migration transfer through the controller / plain ssh | ssh "
           "relay throughput", "transfer.controller", "transfer.plain-relay", ">= 0.7")
 
@@ -585,7 +587,8 @@ def main():
              "many": lambda: case_many(results, host, cfg), "small": lambda: case_small(results, host, cfg),
              "fleet": lambda: case_fleet(results, hostnames, cfg), "migrate": lambda: case_migrate(results, hostnames, cfg),
              "migrate-disk": lambda: disk_case.case_migrate_disk(results, hostnames, cfg, sys.modules[__name__]),
-             "migrate-lazy": lambda: lazy_case.case_migrate_lazy(results, hostnames, cfg, sys.modules[__name__])}
+             "migrate-lazy": lambda: lazy_case.case_migrate_lazy(results, hostnames, cfg, sys.modules[__name__]),
+             "group": lambda: group_case.case_group(results, hostnames, cfg, sys.modules[__name__])}
     for name in (args.only.split(",") if args.only else cases):
         cases[name]()
         partial = Path(args.out).with_suffix(".partial.json")  # what is done so far, should a later case fail

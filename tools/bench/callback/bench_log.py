@@ -23,7 +23,7 @@ description: Writes one JSON object per task start and per host result to the fi
 """
 
 # What is kept of a module's result: figures, not payloads.
-KEPT = ("changed", "failed", "delta", "start", "end", "rc", "msg")
+KEPT = ("changed", "failed", "delta", "start", "end", "rc", "msg", "group")
 KEPT_ROW = ("container", "action", "method", "size", "duration", "dump_call_seconds", "restore_call_seconds",
             "containerd_client", "restore_path", "import_seconds", "failed", "msg", "archive", "dump_seconds",
             "restore_seconds", "dump_started_at", "resumed_at", "sent", "received", "bytes", "seconds", "peak_rss")
