@@ -61,8 +61,9 @@ def present_group(ctx: HostContext, refs: list[str], opts: dump.DumpOptions,
     if made_already and plans:
         have = ", ".join(result["container"] for result in made_already)
         lack = ", ".join(planned.result["container"] for planned in plans)
-        why = (f"{have} already have checkpoint {opts.name!r} and {lack} do not: a group's checkpoints are made "
-               "together. Use force=true to make them all again, or another name; nothing was touched")
+        why = (f"{have} already {'has' if len(made_already) == 1 else 'have'} checkpoint {opts.name!r} and {lack} "
+               f"{'does' if len(plans) == 1 else 'do'} not: a group's checkpoints are made together. Use force=true "
+               "to make them all again, or another name; nothing was touched")
         return _fail_all(refs, {}, why), group
     if not plans:
         return made_already, group  # the whole group has it: nothing to do
