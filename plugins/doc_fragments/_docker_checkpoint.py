@@ -5,9 +5,9 @@
 
 class ModuleDocFragment:
     """docker_checkpoint's options, grouped by subject as its code is (private to fleet.checkpoint): which containers
-    (_checkpoint/selection.py), archives (archive.py, export.py, import_.py), streams (send.py, receive.py) and the
-    host manifest (recorded_run.py), retention (retention.py), the run (runner.py) with the notes on how it works. The module's own file
-    keeps the options every operation reads."""
+    (_checkpoint/selection.py), archives (archive.py, export.py, import_.py), streams (send.py, receive.py), groups
+    (group_dump.py, group_restore.py) and the host manifest (recorded_run.py), retention (retention.py), the run
+    (runner.py) with the notes on how it works. The module's own file keeps the options every operation reads."""
 
     # No options of its own: the groups below are what modules include.
     DOCUMENTATION = r"""
@@ -300,6 +300,46 @@ options:
         containers may end up with the same name.
     type: dict
     default: {}
+"""
+
+    GROUP = r"""
+options:
+  consistent:
+    description:
+      - Treat the selected containers (O(containers), or O(all_running) with O(filters), for example a Compose
+        project's C(label=com.docker.compose.project=shop)) as one application.
+      - With O(state=present), every container is frozen first (Docker's pause, their cgroups' freezer), then all are
+        dumped at once, then they are thawed together (O(leave_running=true)) or each ends with its dump while the
+        others are still frozen. Every checkpoint shows the same instant, so what one has sent and the other not yet
+        received is in a checkpoint, never lost or doubled. One member that cannot be checkpointed refuses or undoes
+        the whole group (members stopped by their dump are restored from it, the others thawed, the group's
+        checkpoints removed). The checkpoints record the group.
+      - With O(state=restored), every member is restored at once and none is let run before all are restored (CRIU
+        holds each with its processes rebuilt and its network locked, through an C(action-script) line added to
+        C(/etc/criu/runc.conf) for the time of the restore). If one member cannot be restored, the others are not
+        let run either. A checkpoint made as a group is restored only with all its members selected.
+      - Established TCP connections between members come back on both ends only when the members get the same IP
+        addresses again (Docker keeps a container's address only when it was given one, C(--ip) on a user-defined
+        network; otherwise a restore may hand out another).
+      - Not with O(send_to), O(receive_timeout), an archive or O(target).
+    type: bool
+    default: false
+  barrier_dir:
+    description:
+      - With O(consistent=true), this host's members are one part of a group spread over several hosts, and this
+        root-only directory on the host is where its part meets the others (the P(fleet.checkpoint.checkpoint#role)
+        and P(fleet.checkpoint.restore#role) roles drive it; run the module asynchronously).
+      - With O(state=present), once its members are frozen the module writes C(frozen) there and waits for C(go)
+        (then dumps) or C(abort) (then thaws, checkpointing nothing). With O(state=restored), once its members are
+        restored and held it writes C(ready) and waits the same way (C(abort) - CRIU kills what it rebuilt, no member
+        runs). C(ended) says the module has finished. Earlier markers are removed when it starts.
+    type: path
+  barrier_timeout:
+    description:
+      - Seconds the module waits at O(barrier_dir) for C(go) before it gives up by itself (thaws, or releases
+        nothing), so that nothing stays frozen when the controller goes away.
+    type: int
+    default: 60
 """
 
     MANIFEST = r"""

@@ -28,6 +28,7 @@ extends_documentation_fragment:
   - fleet.checkpoint._docker_checkpoint.selection
   - fleet.checkpoint._docker_checkpoint.archive
   - fleet.checkpoint._docker_checkpoint.stream
+  - fleet.checkpoint._docker_checkpoint.group
   - fleet.checkpoint._docker_checkpoint.manifest
   - fleet.checkpoint._docker_checkpoint.retention
   - fleet.checkpoint._docker_checkpoint.run
@@ -65,26 +66,6 @@ options:
   leave_running:
     description:
       - With O(state=present), keep the container running after the dump (its restart policy is then not touched).
-    type: bool
-    default: false
-  consistent:
-    description:
-      - Treat the selected containers (O(containers), or O(all_running) with O(filters), for example a Compose
-        project's C(label=com.docker.compose.project=shop)) as one application.
-      - With O(state=present), every container is frozen first (Docker's pause, their cgroups' freezer), then all are
-        dumped at once, then they are thawed together (O(leave_running=true)) or each ends with its dump while the
-        others are still frozen. Every checkpoint shows the same instant, so what one has sent and the other not yet
-        received is in a checkpoint, never lost or doubled. One member that cannot be checkpointed refuses or undoes
-        the whole group (members stopped by their dump are restored from it, the others thawed, the group's
-        checkpoints removed). The checkpoints record the group.
-      - With O(state=restored), every member is restored at once and none is let run before all are restored (CRIU
-        holds each with its processes rebuilt and its network locked, through an C(action-script) line added to
-        C(/etc/criu/runc.conf) for the time of the restore). If one member cannot be restored, the others are not
-        let run either. A checkpoint made as a group is restored only with all its members selected.
-      - Established TCP connections between members come back on both ends only when the members get the same IP
-        addresses again (Docker keeps a container's address only when it was given one, C(--ip) on a user-defined
-        network; otherwise a restore may hand out another).
-      - Not with O(send_to), O(receive_timeout), an archive or O(target).
     type: bool
     default: false
   force:
@@ -288,12 +269,21 @@ group:
     freeze_seconds:
       description: With O(state=present), seconds to freeze every member.
       type: float
+    frozen_at:
+      description: With O(state=present), when every member was frozen (seconds since the epoch).
+      type: float
     thawed_after_seconds:
       description: With O(state=present) and O(leave_running=true), seconds from the first freeze to the thaw.
       type: float
     undone:
       description: With O(state=present), true when a member's dump failed and the group was brought back.
       type: bool
+    barrier:
+      description: With O(barrier_dir), how the fleet's barrier ended - C(go), C(abort) or C(timeout).
+      type: str
+    barrier_waited_seconds:
+      description: With O(barrier_dir), seconds this host's part waited at the barrier (frozen, or restored and held).
+      type: float
     held_seconds:
       description: With O(state=restored), seconds from the start of the restores to the moment all members were
         restored and let run together.

@@ -23,6 +23,8 @@ def argument_spec() -> dict[str, Any]:
         exclude=dict(type="list", elements="str", default=[]),
         leave_running=dict(type="bool", default=False),
         consistent=dict(type="bool", default=False),
+        barrier_dir=dict(type="path"),
+        barrier_timeout=dict(type="int", default=60),
         force=dict(type="bool", default=False),
         method=dict(type="str", default="auto", choices=["auto", "api", "containerd"]),
         target=dict(type="str"),

@@ -16,11 +16,15 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.optio
     dump_options_of,
     restore_options_of,
 )
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host.fleet_barrier import FleetBarrier
 
 
 def run_group(ctx: HostContext, params: Mapping[str, Any], name: str,
               refs: List[str]) -> Tuple[List[Result], dict[str, Any]]:
-    """A result per member, in order, and the answer's `group`."""
+    """A result per member, in order, and the answer's `group` (with barrier_dir: this host's part of a group across
+    hosts, see _host/fleet_barrier.py)."""
+    barrier = FleetBarrier(params["barrier_dir"], params["barrier_timeout"]) if params.get("barrier_dir") else None
     if params["state"] == "present":
-        return group_dump.present_group(ctx, refs, dump_options_of(params, name), workers=params["parallel"])
-    return group_restore.restored_group(ctx, refs, restore_options_of(params, name))
+        return group_dump.present_group(ctx, refs, dump_options_of(params, name), workers=params["parallel"],
+                                        barrier=barrier)
+    return group_restore.restored_group(ctx, refs, restore_options_of(params, name), barrier=barrier)

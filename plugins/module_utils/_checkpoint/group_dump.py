@@ -28,6 +28,8 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint impor
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import HostContext, Result
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.errors import OpError, message_of
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPIError
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host import fleet_barrier
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host.fleet_barrier import FleetBarrier
 
 Group = Dict[str, Any]  # the answer's `group`: its members, its timings, whether it was undone
 
@@ -37,9 +39,21 @@ def _fail_all(refs: list[str], found: dict[str, Result], why: str) -> list[Resul
     return [found.get(ref) or results_mod.failure(ref, f"not checkpointed: {why}") for ref in refs]
 
 
-def present_group(ctx: HostContext, refs: list[str], opts: dump.DumpOptions,
-                  workers: Optional[int] = None) -> tuple[List[Result], Group]:
-    """Checkpoint `refs` as one group; a result per member, in order, and the group's answer."""
+def present_group(ctx: HostContext, refs: list[str], opts: dump.DumpOptions, workers: Optional[int] = None,
+                  barrier: Optional[FleetBarrier] = None) -> tuple[List[Result], Group]:
+    """Checkpoint `refs` as one group; a result per member, in order, and the group's answer. With `barrier`, the
+    group is one host's part of a group across hosts: once frozen it waits there for every other host's part."""
+    if barrier is not None and not ctx.check_mode:
+        barrier.prepare()
+        try:
+            return _present_group(ctx, refs, opts, workers, barrier)
+        finally:
+            barrier.end()
+    return _present_group(ctx, refs, opts, workers, None)
+
+
+def _present_group(ctx: HostContext, refs: list[str], opts: dump.DumpOptions, workers: Optional[int],
+                   barrier: Optional[FleetBarrier]) -> tuple[List[Result], Group]:
     group: Group = {"members": [], "consistent": True}
     plans: list[dump.DumpPlan] = []
     refused: dict[str, Result] = {}
@@ -72,7 +86,7 @@ def present_group(ctx: HostContext, refs: list[str], opts: dump.DumpOptions,
     ids = [planned.inspect["Id"] for planned in plans]
     record = {"members": group["members"], "ids": ids, "at": round(time.time(), 3)}
     member_opts = dataclasses.replace(opts, group=record)
-    return _run(ctx, plans, member_opts, workers or len(plans), group)
+    return _run(ctx, plans, member_opts, workers or len(plans), group, barrier)
 
 
 def _pause(ctx: HostContext, cid: str) -> None:
@@ -93,7 +107,7 @@ def _thaw(ctx: HostContext, ids: list[str]) -> list[str]:
 
 
 def _run(ctx: HostContext, plans: list[dump.DumpPlan], opts: dump.DumpOptions, workers: int,
-         group: Group) -> tuple[List[Result], Group]:
+         group: Group, barrier: Optional[FleetBarrier] = None) -> tuple[List[Result], Group]:
     ids = [planned.inspect["Id"] for planned in plans]
     first = time.monotonic()
     frozen: list[str] = []
@@ -109,6 +123,19 @@ def _run(ctx: HostContext, plans: list[dump.DumpPlan], opts: dump.DumpOptions, w
             why += f" (but could not thaw {', '.join(problems)})"
         return _fail_all([planned.result["container"] for planned in plans], {}, why), group
     all_frozen = time.monotonic()
+    group["frozen_at"] = round(time.time(), 3)
+    if barrier is not None:
+        barrier.arrive("frozen", members=group["members"])
+        outcome = barrier.wait()
+        group["barrier_waited_seconds"] = round(time.monotonic() - all_frozen, 3)
+        if outcome != fleet_barrier.GO:
+            problems = _thaw(ctx, ids)
+            why = f"{fleet_barrier.explain(outcome, barrier.timeout, barrier.reason())}; thawed, nothing was checkpointed"
+            if problems:
+                why += f" (but could not thaw {', '.join(problems)})"
+            group["barrier"] = outcome
+            return _fail_all([planned.result["container"] for planned in plans], {}, why), group
+        group["barrier"] = outcome
     done = [threading.Event() for index in range(len(plans))]
     dumped = [False] * len(plans)
     outcomes: list[Optional[Result]] = [None] * len(plans)

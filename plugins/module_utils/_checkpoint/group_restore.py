@@ -24,6 +24,8 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint impor
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import HostContext, Inspect, Result
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.errors import OpError, message_of
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu.restore_barrier import RestoreBarrier
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host import fleet_barrier
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host.fleet_barrier import FleetBarrier
 
 Group = Dict[str, Any]
 HELD_AT_MOST = 120  # seconds a member waits, restored and held, for the others (then its restore fails)
@@ -31,6 +33,16 @@ HELD_AT_MOST = 120  # seconds a member waits, restored and held, for the others 
 
 def _refuse(refs: list[str], why: str) -> list[Result]:
     return [results_mod.failure(ref, f"not restored: {why}; nothing was touched") for ref in refs]
+
+
+def _fleet_go(barrier: FleetBarrier, group: Group) -> str:
+    """Every member here is restored and held: say so, and wait for the other hosts' parts."""
+    arrived = time.monotonic()
+    barrier.arrive("ready", members=group["members"])
+    outcome = barrier.wait()
+    group["barrier"] = outcome
+    group["barrier_waited_seconds"] = round(time.monotonic() - arrived, 3)
+    return outcome
 
 
 def _missing_members(found: dict[str, Inspect], root_dir: str, name: str) -> list[str]:
@@ -47,8 +59,22 @@ def _missing_members(found: dict[str, Inspect], root_dir: str, name: str) -> lis
 
 
 def restored_group(ctx: HostContext, refs: list[str], opts: restore.RestoreOptions,
-                   held_at_most: Optional[float] = None) -> tuple[List[Result], Group]:
-    """Restore `refs` from checkpoint opts.name as one group; a result per member, in order, and the group's answer."""
+                   held_at_most: Optional[float] = None,
+                   barrier: Optional[FleetBarrier] = None) -> tuple[List[Result], Group]:
+    """Restore `refs` from checkpoint opts.name as one group; a result per member, in order, and the group's answer.
+    With `barrier`, the group is one host's part of a group across hosts: its members are let run only when every
+    host's part is restored and held."""
+    if barrier is not None and not ctx.check_mode:
+        barrier.prepare()
+        try:
+            return _restored_group(ctx, refs, opts, held_at_most, barrier)
+        finally:
+            barrier.end()
+    return _restored_group(ctx, refs, opts, held_at_most, None)
+
+
+def _restored_group(ctx: HostContext, refs: list[str], opts: restore.RestoreOptions, held_at_most: Optional[float],
+                    barrier: Optional[FleetBarrier]) -> tuple[List[Result], Group]:
     group: Group = {"members": list(refs), "consistent": True}
     found: dict[str, Inspect] = {}
     for ref in refs:
@@ -76,11 +102,14 @@ def restored_group(ctx: HostContext, refs: list[str], opts: restore.RestoreOptio
                              "member from the checkpoint"), group
     if ctx.check_mode:
         return [restore.restored(ctx, ref, opts) for ref in refs], group
-    return _together(ctx, refs, found, opts, held_at_most or min(HELD_AT_MOST, opts.timeout), group), group
+    held = held_at_most or min(HELD_AT_MOST, opts.timeout)
+    if barrier is not None:
+        held += barrier.timeout
+    return _together(ctx, refs, found, opts, held, group, barrier), group
 
 
 def _together(ctx: HostContext, refs: list[str], found: dict[str, Inspect], opts: restore.RestoreOptions,
-              held_at_most: float, group: Group) -> List[Result]:
+              held_at_most: float, group: Group, barrier: Optional[FleetBarrier] = None) -> List[Result]:
     ids = {ref: found[ref]["Id"] for ref in refs}
     outcomes: dict[str, Result] = {}
     started = time.monotonic()
@@ -94,19 +123,24 @@ def _together(ctx: HostContext, refs: list[str], found: dict[str, Inspect], opts
 
     released = None
     aborted_for: list[str] = []
-    with RestoreBarrier(ids.values(), held_at_most) as barrier:
+    with RestoreBarrier(ids.values(), held_at_most) as held:
         with ThreadPoolExecutor(max_workers=len(refs)) as pool:
             futures = {ref: pool.submit(member, ref) for ref in refs}
             deadline = time.monotonic() + held_at_most + 30  # the restores themselves, then the wait
             while released is None and not aborted_for:
-                if barrier.ready() == set(ids.values()):
-                    barrier.go()
-                    released = time.monotonic()
+                if held.ready() == set(ids.values()):
+                    outcome = _fleet_go(barrier, group) if barrier is not None else fleet_barrier.GO
+                    if outcome == fleet_barrier.GO:
+                        held.go()
+                        released = time.monotonic()
+                        break
+                    held.abort()
+                    aborted_for = [fleet_barrier.explain(outcome, barrier.timeout, barrier.reason()) if barrier else outcome]
                     break
                 aborted_for = [ref for ref, future in futures.items()
                                if future.done() and (outcomes.get(ref) or {}).get("failed")]
                 if aborted_for or time.monotonic() > deadline:
-                    barrier.abort()
+                    held.abort()
                     aborted_for = aborted_for or ["the deadline"]
                     break
                 time.sleep(0.01)
@@ -119,6 +153,10 @@ def _together(ctx: HostContext, refs: list[str], found: dict[str, Inspect], opts
         return results
     group["aborted"] = True
     why = ", ".join(aborted_for)
+    if barrier is not None and aborted_for and aborted_for[0].startswith("the fleet's barrier"):
+        for result in results:
+            result["msg"] = f"not restored: {why}; no member ran (CRIU killed what it had rebuilt) ({result['msg']})"
+        return results
     for ref, result in zip(refs, results):
         if result.get("failed") and ref not in aborted_for:
             result["msg"] = (f"not restored: the group's restore was stopped before any member ran, because "

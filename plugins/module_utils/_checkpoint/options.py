@@ -143,9 +143,16 @@ def check_options(params: Mapping[str, Any]) -> list[str]:
 
 def group_option_errors(params: Mapping[str, Any]) -> list[str]:
     """Problems with consistent=true (a group checkpointed at one instant and restored together)."""
-    if not params.get("consistent"):
-        return []
     errors: list[str] = []
+    if params.get("barrier_dir") is not None:
+        if not params.get("consistent"):
+            errors.append("barrier_dir is used only with consistent=true (a group across hosts)")
+        if not os.path.isabs(params["barrier_dir"]):
+            errors.append(f"barrier_dir must be an absolute path on the managed host, not {params['barrier_dir']!r}")
+    if params.get("barrier_timeout") is not None and params["barrier_timeout"] < 1:
+        errors.append(f"barrier_timeout must be 1 second or more, not {params['barrier_timeout']}")
+    if not params.get("consistent"):
+        return errors
     if params["state"] not in ("present", "restored"):
         errors.append("consistent is used only with state=present (checkpoint a group at one instant) or "
                       "state=restored (restore it together)")

@@ -225,4 +225,3 @@ def test_a_checkpoint_made_as_a_group_needs_all_its_members(barrier_here, tmp_pa
     ctx = ctx_of(FakeAPI([], running=False), tmp_path)
     results, unused = group_restore.restored_group(ctx, ["web", "worker"], restore.RestoreOptions("gr"))
     assert all(r["failed"] for r in results) and "made as one group with cache" in results[0]["msg"]
-

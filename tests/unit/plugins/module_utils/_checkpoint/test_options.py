@@ -203,3 +203,14 @@ def test_consistent_is_for_a_group_checkpointed_and_restored_in_place():
     assert "cannot be combined with send_to" in moved and "migrate playbook" in moved
     (targeted,) = check_options(params(state="restored", target="web-2", consistent=True))
     assert "cannot be combined with target" in targeted
+
+
+def test_a_barrier_is_for_a_group():
+    group = dict(container=None, containers=["web"], consistent=True)
+    assert check_options(params(**group, barrier_dir="/run/fleet-checkpoint/barrier-x", barrier_timeout=30)) == []
+    (alone,) = check_options(params(barrier_dir="/run/fleet-checkpoint/barrier-x"))
+    assert alone == "barrier_dir is used only with consistent=true (a group across hosts)"
+    (relative,) = check_options(params(**group, barrier_dir="barrier"))
+    assert relative.startswith("barrier_dir must be an absolute path")
+    (zero,) = check_options(params(**group, barrier_dir="/run/b", barrier_timeout=0))
+    assert zero == "barrier_timeout must be 1 second or more, not 0"
