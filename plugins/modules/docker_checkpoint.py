@@ -359,12 +359,12 @@ results:
       description: Whether the dump left the container running.
       type: bool
       returned: state=present and changed
+      sample: false
     group:
       description: With O(consistent=true), the group this container was checkpointed or restored with (C(members),
         and C(frozen_seconds) or C(released_after_seconds)).
       type: dict
       returned: with consistent=true, when the group succeeded
-      sample: false
     restart_policy:
       description: The container's restart policy before the dump (recorded in the checkpoint).
       type: dict

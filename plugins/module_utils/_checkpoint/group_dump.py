@@ -123,6 +123,17 @@ def _run(ctx: HostContext, plans: list[dump.DumpPlan], opts: dump.DumpOptions, w
             why += f" (but could not thaw {', '.join(problems)})"
         return _fail_all([planned.result["container"] for planned in plans], {}, why), group
     all_frozen = time.monotonic()
+    try:
+        return _frozen(ctx, plans, opts, workers, group, barrier, first, all_frozen)
+    except BaseException:
+        _thaw(ctx, ids)  # nothing that went wrong here may leave a member frozen
+        raise
+
+
+def _frozen(ctx: HostContext, plans: list[dump.DumpPlan], opts: dump.DumpOptions, workers: int, group: Group,
+            barrier: Optional[FleetBarrier], first: float, all_frozen: float) -> tuple[List[Result], Group]:
+    """Every member is frozen: meet the other hosts (barrier), dump all, thaw together."""
+    ids = [planned.inspect["Id"] for planned in plans]
     group["frozen_at"] = round(time.time(), 3)
     if barrier is not None:
         barrier.arrive("frozen", members=group["members"])
@@ -130,7 +141,8 @@ def _run(ctx: HostContext, plans: list[dump.DumpPlan], opts: dump.DumpOptions, w
         group["barrier_waited_seconds"] = round(time.monotonic() - all_frozen, 3)
         if outcome != fleet_barrier.GO:
             problems = _thaw(ctx, ids)
-            why = f"{fleet_barrier.explain(outcome, barrier.timeout, barrier.reason())}; thawed, nothing was checkpointed"
+            why = (f"{fleet_barrier.explain(outcome, barrier.timeout, barrier.reason())}; thawed, nothing was "
+                   "checkpointed")
             if problems:
                 why += f" (but could not thaw {', '.join(problems)})"
             group["barrier"] = outcome

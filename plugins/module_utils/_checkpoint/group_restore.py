@@ -22,8 +22,13 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint impor
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import results as results_mod
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import store
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import HostContext, Inspect, Result
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.errors import OpError, message_of
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.errors import (
+    OpError,
+    daemon_gone,
+    message_of,
+)
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu.restore_barrier import RestoreBarrier
+from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPIError
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host import fleet_barrier
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host.fleet_barrier import FleetBarrier
 
@@ -45,16 +50,23 @@ def _fleet_go(barrier: FleetBarrier, group: Group) -> str:
     return outcome
 
 
-def _missing_members(found: dict[str, Inspect], root_dir: str, name: str) -> list[str]:
-    """Members of the recorded group (consistent=true checkpoints) that this call does not restore."""
+def _missing_members(ctx: HostContext, found: dict[str, Inspect], name: str) -> list[str]:
+    """Members of the recorded group (consistent=true checkpoints) that this call does not restore and that are not
+    running either (a member restored already, by an earlier run that failed for another, is not missing)."""
     selected = {inspect["Id"] for inspect in found.values()}
     missing: list[str] = []
     for inspect in found.values():
-        metadata = store.read_metadata(store.checkpoint_dir(root_dir, inspect["Id"], name))
+        metadata = store.read_metadata(store.checkpoint_dir(ctx.root_dir, inspect["Id"], name))
         recorded = metadata.get("group") or {}
         for cid, member in zip(recorded.get("ids") or [], recorded.get("members") or []):
-            if cid not in selected and member not in missing:
-                missing.append(member)
+            if cid in selected or member in missing:
+                continue
+            try:
+                if ((ctx.api.get(f"/containers/{cid}/json") or {}).get("State") or {}).get("Running"):
+                    continue
+            except DockerAPIError:
+                pass  # gone: missing
+            missing.append(member)
     return missing
 
 
@@ -76,6 +88,8 @@ def restored_group(ctx: HostContext, refs: list[str], opts: restore.RestoreOptio
 def _restored_group(ctx: HostContext, refs: list[str], opts: restore.RestoreOptions, held_at_most: Optional[float],
                     barrier: Optional[FleetBarrier]) -> tuple[List[Result], Group]:
     group: Group = {"members": list(refs), "consistent": True}
+    if not refs:
+        return [], group  # nothing to restore (a host manifest whose group was undone)
     found: dict[str, Inspect] = {}
     for ref in refs:
         try:
@@ -88,7 +102,7 @@ def _restored_group(ctx: HostContext, refs: list[str], opts: restore.RestoreOpti
     if lacking:
         return _refuse(refs, f"{', '.join(lacking)} {'has' if len(lacking) == 1 else 'have'} no checkpoint "
                              f"{opts.name!r}: a group is restored together or not at all"), group
-    missing = _missing_members(found, ctx.root_dir, opts.name)
+    missing = _missing_members(ctx, found, opts.name)
     if missing:
         return _refuse(refs, f"checkpoint {opts.name!r} was made as one group with {', '.join(missing)}, which "
                              "this call does not restore: select the whole group (or restore without "
@@ -120,42 +134,58 @@ def _together(ctx: HostContext, refs: list[str], found: dict[str, Inspect], opts
         except Exception as exc:  # pylint: disable=broad-exception-caught
             partial = exc.partial if isinstance(exc, OpError) else None
             outcomes[ref] = results_mod.failure(ref, message_of(exc), partial)
+            if daemon_gone(exc):
+                outcomes[ref]["daemon_unavailable"] = True  # no conclusion about the checkpoint: no fallback
 
     released = None
     aborted_for: list[str] = []
     with RestoreBarrier(ids.values(), held_at_most) as held:
         with ThreadPoolExecutor(max_workers=len(refs)) as pool:
             futures = {ref: pool.submit(member, ref) for ref in refs}
-            deadline = time.monotonic() + held_at_most + 30  # the restores themselves, then the wait
+            deadline = time.monotonic() + opts.timeout + held_at_most  # the restores themselves, then the wait
             while released is None and not aborted_for:
-                if held.ready() == set(ids.values()):
+                # A member restored without being held (its restore did not read runc.conf) runs already: holding
+                # the others would only widen the gap, so it counts as arrived, and is named.
+                unheld = {ids[ref] for ref, future in futures.items()
+                          if future.done() and not (outcomes.get(ref) or {}).get("failed")}
+                if held.ready() | unheld == set(ids.values()):
+                    if unheld:
+                        group["not_held"] = sorted(ref for ref in refs if ids[ref] in unheld)
                     outcome = _fleet_go(barrier, group) if barrier is not None else fleet_barrier.GO
                     if outcome == fleet_barrier.GO:
                         held.go()
                         released = time.monotonic()
                         break
                     held.abort()
-                    aborted_for = [fleet_barrier.explain(outcome, barrier.timeout, barrier.reason()) if barrier else outcome]
+                    aborted_for = [fleet_barrier.explain(outcome, barrier.timeout, barrier.reason())
+                                   if barrier else outcome]
                     break
                 aborted_for = [ref for ref, future in futures.items()
                                if future.done() and (outcomes.get(ref) or {}).get("failed")]
                 if aborted_for or time.monotonic() > deadline:
                     held.abort()
-                    aborted_for = aborted_for or ["the deadline"]
+                    aborted_for = aborted_for or [
+                        f"not every member was restored within {round(deadline - started)}s"]
                     break
                 time.sleep(0.01)
     results = [outcomes.get(ref) or results_mod.failure(ref, "no result") for ref in refs]
     if released is not None:
         group["held_seconds"] = round(released - started, 3)
-        for result in results:
+        for ref, result in zip(refs, results):
             if not result.get("failed"):
                 result["group"] = {"members": group["members"], "released_after_seconds": group["held_seconds"]}
+            if ref in group.get("not_held", []):
+                result["warnings"].append(f"{result['container']} ran as soon as it was restored, before the other "
+                                          "members (its restore did not read /etc/criu/runc.conf: a CRIU "
+                                          "configuration of its own?)")
         return results
     group["aborted"] = True
     why = ", ".join(aborted_for)
-    if barrier is not None and aborted_for and aborted_for[0].startswith("the fleet's barrier"):
+    if aborted_for and aborted_for[0] not in refs:  # the fleet's barrier, or the deadline: no member to blame
         for result in results:
-            result["msg"] = f"not restored: {why}; no member ran (CRIU killed what it had rebuilt) ({result['msg']})"
+            result["msg"] = (f"not restored: {why}; no member ran (CRIU killed what it had rebuilt) "
+                             f"({result.get('msg', 'restored')})")
+            result.update(failed=True, action="failed")
         return results
     for ref, result in zip(refs, results):
         if result.get("failed") and ref not in aborted_for:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from typing import Iterable
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host import private_files
@@ -29,15 +28,19 @@ SCRIPT = """#!/bin/sh
 [ "$CRTOOLS_SCRIPT_ACTION" = post-restore ] || exit 0
 dir=%(dir)s
 [ -d "$dir/members" ] && [ -n "$CRTOOLS_INIT_PID" ] || exit 0
+# A barrier whose module is gone (killed) holds nothing: its restores go on as without it.
+owner=$(cat "$dir/owner" 2>/dev/null) && kill -0 "$owner" 2>/dev/null || exit 0
 cgroup=$(cat "/proc/$CRTOOLS_INIT_PID/cgroup" 2>/dev/null) || exit 0
 for member in "$dir"/members/*; do
     id=${member##*/}
     case "$cgroup" in *"$id"*) ;; *) continue ;; esac
+    deadline=$(( $(date +%%s) + $(cat "$dir/hold") ))
     : > "$dir/ready/$id"
-    deadline=$(cat "$dir/deadline")
     while [ ! -e "$dir/go" ]; do
-        [ -e "$dir/abort" ] && exit 1
-        [ "$(date +%%s)" -lt "$deadline" ] || exit 1
+        if [ -e "$dir/abort" ] || [ "$(date +%%s)" -ge "$deadline" ]; then
+            rm -f "$dir/ready/$id"
+            exit 1
+        fi
         sleep 0.01
     done
     exit 0
@@ -56,7 +59,7 @@ def _read(path: str) -> str | None:
 
 class RestoreBarrier:
     """`with RestoreBarrier(ids, seconds):` the barrier is up for the containers `ids` (full ids) until the block
-    ends; runc.conf is given back as it was."""
+    ends; runc.conf is given back as it was. A member restored and held waits at most `seconds` for the others."""
 
     def __init__(self, ids: Iterable[str], seconds: float, runc_conf: str = RUNC_CONF, directory: str = BARRIER_DIR,
                  script: str = BARRIER_SCRIPT) -> None:
@@ -81,14 +84,18 @@ class RestoreBarrier:
             private_files.make_private_dir(os.path.join(self.dir, sub))
         for cid in self.ids:
             private_files.write_private(os.path.join(self.dir, "members", cid), b"")
-        private_files.write_private(os.path.join(self.dir, "deadline"),
-                                    str(int(time.time() + self.seconds)).encode())
+        private_files.write_private(os.path.join(self.dir, "hold"), str(max(1, int(self.seconds))).encode())
+        private_files.write_private(os.path.join(self.dir, "owner"), str(os.getpid()).encode())
         self.original = _read(self.runc_conf)
         lines = (self.original or "").splitlines()
+        # A line already there was left by a group restore that was killed (this one holds the host's lock): it is
+        # used, and removed at the end like one added now.
+        self.added = True
         if self.line not in (line.strip() for line in lines):
             os.makedirs(os.path.dirname(self.runc_conf), mode=0o755, exist_ok=True)
             self._write_conf("\n".join(lines + [self.line]) + "\n")
-            self.added = True
+        else:
+            self.original = "\n".join(line for line in lines if line.strip() != self.line) + "\n"
         return self
 
     def _write_conf(self, text: str) -> None:

@@ -225,3 +225,27 @@ def test_a_checkpoint_made_as_a_group_needs_all_its_members(barrier_here, tmp_pa
     ctx = ctx_of(FakeAPI([], running=False), tmp_path)
     results, unused = group_restore.restored_group(ctx, ["web", "worker"], restore.RestoreOptions("gr"))
     assert all(r["failed"] for r in results) and "made as one group with cache" in results[0]["msg"]
+
+
+def test_nothing_to_restore_is_nothing_done(tmp_path):
+    """A host manifest whose group was undone lists nothing to restore: no barrier, no runc.conf change."""
+    results, group = group_restore.restored_group(ctx_of(FakeAPI([]), tmp_path), [], restore.RestoreOptions("gr"))
+    assert results == [] and group["members"] == []
+
+
+def test_a_member_restored_without_being_held_does_not_hold_back_the_others(barrier_here, tmp_path, monkeypatch):
+    """(Its restore did not read runc.conf: it runs already; the others are released rather than killed.)"""
+    held_restore = restore.restored
+
+    def unheld_web(ctx, ref, opts):
+        if ref == "web":
+            barrier_here["released"][ref] = "unheld"
+            return {"container": ref, "changed": True, "action": "restored", "warnings": []}
+        return held_restore(ctx, ref, opts)
+
+    monkeypatch.setattr(restore, "restored", unheld_web)
+    results, group = group_restore.restored_group(ctx_of(FakeAPI([], running=False), tmp_path), NAMES,
+                                                  restore.RestoreOptions("gr"))
+    assert [r["action"] for r in results] == ["restored"] * 3 and group["not_held"] == ["web"]
+    assert barrier_here["released"] == {"web": "unheld", "worker": True, "cache": True}
+    assert "ran as soon as it was restored" in results[0]["warnings"][0]

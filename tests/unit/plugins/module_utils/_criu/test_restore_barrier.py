@@ -58,12 +58,12 @@ def test_a_missing_runc_conf_is_made_for_the_restore_and_removed(tmp_path):
     assert not runc_conf.exists()
 
 
-def test_a_line_already_there_is_left_there(tmp_path):
+def test_a_line_a_killed_restore_left_is_used_then_removed(tmp_path):
     line = f"action-script {tmp_path / 'lib' / 'barrier'}\n"
     held, runc_conf = barrier(tmp_path, ["c" * 64], conf=CONF + line)
     with held:
         assert runc_conf.read_text() == CONF + line
-    assert runc_conf.read_text() == CONF + line
+    assert runc_conf.read_text() == CONF
 
 
 def test_the_script_holds_a_member_until_go(tmp_path):
@@ -91,9 +91,22 @@ def test_abort_and_the_deadline_fail_the_member_and_others_pass(tmp_path):
             time.sleep(0.01)
         held.abort()
         assert script.wait(5) == 1
-    held = barrier(tmp_path / "late", [member], seconds=0)[0]
+    held = barrier(tmp_path / "late", [member], seconds=1)[0]
     with held:
-        assert run_script(held).wait(5) == 1  # past its deadline: CRIU kills what it restored
+        script = run_script(held)
+        assert script.wait(5) == 1  # held past its time: CRIU kills what it restored
+        assert held.ready() == set()  # and the member is no longer said to be ready
     held = barrier(tmp_path / "other", ["f" * 64])[0]
     with held:
         assert run_script(held).wait(5) == 0  # not a member: its restore goes on
+
+
+def test_a_barrier_whose_module_is_gone_holds_nothing(tmp_path):
+    member = own_cgroup_token()
+    held = barrier(tmp_path, [member])[0]
+    with held:
+        gone = subprocess.Popen(["true"])  # pylint: disable=consider-using-with
+        gone.wait()
+        with open(os.path.join(held.dir, "owner"), "w", encoding="utf-8") as handle:
+            handle.write(str(gone.pid))  # as if the module had been killed: its restores go on unheld
+        assert run_script(held).wait(5) == 0
