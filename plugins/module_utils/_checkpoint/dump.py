@@ -62,6 +62,7 @@ class DumpOptions:
     in_manifest: bool = False  # the run is recorded in a host manifest (an existing checkpoint is refused)
     retention: Retention = field(default_factory=Retention)
     group: Optional[Mapping[str, Any]] = None  # the group this checkpoint is one of (consistent=true), recorded
+    keep_replaced: bool = False  # the checkpoint replaced (force) is kept aside: a group drops it when all succeeded
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ class DumpPlan:
     method: str
     restart_policy: container.Policy
     pids: list[int]
+    replaced: Optional[str] = None  # with keep_replaced: where the checkpoint this one replaced was kept
 
 
 def plan(ctx: HostContext, ref: str, opts: DumpOptions) -> tuple[Result, DumpPlan | None]:
@@ -204,7 +206,9 @@ def _execute(ctx: HostContext, planned: DumpPlan, opts: DumpOptions, dumped: Cal
             result["modified"] = True
             raise OpError(f"{exc} {aftermath}") from exc
         raise
-    if backup:
+    if backup and opts.keep_replaced:
+        planned.replaced = backup
+    elif backup:
         shutil.rmtree(backup, ignore_errors=True)
     try:
         _record(ctx, planned, opts, dump, processes, method)

@@ -16,6 +16,8 @@ A dump that fails undoes the group: the members already dumped with exit are res
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -85,7 +87,7 @@ def _present_group(ctx: HostContext, refs: list[str], opts: dump.DumpOptions, wo
         return [planned.result for planned in plans], group
     ids = [planned.inspect["Id"] for planned in plans]
     record = {"members": group["members"], "ids": ids, "at": round(time.time(), 3)}
-    member_opts = dataclasses.replace(opts, group=record)
+    member_opts = dataclasses.replace(opts, group=record, keep_replaced=True)
     return _run(ctx, plans, member_opts, workers or len(plans), group, barrier)
 
 
@@ -181,8 +183,10 @@ def _frozen(ctx: HostContext, plans: list[dump.DumpPlan], opts: dump.DumpOptions
     results: list[Result] = [outcome or results_mod.failure(planned.result["container"], "no result")
                              for outcome, planned in zip(outcomes, plans)]
     if ok and not any(result.get("failed") for result in results):
-        for result in results:
+        for planned, result in zip(plans, results):
             result["group"] = {"members": group["members"], "frozen_seconds": group["frozen_seconds"]}
+            if planned.replaced:
+                shutil.rmtree(planned.replaced, ignore_errors=True)  # the group's new checkpoints all exist
         return results, group
     return _undo(ctx, plans, opts, results, dumped, group), group
 
@@ -208,7 +212,7 @@ def _undo(ctx: HostContext, plans: list[dump.DumpPlan], opts: dump.DumpOptions, 
                                   f"stopped by its dump, could not be restored from it: {message_of(exc)}. Its "
                                   f"checkpoint {opts.name!r} is kept: restore it with state=restored")
                 continue
-        _drop(ctx, ref, opts.name, result)
+        _drop(ctx, planned, opts.name, result)
     problems = _thaw(ctx, [planned.inspect["Id"] for planned in plans])
     for result in results:
         if result.get("failed"):
@@ -222,9 +226,12 @@ def _undo(ctx: HostContext, plans: list[dump.DumpPlan], opts: dump.DumpOptions, 
     return results
 
 
-def _drop(ctx: HostContext, ref: str, name: str, result: Result) -> None:
+def _drop(ctx: HostContext, planned: dump.DumpPlan, name: str, result: Result) -> None:
+    """Remove the group's new checkpoint of this member, and put back the one it replaced (force)."""
     try:
-        remove.absent(ctx, ref, name)
+        remove.absent(ctx, planned.inspect["Id"], name)
+        if planned.replaced and os.path.isdir(planned.replaced):
+            os.rename(planned.replaced, planned.path)
     except Exception as exc:  # pylint: disable=broad-exception-caught
         result["warnings"].append(f"the group's checkpoint {name!r} of {result['container']} could not be removed: "
                                   f"{message_of(exc)}")

@@ -9,6 +9,7 @@ dump and restore (dump.py, restore.py, tested on their own) are stood in for, so
 from __future__ import annotations
 
 import os
+import shutil
 import time
 
 import pytest
@@ -249,3 +250,18 @@ def test_a_member_restored_without_being_held_does_not_hold_back_the_others(barr
     assert [r["action"] for r in results] == ["restored"] * 3 and group["not_held"] == ["web"]
     assert barrier_here["released"] == {"web": "unheld", "worker": True, "cache": True}
     assert "ran as soon as it was restored" in results[0]["warnings"][0]
+
+
+def test_an_undone_group_puts_back_the_checkpoints_it_was_replacing(tmp_path, monkeypatch):
+    """force=true: each member's older checkpoint of that name is kept aside until the whole group is made; when
+    the group is undone, it is put back."""
+    path, old = tmp_path / "gr", tmp_path / ".gr.fleet-old"
+    path.mkdir()
+    (path / "new").write_text("")
+    old.mkdir()
+    (old / "old").write_text("")
+    monkeypatch.setattr(remove, "absent", lambda ctx, ref, name: shutil.rmtree(path))
+    planned = dump.DumpPlan({"Id": cid("web")}, {}, str(path), True, "containerd", {"Name": "no"}, [], str(old))
+    result = {"container": "web", "warnings": []}
+    group_dump._drop(ctx_of(FakeAPI([]), tmp_path), planned, "gr", result)  # pylint: disable=protected-access
+    assert os.listdir(path) == ["old"] and not old.exists() and result["warnings"] == []
