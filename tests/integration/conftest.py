@@ -392,7 +392,7 @@ def pytest_collection_modifyitems(items):
 # worker): what the plan below shares out.
 SECONDS_PER_TEST = {"test_lab": 5, "test_docker_experimental": 5, "test_criu": 12, "test_fleet_ops": 24,
                     "test_soak": 55, "test_faults": 23, "test_bad_inputs": 25, "test_security": 13, "test_awx": 12,
-                    "test_docker_checkpoint": 13, "test_migrate_disk": 20, "test_group": 22}
+                    "test_docker_checkpoint": 13, "test_migrate_disk": 20, "test_group": 20}
 
 
 def plan_modules(units, workers):

@@ -7,6 +7,7 @@ must read as one unbroken count (a cold start would begin again at 1).
 import glob
 import json
 import os
+import re
 import tempfile
 import threading
 import time
@@ -111,8 +112,52 @@ def test_host_reboot_one_host_at_a_time_keeps_every_count(fleet):
     assert set(changed_tasks(restore).values()) == {0}, changed_tasks(restore)
 
 
-def test_host_reboot_all_hosts_at_once(fleet):
-    reboot_fleet(fleet, {"fleet_checkpoint_serial": len(fleet), "fleet_checkpoint_reboot": "always"})
+PAIR_NET, PAIR_SUBNET = "fleet-pair-net", "172.31.243.0/24"
+
+
+def pair_numbers(host, word):
+    """What the pair printed (msgpair: `got:N` from the consumer, `sent:N` from the producer; `GAP:` lines)."""
+    name = "pair-consumer" if word in ("got", "GAP") else "pair-producer"
+    text = lab_exec(host, "docker", "logs", name, check=False).stdout
+    return re.findall(rf"^{word}:(\S+)", text, re.M)
+
+
+def start_pair(host):
+    """A producer sending numbered messages over TCP to a consumer (fixed addresses, so that the connection comes
+    back after a restore)."""
+    sh(host, f"docker rm -f pair-consumer pair-producer >/dev/null 2>&1; docker network inspect {PAIR_NET} >/dev/null "
+             f"2>&1 || docker network create --subnet {PAIR_SUBNET} {PAIR_NET} >/dev/null; true")
+    lab_exec(host, "docker", "run", "-d", "--name", "pair-consumer", "--network", PAIR_NET, "--ip", "172.31.243.10",
+             IMAGE, "msgpair", "consume", "9000")
+    lab_exec(host, "docker", "run", "-d", "--name", "pair-producer", "--network", PAIR_NET, "--ip", "172.31.243.11",
+             IMAGE, "msgpair", "produce", "172.31.243.10", "9000")
+    wait_pair(host, 2000)
+
+
+def wait_pair(host, beyond, seconds=20):
+    deadline = time.monotonic() + seconds
+    while not [n for n in pair_numbers(host, "got") if int(n) > beyond]:
+        assert time.monotonic() < deadline, f"the pair on {host} does not get beyond {beyond}"
+        time.sleep(0.3)
+
+
+def test_host_reboot_all_hosts_at_once_each_host_one_group(fleet):
+    """All hosts at once, each host's containers checkpointed as one group (checkpoint_consistent) and restored
+    together after its reboot; on the first host a TCP pair among them loses no message."""
+    start_pair(fleet[0])
+    try:
+        reboot_fleet(fleet, {"fleet_checkpoint_serial": len(fleet), "fleet_checkpoint_reboot": "always",
+                             "checkpoint_consistent": True})
+        for host in fleet:
+            manifest = json.loads(lab_exec(host, "cat", "/var/lib/fleet-checkpoint/manifest.json").stdout)
+            assert manifest["consistent"] is True and manifest["state"] == "restored", manifest
+            assert all(item["status"] == "restored" and item.get("resumed") is True
+                       for item in manifest["containers"]), manifest["containers"]
+        wait_pair(fleet[0], max(int(n) for n in pair_numbers(fleet[0], "got")) + 20000)
+        assert pair_numbers(fleet[0], "GAP") == []
+    finally:
+        sh(fleet[0], f"docker rm -f pair-consumer pair-producer >/dev/null 2>&1; docker network rm {PAIR_NET} "
+                     ">/dev/null 2>&1; true")
 
 
 def test_restore_falls_back_to_a_cold_start_and_says_so(fleet):

@@ -43,7 +43,7 @@ MODES = {
              "lazy_small_mib": 64, "lazy_big_mib": 1024, "lazy_reps": 3, "group_count": 8, "group_mib": 64},
     "smoke": {"sizes": [64], "reps": 1, "many": 2, "many_mib": 16, "fleet_reps": 1, "fleet_mib": 16,
               "migrate_mib": 64, "migrate_reps": 1, "small_reps": 1, "paired_reps": 1, "volume_mb": 32,
-              "lazy_small_mib": 16, "lazy_big_mib": 128, "lazy_reps": 1, "group_count": 8, "group_mib": 16},
+              "lazy_small_mib": 16, "lazy_big_mib": 128, "lazy_reps": 1, "group_count": 4, "group_mib": 16},
 }
 
 

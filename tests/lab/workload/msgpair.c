@@ -13,6 +13,7 @@
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,8 +88,14 @@ static int produce(const char *host, int port) {
     }
 }
 
+static void stop(int sig) {
+    (void)sig;
+    _exit(0);
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
+    signal(SIGTERM, stop); /* PID 1 of its container: without a handler, docker stop would wait for its timeout */
     if (argc == 3 && !strcmp(argv[1], "consume"))
         return consume(atoi(argv[2]));
     if (argc == 4 && !strcmp(argv[1], "produce"))
