@@ -34,13 +34,22 @@ def find(cid, **kwargs):
     return find_shims(cid, uid=UID, **kwargs)
 
 
+def _runs_sleep(pid):
+    """Whether the process has exec'd `sleep` (a child just forked still runs the shim's binary)."""
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8") as handle:
+            return handle.read().strip() == "sleep"
+    except OSError:
+        return False
+
+
 def wait_for_child(pid, seconds=10, cid=CID):
     """The shim once its child runs `sleep`: between its fork and its exec the child still carries the shim's command
     line, and reads as a second shim (seen once on a loaded machine)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         shims = find(cid)
-        if shims.get(pid) and list(shims) == [pid]:
+        if shims.get(pid) and list(shims) == [pid] and all(_runs_sleep(child) for child in shims[pid]):
             return shims
         time.sleep(0.05)
     raise AssertionError(f"no child seen under {pid}: {find(cid)}")
