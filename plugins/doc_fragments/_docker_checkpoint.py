@@ -321,7 +321,13 @@ options:
       - Established TCP connections between members come back on both ends only when the members get the same IP
         addresses again (Docker keeps a container's address only when it was given one, C(--ip) on a user-defined
         network; otherwise a restore may hand out another).
-      - Not with O(send_to), O(receive_timeout), an archive or O(target).
+      - With O(send_to) (O(state=present)), the group is moved together, stop-and-copy - every member's connection to
+        the target is made first (over SSH; through the controller's relay each waits for its turn), then the group
+        is checkpointed at one instant and stops, then every checkpoint is sent. With O(receive_timeout)
+        (O(state=restored)), every member's stream is waited for, and the group is restored together only once all
+        have arrived; if one stream or one restore fails, no member runs here and the containers this call created
+        are removed again. Not with O(send_to.lazy) or O(send_to.memory_rounds), nor with O(barrier_dir).
+      - Not with an archive or O(target).
     type: bool
     default: false
   barrier_dir:

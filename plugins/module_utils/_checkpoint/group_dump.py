@@ -21,7 +21,7 @@ import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import dump
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import remove
@@ -34,6 +34,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._host import flee
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host.fleet_barrier import FleetBarrier
 
 Group = Dict[str, Any]  # the answer's `group`: its members, its timings, whether it was undone
+Prepare = Callable[[List[dump.DumpPlan]], None]  # run once every member is planned, before any is frozen
 
 
 def _fail_all(refs: list[str], found: dict[str, Result], why: str) -> list[Result]:
@@ -42,20 +43,23 @@ def _fail_all(refs: list[str], found: dict[str, Result], why: str) -> list[Resul
 
 
 def present_group(ctx: HostContext, refs: list[str], opts: dump.DumpOptions, workers: Optional[int] = None,
-                  barrier: Optional[FleetBarrier] = None) -> tuple[List[Result], Group]:
+                  barrier: Optional[FleetBarrier] = None,
+                  prepare: Optional[Prepare] = None) -> tuple[List[Result], Group]:
     """Checkpoint `refs` as one group; a result per member, in order, and the group's answer. With `barrier`, the
-    group is one host's part of a group across hosts: once frozen it waits there for every other host's part."""
+    group is one host's part of a group across hosts: once frozen it waits there for every other host's part.
+    `prepare` (not in check mode) gets the members' plans before any is frozen; an OpError from it refuses the
+    group with nothing touched."""
     if barrier is not None and not ctx.check_mode:
         barrier.prepare()
         try:
-            return _present_group(ctx, refs, opts, workers, barrier)
+            return _present_group(ctx, refs, opts, workers, barrier, prepare)
         finally:
             barrier.end()
-    return _present_group(ctx, refs, opts, workers, None)
+    return _present_group(ctx, refs, opts, workers, None, prepare)
 
 
 def _present_group(ctx: HostContext, refs: list[str], opts: dump.DumpOptions, workers: Optional[int],
-                   barrier: Optional[FleetBarrier]) -> tuple[List[Result], Group]:
+                   barrier: Optional[FleetBarrier], prepare: Optional[Prepare]) -> tuple[List[Result], Group]:
     group: Group = {"members": [], "consistent": True}
     plans: list[dump.DumpPlan] = []
     refused: dict[str, Result] = {}
@@ -85,6 +89,11 @@ def _present_group(ctx: HostContext, refs: list[str], opts: dump.DumpOptions, wo
         return made_already, group  # the whole group has it: nothing to do
     if ctx.check_mode:
         return [planned.result for planned in plans], group
+    if prepare is not None:
+        try:
+            prepare(plans)
+        except OpError as exc:
+            return _fail_all(refs, {}, f"the group was refused, nothing was touched ({message_of(exc)})"), group
     ids = [planned.inspect["Id"] for planned in plans]
     record = {"members": group["members"], "ids": ids, "at": round(time.time(), 3)}
     member_opts = dataclasses.replace(opts, group=record, keep_replaced=True)

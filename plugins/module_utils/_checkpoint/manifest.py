@@ -59,11 +59,22 @@ def container_config(inspect: Mapping[str, Any]) -> dict[str, Any]:
                                                   ("destination", "Destination"), ("rw", "RW"))}
             for mount in inspect.get("Mounts") or []
         ],
-        "networks": {name: {"aliases": (net or {}).get("Aliases") or []} for name, net in sorted(networks.items())},
+        "networks": {name: _endpoint(net or {}) for name, net in sorted(networks.items())},
         "network_mode": host.get("NetworkMode") or "default",
         "port_bindings": host.get("PortBindings") or {},
         "restart_policy": dict(host.get("RestartPolicy") or {"Name": "no"}),
     }
+
+
+def _endpoint(net: Mapping[str, Any]) -> dict[str, Any]:
+    """A container's place on one network: its aliases, and the addresses it was given (`--ip`, `--ip6`: a restore
+    binds its TCP sockets back to them, so a recreated container must get them again)."""
+    endpoint: dict[str, Any] = {"aliases": net.get("Aliases") or []}
+    ipam = net.get("IPAMConfig") or {}
+    for key, field in (("ipv4_address", "IPv4Address"), ("ipv6_address", "IPv6Address")):
+        if ipam.get(field):
+            endpoint[key] = ipam[field]
+    return endpoint
 
 
 def build(checkpoint: str, inspect: Mapping[str, Any], files: Mapping[str, Mapping[str, Any]],

@@ -156,11 +156,20 @@ def group_option_errors(params: Mapping[str, Any]) -> list[str]:
     if params["state"] not in ("present", "restored"):
         errors.append("consistent is used only with state=present (checkpoint a group at one instant) or "
                       "state=restored (restore it together)")
-    others = [key for key in ("send_to", "receive_timeout", "archive_path", "archive_dir", "target")
-              if params.get(key) is not None]
+    others = [key for key in ("archive_path", "target") if params.get(key) is not None]
+    if params.get("archive_dir") is not None and params.get("receive_timeout") is None:
+        others.append("archive_dir")
     if others:
         errors.append(f"consistent=true cannot be combined with {', '.join(others)}: a group is checkpointed and "
-                      "restored in place (move it with the migrate playbook)")
+                      "restored in place, or moved with send_to and receive_timeout (the migrate playbook's "
+                      "fleet_checkpoint_migrate_consistent)")
+    send_to = params.get("send_to") or {}
+    if send_to.get("lazy") or send_to.get("memory_rounds"):
+        errors.append("consistent=true moves a group stop-and-copy: not with send_to.lazy or send_to.memory_rounds "
+                      "(a group's members are frozen together until the last is dumped)")
+    if params.get("barrier_dir") is not None and (send_to or params.get("receive_timeout") is not None):
+        errors.append("barrier_dir cannot be combined with send_to or receive_timeout: a group is moved from one "
+                      "source host")
     return errors
 
 
@@ -311,12 +320,17 @@ def operation(params: Mapping[str, Any], name: str, secret: bytes | None) -> Ope
         importing = import_.ImportOptions(name, archive, force=params["force"], create=params["create"],
                                           allowed=allowed)
         return functools.partial(import_.imported, opts=importing)
-    receiving = None
-    if params["receive_timeout"] is not None:
-        receiving = receive.ReceiveOptions(name, params["archive_dir"], params["receive_timeout"],
-                                           force=params["force"], create=params["create"],
-                                           rename=dict(params.get("rename") or {}), allowed=allowed)
-    return functools.partial(restore.restored, opts=restore_options_of(params, name, archive, receiving))
+    return functools.partial(restore.restored, opts=restore_options_of(params, name, archive,
+                                                                       receive_options_of(params, name)))
+
+
+def receive_options_of(params: Mapping[str, Any], name: str) -> receive.ReceiveOptions | None:
+    """What a receive (state=restored with receive_timeout) reads; None without receive_timeout."""
+    if params.get("receive_timeout") is None:
+        return None
+    return receive.ReceiveOptions(name, params["archive_dir"], params["receive_timeout"], force=params["force"],
+                                  create=params["create"], rename=dict(params.get("rename") or {}),
+                                  allowed=_allowed(params))
 
 
 def _retention(params: Mapping[str, Any]) -> Retention:

@@ -10,6 +10,7 @@ restart policy `no` (the restore puts the recorded one back once the container r
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -91,10 +92,25 @@ def create_body(config: ContainerConfig, image_ref: str | None = None) -> JSONDi
                 if name not in DEFAULT_NETWORKS}
     if networks:
         body["NetworkingConfig"] = {"EndpointsConfig": {
-            name: {"Aliases": [alias for alias in (value or {}).get("aliases") or []
-                               if not str(config.get("id") or "").startswith(alias)]}
-            for name, value in sorted(networks.items())}}
+            name: _endpoint(value or {}, str(config.get("id") or "")) for name, value in sorted(networks.items())}}
     return body
+
+
+def _endpoint(value: Mapping[str, Any], old_id: str) -> dict[str, Any]:
+    """One network's endpoint: the aliases (not the old container's short id), and the addresses the container was
+    given on it (only well-formed ones: the manifest crossed hosts)."""
+    endpoint: dict[str, Any] = {"Aliases": [alias for alias in value.get("aliases") or []
+                                            if not old_id.startswith(alias)]}
+    ipam = {}
+    for key, field, version in (("ipv4_address", "IPv4Address", 4), ("ipv6_address", "IPv6Address", 6)):
+        try:
+            if value.get(key) and ipaddress.ip_address(str(value[key])).version == version:
+                ipam[field] = str(value[key])
+        except ValueError:
+            continue
+    if ipam:
+        endpoint["IPAMConfig"] = ipam
+    return endpoint
 
 
 @dataclass(frozen=True)

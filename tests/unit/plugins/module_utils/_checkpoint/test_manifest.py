@@ -134,3 +134,11 @@ def test_memory_rounds_in_a_manifest_are_checked(changes, expected):
 def test_a_memory_round_and_a_final_dump_that_builds_on_rounds_are_valid():
     assert validate(_memory_manifest(phase="memory", round=2))["round"] == 2
     assert validate(_memory_manifest(memory_rounds=3))["memory_rounds"] == 3
+
+
+def test_container_config_keeps_the_addresses_the_container_was_given():
+    inspect = dict(INSPECT, NetworkSettings={"Networks": {
+        "appnet": {"Aliases": ["web"], "IPAMConfig": {"IPv4Address": "172.31.240.10"}, "IPAddress": "172.31.240.10"},
+        "bridge": {"Aliases": None, "IPAMConfig": None, "IPAddress": "172.17.0.2"}}})
+    assert container_config(inspect)["networks"] == {"appnet": {"aliases": ["web"], "ipv4_address": "172.31.240.10"},
+                                                     "bridge": {"aliases": []}}

@@ -198,11 +198,24 @@ def test_consistent_is_for_a_group_checkpointed_and_restored_in_place():
     assert check_options(params(container=None, containers=["web", "db"], state="restored", consistent=True)) == []
     (only,) = check_options(params(state="absent", consistent=True))
     assert only.startswith("consistent is used only with state=present")
-    (moved,) = check_options(params(container=None, containers=["web", "db"], consistent=True,
-                                    send_to={"host": "b", "directory": "/srv/in"}))
-    assert "cannot be combined with send_to" in moved and "migrate playbook" in moved
     (targeted,) = check_options(params(state="restored", target="web-2", consistent=True))
     assert "cannot be combined with target" in targeted
+    (archived,) = check_options(params(state="restored", archive_dir="/srv/a", consistent=True))
+    assert "cannot be combined with archive_dir" in archived and "moved with send_to and receive_timeout" in archived
+
+
+def test_a_group_moves_stop_and_copy_from_one_source():
+    group = dict(container=None, containers=["web", "db"], consistent=True)
+    assert check_options(params(**group, send_to={"host": "b", "directory": "/srv/in"})) == []
+    assert check_options(params(**group, state="restored", archive_dir="/srv/in", receive_timeout=60,
+                                create=True)) == []
+    (lazy,) = check_options(params(**group, send_to={"host": "b", "directory": "/srv/in", "lazy": True}))
+    assert lazy.startswith("consistent=true moves a group stop-and-copy")
+    (rounds,) = check_options(params(**group, send_to={"host": "b", "directory": "/srv/in", "memory_rounds": 3}))
+    assert "send_to.memory_rounds" in rounds
+    (spread,) = check_options(params(**group, state="restored", archive_dir="/srv/in", receive_timeout=60,
+                                     barrier_dir="/run/b"))
+    assert spread.startswith("barrier_dir cannot be combined with send_to or receive_timeout")
 
 
 def test_a_barrier_is_for_a_group():

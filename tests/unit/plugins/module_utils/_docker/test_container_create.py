@@ -154,3 +154,15 @@ def test_a_manifest_cannot_reach_into_the_host_unless_allowed():
     assert host_access_problems(dict(config(), network_mode="container:db", mounts=[]), HostAccess()) == [
         "network mode container:db (allow it with allow_network_modes: [container])"]
     assert host_access_problems(dict(config(), network_mode="appnet", mounts=[]), HostAccess()) == []
+
+
+def test_the_addresses_a_container_was_given_come_back_well_formed_only():
+    """A restore binds the container's TCP sockets back to its old address: a fixed one (--ip, --ip6) is given
+    again; anything that is not an address of its kind is left out (the manifest crossed hosts)."""
+    data = config()
+    data["networks"] = {"appnet": {"aliases": [], "ipv4_address": "172.31.240.10", "ipv6_address": "fd00::10"},
+                        "other": {"aliases": [], "ipv4_address": "fd00::11", "ipv6_address": "--ip=1"}}
+    endpoints = create_body(data)["NetworkingConfig"]["EndpointsConfig"]
+    assert endpoints["appnet"] == {"Aliases": [], "IPAMConfig": {"IPv4Address": "172.31.240.10",
+                                                                 "IPv6Address": "fd00::10"}}
+    assert endpoints["other"] == {"Aliases": []}

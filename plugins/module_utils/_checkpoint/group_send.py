@@ -1,0 +1,104 @@
+# Copyright (c) fleet.checkpoint contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""docker_checkpoint consistent=true with send_to: a group checkpointed at one instant (group_dump.py, the members
+stop with their dumps), then every member's checkpoint sent into the target's waiting receive (send.py), which
+restores them together (group_receive.py).
+
+Over SSH every member's connection is made, and the target's receive seen waiting, before any member is frozen (and
+the disk state pre-copied on it while the members run); the checkpoints go once the whole group is dumped, all at
+once. Through the controller's relay (via=relay) the relay takes one stream after the other, so the group is dumped
+first and each checkpoint waits for its turn."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Dict, List, Optional
+
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import container
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import dump
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import group_dump
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import results as results_mod
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import send
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import HostContext, Result
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.errors import OpError, carrying, message_of
+
+
+class _Links:
+    """Each member's connection to the target, disk trees and disk pre-copy, by container name."""
+
+    def __init__(self) -> None:
+        self.senders: Dict[str, send.Sender] = {}
+        self.trees: Dict[str, list] = {}
+        self.precopied: Dict[str, Any] = {}
+
+    def abort(self) -> None:
+        for sender in self.senders.values():
+            sender.abort()
+        self.senders.clear()
+
+
+def present_group_and_send(ctx: HostContext, refs: List[str], opts: dump.DumpOptions, send_to: send.SendTo,
+                           workers: Optional[int] = None) -> tuple[List[Result], group_dump.Group]:
+    """Checkpoint `refs` as one group and send each checkpoint to send_to; a result per member, in order, and the
+    group's answer."""
+    links = _Links()
+    relayed = send_to.get("via") == "relay"
+
+    def prepare(plans: List[dump.DumpPlan]) -> None:
+        try:
+            for planned in plans:  # every member's disk state can travel, before any connection is made
+                with carrying(planned.result):
+                    links.trees[planned.result["container"]] = send.disk_trees(ctx, planned.inspect, send_to, False)
+            if relayed:
+                return  # the relay connects to one member after the other: each waits for its turn once dumped
+            for planned in plans:
+                name = planned.result["container"]
+                links.senders[name] = send.connect(send_to, planned.result, opts.name)
+            for planned in plans:
+                name = planned.result["container"]
+                if links.trees[name] and send_to.get("precopy", True):
+                    links.precopied[name] = send.precopy(ctx, planned, opts.name, links.trees[name],
+                                                         links.senders[name], opts.timeout)
+        except BaseException:
+            links.abort()
+            raise
+
+    try:
+        # Through the relay only the sends go one at a time (parallel=1, as the relay takes them): the dumps, all
+        # members frozen, go at once.
+        results, group = group_dump.present_group(ctx, refs, opts, None if relayed else workers, prepare=prepare)
+    except BaseException:
+        links.abort()
+        raise
+    if any(result.get("failed") for result in results):
+        links.abort()  # refused or undone: every member runs as before, nothing is sent
+        return results, group
+    sent = _send_all(ctx, results, opts, send_to, links, 1 if relayed else (workers or len(results)))
+    return sent, group
+
+
+def _send_all(ctx: HostContext, results: List[Result], opts: dump.DumpOptions, send_to: send.SendTo, links: _Links,
+              workers: int) -> List[Result]:
+    """Send every member's checkpoint (made just now, or found: the whole group had it already)."""
+
+    def one(result: Result) -> Result:
+        name = result["container"]
+        try:
+            with carrying(result):
+                if name not in links.trees:  # found, not made: its disk state is planned now
+                    links.trees[name] = send.disk_trees(ctx, container.inspect(ctx, result["id"]), send_to, False)
+                send.send_checkpoint(ctx, result, opts.name, send_to, opts.timeout, links.senders.pop(name, None),
+                                     links.trees[name], links.precopied.get(name))
+            return result
+        except OpError as exc:
+            failed = results_mod.failure(name, message_of(exc), exc.partial)
+            failed["msg"] += (" (the group's other checkpoints were made at the same instant: restore the group "
+                              "here together with consistent=true)")
+            return failed
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(results)))) as pool:
+        sent = list(pool.map(one, results))
+    links.abort()  # none is left when every send took its own
+    return sent
