@@ -118,12 +118,14 @@ def settled(ctx: HostContext, found: Inspect) -> Inspect:
     Docker records the exit a moment later: it locks the container (an inspect then waits), deletes containerd's
     task, and records the container stopped. So when Docker says running but the main process is gone: while
     containerd still holds the task with that process, Docker has not begun, and is waited for; once the task is
-    gone, one more inspect (which waits for Docker's lock) tells. Anything else (a remote Engine, a container
-    restarting, paused or without a process) is taken as Docker says.
+    gone, one more inspect (which waits for Docker's lock) tells. The same for a container paused when it was
+    dumped (a group's member, consistent=true): Docker says running and paused until it catches up. Anything else
+    (a remote Engine, a container restarting or without a process, one whose process lives, paused or not) is
+    taken as Docker says.
     """
     state = found.get("State") or {}
     pid = state.get("Pid")
-    if (not state.get("Running") or state.get("Restarting") or state.get("Paused") or not pid
+    if (not state.get("Running") or state.get("Restarting") or not pid
             or getattr(ctx.api, "kind", None) != "unix" or procs.alive(pid)):
         return found
     if containerd_task.task_init_pid(found["Id"]) != pid:

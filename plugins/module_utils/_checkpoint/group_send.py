@@ -85,14 +85,21 @@ def _send_all(ctx: HostContext, results: List[Result], opts: dump.DumpOptions, s
 
     def one(result: Result) -> Result:
         name = result["container"]
+        sender = links.senders.pop(name, None)
         try:
             with carrying(result):
+                if sender is None and not ctx.check_mode and send_to.get("via") == "relay":
+                    # Met first, so that whatever fails below ends the relay's turn at once (an aborted stream)
+                    # rather than leaving the relay waiting for this member until its connect_timeout.
+                    sender = send.connect(send_to, result, opts.name, made=True)
                 if name not in links.trees:  # found, not made: its disk state is planned now
                     links.trees[name] = send.disk_trees(ctx, container.inspect(ctx, result["id"]), send_to, False)
-                send.send_checkpoint(ctx, result, opts.name, send_to, opts.timeout, links.senders.pop(name, None),
-                                     links.trees[name], links.precopied.get(name))
+                send.send_checkpoint(ctx, result, opts.name, send_to, opts.timeout, sender, links.trees[name],
+                                     links.precopied.get(name))
             return result
         except OpError as exc:
+            if sender is not None and send_to.get("via") == "relay":
+                sender.abort()  # (again: a socket's abort is idempotent)
             failed = results_mod.failure(name, message_of(exc), exc.partial)
             failed["msg"] += (" (the group's other checkpoints were made at the same instant: restore the group "
                               "here together with consistent=true)")

@@ -106,10 +106,19 @@ def test_over_ssh_every_member_is_connected_before_the_group_is_frozen(sending, 
 def test_through_the_relay_the_group_is_dumped_first_and_sent_one_after_the_other(sending, tmp_path):
     results, unused = group_send.present_group_and_send(ctx_of(tmp_path), NAMES, opts(), RELAY, workers=1)
     # The dumps go at once (no workers limit); the relay takes the streams in the members' order, each sender
-    # connecting for its own turn.
-    assert sending["log"] == [("dump", tuple(NAMES), None), ("send", "producer", False, None),
-                              ("send", "consumer", False, None)]
+    # meeting it for its own turn.
+    assert sending["log"] == [("dump", tuple(NAMES), None), ("connect", "producer"), ("send", "producer", True, None),
+                              ("connect", "consumer"), ("send", "consumer", True, None)]
     assert not any(result.get("failed") for result in results)
+
+
+def test_through_the_relay_a_member_that_fails_ends_the_relays_turn_at_once(sending, tmp_path):
+    """The relay waits for each member in turn: one that failed without a word would hold it (and every member
+    after it) until its connect_timeout. Met first, the failure aborts the stream the relay is carrying."""
+    sending["fail_send"].add("producer")
+    results, unused = group_send.present_group_and_send(ctx_of(tmp_path), NAMES, opts(), RELAY, workers=1)
+    assert sending["log"][1:4] == [("connect", "producer"), ("send", "producer", True, None), ("abort", "producer")]
+    assert results[0]["failed"] and not results[1].get("failed")
 
 
 def test_a_target_not_ready_for_one_member_refuses_the_group_untouched(sending, tmp_path):
