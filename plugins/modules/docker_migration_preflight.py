@@ -73,6 +73,12 @@ options:
     type: str
     choices: [all, named, none]
     default: none
+  consistent:
+    description:
+      - With O(side=source), the containers move as one group (M(fleet.checkpoint.docker_checkpoint)'s
+        C(consistent=true)) - a volume that only they use travels once, with the first of them that mounts it.
+    type: bool
+    default: false
   replace:
     description:
       - With O(side=target), a stopped container of the same name as a moving one is not a problem - it is listed
@@ -183,6 +189,7 @@ def main() -> None:
             rename=dict(type="dict", default={}),
             allow_older_kernel=dict(type="bool", default=False),
             mode=dict(type="str", default="stop", choices=["stop", "lazy", "precopy"]),
+            consistent=dict(type="bool", default=False),
             **docker_host_argument_spec(),
         ),
         required_if=[("side", "source", ("containers",)), ("side", "target", ("plan",))],
@@ -196,7 +203,7 @@ def main() -> None:
         try:
             answer["plan"] = migration_preflight.plan(api, params["containers"], module.run_command,
                                                       module.get_bin_path, kernel, params["writable_layer"],
-                                                      params["volumes"])
+                                                      params["volumes"], params["consistent"])
         except DockerAPIError as exc:
             module.fail_json(msg=f"Docker does not answer on the source: {exc}", problems=[str(exc)], **answer)
         problems = migration_preflight.missing_commands("source", params["transfer"], module.get_bin_path)

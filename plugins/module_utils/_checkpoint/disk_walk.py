@@ -23,7 +23,7 @@ import stat
 import time
 from dataclasses import dataclass, field
 from collections.abc import Mapping
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Collection, Dict, Optional, Tuple
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.disk_index import (
     FORMAT,
@@ -88,9 +88,11 @@ def is_anonymous(name: str) -> bool:
     return len(name) == _ANONYMOUS and all(c in "0123456789abcdef" for c in name)
 
 
-def plan(api: DockerAPI, found: Mapping[str, Any], writable_layer: bool, volumes: str) -> list[Tree]:
+def plan(api: DockerAPI, found: Mapping[str, Any], writable_layer: bool, volumes: str,
+         together: Collection[str] = ()) -> list[Tree]:
     """The trees of this container that travel (writable_layer; volumes: all, named or none); OpError naming what
-    cannot be carried, before anything is touched."""
+    cannot be carried, before anything is touched. `together`: the ids of the containers that stop with this one
+    (a group moved as one) - a volume they share with it is not changed by them after the copy."""
     name = (found.get("Name") or "").lstrip("/")
     trees: list[Tree] = []
     if writable_layer:
@@ -107,11 +109,11 @@ def plan(api: DockerAPI, found: Mapping[str, Any], writable_layer: bool, volumes
         vname = mount.get("Name") or ""
         if volumes == "named" and is_anonymous(vname):
             continue
-        trees.append(_volume_tree(api, name, found.get("Id") or "", vname))
+        trees.append(_volume_tree(api, name, found.get("Id") or "", vname, together))
     return trees
 
 
-def _volume_tree(api: DockerAPI, container: str, cid: str, vname: str) -> Tree:
+def _volume_tree(api: DockerAPI, container: str, cid: str, vname: str, together: Collection[str] = ()) -> Tree:
     try:
         volume = api.get(f"/volumes/{vname}")
         users = api.get("/containers/json", all=1, filters=json.dumps({"volume": [vname]}))
@@ -122,10 +124,12 @@ def _volume_tree(api: DockerAPI, container: str, cid: str, vname: str) -> Tree:
                       f"options {volume.get('Options') or {}}): its data is not on this host's disk to carry. Use "
                       "volumes=none to recreate it empty, or move its data yourself")
     others = sorted((user.get("Names") or ["?"])[0].lstrip("/") for user in users or []
-                    if user.get("Id") != cid and user.get("State") in ("running", "paused", "restarting"))
+                    if user.get("Id") != cid and user.get("Id") not in together
+                    and user.get("State") in ("running", "paused", "restarting"))
     if others:
         raise OpError(f"volume {vname} of {container} is also used by {', '.join(others)}, running on this host: its "
-                      "data would change after it was copied. Stop them first, or move with volumes=none")
+                      "data would change after it was copied. Stop them first, move them with it as one group "
+                      "(consistent=true), or move with volumes=none")
     return Tree("volume", str(volume.get("Mountpoint") or ""), vname, dict(volume.get("Labels") or {}))
 
 

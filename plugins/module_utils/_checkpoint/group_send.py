@@ -14,24 +14,45 @@ first and each checkpoint waits for its turn."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, List, Optional
+import threading
+from typing import Any, Dict, List, Optional, Set
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import container
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import dump
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import group_dump
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import results as results_mod
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import send
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import HostContext, Result
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import HostContext, Inspect, Result
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.errors import OpError, carrying, message_of
 
 
 class _Links:
-    """Each member's connection to the target, disk trees and disk pre-copy, by container name."""
+    """Each member's connection to the target, disk trees and disk pre-copy, by container name; the members whose
+    send must end before a member's begins (they carry a volume it shares with them, which must exist on the target
+    before its container is created there)."""
 
     def __init__(self) -> None:
         self.senders: Dict[str, send.Sender] = {}
         self.trees: Dict[str, list] = {}
         self.precopied: Dict[str, Any] = {}
+        self.after: Dict[str, Set[str]] = {}
+
+    def plan_disk(self, ctx: HostContext, members: List[tuple[str, Inspect]], send_to: send.SendTo) -> None:
+        """Every member's disk trees (OpError naming what cannot travel); a volume several members share travels
+        once, with the first of them (in the group's order, which is also the relay's)."""
+        together = [inspect["Id"] for unused, inspect in members]
+        carriers: Dict[str, str] = {}
+        for name, inspect in members:
+            if name not in self.trees:
+                self.trees[name] = send.disk_trees(ctx, inspect, send_to, False, together)
+            kept = []
+            for tree in self.trees[name]:
+                carrier = carriers.setdefault(tree.name, name) if tree.kind == "volume" else name
+                if carrier == name:
+                    kept.append(tree)
+                else:
+                    self.after.setdefault(name, set()).add(carrier)
+            self.trees[name] = kept
 
     def abort(self) -> None:
         for sender in self.senders.values():
@@ -48,9 +69,8 @@ def present_group_and_send(ctx: HostContext, refs: List[str], opts: dump.DumpOpt
 
     def prepare(plans: List[dump.DumpPlan]) -> None:
         try:
-            for planned in plans:  # every member's disk state can travel, before any connection is made
-                with carrying(planned.result):
-                    links.trees[planned.result["container"]] = send.disk_trees(ctx, planned.inspect, send_to, False)
+            # Every member's disk state can travel, before any connection is made.
+            links.plan_disk(ctx, [(planned.result["container"], planned.inspect) for planned in plans], send_to)
             if relayed:
                 return  # the relay connects to one member after the other: each waits for its turn once dumped
             for planned in plans:
@@ -81,19 +101,36 @@ def present_group_and_send(ctx: HostContext, refs: List[str], opts: dump.DumpOpt
 
 def _send_all(ctx: HostContext, results: List[Result], opts: dump.DumpOptions, send_to: send.SendTo, links: _Links,
               workers: int) -> List[Result]:
-    """Send every member's checkpoint (made just now, or found: the whole group had it already)."""
+    """Send every member's checkpoint (made just now, or found: the whole group had it already). A member that
+    shares a volume another carries is sent once that one's send has ended."""
+    try:
+        links.plan_disk(ctx, [(result["container"], container.inspect(ctx, result["id"])) for result in results],
+                        send_to)
+    except OpError as exc:
+        links.abort()
+        return [results_mod.failure(result["container"], f"not sent: {message_of(exc)}") for result in results]
+    ended = {result["container"]: threading.Event() for result in results}
 
     def one(result: Result) -> Result:
+        name = result["container"]
+        try:
+            return _one(result)
+        finally:
+            ended[name].set()
+
+    def _one(result: Result) -> Result:
         name = result["container"]
         sender = links.senders.pop(name, None)
         try:
             with carrying(result):
+                for carrier in sorted(links.after.get(name, ())):
+                    if not ended[carrier].wait(opts.timeout):
+                        raise OpError(f"not sent: {carrier}, which carries a volume {name} shares, was not sent "
+                                      f"within {opts.timeout}s")
                 if sender is None and not ctx.check_mode and send_to.get("via") == "relay":
                     # Met first, so that whatever fails below ends the relay's turn at once (an aborted stream)
                     # rather than leaving the relay waiting for this member until its connect_timeout.
                     sender = send.connect(send_to, result, opts.name, made=True)
-                if name not in links.trees:  # found, not made: its disk state is planned now
-                    links.trees[name] = send.disk_trees(ctx, container.inspect(ctx, result["id"]), send_to, False)
                 send.send_checkpoint(ctx, result, opts.name, send_to, opts.timeout, sender, links.trees[name],
                                      links.precopied.get(name))
             return result

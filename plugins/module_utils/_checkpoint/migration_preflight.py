@@ -19,7 +19,7 @@ import base64
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Callable, Optional, Tuple
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import disk_walk
@@ -120,11 +120,11 @@ def _memory(api: DockerAPI, cid: str) -> int:
 
 
 def disk_plan(api: DockerAPI, inspect: Mapping[str, Any], writable_layer: bool,
-              volumes: str) -> tuple[dict[str, Any], list[str]]:
+              volumes: str, together: Collection[str] = ()) -> tuple[dict[str, Any], list[str]]:
     """The disk state of one container that travels ({'rootfs', 'volumes', 'bytes'}), and the problem that stops it
     (a volume another running container uses, one that is not a plain local volume, a storage driver other than overlay2)."""
     try:
-        trees = disk_walk.plan(api, inspect, writable_layer, volumes)
+        trees = disk_walk.plan(api, inspect, writable_layer, volumes, together)
     except OpError as exc:
         return {"rootfs": False, "volumes": [], "bytes": 0}, [str(exc)]
     size = 0
@@ -150,17 +150,22 @@ def host_local(inspect: Mapping[str, Any]) -> list[str]:
 
 
 def plan(api: DockerAPI, names: Iterable[str], run: Run, which: Which, kernel: str,
-         writable_layer: bool = False, volumes: str = "none") -> dict[str, Any]:
+         writable_layer: bool = False, volumes: str = "none", group: bool = False) -> dict[str, Any]:
     """What moves, as the target's pre-flight needs it; containers that do not exist are left to the source's own
-    pre-flight (docker_checkpoint in check mode), which names them. `problems` and `notices` are this side's."""
+    pre-flight (docker_checkpoint in check mode), which names them. `problems` and `notices` are this side's.
+    `group`: the containers move as one group (consistent=true), so a volume only they use travels, once."""
     containers = []
     problems: list[str] = []
     notices: list[str] = []
+    found: dict[str, Any] = {}
     for name in names:
         try:
-            inspect = api.get(f"/containers/{name}/json") or {}
+            found[name] = api.get(f"/containers/{name}/json") or {}
         except DockerAPIError:
             continue
+    together = [str(inspect.get("Id")) for inspect in found.values()] if group else []
+    carried: set[str] = set()
+    for name, inspect in found.items():
         try:
             image_size = int((api.get(f"/images/{inspect.get('Image')}/json") or {}).get("Size") or 0)
         except DockerAPIError:
@@ -168,7 +173,9 @@ def plan(api: DockerAPI, names: Iterable[str], run: Run, which: Which, kernel: s
         # Only what the target's checks read: no environment, labels or command (secrets would show in the
         # task's result and in the target task's arguments).
         config = {key: value for key, value in container_config(inspect).items() if key in PLAN_KEYS}
-        disk, trouble = disk_plan(api, inspect, writable_layer, volumes)
+        disk, trouble = disk_plan(api, inspect, writable_layer, volumes, together)
+        disk["volumes"] = [volume for volume in disk["volumes"] if volume not in carried]  # (its bytes: counted twice)
+        carried.update(disk["volumes"])
         problems += trouble
         notices += host_local(inspect)
         containers.append({"name": name, "config": config, "memory": _memory(api, inspect["Id"]),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Mapping, Union
+from typing import Any, Collection, Mapping, Union
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import container
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import disk_walk
@@ -63,10 +63,12 @@ def connect(send_to: SendTo, result: Result, name: str, made: bool = False) -> S
     return sender
 
 
-def disk_trees(ctx: HostContext, found: Inspect, send_to: SendTo, leave_running: bool) -> list[disk_walk.Tree]:
+def disk_trees(ctx: HostContext, found: Inspect, send_to: SendTo, leave_running: bool,
+               together: Collection[str] = ()) -> list[disk_walk.Tree]:
     """The disk state that travels with the checkpoint (send_to.writable_layer, send_to.volumes); OpError before
-    anything is touched when it cannot."""
-    trees = disk_walk.plan(ctx.api, found, bool(send_to.get("writable_layer")), send_to.get("volumes") or "none")
+    anything is touched when it cannot. `together`: the ids of a group's members, which stop with this one."""
+    trees = disk_walk.plan(ctx.api, found, bool(send_to.get("writable_layer")), send_to.get("volumes") or "none",
+                           together)
     if trees and leave_running:
         raise OpError(f"{(found.get('Name') or '').lstrip('/')} would keep running while its disk state is copied: "
                       "disk state travels only with a checkpoint that stops the container. Use leave_running=false, "

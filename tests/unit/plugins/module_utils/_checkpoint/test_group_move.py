@@ -11,9 +11,13 @@ test_receive.py) are stood in for, so that their order can be seen."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import container
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import disk_apply
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import disk_walk
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import dump
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import group_dump
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import group_receive
@@ -35,8 +39,16 @@ def cid(name, host="a"):
     return (host + name * 64)[:64]
 
 
+class VolumesAPI:
+    """The Engine's volume list: `shared-old` was on the target before the group's receive began."""
+
+    def get(self, path, **unused):
+        assert path == "/volumes"
+        return {"Volumes": [{"Name": "shared-old"}]}
+
+
 def ctx_of(tmp_path, check_mode=False):
-    return HostContext(api=None, root_dir=str(tmp_path), check_mode=check_mode, criu_log=None)
+    return HostContext(api=VolumesAPI(), root_dir=str(tmp_path), check_mode=check_mode, criu_log=None)
 
 
 class Sender:
@@ -50,7 +62,8 @@ class Sender:
 @pytest.fixture
 def sending(monkeypatch):
     """The group's dump, the connections and the sends stood in for, logged in order."""
-    state = {"log": [], "refuse_connect": set(), "fail_send": set(), "dump_fails": False}
+    state = {"log": [], "refuse_connect": set(), "fail_send": set(), "dump_fails": False, "shared": False,
+             "together": []}
     log = state["log"]
 
     def present_group(ctx, refs, opts, workers=None, barrier=None, prepare=None):
@@ -74,6 +87,13 @@ def sending(monkeypatch):
         return Sender(log, result["container"])
 
     def send_checkpoint(ctx, result, name, send_to, timeout, sender=None, trees=None, precopied=None):
+        if state["shared"]:
+            log.append(("send", result["container"], [tree.name or tree.kind for tree in trees]))
+            if result["container"] == "producer":
+                time.sleep(0.2)  # the consumer, sent at the same time, would start first
+            log.append(("sent", result["container"]))
+            result["sent"] = {"bytes": 1}
+            return
         log.append(("send", result["container"], sender is not None, precopied))
         if result["container"] in state["fail_send"]:
             raise OpError(f"sending {result['container']} failed")
@@ -82,7 +102,14 @@ def sending(monkeypatch):
     monkeypatch.setattr(group_dump, "present_group", present_group)
     monkeypatch.setattr(send, "connect", connect)
     monkeypatch.setattr(send, "send_checkpoint", send_checkpoint)
-    monkeypatch.setattr(send, "disk_trees", lambda ctx, found, send_to, leave: ["tree"])
+
+    def disk_trees(ctx, found, send_to, leave, together=()):
+        state["together"] = list(together)
+        return [disk_walk.Tree("rootfs", "/upper")] + ([disk_walk.Tree("volume", "/v", "shared")]
+                                                       if state["shared"] else [])
+
+    monkeypatch.setattr(send, "disk_trees", disk_trees)
+    monkeypatch.setattr(container, "inspect", lambda ctx, ref: {"Id": ref})
     monkeypatch.setattr(send, "precopy", lambda ctx, planned, name, trees, sender, timeout:
                         log.append(("precopy", planned.result["container"])) or "ahead")
     return state
@@ -101,6 +128,18 @@ def test_over_ssh_every_member_is_connected_before_the_group_is_frozen(sending, 
     assert sorted(log[5:]) == [("send", "consumer", True, "ahead"), ("send", "producer", True, "ahead")]
     assert [result["sent"] for result in results] == [{"bytes": 1}, {"bytes": 1}]
     assert group["members"] == NAMES
+
+
+def test_a_volume_the_members_share_travels_once_before_the_member_that_mounts_it_too(sending, tmp_path):
+    """It must exist on the target before the other member's container is created there (Docker would make an
+    empty one for its mount): the first member carries it, the other's send begins once that one's has ended."""
+    sending["shared"] = True
+    results, unused = group_send.present_group_and_send(ctx_of(tmp_path), NAMES, opts(), SSH, workers=4)
+    assert sending["together"] == [cid(name) for name in NAMES]  # the volume's other user stops with it
+    sends = [entry for entry in sending["log"] if entry[0] in ("send", "sent")]
+    assert sends == [("send", "producer", ["rootfs", "shared"]), ("sent", "producer"),
+                     ("send", "consumer", ["rootfs"]), ("sent", "consumer")]
+    assert not any(result.get("failed") for result in results)
 
 
 def test_through_the_relay_the_group_is_dumped_first_and_sent_one_after_the_other(sending, tmp_path):
@@ -161,9 +200,12 @@ def receiving(monkeypatch, tmp_path):
         os.makedirs(path)
         store.write_metadata(path, {"group": {"members": NAMES, "ids": [cid(name) for name in NAMES]}})
         log.append(("received", ref))
-        return {"inspect": {"Id": cid(here, "b"), "Name": f"/{here}"}, "created": True, "bytes": 10,
-                "waited_seconds": 0.1, "seconds": 0.2, "finished_at": 1.0, "disk": {"volumes": [f"{here}-data"]},
-                "lazy": None}
+        # The producer carries the volume both share; both mount one that was here already.
+        mounts = [{"Type": "volume", "Name": "shared"}, {"Type": "volume", "Name": "shared-old"},
+                  {"Type": "bind", "Source": "/etc/app"}]
+        return {"inspect": {"Id": cid(here, "b"), "Name": f"/{here}", "Mounts": mounts}, "created": True,
+                "bytes": 10, "waited_seconds": 0.1, "seconds": 0.2, "finished_at": 1.0,
+                "disk": {"volumes": [f"{here}-data"] + (["shared"] if ref == "producer" else [])}, "lazy": None}
 
     def restored_group(ctx, refs, opts, held_at_most=None, barrier=None):
         assert opts.receive is None
@@ -177,7 +219,12 @@ def receiving(monkeypatch, tmp_path):
         log.append(("abandon", container_id, tuple(volumes)))
         return ["the container created for it"]
 
+    def drop_volumes(ctx, made):
+        log.append(("drop", tuple(made)))
+        return list(made)
+
     monkeypatch.setattr(receive, "receive", receive_one)
+    monkeypatch.setattr(disk_apply, "drop_volumes", drop_volumes)
     monkeypatch.setattr(group_restore, "restored_group", restored_group)
     monkeypatch.setattr(restore, "abandon_received", abandon)
     return state
@@ -206,7 +253,7 @@ def test_one_stream_that_fails_restores_nothing_and_removes_what_the_others_crea
     receiving["fail_stream"].add("consumer")
     results, unused = group_receive.received_group(ctx_of(tmp_path), NAMES, restore_opts(tmp_path))
     assert ("restore", ("producer", "consumer")) not in receiving["log"]
-    assert ("abandon", cid("producer", "b"), ("producer-data",)) in receiving["log"]
+    assert receiving["log"][1:] == [("abandon", cid("producer", "b"), ()), ("drop", ("producer-data", "shared"))]
     assert results[1]["msg"] == "receiving consumer failed"
     assert results[0]["failed"] and "the stream of consumer (of the same group) failed" in results[0]["msg"]
     assert "removed again" in results[0]["msg"] and "created" not in results[0]
@@ -215,8 +262,10 @@ def test_one_stream_that_fails_restores_nothing_and_removes_what_the_others_crea
 def test_a_group_that_cannot_be_restored_leaves_nothing_it_created(receiving, tmp_path):
     receiving["restore_fails"] = True
     results, unused = group_receive.received_group(ctx_of(tmp_path), NAMES, restore_opts(tmp_path))
-    assert [entry[1] for entry in receiving["log"] if entry[0] == "abandon"] == [cid("producer", "b"),
-                                                                                 cid("consumer", "b")]
+    # Every container first (a volume one carries, the other mounts), then the volumes made for them, each once;
+    # never the volume that was here before.
+    assert receiving["log"][3:] == [("abandon", cid("producer", "b"), ()), ("abandon", cid("consumer", "b"), ()),
+                                    ("drop", ("producer-data", "shared")), ("drop", ("consumer-data",))]
     assert all(result["failed"] and "removed again" in result["msg"] and "created" not in result
                for result in results)
 

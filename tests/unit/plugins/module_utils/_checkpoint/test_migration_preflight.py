@@ -200,6 +200,18 @@ def test_the_source_names_volumes_that_cannot_travel_and_each_bind_mount(tmp_pat
     assert "not a plain local volume" in mp.plan(api, ["web"], criu(), which(), "6.18.44", True, "named")["problems"][0]
 
 
+def test_a_group_moved_together_carries_a_volume_only_its_members_share_once(tmp_path):
+    worker = dict(with_volumes("shared"), Id="cd" * 32, Name="/worker")
+    mine, theirs = (INSPECT["Id"], "web", "running"), ("cd" * 32, "worker", "running")
+    api = DiskApi({"shared": ("local", None, str(tmp_path), [mine, theirs])},
+                  containers={"web": with_volumes("shared"), "worker": worker}, images={IMAGE_ID: 1})
+    alone = mp.plan(api, ["web", "worker"], criu(), which(), "6.18.44", False, "all")["problems"]
+    assert len(alone) == 2 and "move them with it as one group (consistent=true)" in alone[0]
+    moved = mp.plan(api, ["web", "worker"], criu(), which(), "6.18.44", False, "all", group=True)
+    assert moved["problems"] == []
+    assert [row["disk"]["volumes"] for row in moved["containers"]] == [["shared"], []]
+
+
 def test_the_target_refuses_a_volume_it_has_and_a_layer_it_cannot_hold():
     api = DiskApi({"db": ("local", None, "/var/lib/docker/volumes/db/_data", [])}, driver="btrfs")
     problems = mp.disk_problems(api, api.get("/info"), "web", {"rootfs": True, "volumes": ["db", "logs"]})
