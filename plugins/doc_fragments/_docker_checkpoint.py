@@ -326,7 +326,9 @@ options:
         is checkpointed at one instant and stops, then every checkpoint is sent. With O(receive_timeout)
         (O(state=restored)), every member's stream is waited for, and the group is restored together only once all
         have arrived; if one stream or one restore fails, no member runs here and the containers this call created
-        are removed again. Not with O(send_to.lazy) or O(send_to.memory_rounds), nor with O(barrier_dir).
+        are removed again (then the volumes made for them). A volume several members use travels once, with the
+        first of them; the others wait for it here before their containers are made. Not with O(send_to.lazy) or
+        O(send_to.memory_rounds), nor with O(barrier_dir).
       - Not with an archive or O(target).
     type: bool
     default: false

@@ -23,7 +23,9 @@ VOLUME = "fleet-group-shared"
 TCP_PAIR = ["grp-consumer", "grp-producer"]
 FILE_PAIR = ["grp-writer", "grp-reader"]
 GROUP = TCP_PAIR + FILE_PAIR
-WRITER = "exec 3>>/shared/log; i=0; while :; do i=$((i + 1)); echo $i >&3; sleep 0.01; done"
+# (2 MiB of data beside the log: a move sends it ahead, before the freeze, with the member that carries the volume.)
+WRITER = ("head -c 2097152 /dev/urandom > /shared/blob; exec 3>>/shared/log; i=0; "
+          "while :; do i=$((i + 1)); echo $i >&3; sleep 0.01; done")
 READER = ("tail -n +1 -f /shared/log | awk '{ if ($1 != last + 1) print \"GAP:after=\" last \",got=\" $1; "
           "last = $1; if (last % 100 == 0) print \"got:\" last; fflush() }'")
 
@@ -163,8 +165,8 @@ def test_a_group_is_frozen_at_one_instant_and_restored_together(host):
 def test_one_by_one_checkpoints_lose_what_a_group_keeps(host):
     """The same pairs checkpointed one container after the other (what every other tool does): the reader's
     checkpoint cannot be restored (the file moved on after it), and a TCP pair rewound to two snapshots taken a
-    second apart stalls for good - the messages between them are lost. Snapshotted as a group, the pair rewinds and
-    goes on without a gap."""
+    second apart stalls for good - the messages between them are lost - or breaks at once (a reset). Snapshotted as
+    a group, the pair rewinds and goes on without a gap."""
     start(host)
     for name in ("grp-reader", "grp-writer"):
         ok(module(host, container=name, name="one"))
@@ -176,16 +178,23 @@ def test_one_by_one_checkpoints_lose_what_a_group_keeps(host):
     for name in TCP_PAIR:
         ok(module(host, container=name, name="one", leave_running=True))
         time.sleep(0.5)
-    ok(module(host, containers=TCP_PAIR, name="one", state="restored", force=True))
-    time.sleep(2)
-    since = {name: started(host, name) for name in TCP_PAIR}
-    got = numbers(host, "grp-consumer", "got", since["grp-consumer"])
-    time.sleep(2)
-    # The producer, rewound to a second after the consumer, sends on from there; the consumer takes what was in its
-    # own queue, then never gets another message: those in between are lost.
-    assert numbers(host, "grp-consumer", "got", since["grp-consumer"]) == got, "the one-by-one rewind did not stall"
-    sent = numbers(host, "grp-producer", "sent", since["grp-producer"])
-    assert sent and max(got or [0]) + 5000 < min(sent), f"nothing lost: got up to {got[-1:]}, sent from {sent[:1]}"
+    rewound = module(host, containers=TCP_PAIR, name="one", state="restored", force=True)
+    consumer = rewound["results"][0]
+    if consumer.get("failed"):
+        # Now and then (1 fresh run in 4) the two ends' TCP states disagree so much that the connection is reset at
+        # once: the consumer ends right after its restore - the pair is broken, not merely stalled.
+        assert "grp-consumer stopped right after its restore" in consumer["msg"], rewound["msg"]
+    else:
+        ok(rewound)
+        time.sleep(2)
+        since = {name: started(host, name) for name in TCP_PAIR}
+        got = numbers(host, "grp-consumer", "got", since["grp-consumer"])
+        time.sleep(2)
+        # The producer, rewound to a second after the consumer, sends on from there; the consumer takes what was in
+        # its own queue, then never gets another message: those in between are lost.
+        assert numbers(host, "grp-consumer", "got", since["grp-consumer"]) == got, "the one-by-one rewind did not stall"
+        sent = numbers(host, "grp-producer", "sent", since["grp-producer"])
+        assert sent and max(got or [0]) + 5000 < min(sent), f"nothing lost: got up to {got[-1:]}, sent from {sent[:1]}"
 
     start(host, TCP_PAIR)
     snap = ok(module(host, containers=TCP_PAIR, name="snap", consistent=True, leave_running=True))
@@ -354,8 +363,11 @@ def test_a_group_moves_together(fleet):
                                 else "Collect the checkpoints' result from the source")[here]
             assert sent["group"]["members"] == GROUP and sent["group"]["frozen_seconds"] > 0, sent["group"]
             assert all(row["dump_started_at"] >= sent["group"]["frozen_at"] for row in sent["results"])
-            carried = {row["container"]: row["sent"]["disk"]["trees"] for row in sent["results"]}
-            assert carried["grp-writer"].count(VOLUME) + carried["grp-reader"].count(VOLUME) == 1, carried
+            carried = {row["container"]: row["sent"]["disk"] for row in sent["results"]}
+            assert carried["grp-writer"]["trees"].count(VOLUME) + carried["grp-reader"]["trees"].count(VOLUME) == 1
+            if path["fleet_checkpoint_migrate_transfer"] == "direct":  # the carrier's data went ahead, the other's not
+                assert carried["grp-writer"]["precopy"]["bytes"] >= 2097152, carried
+                assert "precopy" not in carried["grp-reader"], carried
             restored = play_results(output, "Wait for the restore that received the stream")[there]
             assert restored["group"]["members"] == GROUP and restored["group"].get("held_seconds"), restored
             assert [row.get("resumed") for row in restored["results"]] == [True] * 4

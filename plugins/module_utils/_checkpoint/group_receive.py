@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, List, Set
+from typing import Callable, Dict, List, Optional, Set
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import disk_apply
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import group_restore
@@ -38,26 +39,61 @@ def received_group(ctx: HostContext, refs: List[str], opts: restore.RestoreOptio
     got: Dict[str, receive.Received] = {}
     failed: Dict[str, str] = {}
     before = _volumes_here(ctx)
+    receiving = dataclasses.replace(receiving, await_volumes=_awaiting(ctx, refs, receiving.timeout))
 
     def one(ref: str) -> None:
         try:
             got[ref] = receive.receive(ctx, ref, receiving)
+            if got[ref].get("lazy") is not None:
+                raise OpError(f"the stream of {ref} is a post-copy move, which a group does not take (its memory "
+                              "would follow after the group's instant)")
         except Exception as exc:  # pylint: disable=broad-exception-caught
             failed[ref] = message_of(exc)
 
     with ThreadPoolExecutor(max_workers=len(refs)) as pool:
         list(pool.map(one, refs))
     if failed:
+        for arrived in got.values():
+            lazy = arrived.get("lazy")
+            if lazy is not None:
+                lazy.cleanup(keep_config=False)
         return _stream_failed(ctx, refs, got, failed, opts.name, before), group
-    _adopt_group(ctx, refs, got, receiving, opts.name)
-    names = [(got[ref]["inspect"].get("Name") or receiving.here(ref)).lstrip("/") for ref in refs]
-    results, group = group_restore.restored_group(ctx, names, dataclasses.replace(opts, receive=None))
+    try:
+        _adopt_group(ctx, refs, got, receiving, opts.name)
+        names = [(got[ref]["inspect"].get("Name") or receiving.here(ref)).lstrip("/") for ref in refs]
+        results, group = group_restore.restored_group(ctx, names, dataclasses.replace(opts, receive=None))
+    except Exception as exc:  # pylint: disable=broad-exception-caught
+        return _stream_failed(ctx, refs, got, {}, opts.name, before, why=message_of(exc)), group
     removed: Dict[str, List[str]] = {}
     if any(result.get("failed") for result in results):
-        removed = _remove_created(ctx, got, before)
+        removed = _remove_created(ctx, {ref: got[ref] for ref in refs}, before)  # in the group's order
     for ref, result in zip(refs, results):
         _describe(ref, got[ref], receiving, result, removed)
     return results, group
+
+
+def _awaiting(ctx: HostContext, refs: List[str], timeout: float) -> Callable[[str, Dict[str, str]], None]:
+    """What a member's receive calls before it makes its container: wait until the volumes it mounts that another
+    member carries are here (made by that member's receive; Docker would make an empty one for the mount)."""
+
+    def wait(ref: str, volumes_from: Dict[str, str]) -> None:
+        strangers = sorted(member for member in volumes_from.values() if member not in refs)
+        if strangers:
+            raise OpError(f"the stream of {ref} waits for volumes carried by {', '.join(strangers)}, which this "
+                          "call does not receive: select the whole group")
+        deadline = time.monotonic() + timeout
+        for volume, member in sorted(volumes_from.items()):
+            while True:
+                try:
+                    ctx.api.get(f"/volumes/{volume}")
+                    break
+                except DockerAPIError as exc:
+                    if exc.status != 404 or time.monotonic() > deadline:
+                        raise OpError(f"volume {volume}, which {member} carries for {ref}, is not here "
+                                      f"after {round(timeout)}s ({exc})") from exc
+                time.sleep(0.05)
+
+    return wait
 
 
 def _predicted(ctx: HostContext, ref: str, receiving: receive.ReceiveOptions) -> Result:
@@ -68,10 +104,10 @@ def _predicted(ctx: HostContext, ref: str, receiving: receive.ReceiveOptions) ->
 
 
 def _stream_failed(ctx: HostContext, refs: List[str], got: Dict[str, receive.Received], failed: Dict[str, str],
-                   name: str, before: Set[str]) -> List[Result]:
-    """Some members' streams failed: nothing of the group is restored, and what this call created for the members
-    that did arrive is removed again."""
-    why = ", ".join(failed)
+                   name: str, before: Optional[Set[str]], why: str = "") -> List[Result]:
+    """Some members' streams failed (or, `why`, the group's restore could not begin): nothing of the group is
+    restored, and what this call created for the members that did arrive is removed again."""
+    why = why or f"the stream of {', '.join(failed)} (of the same group) failed"
     removed = _remove_created(ctx, {ref: got[ref] for ref in refs if ref in got}, before)
     results: List[Result] = []
     for ref in refs:
@@ -81,25 +117,27 @@ def _stream_failed(ctx: HostContext, refs: List[str], got: Dict[str, receive.Rec
         arrived = got[ref]
         result = results_mod.failure(
             (arrived["inspect"].get("Name") or ref).lstrip("/"),
-            f"not restored: checkpoint {name!r} arrived, but the stream of {why} (of the same group) failed, and a "
-            "group is restored together or not at all"
+            f"not restored: checkpoint {name!r} arrived, but {why}, and a group is restored together or not at all"
             + (f"; {', '.join(removed[ref])} removed again" if removed.get(ref) else ""))
         result["received"] = {"bytes": arrived["bytes"]}
         results.append(result)
     return results
 
 
-def _volumes_here(ctx: HostContext) -> Set[str]:
+def _volumes_here(ctx: HostContext) -> Optional[Set[str]]:
+    """The volumes here now; None when Docker does not list them."""
     try:
         return {str(volume.get("Name")) for volume in (ctx.api.get("/volumes") or {}).get("Volumes") or []}
     except DockerAPIError:
-        return set()
+        return None
 
 
-def _remove_created(ctx: HostContext, arrivals: Dict[str, receive.Received], before: Set[str]) -> Dict[str, List[str]]:
+def _remove_created(ctx: HostContext, arrivals: Dict[str, receive.Received],
+                    before: Optional[Set[str]]) -> Dict[str, List[str]]:
     """Remove the containers the group's receives created, then the volumes made for them: those their streams
     carried, and those Docker made for their mounts (a volume one member carries, another mounts) - never one that
-    was here before the group's receive began. What was removed, in words, by member."""
+    was here before the group's receive began (without that list, only the carried ones). What was removed, in
+    words, by member."""
     removed: Dict[str, List[str]] = {}
     volumes: Dict[str, List[str]] = {}
     for ref, arrived in arrivals.items():
@@ -109,10 +147,14 @@ def _remove_created(ctx: HostContext, arrivals: Dict[str, receive.Received], bef
         mounted = [str(mount.get("Name")) for mount in arrived["inspect"].get("Mounts") or []
                    if mount.get("Type") == "volume" and mount.get("Name")]
         carried = list(((arrived.get("disk") or {}).get("volumes")) or [])
-        volumes[ref] = [volume for volume in dict.fromkeys(carried + mounted) if volume not in before]
+        if before is None:
+            volumes[ref] = carried
+        else:
+            volumes[ref] = [volume for volume in dict.fromkeys(carried + mounted) if volume not in before]
+    done: Set[str] = set(before or ())
     for ref, names in volumes.items():
-        gone = disk_apply.drop_volumes(ctx, [volume for volume in names if volume not in before])
-        before.update(gone)  # (removed once, named once)
+        gone = disk_apply.drop_volumes(ctx, [volume for volume in names if volume not in done])
+        done.update(gone)  # (removed once, named once)
         removed[ref] += [f"volume {volume}" for volume in gone]
     return removed
 
@@ -152,11 +194,11 @@ def _describe(ref: str, arrived: receive.Received, receiving: receive.ReceiveOpt
     result["import_seconds"] = arrived["seconds"]
     if not arrived["created"]:
         return
-    if not result.get("failed"):
-        result["created"] = True
-        result["changed"] = True
-        return
     if ref in removed and "the container created for it" in removed[ref]:
+        if not result.get("failed"):  # restored, but the group was not: gone again with the others
+            result.update(failed=True, action="failed", changed=False,
+                          msg="restored, but the group's restore failed for another member")
         result["msg"] = f"{result.get('msg', 'not restored')}; {', '.join(removed[ref])} removed again"
-    else:
-        result["created"] = True  # still there: the caller removes it
+        return
+    result["created"] = True  # here (restored), or still here after a failure: the caller removes it
+    result["changed"] = True

@@ -27,15 +27,18 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.error
 
 
 class _Links:
-    """Each member's connection to the target, disk trees and disk pre-copy, by container name; the members whose
-    send must end before a member's begins (they carry a volume it shares with them, which must exist on the target
-    before its container is created there)."""
+    """Each member's connection to the target, disk trees and disk pre-copy, by container name; the volumes it
+    mounts that another member carries ({volume: carrier}: its send begins once the carriers' have ended, and its
+    stream names them, so that the target makes its container only once they are there)."""
 
     def __init__(self) -> None:
         self.senders: Dict[str, send.Sender] = {}
         self.trees: Dict[str, list] = {}
         self.precopied: Dict[str, Any] = {}
-        self.after: Dict[str, Set[str]] = {}
+        self.volumes_from: Dict[str, Dict[str, str]] = {}
+
+    def after(self, name: str) -> Set[str]:
+        return set((self.volumes_from.get(name) or {}).values())
 
     def plan_disk(self, ctx: HostContext, members: List[tuple[str, Inspect]], send_to: send.SendTo) -> None:
         """Every member's disk trees (OpError naming what cannot travel); a volume several members share travels
@@ -51,7 +54,7 @@ class _Links:
                 if carrier == name:
                     kept.append(tree)
                 else:
-                    self.after.setdefault(name, set()).add(carrier)
+                    self.volumes_from.setdefault(name, {})[tree.name] = carrier
             self.trees[name] = kept
 
     def abort(self) -> None:
@@ -78,7 +81,9 @@ def present_group_and_send(ctx: HostContext, refs: List[str], opts: dump.DumpOpt
                 links.senders[name] = send.connect(send_to, planned.result, opts.name)
             for planned in plans:
                 name = planned.result["container"]
-                if links.trees[name] and send_to.get("precopy", True):
+                # Not for a member that mounts a volume another carries: its first bytes would make its container
+                # on the target, which must wait for that volume (all of its disk state goes with its checkpoint).
+                if links.trees[name] and send_to.get("precopy", True) and not links.after(name):
                     links.precopied[name] = send.precopy(ctx, planned, opts.name, links.trees[name],
                                                          links.senders[name], opts.timeout)
         except BaseException:
@@ -95,6 +100,9 @@ def present_group_and_send(ctx: HostContext, refs: List[str], opts: dump.DumpOpt
     if any(result.get("failed") for result in results):
         links.abort()  # refused or undone: every member runs as before, nothing is sent
         return results, group
+    if group.get("frozen_at") is not None:
+        for result in results:  # a member's downtime begins with the group's first freeze, before its own dump
+            result["frozen_at"] = round(group["frozen_at"] - (group.get("freeze_seconds") or 0), 3)
     sent = _send_all(ctx, results, opts, send_to, links, 1 if relayed else (workers or len(results)))
     return sent, group
 
@@ -108,7 +116,7 @@ def _send_all(ctx: HostContext, results: List[Result], opts: dump.DumpOptions, s
                         send_to)
     except OpError as exc:
         links.abort()
-        return [results_mod.failure(result["container"], f"not sent: {message_of(exc)}") for result in results]
+        return [_failed(result, f"not sent: {message_of(exc)}") for result in results]
     ended = {result["container"]: threading.Event() for result in results}
 
     def one(result: Result) -> Result:
@@ -123,7 +131,7 @@ def _send_all(ctx: HostContext, results: List[Result], opts: dump.DumpOptions, s
         sender = links.senders.pop(name, None)
         try:
             with carrying(result):
-                for carrier in sorted(links.after.get(name, ())):
+                for carrier in sorted(links.after(name)):
                     if not ended[carrier].wait(opts.timeout):
                         raise OpError(f"not sent: {carrier}, which carries a volume {name} shares, was not sent "
                                       f"within {opts.timeout}s")
@@ -132,17 +140,23 @@ def _send_all(ctx: HostContext, results: List[Result], opts: dump.DumpOptions, s
                     # rather than leaving the relay waiting for this member until its connect_timeout.
                     sender = send.connect(send_to, result, opts.name, made=True)
                 send.send_checkpoint(ctx, result, opts.name, send_to, opts.timeout, sender, links.trees[name],
-                                     links.precopied.get(name))
+                                     links.precopied.get(name), links.volumes_from.get(name))
             return result
         except OpError as exc:
-            if sender is not None and send_to.get("via") == "relay":
-                sender.abort()  # (again: a socket's abort is idempotent)
-            failed = results_mod.failure(name, message_of(exc), exc.partial)
-            failed["msg"] += (" (the group's other checkpoints were made at the same instant: restore the group "
-                              "here together with consistent=true)")
-            return failed
+            if sender is not None:
+                sender.abort()  # the far side stops waiting (again: an abort is idempotent)
+            return _failed(result, message_of(exc))
 
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(results)))) as pool:
         sent = list(pool.map(one, results))
     links.abort()  # none is left when every send took its own
     return sent
+
+
+def _failed(result: Result, message: str) -> Result:
+    """A member checkpointed with the group (stopped by its dump, unless leave_running) that was not sent."""
+    partial = dict(result, modified=bool(result.get("stopped") or result.get("modified")))
+    failed = results_mod.failure(result["container"], message, partial)
+    failed["msg"] += (" (the group's other checkpoints were made at the same instant: restore the group here "
+                      "together with consistent=true)")
+    return failed

@@ -161,7 +161,21 @@ def validate(data: object) -> Manifest:
             raise ManifestError(f"manifest version {key!r} must be a string")
     if "metadata" in data:
         _validate_metadata(data["metadata"])
+    if "volumes_from" in data:
+        _validate_volumes_from(data["volumes_from"])
     return data
+
+
+_VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}$")  # Docker's rule for a volume's name
+
+
+def _validate_volumes_from(value: object) -> None:
+    """A group's member names the volumes it mounts that another member carries ({volume: that member's name})."""
+    if not isinstance(value, dict) or not all(
+            isinstance(volume, str) and _VOLUME_NAME.match(volume) and isinstance(member, str) and member
+            for volume, member in value.items()):
+        raise ManifestError("manifest volumes_from must map volume names to the names of the group's members that "
+                            "carry them")
 
 
 MAX_ROUNDS = 30  # as send_to.memory_rounds allows

@@ -12,7 +12,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import Any, Callable, Dict, Optional, TypedDict
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import container
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import disk_apply
@@ -57,6 +57,9 @@ class ReceiveOptions:
     create: bool = False  # create a missing container from the stream's manifest
     rename: dict[str, str] = field(default_factory=dict)  # a stream's container (sender's name) -> its name here
     allowed: HostAccess = field(default_factory=HostAccess)  # what of the host a container created here may reach
+    # A group's receive (group_receive.py): called with the stream's name and its manifest's volumes_from before
+    # its container is made, to wait for the volumes other members carry.
+    await_volumes: Optional[Callable[[str, Dict[str, str]], None]] = None
 
     def here(self, ref: str) -> str:
         """The name here of the container whose stream is `ref`'s."""
@@ -251,6 +254,8 @@ def receive(ctx: HostContext, ref: str, opts: ReceiveOptions) -> Received:
         if manifest.get("phase") == "memory" and (manifest.get("disk") or manifest.get("lazy")):
             raise OpError(f"the stream at {fifo_path} mixes memory rounds with disk state or a post-copy move: not "
                           "supported")
+        if opts.await_volumes is not None and manifest.get("volumes_from"):
+            opts.await_volumes(ref, manifest["volumes_from"])
         if manifest.get("disk"):
             _refuse_existing(ctx, here, opts.create)
             container.refuse_host_access(here, manifest["container"], f"the stream at {fifo_path}", opts.allowed)

@@ -134,9 +134,11 @@ def _volume_labels(trees: list[disk_walk.Tree]) -> dict[str, dict[str, str]]:
 
 def send_checkpoint(ctx: HostContext, result: Result, name: str, send_to: SendTo, timeout: int,
                     sender: Sender | None = None, trees: list[disk_walk.Tree] | None = None,
-                    precopied: tuple[disk_walk.DiskState, dict[str, Any]] | None = None) -> None:
+                    precopied: tuple[disk_walk.DiskState, dict[str, Any]] | None = None,
+                    volumes_from: Mapping[str, str] | None = None) -> None:
     """Send the checkpoint that state=present just made (or found) to send_to, with the disk state of `trees`;
-    fills result['sent']."""
+    fills result['sent']. `volumes_from`: the volumes it mounts that another member of its group carries (the
+    receive makes its container only once they are there)."""
     where = remote(send_to, result["container"], name)[1]
     if result["action"] == "unchanged" and container.is_running(ctx, container.inspect(ctx, result["id"])):
         raise OpError(f"container {result['container']} is running and already has a checkpoint {name!r}: sending "
@@ -157,6 +159,8 @@ def send_checkpoint(ctx: HostContext, result: Result, name: str, send_to: SendTo
             files = file_inventory(path)
         found = container.inspect(ctx, result["id"])
         manifest = portable_manifest(ctx, name, found, path, metadata, files)
+        if volumes_from:
+            manifest["volumes_from"] = dict(volumes_from)
         if trees:
             if container.is_running(ctx, found):
                 raise disk_walk.DiskStateError("the container runs again: its disk state would change as it is read")

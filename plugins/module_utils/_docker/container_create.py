@@ -122,6 +122,24 @@ class HostAccess:
     network_modes: tuple[str, ...] = ()
 
 
+def _outside_subnets(name: str, network: Mapping[str, Any], ipam: Mapping[str, str]) -> list[str]:
+    """The container's fixed addresses on network `name` that none of its subnets here holds."""
+    subnets = []
+    for entry in (network.get("IPAM") or {}).get("Config") or []:
+        try:
+            subnets.append(ipaddress.ip_network(str((entry or {}).get("Subnet") or ""), strict=False))
+        except ValueError:
+            continue
+    problems = []
+    for address in ipam.values():
+        found = ipaddress.ip_address(address)
+        if not any(found.version == subnet.version and found in subnet for subnet in subnets):
+            problems.append(f"address {address} is not in network {name}'s subnets on this host "
+                            f"({', '.join(str(subnet) for subnet in subnets) or 'none'}): the container had it fixed "
+                            "(--ip); make the network with the source's subnet")
+    return problems
+
+
 def host_access_problems(config: ContainerConfig, allowed: HostAccess) -> list[str]:
     """The manifest's settings that reach into the host beyond `allowed`, as refusals naming the setting and the
     option that would allow it."""
@@ -164,15 +182,18 @@ def missing_prerequisites(api: DockerAPI, config: ContainerConfig, path_exists: 
 
 
 def missing_host_parts(api: DockerAPI, config: ContainerConfig, path_exists: PathExists) -> list[str]:
-    """The user networks and bind mount sources the container needs that this host lacks, as messages."""
+    """The user networks (with a subnet for each fixed address) and bind mount sources the container needs that this
+    host lacks, as messages."""
     problems: list[str] = []
-    for name in config.get("networks") or {}:
+    for name, value in (config.get("networks") or {}).items():
         if name in DEFAULT_NETWORKS:
             continue
         try:
-            api.get(f"/networks/{name}")
+            network = api.get(f"/networks/{name}") or {}
         except Exception:  # pylint: disable=broad-exception-caught
             problems.append(f"network {name} does not exist on this host: create it first")
+            continue
+        problems += _outside_subnets(name, network, _endpoint(value or {}, "").get("IPAMConfig") or {})
     for mount in config.get("mounts") or []:
         if mount.get("type") == "bind" and not path_exists(mount.get("source") or ""):
             problems.append(f"bind mount source {mount.get('source')} does not exist on this host")

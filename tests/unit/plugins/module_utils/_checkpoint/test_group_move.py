@@ -29,6 +29,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint impor
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import store
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import HostContext
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.errors import OpError
+from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPIError
 
 NAMES = ["producer", "consumer"]
 SSH = {"via": "ssh", "host": "b", "directory": "/srv/in", "precopy": True}
@@ -86,9 +87,11 @@ def sending(monkeypatch):
         log.append(("connect", result["container"]))
         return Sender(log, result["container"])
 
-    def send_checkpoint(ctx, result, name, send_to, timeout, sender=None, trees=None, precopied=None):
+    def send_checkpoint(ctx, result, name, send_to, timeout, sender=None, trees=None, precopied=None,
+                        volumes_from=None):
         if state["shared"]:
-            log.append(("send", result["container"], [tree.name or tree.kind for tree in trees]))
+            log.append(("send", result["container"], [tree.name or tree.kind for tree in trees], volumes_from,
+                        precopied))
             if result["container"] == "producer":
                 time.sleep(0.2)  # the consumer, sent at the same time, would start first
             log.append(("sent", result["container"]))
@@ -137,8 +140,11 @@ def test_a_volume_the_members_share_travels_once_before_the_member_that_mounts_i
     results, unused = group_send.present_group_and_send(ctx_of(tmp_path), NAMES, opts(), SSH, workers=4)
     assert sending["together"] == [cid(name) for name in NAMES]  # the volume's other user stops with it
     sends = [entry for entry in sending["log"] if entry[0] in ("send", "sent")]
-    assert sends == [("send", "producer", ["rootfs", "shared"]), ("sent", "producer"),
-                     ("send", "consumer", ["rootfs"]), ("sent", "consumer")]
+    # The consumer's stream names the volume the producer carries (its container waits for it on the target), and
+    # has no pre-copy of its own (that would make its container there before the volume).
+    assert sends == [("send", "producer", ["rootfs", "shared"], None, "ahead"), ("sent", "producer"),
+                     ("send", "consumer", ["rootfs"], {"shared": "producer"}, None), ("sent", "consumer")]
+    assert ("precopy", "consumer") not in sending["log"]
     assert not any(result.get("failed") for result in results)
 
 
@@ -275,3 +281,51 @@ def test_check_mode_waits_for_nothing(receiving, tmp_path, monkeypatch):
     results, unused = group_receive.received_group(ctx_of(tmp_path, check_mode=True), NAMES, restore_opts(tmp_path))
     assert [result["action"] for result in results] == ["restored", "restored"]
     assert receiving["log"] == []
+
+
+class LateVolumeAPI:
+    """The carried volume appears after a few lookups (the carrier's receive makes it)."""
+
+    def __init__(self, after):
+        self.after, self.lookups = after, 0
+
+    def get(self, path, **unused):
+        if path == "/volumes":
+            return {"Volumes": []}
+        self.lookups += 1
+        if self.lookups <= self.after:
+            raise DockerAPIError(f"no such volume: {path}", 404)
+        return {"Name": path.split("/")[-1]}
+
+
+def test_a_member_makes_its_container_only_once_the_volume_another_carries_is_here(tmp_path):
+    api = LateVolumeAPI(after=3)
+    wait = group_receive._awaiting(HostContext(api=api, root_dir=str(tmp_path)), NAMES, 5)
+    wait("consumer", {"shared": "producer"})
+    assert api.lookups == 4
+    with pytest.raises(OpError, match="carried by stranger, which this call does not receive"):
+        wait("consumer", {"shared": "stranger"})
+    with pytest.raises(OpError, match="volume shared, which producer carries for consumer, is not here after 0s"):
+        group_receive._awaiting(HostContext(api=LateVolumeAPI(after=10 ** 6), root_dir=str(tmp_path)), NAMES, 0)(
+            "consumer", {"shared": "producer"})
+
+
+def test_without_the_list_of_volumes_only_the_carried_ones_are_removed(receiving, tmp_path, monkeypatch):
+    receiving["restore_fails"] = True
+    monkeypatch.setattr(group_receive, "_volumes_here", lambda ctx: None)
+    group_receive.received_group(ctx_of(tmp_path), NAMES, restore_opts(tmp_path))
+    dropped = [entry for entry in receiving["log"] if entry[0] == "drop"]
+    assert dropped == [("drop", ("producer-data", "shared")), ("drop", ("consumer-data",))]
+
+
+def test_a_member_restored_but_removed_with_its_failed_group_is_reported_failed(receiving, tmp_path, monkeypatch):
+    def half(ctx, refs, opts, held_at_most=None, barrier=None):
+        return ([{"container": refs[0], "action": "restored", "changed": True, "warnings": []},
+                 {"container": refs[1], "failed": True, "action": "failed", "msg": "not restored"}],
+                {"members": refs})
+
+    monkeypatch.setattr(group_restore, "restored_group", half)
+    results, unused = group_receive.received_group(ctx_of(tmp_path), NAMES, restore_opts(tmp_path))
+    assert results[0]["failed"] and "created" not in results[0]
+    assert results[0]["msg"].startswith("restored, but the group's restore failed for another member; the container "
+                                        "created for it")

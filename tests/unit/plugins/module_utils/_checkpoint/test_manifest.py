@@ -142,3 +142,11 @@ def test_container_config_keeps_the_addresses_the_container_was_given():
         "bridge": {"Aliases": None, "IPAMConfig": None, "IPAddress": "172.17.0.2"}}})
     assert container_config(inspect)["networks"] == {"appnet": {"aliases": ["web"], "ipv4_address": "172.31.240.10"},
                                                      "bridge": {"aliases": []}}
+
+
+@pytest.mark.parametrize("bad", [["shared"], {"../x": "web"}, {"shared": ""}, {"shared": 3}])
+def test_volumes_from_names_volumes_and_members(bad):
+    good = dict(manifest(), volumes_from={"shared": "web"})
+    assert validate(good) is good
+    with pytest.raises(ManifestError, match="volumes_from must map volume names"):
+        validate(dict(manifest(), volumes_from=bad))

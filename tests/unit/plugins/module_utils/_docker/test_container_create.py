@@ -13,6 +13,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.container
     create,
     create_body,
     host_access_problems,
+    missing_host_parts,
     missing_prerequisites,
 )
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPIError
@@ -166,3 +167,21 @@ def test_the_addresses_a_container_was_given_come_back_well_formed_only():
     assert endpoints["appnet"] == {"Aliases": [], "IPAMConfig": {"IPv4Address": "172.31.240.10",
                                                                  "IPv6Address": "fd00::10"}}
     assert endpoints["other"] == {"Aliases": []}
+
+
+class SubnetApi(FakeApi):
+    def get(self, path, **query):
+        if path == "/networks/appnet":
+            return {"Name": "appnet", "IPAM": {"Config": [{"Subnet": "172.31.240.0/24"}, {"Subnet": "fd00::/64"}]}}
+        return super().get(path, **query)
+
+
+def test_a_fixed_address_needs_a_subnet_that_holds_it_here():
+    data = config()
+    data["mounts"] = []
+    data["networks"] = {"appnet": {"aliases": [], "ipv4_address": "172.31.240.10", "ipv6_address": "fd00::10"}}
+    assert missing_host_parts(SubnetApi(), data, lambda path: True) == []
+    data["networks"]["appnet"]["ipv4_address"] = "10.9.0.10"
+    (problem,) = missing_host_parts(SubnetApi(), data, lambda path: True)
+    assert problem.startswith("address 10.9.0.10 is not in network appnet's subnets on this host (172.31.240.0/24, "
+                              "fd00::/64)")
