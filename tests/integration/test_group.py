@@ -311,30 +311,30 @@ def test_a_group_across_two_hosts_meets_at_one_barrier(fleet):
 
 
 def test_a_group_moves_together(fleet):
-    """Both pairs moved as one group with the migrate playbook (fleet_checkpoint_migrate_consistent): through the
-    controller's relay to the second host, then straight back over SSH. All four frozen at one instant, the shared
-    volume carried once (its file as the writer and the reader last saw it), every stream received before any
-    member is restored, all restored together: both counts go on with no gap. First, a move whose consumer cannot
-    be restored on the target: no member runs there and nothing of the move is left there (not the volume either),
-    all four run on the source again, the counts going on."""
+    """Both pairs moved as one group with the migrate playbook (fleet_checkpoint_migrate_consistent). First through
+    the controller's relay, with the consumer's fixed address taken on the target: every member's stream arrives, the
+    consumer's restore fails there, so no member runs there (the others, restored and held, are killed) and nothing
+    of the move is left there, not the volume either; all four run on the source again, the counts going on. Then
+    straight over SSH: all four frozen at one instant, the shared volume carried once (its 2 MiB sent ahead with its
+    carrier, its file as the writer and the reader last saw it), every stream received before any member is
+    restored, all restored together: both counts go on with no gap."""
     source, target = fleet[0], fleet[1]
     for host in (source, target):
         clean(host)
         sh(host, f"docker network create --subnet {SUBNET} {NET} >/dev/null")
     start(source)
-    moves = [(source, target, {"fleet_checkpoint_migrate_transfer": "controller"}),
-             (target, source, None)]
     leftovers = f"docker ps -aq --filter name=grp-; docker volume ls -q --filter name={VOLUME}"
+    move = {"fleet_checkpoint_migrate_source": source, "fleet_checkpoint_migrate_target": target,
+            "fleet_checkpoint_migrate_containers": GROUP, "fleet_checkpoint_migrate_consistent": True}
     try:
-        # The consumer's address is taken on the target: its restore there fails, so the others (restored and
-        # held) never run there either; all are removed there and restored together on the source.
         lab_exec(target, "docker", "run", "-d", "--name", "squatter", "--network", NET, "--ip", CONSUMER_IP,
                  IMAGE, "sleep", "600")
         at = {name: last(source, name, "got") for name in ("grp-consumer", "grp-reader")}
         rc, output = ansible_playbook(ROOT / "playbooks" / "migrate.yml", check=False, extra_vars=dict(
-            moves[0][2], fleet_checkpoint_migrate_source=source, fleet_checkpoint_migrate_target=target,
-            fleet_checkpoint_migrate_containers=GROUP, fleet_checkpoint_migrate_consistent=True))
+            move, fleet_checkpoint_migrate_transfer="controller"))
         assert rc != 0
+        sent = play_results(output, "Collect the checkpoints' result from the source")[source]
+        assert [row["sent"]["bytes"] > 0 for row in sent["results"]] == [True] * 4, sent
         restored = play_results(output, "Wait for the restore that received the stream")[target]
         assert restored["group"]["aborted"], restored["group"]
         producer = [row for row in restored["results"] if row["container"] == "grp-producer"][0]
@@ -346,39 +346,28 @@ def test_a_group_moves_together(fleet):
         assert gaps(source, "grp-consumer") == gaps(source, "grp-reader") == []
         sh(target, "docker rm -f squatter >/dev/null")
 
-        for here, there, path in moves:
-            if path is None:  # back over SSH: the sending host holds a key the other accepts
-                run(["docker", "cp", "/var/lib/fleet-lab/ssh/id_ed25519", f"{here}:/root/.ssh/id_ed25519"])
-                sh(here, "chmod 600 /root/.ssh/id_ed25519")
-                path = {"fleet_checkpoint_migrate_transfer": "direct",
-                        "fleet_checkpoint_migrate_target_address": address_of(there)}
-            at = {name: last(here, name, "got") for name in ("grp-consumer", "grp-reader")}
-            rc, output = ansible_playbook(ROOT / "playbooks" / "migrate.yml", check=False, extra_vars=dict(
-                path, fleet_checkpoint_migrate_source=here, fleet_checkpoint_migrate_target=there,
-                fleet_checkpoint_migrate_containers=GROUP, fleet_checkpoint_migrate_consistent=True,
-                fleet_checkpoint_migrate_source_action="remove"))
-            assert rc == 0, json.dumps(output)[-4000:]
-            sent = play_results(output, "Checkpoint the containers (they stop) and stream them into the waiting "
-                                        "restore (direct path)" if path["fleet_checkpoint_migrate_transfer"] == "direct"
-                                else "Collect the checkpoints' result from the source")[here]
-            assert sent["group"]["members"] == GROUP and sent["group"]["frozen_seconds"] > 0, sent["group"]
-            assert all(row["dump_started_at"] >= sent["group"]["frozen_at"] for row in sent["results"])
-            carried = {row["container"]: row["sent"]["disk"] for row in sent["results"]}
-            assert carried["grp-writer"]["trees"].count(VOLUME) + carried["grp-reader"]["trees"].count(VOLUME) == 1
-            if path["fleet_checkpoint_migrate_transfer"] == "direct":  # the carrier's data went ahead, the other's not
-                assert carried["grp-writer"]["precopy"]["bytes"] >= 2097152, carried
-                assert "precopy" not in carried["grp-reader"], carried
-            restored = play_results(output, "Wait for the restore that received the stream")[there]
-            assert restored["group"]["members"] == GROUP and restored["group"].get("held_seconds"), restored
-            assert [row.get("resumed") for row in restored["results"]] == [True] * 4
-            assert all(row["created"] for row in restored["results"])
-            assert lab_exec(here, "docker", "ps", "-aq", "--filter", "name=grp-").stdout.strip() == ""
-            wait_beyond(there, "grp-consumer", "got", at["grp-consumer"] + 20000)
-            wait_beyond(there, "grp-reader", "got", at["grp-reader"] + 200)
-            assert gaps(there, "grp-consumer") == gaps(there, "grp-reader") == []
-            # The volume stays on the host the group left (the playbook removes containers, not data): gone here
-            # by hand, so that the group can come back.
-            sh(here, f"rm -f /root/.ssh/id_ed25519 /root/.ssh/known_hosts; docker volume rm {VOLUME} >/dev/null")
+        run(["docker", "cp", "/var/lib/fleet-lab/ssh/id_ed25519", f"{source}:/root/.ssh/id_ed25519"])
+        sh(source, "chmod 600 /root/.ssh/id_ed25519")
+        at = {name: last(source, name, "got") for name in ("grp-consumer", "grp-reader")}
+        rc, output = ansible_playbook(ROOT / "playbooks" / "migrate.yml", check=False, extra_vars=dict(
+            move, fleet_checkpoint_migrate_transfer="direct", fleet_checkpoint_migrate_source_action="remove",
+            fleet_checkpoint_migrate_target_address=address_of(target)))
+        assert rc == 0, json.dumps(output)[-4000:]
+        sent = play_results(output, "Checkpoint the containers (they stop) and stream them into the waiting restore "
+                                    "(direct path)")[source]
+        assert sent["group"]["members"] == GROUP and sent["group"]["frozen_seconds"] > 0, sent["group"]
+        assert all(row["dump_started_at"] >= sent["group"]["frozen_at"] for row in sent["results"])
+        carried = {row["container"]: row["sent"]["disk"] for row in sent["results"]}
+        assert carried["grp-writer"]["trees"].count(VOLUME) == 1 and VOLUME not in carried["grp-reader"]["trees"]
+        assert carried["grp-writer"]["precopy"]["bytes"] >= 2097152 and "precopy" not in carried["grp-reader"]
+        restored = play_results(output, "Wait for the restore that received the stream")[target]
+        assert restored["group"]["members"] == GROUP and restored["group"].get("held_seconds"), restored
+        assert [row.get("resumed") for row in restored["results"]] == [True] * 4
+        assert all(row["created"] for row in restored["results"])
+        assert lab_exec(source, "docker", "ps", "-aq", "--filter", "name=grp-").stdout.strip() == ""
+        wait_beyond(target, "grp-consumer", "got", at["grp-consumer"] + 20000)
+        wait_beyond(target, "grp-reader", "got", at["grp-reader"] + 200)
+        assert gaps(target, "grp-consumer") == gaps(target, "grp-reader") == []
     finally:
         for host in (source, target):
             sh(host, "rm -f /root/.ssh/id_ed25519 /root/.ssh/known_hosts; docker rm -f squatter >/dev/null 2>&1; "
