@@ -61,7 +61,9 @@ def received_group(ctx: HostContext, refs: List[str], opts: restore.RestoreOptio
     try:
         _adopt_group(ctx, refs, got, receiving, opts.name)
         names = [(got[ref]["inspect"].get("Name") or receiving.here(ref)).lstrip("/") for ref in refs]
-        results, group = group_restore.restored_group(ctx, names, dataclasses.replace(opts, receive=None))
+        # Every checkpoint was checked as it arrived: not hashed again during the group's downtime.
+        results, group = group_restore.restored_group(ctx, names, dataclasses.replace(opts, receive=None,
+                                                                                      checked=True))
     except Exception as exc:  # pylint: disable=broad-exception-caught
         return _stream_failed(ctx, refs, got, {}, opts.name, before, why=message_of(exc)), group
     removed: Dict[str, List[str]] = {}
@@ -187,11 +189,7 @@ def _describe(ref: str, arrived: receive.Received, receiving: receive.ReceiveOpt
     (and, when the group's restore failed, what was removed again)."""
     if receiving.here(ref) != ref:
         result["renamed_from"] = ref
-    result["received"] = {"bytes": arrived["bytes"], "waited_seconds": arrived["waited_seconds"],
-                          "seconds": arrived["seconds"], "finished_at": arrived["finished_at"]}
-    if arrived.get("disk"):
-        result["received"]["disk"] = arrived["disk"]
-    result["import_seconds"] = arrived["seconds"]
+    receive.describe(result, arrived)
     if not arrived["created"]:
         return
     if ref in removed and "the container created for it" in removed[ref]:

@@ -80,6 +80,15 @@ class Received(TypedDict):
     lazy: lazy_restore.LazyRestore | None  # a post-copy move's restore, under way once the images are installed
 
 
+def describe(result: dict[str, Any], received: Received) -> None:
+    """What arrived, in a restore's result (`received`, and its `import_seconds`)."""
+    result["received"] = {"bytes": received["bytes"], "waited_seconds": received["waited_seconds"],
+                          "seconds": received["seconds"], "finished_at": received["finished_at"]}
+    if received.get("disk"):
+        result["received"]["disk"] = received["disk"]
+    result["import_seconds"] = received["seconds"]
+
+
 def inspect_or_create(ctx: HostContext, ref: str, config: dict[str, Any], origin: str,
                       create: bool, allowed: HostAccess | None = None,
                       annotations: dict[str, str] | None = None) -> tuple[Inspect, bool]:

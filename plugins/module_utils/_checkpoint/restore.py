@@ -70,6 +70,7 @@ class RestoreOptions:
     receive: receive.ReceiveOptions | None = None
     retention: Retention = field(default_factory=Retention)
     allowed: HostAccess = field(default_factory=HostAccess)  # what of the host a container created here may reach
+    checked: bool = False  # the checkpoint was just received and checked (a group's receive, group_receive.py)
 
     def import_options(self, archive: ArchiveOptions) -> import_.ImportOptions:
         return import_.ImportOptions(self.name, archive, force=self.force, create=self.create, allowed=self.allowed)
@@ -175,14 +176,10 @@ def _restore(ctx: HostContext, source: Inspect, target: Inspect, opts: RestoreOp
             result["import_seconds"] = round(time.monotonic() - import_started, 3)
         src_path = path
     elif received:
-        result["received"] = {"bytes": received["bytes"], "waited_seconds": received["waited_seconds"],
-                              "seconds": received["seconds"], "finished_at": received["finished_at"]}
-        if received.get("disk"):
-            result["received"]["disk"] = received["disk"]
-        result["import_seconds"] = received["seconds"]
+        receive.describe(result, received)
     elif not os.path.isdir(src_path):
         raise checkpoint_not_found(opts.name, result["source"], store.checkpoint_names(ctx.root_dir, source["Id"]))
-    if not (archive or received):  # an imported archive or a received stream was just checked
+    if not (archive or received or opts.checked):  # an imported archive or a received stream was just checked
         check_intact(src_path, store.read_metadata(src_path), opts.name, result["source"])
     result["changed"] = True
     result["action"] = "restored"
