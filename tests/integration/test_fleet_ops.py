@@ -403,23 +403,27 @@ class PeakRss:
         self.thread.join(30)
 
 
-def test_a_gib_image_and_a_gib_of_memory_through_the_controller_keep_memory_flat(fleet):
-    """1 GiB of image, 1 GiB of volume data and a 1 GiB checkpoint relayed by the controller: no process of ours, on
-    the controller or on either host, grows with them (each stays under 200 MB)."""
+BIG = 512 << 20  # (1 GiB each was shown too - issue 16's figures in docs/awx.md; half keeps the suite's time)
+
+
+def test_half_a_gib_image_and_of_memory_through_the_controller_keep_memory_flat(fleet):
+    """512 MiB of image, 512 MiB of volume data and a 512 MiB checkpoint relayed by the controller: no process of
+    ours, on the controller or on either host, grows with them (each stays under 200 MB, well under any one of
+    them)."""
     source, target = fleet[0], fleet[2]
     for host in (source, target):
         lab_exec(host, "docker", "rm", "-f", "big", "big-base", check=False)
         lab_exec(host, "docker", "rmi", "-f", "fleet-lab-big:1", check=False)
         lab_exec(host, "docker", "volume", "rm", "-f", "big-data", check=False)
     lab_exec(source, "docker", "run", "--name", "big-base", IMAGE, "sh", "-c",
-             "head -c 1073741824 /dev/urandom > /big.bin")
+             f"head -c {BIG} /dev/urandom > /big.bin")
     lab_exec(source, "docker", "commit", "big-base", "fleet-lab-big:1")
     lab_exec(source, "docker", "rm", "big-base")
     lab_exec(source, "docker", "run", "--rm", "-v", "big-data:/data", IMAGE, "sh", "-c",
-             "head -c 1073741824 /dev/urandom > /data/blob")
+             f"head -c {BIG} /dev/urandom > /data/blob")
     lab_exec(source, "docker", "run", "-d", "--name", "big", "-e", "COUNTER_INTERVAL=0.2", "-v", "big-data:/data",
-             "fleet-lab-big:1", "memhog", "1024")
-    time.sleep(8)  # memhog fills its 1 GiB first
+             "fleet-lab-big:1", "memhog", str(BIG >> 20))
+    time.sleep(5)  # memhog fills its memory first
     try:
         with PeakRss([source, target]) as hosts:
             output = playbook_output(PLAYBOOKS / "migrate.yml", extra_vars={
@@ -431,20 +435,20 @@ def test_a_gib_image_and_a_gib_of_memory_through_the_controller_keep_memory_flat
         stream = tasks["Relay each checkpoint from the source into the restore waiting on the target"][source][
             "results"][0]
         sent = tasks["Collect the checkpoints' result from the source"][source]["results"][0]["sent"]
-        # The volume's GiB went ahead of the freeze, the checkpoint's during it: both through the same relay.
-        assert sent["disk"]["precopy"]["bytes"] > 1 << 30 and sent["bytes"] > 1 << 30, sent
-        assert image["bytes"] > 1 << 30 and stream["bytes"] > 2 << 30, (image["bytes"], stream["bytes"])
+        # The volume's data went ahead of the freeze, the checkpoint during it: both through the same relay.
+        assert sent["disk"]["precopy"]["bytes"] > BIG and sent["bytes"] > BIG, sent
+        assert image["bytes"] > BIG and stream["bytes"] > 2 * BIG, (image["bytes"], stream["bytes"])
         ours = {key: rss for key, rss in hosts.peak.items()
                 if key[1] in ("python3", "ssh", "sshd", "sshd-session", "docker", "dockerd", "containerd",
                               "containerd-shim", "runc", "criu", "zstd", "sudo", "sh")}
         table = [("controller", "relay (Ansible worker)", image["peak_rss"]["relay"]),
                  ("controller", "ssh clients (largest)", max(image["peak_rss"]["ssh"], stream["peak_rss"]["ssh"]))]
         table += [(host, comm, rss) for (host, comm), rss in sorted(ours.items())]
-        print("\npeak RSS, 1 GiB image + 1 GiB of volume data + 1 GiB checkpoint through the controller")
+        print(f"\npeak RSS, {BIG >> 20} MiB each of image, volume data and checkpoint through the controller")
         for where, what, rss in table:
             print(f"  {where:22} {what:24} {rss / 1e6:8.1f} MB")
         # On the target, the process named criu while it restores is the workload taking shape (CRIU's restorer
-        # becomes it, with its 1 GiB): it is the container's own memory, not a copy of ours. criu dump on the source
+        # becomes it, with its memory): it is the container's own memory, not a copy of ours. criu dump on the source
         # is CRIU's own.
         too_big = [(where, what, rss) for where, what, rss in table
                    if rss >= 200e6 and (where, what) != (target, "criu")]
