@@ -571,7 +571,9 @@ def main():
     host = hostnames[0]
     log(f"mode {args.mode}: {cfg}")
     log("preparing the lab hosts (playbooks/install.yml: CRIU, experimental mode)")
+    began = time.monotonic()
     run(["ansible-playbook", "-i", str(INVENTORY), str(ROOT / "playbooks" / "install.yml")], timeout=3600)
+    log(f"prepared in {time.monotonic() - began:.1f} s")
     for name in hostnames:
         run(["docker", "cp", str(BENCH / "onhost.py"), f"{name}:{ONHOST}"])
     results = Results(args.mode)
@@ -590,7 +592,9 @@ def main():
              "migrate-lazy": lambda: lazy_case.case_migrate_lazy(results, hostnames, cfg, sys.modules[__name__]),
              "group": lambda: group_case.case_group(results, hostnames, cfg, sys.modules[__name__])}
     for name in (args.only.split(",") if args.only else cases):
+        began = time.monotonic()
         cases[name]()
+        log(f"case {name}: {time.monotonic() - began:.1f} s")
         partial = Path(args.out).with_suffix(".partial.json")  # what is done so far, should a later case fail
         partial.parent.mkdir(parents=True, exist_ok=True)
         partial.write_text(json.dumps({"measurements": list(results.measurements.values())}, indent=1))
