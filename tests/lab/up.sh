@@ -13,12 +13,8 @@ if [ "$(cat /proc/sys/fs/pipe-max-size)" -lt 4194304 ]; then
   echo 4194304 > /proc/sys/fs/pipe-max-size
 fi
 
-# The images are independent: built at once (on a fresh machine, two debootstraps and two image builds).
-builds=()
-"$LAB_DIR/build-image.sh" trixie & builds+=($!)
-if [ "$LAB_BOOKWORM" -ge 1 ]; then "$LAB_DIR/build-image.sh" bookworm & builds+=($!); fi
-"$LAB_DIR/build-workload.sh"
-for build in "${builds[@]}"; do wait "$build" || die "building a lab image failed (see above)"; done
+# The images (on a fresh machine, two debootstraps and two image builds), each only when its definition changed.
+"$LAB_DIR/build-images.sh"
 
 if [ ! -f "$LAB_SSH_KEY" ]; then
   log "generating the lab SSH key $LAB_SSH_KEY"
