@@ -204,17 +204,17 @@ OLD_CRIU = ('#!/bin/sh\ncase "$1" in\n  --version) echo "Version: 4.0"; exit 0 ;
 
 
 def test_migrate_preflight_names_every_problem_of_both_hosts_and_touches_nothing(fleet):
-    """Ten kinds of refusal, before anything stops: each named in one message, the containers untouched on the
+    """Eleven kinds of refusal, before anything stops: each named in one message, the containers untouched on the
     source, nothing made on the target, both run locks given back."""
     source, target = fleet[0], fleet[1]
     for host in (source, target):
         lab_exec(host, "docker", "rm", "-f", "pf-web", "pf-rm", "pf-port", check=False)
         lab_exec(host, "docker", "network", "rm", "pfnet", check=False)
         sh(host, "rm -rf /srv/pf-data")
-    lab_exec(source, "docker", "network", "create", "pfnet")
+    lab_exec(source, "docker", "network", "create", "--subnet", "172.31.244.0/24", "pfnet")
     sh(source, "mkdir -p /srv/pf-data")
-    lab_exec(source, "docker", "run", "-d", "--name", "pf-web", "--network", "pfnet", "-p", "18093:8080",
-             "-v", "/srv/pf-data:/data", "-e", "COUNTER_INTERVAL=0.2", IMAGE)
+    lab_exec(source, "docker", "run", "-d", "--name", "pf-web", "--network", "pfnet", "--ip", "172.31.244.10",
+             "-p", "18093:8080", "-v", "/srv/pf-data:/data", "-e", "COUNTER_INTERVAL=0.2", IMAGE)
     lab_exec(source, "docker", "run", "-d", "--rm", "--name", "pf-rm", "-e", "COUNTER_INTERVAL=0.2", IMAGE)
     lab_exec(target, "docker", "create", "--name", "pf-web", IMAGE)  # the name is taken there
     lab_exec(target, "docker", "run", "-d", "--name", "pf-port", "-p", "18093:8080", IMAGE)  # and the port
@@ -238,6 +238,9 @@ def test_migrate_preflight_names_every_problem_of_both_hosts_and_touches_nothing
         sh(target, f"chmod +x {criu}")
         # A CRIU older than the source's (and than this kernel needs), on a CPU that lacks what the source's has.
         sh(target, f'mv {criu} {criu}.real && cat > {criu} <<\'EOF\'\n{OLD_CRIU}EOF\nchmod 755 {criu}')
+        # The network there now, with pf-web's fixed address held by a running container.
+        lab_exec(target, "docker", "network", "create", "--subnet", "172.31.244.0/24", "pfnet")
+        lab_exec(target, "docker", "network", "connect", "--ip", "172.31.244.10", "pfnet", "pf-port")
         second = migrate(["pf-web", "ghost"])
     finally:
         restores_work(target)
@@ -246,7 +249,8 @@ def test_migrate_preflight_names_every_problem_of_both_hosts_and_touches_nothing
                      "18093/tcp, which is taken on the target", "network pfnet does not exist",
                      "bind mount source /srv/pf-data does not exist", "CRIU is not installed on the target"):
         assert fragment in first, (fragment, first[-3000:])
-    for fragment in ("ghost", "older than the source's", "is too old", "cpu feature avx512f missing"):
+    for fragment in ("ghost", "older than the source's", "is too old", "cpu feature avx512f missing",
+                     "address 172.31.244.10 on network pfnet is held by container pf-port"):
         assert fragment in second, (fragment, second[-3000:])
     assert {name: lab_exec(source, "docker", "inspect", "-f", "{{.State.Pid}}", name).stdout for name in
             ("pf-web", "pf-rm")} == pids, "a container on the source was touched"

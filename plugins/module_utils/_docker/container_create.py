@@ -140,6 +140,32 @@ def _outside_subnets(name: str, network: Mapping[str, Any], ipam: Mapping[str, s
     return problems
 
 
+def _normal(address: str) -> str:
+    try:
+        return str(ipaddress.ip_address(address.split("/")[0]))
+    except ValueError:
+        return ""
+
+
+def _held_here(name: str, network: Mapping[str, Any], ipam: Mapping[str, str]) -> list[str]:
+    """The container's fixed addresses on network `name` that a container of this host holds now (a running one:
+    a stopped container holds none): Docker would refuse to start it with that address."""
+    holders = {}
+    for entry in (network.get("Containers") or {}).values():
+        for key in ("IPv4Address", "IPv6Address"):
+            held = _normal(str((entry or {}).get(key) or ""))
+            if held:
+                holders[held] = str((entry or {}).get("Name") or "another container")
+    problems = []
+    for address in ipam.values():
+        holder = holders.get(_normal(address))
+        if holder is not None:
+            problems.append(f"address {address} on network {name} is held by container {holder} on this host: "
+                            "the container had it fixed (--ip); stop that one or disconnect it from the network "
+                            "first, or choose another host")
+    return problems
+
+
 def host_access_problems(config: ContainerConfig, allowed: HostAccess) -> list[str]:
     """The manifest's settings that reach into the host beyond `allowed`, as refusals naming the setting and the
     option that would allow it."""
@@ -193,7 +219,9 @@ def missing_host_parts(api: DockerAPI, config: ContainerConfig, path_exists: Pat
         except Exception:  # pylint: disable=broad-exception-caught
             problems.append(f"network {name} does not exist on this host: create it first")
             continue
-        problems += _outside_subnets(name, network, _endpoint(value or {}, "").get("IPAMConfig") or {})
+        ipam = _endpoint(value or {}, "").get("IPAMConfig") or {}
+        problems += _outside_subnets(name, network, ipam)
+        problems += _held_here(name, network, ipam)
     for mount in config.get("mounts") or []:
         if mount.get("type") == "bind" and not path_exists(mount.get("source") or ""):
             problems.append(f"bind mount source {mount.get('source')} does not exist on this host")

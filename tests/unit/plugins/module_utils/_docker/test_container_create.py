@@ -185,3 +185,29 @@ def test_a_fixed_address_needs_a_subnet_that_holds_it_here():
     (problem,) = missing_host_parts(SubnetApi(), data, lambda path: True)
     assert problem.startswith("address 10.9.0.10 is not in network appnet's subnets on this host (172.31.240.0/24, "
                               "fd00::/64)")
+
+
+class HeldApi(FakeApi):
+    def get(self, path, **query):
+        if path == "/networks/appnet":
+            return {"Name": "appnet", "IPAM": {"Config": [{"Subnet": "172.31.240.0/24"}, {"Subnet": "fd00::/64"}]},
+                    "Containers": {"c1": {"Name": "squatter", "IPv4Address": "172.31.240.10/24", "IPv6Address": ""},
+                                   "c2": {"Name": "web", "IPv4Address": "172.31.240.12/24",
+                                          "IPv6Address": "fd00::12/64"}}}
+        return super().get(path, **query)
+
+
+def test_a_fixed_address_a_running_container_holds_here_is_named():
+    """Docker would refuse to start the container with it: refused before anything (the migration's pre-flight), the
+    holder named; an address nobody holds (written in another form too) is no problem."""
+    data = config()
+    data["mounts"] = []
+    data["networks"] = {"appnet": {"aliases": [], "ipv4_address": "172.31.240.10", "ipv6_address": "fd00::10"}}
+    (problem,) = missing_host_parts(HeldApi(), data, lambda path: True)
+    assert problem.startswith("address 172.31.240.10 on network appnet is held by container squatter on this host"), \
+        problem
+    data["networks"]["appnet"] = {"aliases": [], "ipv4_address": "172.31.240.11", "ipv6_address": "fd00::0:12"}
+    (problem,) = missing_host_parts(HeldApi(), data, lambda path: True)
+    assert problem.startswith("address fd00::0:12 on network appnet is held by container web"), problem
+    data["networks"]["appnet"]["ipv6_address"] = "fd00::13"
+    assert missing_host_parts(HeldApi(), data, lambda path: True) == []
