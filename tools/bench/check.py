@@ -53,6 +53,8 @@ def problems(results):
             found.append(f"split {name}: parts add up to {total:.3f}, not {split['total']:.3f}")
     ratios = {r["id"]: r for r in results.get("ratios", [])}
     found += [f"ratio {rid} missing" for rid in TARGETED if rid not in ratios]
+    if "group.frozen.cores" in measurements and "group_cores_vs_slowest_single" not in ratios:
+        found.append("ratio group_cores_vs_slowest_single missing (the group of one member per core ran)")
     found += [f"ratio {rid}: {r['value']} is not positive" for rid, r in ratios.items() if not r["value"] > 0]
     return found
 

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 
 def case_group(results, hostnames, cfg, bench):
-    host, count, mib = hostnames[0], cfg["group_count"], cfg["group_mib"]
+    """The group of `group_count`, then (when the host has fewer cores) a group of as many members as it has cores:
+    the same consistent checkpoint where every member's dump has a core of its own."""
+    host = hostnames[0]
+    cores = int(bench.run(["docker", "exec", host, "nproc"]).stdout.strip())
+    for count in sorted({cfg["group_count"], min(cores, cfg["group_count"])}, reverse=True):
+        _group(results, host, count, cfg, bench, "" if count == cfg["group_count"] else ".cores")
+
+
+def _group(results, host, count, cfg, bench, suffix):
+    mib = cfg["group_mib"]
     bench.log(f"group of {count} x {mib} MiB: each alone, then consistent")
     names = bench.onhost(host, "workload", "start", count, mib, "bench-group")["info"]["containers"]
     try:
@@ -25,12 +34,13 @@ def case_group(results, hostnames, cfg, bench):
             groups += [result["group"]["frozen_seconds"] for result in task["results"].values() if "group" in result]
     per_round = len(names)
     slowest = [max(singles[i:i + per_round]) for i in range(0, len(singles), per_round)]
-    results.add("group.single-slowest", "group", f"slowest member checkpointed alone (its dump), of {count} x {mib} MiB",
-                slowest, mib)
-    results.add("group.single-sum", "group", f"the {count} members checkpointed one after another (sum of dumps)",
+    results.add(f"group.single-slowest{suffix}", "group",
+                f"slowest member checkpointed alone (its dump), of {count} x {mib} MiB", slowest, mib)
+    results.add(f"group.single-sum{suffix}", "group",
+                f"the {count} members checkpointed one after another (sum of dumps)",
                 [sum(singles[i:i + per_round]) for i in range(0, len(singles), per_round)], mib, count)
-    results.add("group.frozen", "group", f"consistent checkpoint of the {count}: first freeze to last dump done",
-                groups, mib, count)
+    results.add(f"group.frozen{suffix}", "group",
+                f"consistent checkpoint of the {count}: first freeze to last dump done", groups, mib, count)
 
 
 def ratios(bench, results, cfg):
@@ -41,3 +51,8 @@ def ratios(bench, results, cfg):
                 "(runc, CRIU, the shim), so the group's frozen time grows with members / cores")
     bench.ratio(results, "group_vs_one_by_one", f"group of {count}: frozen time / the members' dumps one after "
                 "another", "group.frozen", "group.single-sum")
+    if "group.frozen.cores" in results.measurements:
+        cores = results.measurements["group.frozen.cores"]["containers"]
+        bench.ratio(results, "group_cores_vs_slowest_single", f"group of {cores} (one member per core): frozen time / "
+                    "slowest member's dump alone", "group.frozen.cores", "group.single-slowest.cores", "<= 1.3",
+                    "the issue's 1.3x where every member's dump has a core of its own")
