@@ -376,15 +376,25 @@ def main(argv: list[str]) -> int:
         guides[ref] = Guide(ref, source, tree, headings_anchors(tree))
     linked = linked_anchors(guides)
     output = docsite / "rst"
-    shutil.rmtree(output, ignore_errors=True)
-    output.mkdir(parents=True)
     try:
-        for guide in guides.values():
-            lines = Renderer(guide, guides, linked, label_prefix, blob_url).document()
-            (output / f"{guide.name}.rst").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        rendered = {f"{guide.name}.rst": "\n".join(Renderer(guide, guides, linked, label_prefix, blob_url).document())
+                    + "\n" for guide in guides.values()}
     except GuideError as error:
         print(error, file=sys.stderr)
         return 1
+    # Only what changed is written, nothing is removed but stale guides: make test runs the fast gates (which read
+    # these files) while the lab gates refresh the collection copy.
+    output.mkdir(parents=True, exist_ok=True)
+    for stale in output.iterdir():
+        if stale.name not in rendered:
+            if stale.is_dir():
+                shutil.rmtree(stale)
+            else:
+                stale.unlink()
+    for name, text in rendered.items():
+        target = output / name
+        if not target.exists() or target.read_text(encoding="utf-8") != text:
+            target.write_text(text, encoding="utf-8")
     print(f"docs/docsite/rst: {len(guides)} guides rendered from docs/*.md")
     return 0
 

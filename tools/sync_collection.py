@@ -7,7 +7,9 @@ ansible_collections/fleet/checkpoint).
 Usage: python tools/sync_collection.py SOURCE DEST   (run by `make collection`)
 
 The files copied are the ones git sees in SOURCE: tracked and untracked, less what .gitignore ignores. Files in DEST
-that SOURCE no longer has are removed, except ignored ones (ansible-test's tests/output, caches) and DEST's own .git.
+that SOURCE no longer has are removed, except ignored ones (ansible-test's tests/output, caches), DEST's own .git and
+what `make collection` generates there (docs/docsite/rst: tools/docsite_rst.py writes only what changed), so that a
+refresh while a gate reads the copy takes nothing from under it.
 DEST gets a git repository of its own, so that ansible-test lists its files and not the ignored ones of the checkout.
 Only the standard library and git: the fast gates run without rsync, root or apt.
 """
@@ -67,6 +69,9 @@ def copy(src_path: str, dest_path: str) -> None:
         shutil.copy2(src_path, dest_path)
 
 
+GENERATED = ("docs/docsite/rst/",)  # written into the copy by tools/docsite_rst.py
+
+
 def stale_paths(dest: str, files: set[str]) -> list[str]:
     """Paths in dest (directories end in /) that the source does not have; a directory is listed, not its contents."""
     dirs = {os.path.dirname(path) for path in files}
@@ -77,9 +82,9 @@ def stale_paths(dest: str, files: set[str]) -> list[str]:
         rel_root = "" if rel_root == "." else rel_root + "/"
         for name in list(subdirs):
             rel = rel_root + name
-            if rel == ".git" or rel not in dirs:
+            if rel == ".git" or rel + "/" in GENERATED or rel not in dirs:
                 subdirs.remove(name)
-                if rel != ".git":
+                if rel != ".git" and rel + "/" not in GENERATED:
                     stale.append(rel + "/")
         stale.extend(rel_root + name for name in names if rel_root + name not in files)
     return stale
