@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import DOCKER_INVENTORY, LAB, LAB_INVENTORY, ROOT, ansible_adhoc, ansible_playbook, inventory_hosts, lab_exec, run
+from conftest import DOCKER_INVENTORY, ROOT, ansible_adhoc, ansible_playbook, lab_exec
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -100,17 +100,3 @@ def test_reboot_brings_a_host_back_with_docker_and_its_containers(trixie_hosts):
         assert time.monotonic() < deadline, "the container with restart policy 'always' did not come back"
         time.sleep(1)
     lab_exec(host, "docker", "rm", "-f", "reboot-probe")
-
-
-@pytest.mark.whole_lab
-def test_lab_up_again_keeps_running_hosts(lab):
-    started = {h: run(["docker", "inspect", "-f", "{{.Id}} {{.State.StartedAt}}", h]).stdout for h in lab}
-    everyone = inventory_hosts(LAB_INVENTORY)  # the whole lab, with the other worker's hosts under pytest -n
-    env = {
-        "LAB_BOOKWORM": str(sum(1 for h in everyone if h.endswith("-bookworm"))),
-        "LAB_HOSTS": str(sum(1 for h in everyone if not h.endswith("-bookworm"))),
-    }
-    out = run([str(LAB / "up.sh")], env=env)
-    assert "is up to date" in out.stderr
-    assert "debootstrap" not in out.stderr
-    assert started == {h: run(["docker", "inspect", "-f", "{{.Id}} {{.State.StartedAt}}", h]).stdout for h in lab}
