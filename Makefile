@@ -28,7 +28,7 @@ export ANSIBLE_FORCE_COLOR := False
 export PY_COLORS := 0
 
 .PHONY: help venv venv-oldest host setup collection collection-oldest sanity sanity-oldest units units-oldest mypy \
-        import-graph lint docs-lint galaxy integration test-faults lab-tests soak molecule test demo bench bench-smoke lab-up \
+        import-graph tools-tests lint docs-lint galaxy integration test-faults lab-tests soak molecule test demo bench bench-smoke lab-up \
         lab-down lab-status lock clean test-vm fast-gates
 
 help: ## List the targets
@@ -101,6 +101,9 @@ import-graph: venv ## Print module_utils' import graph; fail on a cycle or a use
 	pytest -p no:cacheprovider -q tools/test_import_graph.py
 	python tools/import_graph.py .
 
+tools-tests: venv ## Self-tests of the build tools (the collection copy's refresh)
+	pytest -p no:cacheprovider -q tools/test_sync_collection.py
+
 lint: collection ## ansible-lint, production profile, no skips
 	cd $(COLLECTION) && ansible-lint --offline --profile production --strict
 
@@ -122,6 +125,7 @@ fast-gates: collection collection-oldest ## Every gate that needs no root (sanit
 	   tools/timed.sh units $(MAKE) --no-print-directory units && \
 	   tools/timed.sh mypy $(MAKE) --no-print-directory mypy && \
 	   tools/timed.sh import-graph $(MAKE) --no-print-directory import-graph && \
+	   tools/timed.sh tools-tests $(MAKE) --no-print-directory tools-tests && \
 	   tools/timed.sh lint $(MAKE) --no-print-directory lint && \
 	   tools/timed.sh docs-lint $(MAKE) --no-print-directory docs-lint && \
 	   tools/timed.sh galaxy $(MAKE) --no-print-directory galaxy"

@@ -76,6 +76,7 @@ def stale_paths(dest: str, files: set[str]) -> list[str]:
     """Paths in dest (directories end in /) that the source does not have; a directory is listed, not its contents."""
     dirs = {os.path.dirname(path) for path in files}
     dirs |= {parent for d in list(dirs) for parent in _parents(d)}
+    dirs |= {parent for g in GENERATED for parent in _parents(g.rstrip("/"))}  # walked into, not taken away
     stale = []
     for root, subdirs, names in os.walk(dest):
         rel_root = os.path.relpath(root, dest)
