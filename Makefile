@@ -180,8 +180,8 @@ molecule: host collection ## Molecule scenarios on the lab image
 
 # `host` first: a fresh CI machine then has shellcheck for sanity (ansible-test skips that test without it).
 # The machine's 2 cores are the limit: what waits on the network runs beside what needs the CPU, and the fast gates
-# run at the lowest priority beside the lab tests, on the CPU time those leave idle (reboots, sleeps, SSH round trips:
-# ~15 % of it); they never slow them by more than the kernel's share for nice 19.
+# run at the lowest priority (CPU: nice 19; disk: the idle class - their venvs' pip installs write a lot) beside the
+# lab tests, on the time those leave idle (reboots, sleeps, SSH round trips: ~15 % of the CPU).
 test: ## As root: every gate (timed, table at the end): setup, the lab gates with the fast gates beside them
 	@rm -f $(BUILD)/timings.txt
 	@tools/timed.sh host $(MAKE) --no-print-directory host
@@ -192,7 +192,7 @@ test: ## As root: every gate (timed, table at the end): setup, the lab gates wit
 	  wait $$images || { cat $(BUILD)/lab-images.log; echo "== the lab's images failed to build ==" >&2; exit 1; }; \
 	  exit $$status
 	@$(MAKE) --no-print-directory collection collection-oldest
-	@nice -n 19 $(MAKE) --no-print-directory fast-gates >$(BUILD)/fast-gates.log 2>&1 & gates=$$!; \
+	@ionice -c 3 nice -n 19 $(MAKE) --no-print-directory fast-gates >$(BUILD)/fast-gates.log 2>&1 & gates=$$!; \
 	  status=0; tools/timed.sh lab-tests $(MAKE) --no-print-directory lab-tests || status=$$?; \
 	  start=$$(date +%s); gates_status=0; wait $$gates || gates_status=$$?; \
 	  echo "== the fast gates, beside lab-tests (done $$(( $$(date +%s) - start )) s after it) =="; \
