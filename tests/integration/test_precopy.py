@@ -9,6 +9,7 @@ same driver on both ends are unit tests of the rewrite (test_cgroup_image.py), k
 
 import json
 import os
+import subprocess
 import threading
 import time
 
@@ -52,16 +53,39 @@ def vms():
                      "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
                                                 "-o LogLevel=ERROR"},
             "hosts": {host: {"ansible_port": port} for host, port in VMS.items()}}}), encoding="utf-8")
-        # vm-up.sh gave each machine the workload image, the lab key, its peers' host keys (/root/lab-known-hosts)
-        # and a container that runs throughout; the target's Docker uses the systemd cgroup driver (Debian's
-        # default), the source's cgroupfs: the move crosses the two (the restore points the checkpoint's cgroup
-        # image at the new container's cgroup).
-        for host, driver in ((SOURCE, "cgroupfs"), (TARGET, "systemd")):
-            assert vm(host, "docker info -f '{{.CgroupDriver}}'").stdout.strip() == driver, host
+        image = subprocess.run(["docker", "save", IMAGE], capture_output=True, check=True, timeout=300).stdout
+        for host in VMS:
+            subprocess.run([*SSH, "-p", str(VMS[host]), "root@127.0.0.1", "docker load"], input=image, check=True,
+                           capture_output=True, timeout=300)
+            # A container that runs throughout keeps the kernel's container-related static keys (cgroup BPF,
+            # netfilter hooks) switched on: QEMU's multi-threaded TCG once let a vCPU run a stale copy of code the
+            # guest kernel was patching when the first container after none started (Oops: int3 in __schedule,
+            # then a panic, seen once in 2026-12); with the keys on, starting containers patches no kernel text.
+            vm(host, f"docker rm -f keeper >/dev/null 2>&1; docker run -d --name keeper --restart always {IMAGE} "
+                     "sleep 100000000 >/dev/null")
+        # The source logs in to the target as the lab's controller does (QEMU's user network: this machine is
+        # 10.0.2.2 from inside), either way.
+        with open(KEY, "rb") as handle:
+            key = handle.read()
+        for host in VMS:
+            subprocess.run([*SSH, "-p", str(VMS[host]), "root@127.0.0.1", "umask 077 && cat > /root/.ssh/id_ed25519"],
+                           input=key, check=True, timeout=60)
+            ports = " ".join(str(port) for port in VMS.values())
+            vm(host, f"for p in {ports}; do ssh-keyscan -p $p -t ed25519 10.0.2.2; done > /root/lab-known-hosts "
+                     "2>/dev/null")
+        # The target's Docker uses the systemd cgroup driver (Debian's default), the source's cgroupfs: the move
+        # crosses the two (the restore points the checkpoint's cgroup image at the new container's cgroup).
+        set_driver(TARGET, "systemd")
         yield
     finally:
         if not os.environ.get("LAB_VM_KEEP"):  # (LAB_VM_KEEP=1: kept up for the next run, while developing)
             run([str(LAB / "vm-down.sh")], timeout=120)
+
+
+def set_driver(host, driver):
+    vm(host, f"sed -i 's/native.cgroupdriver=[a-z]*/native.cgroupdriver={driver}/' /etc/docker/daemon.json && "
+             "systemctl restart docker")
+    assert vm(host, "docker info -f '{{.CgroupDriver}}'").stdout.strip() == driver
 
 
 def cgroup_of(host, name):

@@ -5,8 +5,6 @@
 # Safe to run again: running VMs are kept. tests/lab/vm-down.sh stops them.
 source "$(dirname "$0")/lib.sh"
 LAB_VMS="${LAB_VMS:-2}"
-# The machines whose Docker uses the systemd cgroup driver (the others: cgroupfs).
-LAB_VM_SYSTEMD="${LAB_VM_SYSTEMD:-2}"
 VM_BASE_PORT="${VM_BASE_PORT:-2240}"
 vm_dir="$LAB_STATE/vm"
 mkdir -p "$vm_dir"
@@ -51,13 +49,10 @@ start_vm() {
   if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then log "$name is running"; return; fi
   rm -f "$vm_dir/$name.qcow2"
   qemu-img create -q -f qcow2 -F raw -b "$base" "$vm_dir/$name.qcow2"
-  local driver=cgroupfs
-  case " $LAB_VM_SYSTEMD " in *" $i "*) driver=systemd ;; esac
-  log "starting $name (Debian's kernel under QEMU, ssh on 127.0.0.1:$port, Docker's $driver cgroup driver)"
-  started+=("$i")
+  log "starting $name (Debian's kernel under QEMU, ssh on 127.0.0.1:$port)"
   qemu-system-x86_64 -name "$name" -accel tcg,thread=multi -cpu max -smp 2 -m 3072 \
     -kernel "$vm_dir/vmlinuz" -initrd "$vm_dir/initrd.img" \
-    -append "console=ttyS0 root=/dev/vda rw panic=-1 systemd.hostname=$name fleet.cgroupdriver=$driver" \
+    -append "console=ttyS0 root=/dev/vda rw panic=-1 systemd.hostname=$name" \
     -drive "file=$vm_dir/$name.qcow2,format=qcow2,if=virtio" \
     -netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$port-:22" -device virtio-net-pci,netdev=n0 \
     -display none -serial "file:$vm_dir/$name.console" -daemonize -pidfile "$pidfile" 9>&-  # (not the lock)
@@ -71,33 +66,7 @@ wait_vm() {
   done
   log "$name is up (Docker answering, ssh on 127.0.0.1:$port)"
 }
-# A machine just started gets what the container lab hosts have (up.sh): the workload image; and what moves between
-# machines need: the lab key and the machines' host keys (QEMU's user network: this machine is 10.0.2.2 from inside).
-# Also a container that runs throughout: it keeps the kernel's container-related static keys (cgroup BPF, netfilter
-# hooks) switched on. QEMU's multi-threaded TCG once let a vCPU run a stale copy of code the guest kernel was patching
-# when the first container after none started (Oops: int3 in __schedule, then a panic, seen once in 2026-12); with the
-# keys on, starting containers patches no kernel text.
-in_vm() {
-  ssh -q -i "$LAB_SSH_KEY" -p "$((VM_BASE_PORT + $1))" -o BatchMode=yes -o StrictHostKeyChecking=no \
-    -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR root@127.0.0.1 "$2"
-}
-shape_vm() {
-  local i="$1" ports="" p
-  for p in $(seq 1 "$LAB_VMS"); do ports="$ports $((VM_BASE_PORT + p))"; done
-  wait_vm "$i"
-  in_vm "$i" 'docker load >/dev/null' <"$LAB_STATE/workload-busybox.tar"
-  in_vm "$i" "docker rm -f keeper >/dev/null 2>&1; docker run -d --name keeper --restart always $WORKLOAD_IMAGE \
-    sleep 100000000 >/dev/null"
-  in_vm "$i" 'umask 077 && cat > /root/.ssh/id_ed25519' <"$LAB_SSH_KEY"
-  in_vm "$i" "for p in $ports; do ssh-keyscan -p \$p -t ed25519 10.0.2.2; done > /root/lab-known-hosts 2>/dev/null"
-  log "$LAB_PREFIX-vm-$i has the workload image, the lab key and its peers' host keys"
-}
-[ -f "$LAB_STATE/workload-busybox.tar" ] || die "no workload image at $LAB_STATE/workload-busybox.tar: run tests/lab/up.sh"
-started=()
 for i in $(seq 1 "$LAB_VMS"); do start_vm "$i"; done
 waits=()
-for i in $(seq 1 "$LAB_VMS"); do
-  case " ${started[*]} " in *" $i "*) shape_vm "$i" & ;; *) wait_vm "$i" & ;; esac
-  waits+=($!)
-done
+for i in $(seq 1 "$LAB_VMS"); do wait_vm "$i" & waits+=($!); done
 for w in "${waits[@]}"; do wait "$w" || die "a lab VM did not come up"; done
