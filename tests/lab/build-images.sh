@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Build the lab's images, each only when its definition changed: the trixie host image, the bookworm one when
 # LAB_BOOKWORM >= 1, the workload image; with --ee also the execution environment (test_awx.py). up.sh calls it;
-# make test calls it with --ee in the background while the fast gates run (on a fresh machine: two debootstraps and
-# the image builds, mostly waiting on the network, beside gates that need the CPU).
+# make test calls it with --ee in the background while the venvs install (on a fresh machine: two debootstraps and
+# the image builds, mostly waiting on the network).
 source "$(dirname "$0")/lib.sh"
 
 # The images are independent: built at once.
