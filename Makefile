@@ -14,8 +14,10 @@ COLLECTION_OLDEST := $(OLDEST)/ansible_collections/fleet/checkpoint
 VERSION     := $(shell sed -n 's/^version: *//p' galaxy.yml)
 TARBALL     := $(BUILD)/fleet-checkpoint-$(VERSION).tar.gz
 INVENTORY   := $(CURDIR)/tests/lab/inventory.yml
-# A lab test that hangs fails (with its stack) instead of eating CI's time: per test, and per pytest session.
-PYTEST_BOUNDS := --timeout=900 --session-timeout=1500 --durations=40
+# A lab test that hangs fails (with its stack) instead of eating CI's time: per test, and per pytest session. The
+# session's bound guards against a hang, not a budget: CI's machine runs the lab tests ~1.3x slower than a dev machine
+# (stop 32: killed at 1500 s with 98 of 108 passed), and the suite's time is measured by the timings table instead.
+PYTEST_BOUNDS := --timeout=900 --session-timeout=2700 --durations=40
 
 # Tools run from the virtualenv, against the collection copy in .build (ansible-test needs a path that ends in
 # ansible_collections/fleet/checkpoint); the real Python 3.12 comes before any pyenv shim.
