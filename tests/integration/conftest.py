@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import re
+import resource
 import subprocess
 import pathlib
 import tempfile
@@ -52,10 +53,21 @@ if WORKER:
     os.environ["TMPDIR"] = tempfile.tempdir = str(_TMP)
 
 
+def _children_cpu():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run(cmd, check=True, env=None, timeout=600, **kwargs):
     """Run a command, returning the CompletedProcess; on failure the error shows its output."""
     full_env = dict(os.environ, **(env or {}))
+    started, cpu = time.monotonic(), _children_cpu()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout, check=False, **kwargs)
+    if os.environ.get("FLEET_CMD_LOG"):  # where the suite's time goes: one JSON line per command
+        with open(os.environ["FLEET_CMD_LOG"], "a", encoding="utf-8") as log:
+            log.write(json.dumps({"test": os.environ.get("PYTEST_CURRENT_TEST", ""), "cmd": [str(c) for c in cmd][:8],
+                                  "wall": round(time.monotonic() - started, 3),
+                                  "cpu": round(_children_cpu() - cpu, 3)}) + "\n")
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{cmd} exited {proc.returncode}\n--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}"
