@@ -179,11 +179,13 @@ def test_one_by_one_checkpoints_lose_what_a_group_keeps(host):
         ok(module(host, container=name, name="one", leave_running=True))
         time.sleep(0.5)
     rewound = module(host, containers=TCP_PAIR, name="one", state="restored", force=True)
-    consumer = rewound["results"][0]
-    if consumer.get("failed"):
+    broken = [result for result in rewound["results"] if result.get("failed")]
+    if broken:
         # Now and then (1 fresh run in 4) the two ends' TCP states disagree so much that the connection is reset at
-        # once: the consumer ends right after its restore - the pair is broken, not merely stalled.
-        assert "grp-consumer stopped right after its restore" in consumer["msg"], rewound["msg"]
+        # once: one end - the consumer mostly, the producer seen once - ends right after its restore: the pair is
+        # broken, not merely stalled.
+        assert all(f"{result['container']} stopped right after its restore" in result["msg"] for result in broken), \
+            rewound["msg"]
     else:
         ok(rewound)
         time.sleep(2)
