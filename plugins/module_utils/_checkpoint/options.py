@@ -12,18 +12,8 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import dump
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import export
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import import_
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import lazy_send
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import precopy_send
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import receive
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import remove
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import restore
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import send
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.archive import ArchiveOptions
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import HostContext, Result
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.names import (
     rename_problems,
@@ -32,6 +22,12 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.names
 )
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.retention import Retention, parse_age
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.container_create import HostAccess
+
+# Each operation's own code is imported when the run asks for it (operation(), the *_options_of functions): a module
+# run on a host compiles what it imports from the AnsiballZ zip every time, and one operation needs a part of it.
+if TYPE_CHECKING:  # pragma: no cover
+    from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import dump, receive, restore
+    from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.archive import ArchiveOptions
 
 MUTUALLY_EXCLUSIVE = [("container", "containers"), ("archive_path", "archive_dir"),
                       ("encryption_key", "encryption_key_file")]
@@ -293,33 +289,52 @@ def rename_errors(params: Mapping[str, Any]) -> list[str]:
 def operation(params: Mapping[str, Any], name: str, secret: bytes | None) -> Operation:
     """The operation the module's state asks for, with the options it reads (`name`: the checkpoint's name, from the
     host manifest for a restore that reads one; `secret`: the encryption key as bytes)."""
+    # pylint: disable=import-outside-toplevel
     state = params["state"]
     allowed = _allowed(params)
     archive = None
     if (params["archive_path"] or params["archive_dir"]) and params["receive_timeout"] is None:
+        from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.archive import ArchiveOptions
+
         archive = ArchiveOptions(params["archive_path"], params["archive_dir"], params["compression"], secret,
                                  params.get("archive_layout") or "fleet")
     if state == "present":
         dump_options = dump_options_of(params, name)
         if params["send_to"] and params["send_to"].get("lazy"):
+            from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import lazy_send
+
             return functools.partial(lazy_send.send_lazily, name=name, send_to=params["send_to"],
                                      timeout=params["timeout"])
         if params["send_to"] and params["send_to"].get("memory_rounds"):
+            from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import precopy_send
+
             return functools.partial(precopy_send.send_precopied, name=name, send_to=params["send_to"],
                                      timeout=params["timeout"])
         if params["send_to"]:
+            from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import send
+
             return functools.partial(send.present_and_send, opts=dump_options, send_to=params["send_to"])
+        from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import dump
+
         return functools.partial(dump.present, opts=dump_options)
     if state == "absent":
+        from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import remove
+
         return functools.partial(remove.absent, name=name)
     if state in ("exported", "imported"):
         if archive is None:  # not reached: check_options requires one
             raise ValueError(f"state={state} needs archive_path or archive_dir")
         if state == "exported":
+            from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import export
+
             return functools.partial(export.exported, name=name, where=archive, force=params["force"])
+        from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import import_
+
         importing = import_.ImportOptions(name, archive, force=params["force"], create=params["create"],
                                           allowed=allowed)
         return functools.partial(import_.imported, opts=importing)
+    from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import restore
+
     return functools.partial(restore.restored, opts=restore_options_of(params, name, archive,
                                                                        receive_options_of(params, name)))
 
@@ -328,6 +343,9 @@ def receive_options_of(params: Mapping[str, Any], name: str) -> receive.ReceiveO
     """What a receive (state=restored with receive_timeout) reads; None without receive_timeout."""
     if params.get("receive_timeout") is None:
         return None
+    # pylint: disable-next=import-outside-toplevel
+    from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import receive
+
     return receive.ReceiveOptions(name, params["archive_dir"], params["receive_timeout"], force=params["force"],
                                   create=params["create"], rename=dict(params.get("rename") or {}),
                                   allowed=_allowed(params))
@@ -343,6 +361,9 @@ def _allowed(params: Mapping[str, Any]) -> HostAccess:
 
 def dump_options_of(params: Mapping[str, Any], name: str) -> dump.DumpOptions:
     """What state=present's dump reads."""
+    # pylint: disable-next=import-outside-toplevel
+    from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import dump
+
     return dump.DumpOptions(name, leave_running=params["leave_running"], force=params["force"],
                             method=params["method"], timeout=params["timeout"],
                             in_manifest=bool(params["manifest_path"]), retention=_retention(params))
@@ -351,6 +372,9 @@ def dump_options_of(params: Mapping[str, Any], name: str) -> dump.DumpOptions:
 def restore_options_of(params: Mapping[str, Any], name: str, archive: ArchiveOptions | None = None,
                        receiving: receive.ReceiveOptions | None = None) -> restore.RestoreOptions:
     """What state=restored reads."""
+    # pylint: disable-next=import-outside-toplevel
+    from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import restore
+
     return restore.RestoreOptions(
         name, force=params["force"], method=params["method"], timeout=params["timeout"], verify=params["verify"],
         target=params["target"], archive=archive, create=params["create"], receive=receiving,

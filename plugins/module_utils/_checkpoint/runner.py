@@ -16,7 +16,6 @@ import atexit
 import os
 from typing import Any, Dict, List, Optional, Protocol, Tuple
 
-from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import group as groups
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import recorded_run
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import results as results_mod
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import HostContext, Result
@@ -132,6 +131,10 @@ def _run(module: Module, diff: bool) -> tuple[Answer, bool]:
     if params["state"] == "restored" and manifest is not None and manifest.get("consistent"):
         params["consistent"] = True  # checkpointed as one group: restored as one
     if params.get("consistent"):
+        # (imported here: a run of one operation per container does not compile the group's code)
+        # pylint: disable-next=import-outside-toplevel
+        from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import group as groups
+
         results, group = groups.run_group(ctx, params, name, refs)
     else:
         results = _each(ctx, operation(params, name, secret), refs, params)
