@@ -407,11 +407,12 @@ def pytest_collection_modifyitems(items):
 
 
 # Seconds one test of each module takes on the lab, its share of the module's fixtures included (measured under
-# `pytest -n 2 --durations=0`, 2026-12): what the plan below shares out.
-SECONDS_PER_TEST = {"test_lab": 6, "test_docker_experimental": 6, "test_criu": 17, "test_fleet_ops": 31,
-                    "test_soak": 59, "test_faults": 20, "test_bad_inputs": 34, "test_security": 13, "test_awx": 25,
-                    "test_docker_checkpoint": 15, "test_migrate_disk": 27, "test_group": 43, "test_lazy": 22,
-                    "test_lab_again": 10}
+# `pytest -n 2 --durations=0`, 2026-12-04: the sum of each module's call, setup and teardown seconds over its tests):
+# what the plan below shares out. (With the figures of a week before, one worker idled two minutes at the end.)
+SECONDS_PER_TEST = {"test_lab": 4, "test_docker_experimental": 5, "test_criu": 14, "test_fleet_ops": 22,
+                    "test_soak": 58, "test_faults": 20, "test_bad_inputs": 36, "test_security": 11, "test_awx": 14,
+                    "test_docker_checkpoint": 12, "test_migrate_disk": 15, "test_group": 35, "test_lazy": 23,
+                    "test_lab_again": 13}
 
 
 def plan_modules(units, workers):
