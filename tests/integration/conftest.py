@@ -383,12 +383,13 @@ def lab():
 
 
 # Test modules in the order that changes the hosts' configuration least often: those that start from hosts as the
-# image ships them first (a fresh lab is that already), then those that share the prepared fleet (conftest.ready);
-# test_docker_checkpoint late, as it takes CRIU off its third host (test_awx, after it, uses the first host only).
-# Tests keep their order within a module. Any order works (each module's fixtures bring the hosts to what it needs);
-# this one is only the cheapest.
-MODULE_ORDER = ("test_lab", "test_docker_experimental", "test_criu", "test_fleet_ops", "test_group", "test_soak",
-                "test_faults", "test_bad_inputs", "test_security", "test_docker_checkpoint", "test_awx")
+# image ships them first (a fresh lab is that already), then those that share the prepared fleet (conftest.ready).
+# test_docker_checkpoint, the longest module, comes early: last on its worker it was a tail of 2.5 minutes during which
+# the other worker had nothing left to take (fresh12, fresh13); it takes CRIU off its third host, which the next
+# module's ready() prepares again (one install run on one host). Tests keep their order within a module. Any order
+# works (each module's fixtures bring the hosts to what it needs); this one is only the cheapest.
+MODULE_ORDER = ("test_lab", "test_docker_experimental", "test_criu", "test_docker_checkpoint", "test_fleet_ops",
+                "test_group", "test_soak", "test_faults", "test_bad_inputs", "test_security", "test_awx")
 
 
 # Last of all, after the modules MODULE_ORDER does not name: a whole_lab module (see test_lab_again.py).
