@@ -15,8 +15,8 @@ VERSION     := $(shell sed -n 's/^version: *//p' galaxy.yml)
 TARBALL     := $(BUILD)/fleet-checkpoint-$(VERSION).tar.gz
 INVENTORY   := $(CURDIR)/tests/lab/inventory.yml
 # A lab test that hangs fails (with its stack) instead of eating CI's time: per test, and per pytest session. The
-# session's bound guards against a hang, not a budget: CI's machine runs the lab tests ~1.3x slower than a dev machine
-# (stop 32: killed at 1500 s with 98 of 108 passed), and the suite's time is measured by the timings table instead.
+# session's bound guards against a hang, not a budget (stop 32's CI: killed at 1500 s with 98 of 108 passed); the
+# suite's time is read from the timings table `make test` prints.
 PYTEST_BOUNDS := --timeout=900 --session-timeout=2700 --durations=40
 
 # Tools run from the virtualenv, against the collection copy in .build (ansible-test needs a path that ends in
@@ -183,7 +183,7 @@ molecule: host collection ## Molecule scenarios on the lab image
 # `host` first: a fresh CI machine then has shellcheck for sanity (ansible-test skips that test without it).
 # The machine's 2 cores are the limit, and every gate is CPU-bound: what waits on the network (the lab's images:
 # debootstraps, apt and image builds) runs beside the fast gates; the lab tests run alone. (Stop 32 ran the fast gates
-# at nice 19 beside the lab tests: even at that priority CI's lab tests slowed by more than the gates take alone.)
+# at nice 19 beside the lab tests: CI's lab tests then took over 1528 s; its whole suite, gates first, 1852 s before.)
 test: ## As root: every gate, in order (timed, table at the end): setup, the fast gates, the lab gates
 	@rm -f $(BUILD)/timings.txt
 	@tools/timed.sh host $(MAKE) --no-print-directory host

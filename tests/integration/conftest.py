@@ -63,7 +63,9 @@ def run(cmd, check=True, env=None, timeout=600, **kwargs):
     full_env = dict(os.environ, **(env or {}))
     started, cpu = time.monotonic(), _children_cpu()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout, check=False, **kwargs)
-    if os.environ.get("FLEET_CMD_LOG"):  # where the suite's time goes: one JSON line per command
+    # FLEET_CMD_LOG=FILE: where the suite's time goes, one JSON line per command (its CPU: what this process's waited
+    # children used meanwhile - approximate while a test runs commands from several threads)
+    if os.environ.get("FLEET_CMD_LOG"):
         with open(os.environ["FLEET_CMD_LOG"], "a", encoding="utf-8") as log:
             log.write(json.dumps({"test": os.environ.get("PYTEST_CURRENT_TEST", ""), "cmd": [str(c) for c in cmd][:8],
                                   "wall": round(time.monotonic() - started, 3),
@@ -409,7 +411,7 @@ def pytest_collection_modifyitems(items):
 
 # Seconds one test of each module takes on the lab, its share of the module's fixtures included (measured under
 # `pytest -n 2 --durations=0`, 2026-12-04: the sum of each module's call, setup and teardown seconds over its tests):
-# what the plan below shares out. (With the figures of a week before, one worker idled two minutes at the end.)
+# what the plan below shares out.
 SECONDS_PER_TEST = {"test_lab": 4, "test_docker_experimental": 5, "test_criu": 14, "test_fleet_ops": 22,
                     "test_soak": 58, "test_faults": 20, "test_bad_inputs": 36, "test_security": 11, "test_awx": 14,
                     "test_docker_checkpoint": 12, "test_migrate_disk": 15, "test_group": 35, "test_lazy": 23,
