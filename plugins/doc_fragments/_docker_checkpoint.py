@@ -328,7 +328,8 @@ options:
         have arrived; if one stream or one restore fails, no member runs here and the containers this call created
         are removed again (then the volumes made for them). A volume several members use travels once, with the
         first of them; the others wait for it here before their containers are made. Not with O(send_to.lazy) or
-        O(send_to.memory_rounds), nor with O(barrier_dir).
+        O(send_to.memory_rounds). A group spread over several source hosts moves with O(barrier_dir) on each
+        source and one receive of every member on the target.
       - Not with an archive or O(target).
     type: bool
     default: false
@@ -341,6 +342,12 @@ options:
         (then dumps) or C(abort) (then thaws, checkpointing nothing). With O(state=restored), once its members are
         restored and held it writes C(ready) and waits the same way (C(abort) - CRIU kills what it rebuilt, no member
         runs). C(ended) says the module has finished. Earlier markers are removed when it starts.
+      - With O(send_to) (straight to the target over SSH, not through the controller's relay), this host's part of
+        a group moved from several hosts to one target (the C(fleet.checkpoint.migrate) playbook's
+        C(fleet_checkpoint_migrate_sources)) - its connections are made and its disk state pre-copied, then it is
+        frozen and waits as above, and its checkpoints are sent once the barrier opened. The target receives every
+        member of every source in one call (O(receive_timeout), without O(barrier_dir)) and restores them together;
+        C(abort) thaws this host's part and aborts its streams, so that the target restores none.
     type: path
   barrier_timeout:
     description:

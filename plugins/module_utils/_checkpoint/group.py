@@ -30,7 +30,7 @@ def run_group(ctx: HostContext, params: Mapping[str, Any], name: str,
     if params["state"] == "present":
         if params.get("send_to"):
             return group_send.present_group_and_send(ctx, refs, dump_options_of(params, name), params["send_to"],
-                                                     workers=params["parallel"])
+                                                     workers=params["parallel"], barrier=barrier)
         return group_dump.present_group(ctx, refs, dump_options_of(params, name), workers=params["parallel"],
                                         barrier=barrier)
     receiving = receive_options_of(params, name)

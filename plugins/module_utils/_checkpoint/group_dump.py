@@ -48,7 +48,8 @@ def present_group(ctx: HostContext, refs: list[str], opts: dump.DumpOptions, wor
     """Checkpoint `refs` as one group; a result per member, in order, and the group's answer. With `barrier`, the
     group is one host's part of a group across hosts: once frozen it waits there for every other host's part.
     `prepare` (not in check mode) gets the members' plans before any is frozen; an OpError from it refuses the
-    group with nothing touched."""
+    group with nothing touched. With both, the part says `prepared` once `prepare` is done and freezes only when
+    the playbook says `freeze` (fleet_barrier.py)."""
     if barrier is not None and not ctx.check_mode:
         barrier.prepare()
         try:
@@ -94,6 +95,13 @@ def _present_group(ctx: HostContext, refs: list[str], opts: dump.DumpOptions, wo
             prepare(plans)
         except OpError as exc:
             return _fail_all(refs, {}, f"the group was refused, nothing was touched ({message_of(exc)})"), group
+        if barrier is not None:  # moved from several hosts: none freezes before every host is prepared
+            barrier.arrive("prepared", members=group["members"])
+            outcome = barrier.wait(fleet_barrier.FREEZE)
+            if outcome != fleet_barrier.GO:
+                group["barrier"] = outcome
+                why = f"{fleet_barrier.explain(outcome, barrier.timeout, barrier.reason())}; nothing was frozen"
+                return _fail_all(refs, {}, why), group
     ids = [planned.inspect["Id"] for planned in plans]
     record = {"members": group["members"], "ids": ids, "at": round(time.time(), 3)}
     member_opts = dataclasses.replace(opts, group=record, keep_replaced=True)

@@ -24,6 +24,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint impor
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import send
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import HostContext, Inspect, Result
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.errors import OpError, carrying, message_of
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host.fleet_barrier import FleetBarrier
 
 
 class _Links:
@@ -64,9 +65,12 @@ class _Links:
 
 
 def present_group_and_send(ctx: HostContext, refs: List[str], opts: dump.DumpOptions, send_to: send.SendTo,
-                           workers: Optional[int] = None) -> tuple[List[Result], group_dump.Group]:
+                           workers: Optional[int] = None,
+                           barrier: Optional[FleetBarrier] = None) -> tuple[List[Result], group_dump.Group]:
     """Checkpoint `refs` as one group and send each checkpoint to send_to; a result per member, in order, and the
-    group's answer."""
+    group's answer. With `barrier`, this host's members are one part of a group moved from several hosts: once
+    connected and frozen they wait there for the other hosts' parts (group_dump.py); an abort thaws them and aborts
+    their streams, so that the target's receive of the whole group fails and restores nothing."""
     links = _Links()
     relayed = send_to.get("via") == "relay"
 
@@ -93,7 +97,8 @@ def present_group_and_send(ctx: HostContext, refs: List[str], opts: dump.DumpOpt
     try:
         # Through the relay only the sends go one at a time (parallel=1, as the relay takes them): the dumps, all
         # members frozen, go at once.
-        results, group = group_dump.present_group(ctx, refs, opts, None if relayed else workers, prepare=prepare)
+        results, group = group_dump.present_group(ctx, refs, opts, None if relayed else workers, barrier=barrier,
+                                                  prepare=prepare)
     except BaseException:
         links.abort()
         raise

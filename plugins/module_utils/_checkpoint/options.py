@@ -163,9 +163,13 @@ def group_option_errors(params: Mapping[str, Any]) -> list[str]:
     if send_to.get("lazy") or send_to.get("memory_rounds"):
         errors.append("consistent=true moves a group stop-and-copy: not with send_to.lazy or send_to.memory_rounds "
                       "(a group's members are frozen together until the last is dumped)")
-    if params.get("barrier_dir") is not None and (send_to or params.get("receive_timeout") is not None):
-        errors.append("barrier_dir cannot be combined with send_to or receive_timeout: a group is moved from one "
-                      "source host")
+    if params.get("barrier_dir") is not None and params.get("receive_timeout") is not None:
+        errors.append("barrier_dir cannot be combined with receive_timeout: the target of a group moved from several "
+                      "hosts receives every member in one call, which needs no barrier")
+    if params.get("barrier_dir") is not None and send_to.get("via") == "relay":
+        errors.append("barrier_dir cannot be combined with send_to.via=relay: the controller's relay takes one "
+                      "stream at a time, so the hosts of a group spread over several would wait for each other "
+                      "frozen; send straight to the target (SSH)")
     return errors
 
 

@@ -9,7 +9,11 @@ asynchronously); each module says it has arrived (`frozen`, or `ready` for a res
 until every host has arrived, then writes `go` on every host - or `abort` on every host when one cannot join. A module
 that hears neither within its timeout gives up by itself (thaws its members): nothing stays frozen because the
 controller went away. `ended` says the module has finished (so that the playbook does not wait for a host that
-failed before arriving)."""
+failed before arriving).
+
+A group moved from several hosts meets once more before that, while it still runs: each host says `prepared` once its
+connections to the target are made and its disk state pre-copied, and freezes only on `freeze` - so that no host
+waits frozen while another is still pre-copying."""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import time
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host import private_files
 
 GO, ABORT, TIMEOUT = "go", "abort", "timeout"
+FREEZE = "freeze"  # the go of the round before the freeze (a group moved from several hosts)
 
 
 class FleetBarrier:
@@ -32,7 +37,7 @@ class FleetBarrier:
     def prepare(self) -> None:
         """A fresh directory for this run: markers of an earlier run are removed."""
         private_files.make_private_dir(self.directory)
-        for marker in ("frozen", "ready", GO, ABORT, "ended"):
+        for marker in ("prepared", FREEZE, "frozen", "ready", GO, ABORT, "ended"):
             try:
                 os.unlink(os.path.join(self.directory, marker))
             except FileNotFoundError:
@@ -43,13 +48,14 @@ class FleetBarrier:
         private_files.write_private(os.path.join(self.directory, marker),
                                     json.dumps(dict(facts, at=round(time.time(), 3))).encode())
 
-    def wait(self) -> str:
-        """GO, ABORT, or TIMEOUT when the playbook said nothing within the timeout."""
+    def wait(self, marker: str = GO) -> str:
+        """GO once the playbook wrote `marker` (GO, or FREEZE), ABORT, or TIMEOUT when it said nothing within the
+        timeout."""
         deadline = time.monotonic() + self.timeout
         while True:
             if os.path.exists(os.path.join(self.directory, ABORT)):
                 return ABORT
-            if os.path.exists(os.path.join(self.directory, GO)):
+            if os.path.exists(os.path.join(self.directory, marker)):
                 return GO
             if time.monotonic() > deadline:
                 return TIMEOUT

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 
 import pytest
@@ -23,6 +24,8 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint impor
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import HostContext
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.errors import OpError
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu import restore_barrier
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host import fleet_barrier
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host.fleet_barrier import FleetBarrier
 
 NAMES = ["web", "worker", "cache"]
 
@@ -113,6 +116,57 @@ def test_a_stopping_group_is_not_thawed_each_member_ends_with_its_dump(members, 
     results, group = group_dump.present_group(ctx_of(FakeAPI(log), tmp_path), NAMES, dump.DumpOptions("gr"))
     assert not any(r.get("failed") for r in results)
     assert "unpause" not in [action for action, unused in log] and group["thawed_after_seconds"] is None
+
+
+def playbook(directory, answers):
+    """The playbook's side of a barrier in another thread: on each marker of `answers` ({marker: reply}), the reply
+    is written (each once); what it saw and when, logged."""
+    seen = []
+
+    def answer():
+        deadline = time.monotonic() + 10
+        pending = dict(answers)
+        while pending and time.monotonic() < deadline:
+            for marker, reply in list(pending.items()):
+                if (directory / marker).exists():
+                    seen.append(marker)
+                    (directory / reply).write_text("")
+                    del pending[marker]
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=answer)
+    thread.start()
+    return thread, seen
+
+
+def test_a_part_moved_from_several_hosts_freezes_only_once_every_host_is_prepared(members, tmp_path):
+    log = members["log"] = []
+    api = FakeAPI(log)
+    barrier = FleetBarrier(str(tmp_path / "barrier"), 5)
+    prepared = []
+
+    def prepare(plans):
+        assert not api.paused, "frozen before the connections were made"
+        prepared.append(len(plans))
+
+    thread, seen = playbook(tmp_path / "barrier", {"prepared": fleet_barrier.FREEZE, "frozen": fleet_barrier.GO})
+    results, group = group_dump.present_group(ctx_of(api, tmp_path), NAMES, dump.DumpOptions("gr"), barrier=barrier,
+                                              prepare=prepare)
+    thread.join()
+    assert prepared == [3] and seen == ["prepared", "frozen"], seen
+    assert not any(r.get("failed") for r in results) and group["barrier"] == fleet_barrier.GO
+
+
+def test_a_part_told_to_abort_before_the_freeze_freezes_nothing(members, tmp_path):
+    log = members["log"] = []
+    barrier = FleetBarrier(str(tmp_path / "barrier"), 5)
+    thread, unused = playbook(tmp_path / "barrier", {"prepared": fleet_barrier.ABORT})
+    results, group = group_dump.present_group(ctx_of(FakeAPI(log), tmp_path), NAMES, dump.DumpOptions("gr"),
+                                              barrier=barrier, prepare=lambda plans: None)
+    thread.join()
+    assert log == [] and group["barrier"] == fleet_barrier.ABORT  # nothing paused, nothing dumped
+    assert all(r["failed"] and "nothing was frozen" in r["msg"] for r in results), results
+    assert (tmp_path / "barrier" / "ended").exists()
 
 
 def test_one_member_refused_refuses_the_group_untouched(members, tmp_path, monkeypatch):

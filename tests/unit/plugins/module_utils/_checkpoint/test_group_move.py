@@ -30,6 +30,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint impor
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import HostContext
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.errors import OpError
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPIError
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host.fleet_barrier import FleetBarrier
 
 NAMES = ["producer", "consumer"]
 SSH = {"via": "ssh", "host": "b", "directory": "/srv/in", "precopy": True}
@@ -76,6 +77,10 @@ def sending(monkeypatch):
             except OpError as exc:
                 return [{"container": ref, "failed": True, "msg": str(exc)} for ref in refs], {"members": refs}
         log.append(("dump", tuple(refs), workers))
+        state["barrier"] = barrier
+        if state.get("barrier_aborts"):  # the other hosts' parts could not join: thawed, nothing dumped
+            return [{"container": ref, "failed": True, "msg": "the fleet's barrier was aborted"} for ref in refs], \
+                {"members": refs, "barrier": "abort"}
         if state["dump_fails"]:
             return [{"container": ref, "failed": True, "msg": "undone"} for ref in refs], {"undone": True}
         return [{"container": ref, "id": cid(ref), "path": f"/c/{ref}", "action": "checkpointed", "warnings": []}
@@ -180,6 +185,23 @@ def test_a_group_undone_sends_nothing_and_lets_the_target_go(sending, tmp_path):
     assert all(result["failed"] for result in results)
     sent_or_aborted = [entry for entry in sending["log"] if entry[0] in ("send", "abort")]
     assert sent_or_aborted == [("abort", "producer"), ("abort", "consumer")]
+
+
+def test_a_part_of_a_group_spread_over_several_sources_meets_the_others_connected_and_frozen(sending, tmp_path):
+    barrier = FleetBarrier(str(tmp_path / "barrier"), 30)
+    results, unused = group_send.present_group_and_send(ctx_of(tmp_path), NAMES, opts(), SSH, barrier=barrier)
+    assert sending["barrier"] is barrier  # the dump waits there, frozen, once every member is connected
+    assert sending["log"][:2] == [("connect", "producer"), ("connect", "consumer")]
+    assert not any(result.get("failed") for result in results)
+
+
+def test_a_part_whose_barrier_is_aborted_sends_nothing_and_aborts_its_streams(sending, tmp_path):
+    sending["barrier_aborts"] = True
+    barrier = FleetBarrier(str(tmp_path / "barrier"), 30)
+    results, group = group_send.present_group_and_send(ctx_of(tmp_path), NAMES, opts(), SSH, barrier=barrier)
+    assert all(result["failed"] for result in results) and group["barrier"] == "abort"
+    sent_or_aborted = [entry for entry in sending["log"] if entry[0] in ("send", "abort")]
+    assert sent_or_aborted == [("abort", "producer"), ("abort", "consumer")]  # the target's receive fails
 
 
 def test_a_member_that_cannot_be_sent_says_to_restore_the_group_together(sending, tmp_path):

@@ -204,7 +204,7 @@ def test_consistent_is_for_a_group_checkpointed_and_restored_in_place():
     assert "cannot be combined with archive_dir" in archived and "moved with send_to and receive_timeout" in archived
 
 
-def test_a_group_moves_stop_and_copy_from_one_source():
+def test_a_group_moves_stop_and_copy():
     group = dict(container=None, containers=["web", "db"], consistent=True)
     assert check_options(params(**group, send_to={"host": "b", "directory": "/srv/in"})) == []
     assert check_options(params(**group, state="restored", archive_dir="/srv/in", receive_timeout=60,
@@ -215,7 +215,16 @@ def test_a_group_moves_stop_and_copy_from_one_source():
     assert "send_to.memory_rounds" in rounds
     (spread,) = check_options(params(**group, state="restored", archive_dir="/srv/in", receive_timeout=60,
                                      barrier_dir="/run/b"))
-    assert spread.startswith("barrier_dir cannot be combined with send_to or receive_timeout")
+    assert spread.startswith("barrier_dir cannot be combined with receive_timeout: the target of a group moved from "
+                             "several hosts receives every member in one call")
+
+
+def test_a_group_spread_over_several_sources_sends_straight_to_the_target():
+    group = dict(container=None, containers=["web", "db"], consistent=True, barrier_dir="/run/b")
+    assert check_options(params(**group, send_to={"host": "b", "directory": "/srv/in"})) == []
+    (relayed,) = check_options(params(**group, send_to={"via": "relay", "directory": "/srv/in"}))
+    assert relayed.startswith("barrier_dir cannot be combined with send_to.via=relay")
+    assert "send straight to the target (SSH)" in relayed
 
 
 def test_a_barrier_is_for_a_group():
