@@ -414,7 +414,7 @@ def pytest_collection_modifyitems(items):
 # what the plan below shares out.
 SECONDS_PER_TEST = {"test_lab": 4, "test_docker_experimental": 5, "test_criu": 14, "test_fleet_ops": 22,
                     "test_soak": 58, "test_faults": 20, "test_bad_inputs": 36, "test_security": 11, "test_awx": 14,
-                    "test_docker_checkpoint": 12, "test_migrate_disk": 15, "test_group": 35, "test_lazy": 23,
+                    "test_docker_checkpoint": 12, "test_migrate_disk": 15, "test_group": 36, "test_lazy": 23,
                     "test_lab_again": 13}
 
 

@@ -390,3 +390,105 @@ def test_a_group_moves_together(fleet):
             sh(host, "rm -f /root/.ssh/id_ed25519 /root/.ssh/known_hosts; true")
             sh(host, WORKING_CRIU)
             clean(host)
+
+
+def route_here(host):
+    """On the host both members moved to: the two container networks reach each other without NAT (Docker keeps
+    its networks apart and masquerades what leaves one)."""
+    for index in (0, 1):
+        network, subnet, unused = ACROSS[index]
+        other_subnet = ACROSS[1 - index][1]
+        rules = [f"-t nat {{}} POSTROUTING -s {subnet} -d {other_subnet} -j RETURN",
+                 f"{{}} DOCKER-USER -s {other_subnet} -d {subnet} -j ACCEPT"]
+        sh(host, f"docker network inspect {network} >/dev/null 2>&1 || docker network create --subnet {subnet} "
+                 f"{network} >/dev/null; "
+                 + "; ".join(f"iptables {rule.format('-C')} 2>/dev/null || iptables {rule.format('-I')}"
+                             for rule in rules))
+
+
+def unroute_here(host):
+    for index in (0, 1):
+        network, subnet, unused = ACROSS[index]
+        other_subnet = ACROSS[1 - index][1]
+        sh(host, f"iptables -t nat -D POSTROUTING -s {subnet} -d {other_subnet} -j RETURN 2>/dev/null; "
+                 f"iptables -D DOCKER-USER -s {other_subnet} -d {subnet} -j ACCEPT 2>/dev/null; "
+                 f"docker network rm {network} >/dev/null 2>&1; true")
+
+
+def test_a_group_spread_over_two_hosts_moves_to_a_third_together(fleet):
+    """A producer on one host sends to a consumer on another; both move to a third with one migrate run
+    (fleet_checkpoint_migrate_sources). Two names that would clash on the target are refused before any host is
+    touched. One source that cannot take part (its member paused) stops both before anything freezes. A restore
+    that fails on the target leaves no member running there, and each source restores its own part from the same
+    instant: the messages go on with no gap. Then the move: both parts frozen before either is dumped (the barrier
+    across the sources), one receive on the target restores both together, and the messages go on there with no
+    gap."""
+    here, there, target = fleet
+    for host in (here, there):
+        sh(host, "docker rm -f x-producer x-consumer >/dev/null 2>&1; true")
+    sh(target, "docker rm -f x-producer x-consumer >/dev/null 2>&1; true")
+    route((here, there))
+    route_here(target)
+    sources = {here: ["x-producer"], there: ["x-consumer"]}
+    move = {"fleet_checkpoint_migrate_sources": sources, "fleet_checkpoint_migrate_target": target,
+            "fleet_checkpoint_migrate_consistent": True, "fleet_checkpoint_migrate_transfer": "direct",
+            "fleet_checkpoint_migrate_target_address": address_of(target)}
+    try:
+        lab_exec(there, "docker", "run", "-d", "--name", "x-consumer", "--network", ACROSS[1][0], "--ip",
+                 ACROSS[1][2], IMAGE, "msgpair", "consume", "9000")
+        lab_exec(here, "docker", "run", "-d", "--name", "x-producer", "--network", ACROSS[0][0], "--ip",
+                 ACROSS[0][2], IMAGE, "msgpair", "produce", ACROSS[1][2], "9000")
+        for host in (here, there):
+            run(["docker", "cp", "/var/lib/fleet-lab/ssh/id_ed25519", f"{host}:/root/.ssh/id_ed25519"])
+            sh(host, "chmod 600 /root/.ssh/id_ed25519")
+        wait_beyond(there, "x-consumer", "got", 2000)
+        running_since = {host: started(host, name) for host, (name,) in sources.items()}
+
+        rc, output = ansible_playbook(ROOT / "playbooks" / "migrate.yml", check=False, extra_vars=dict(
+            move, fleet_checkpoint_migrate_sources={here: ["x-producer"], there: ["x-producer"]}))
+        assert rc != 0 and "names on the target x-producer, x-producer" in json.dumps(output), json.dumps(output)[-2000:]
+
+        lab_exec(there, "docker", "pause", "x-consumer")  # its pre-flight refuses: neither source freezes
+        rc, output = ansible_playbook(ROOT / "playbooks" / "migrate.yml", check=False, extra_vars=move)
+        assert rc != 0
+        gate = play_results(output, "Stop before anything is touched when another source of the group cannot take "
+                                    "part")[here]
+        assert gate.get("failed") and there in gate["msg"], gate
+        lab_exec(there, "docker", "unpause", "x-consumer")
+        assert {host: started(host, name) for host, (name,) in sources.items()} == running_since
+
+        sh(target, f'criu=$(command -v criu) && mv "$criu" "$criu.real" && cat > "$criu" <<\'EOF\'\n{SECOND_FAILS}EOF\n'
+                   'chmod 755 "$criu"')
+        at = last(there, "x-consumer", "got")
+        rc, output = ansible_playbook(ROOT / "playbooks" / "migrate.yml", check=False, extra_vars=move)
+        assert rc != 0
+        restored = play_results(output, "Wait for the restore that received the stream")[target]
+        assert restored["group"]["aborted"] and len(restored["results"]) == 2, restored
+        assert lab_exec(target, "docker", "ps", "-aq", "--filter", "name=x-").stdout.strip() == ""
+        assert status(here, "x-producer") == status(there, "x-consumer") == "running"
+        wait_beyond(there, "x-consumer", "got", at + 20000)
+        assert gaps(there, "x-consumer") == []
+        sh(target, WORKING_CRIU)
+
+        at = last(there, "x-consumer", "got")
+        rc, output = ansible_playbook(ROOT / "playbooks" / "migrate.yml", check=False, extra_vars=move)
+        assert rc == 0, json.dumps(output)[-4000:]
+        parts = play_results(output, "Wait for this source's part to be checkpointed and sent")
+        frozen_at = max(parts[host]["group"]["frozen_at"] for host in (here, there))
+        dumps = [row["dump_started_at"] for host in (here, there) for row in parts[host]["results"]]
+        assert frozen_at <= min(dumps), f"a dump began before every source was frozen: {frozen_at} > {min(dumps)}"
+        assert all(parts[host]["group"]["barrier"] == "go" for host in (here, there)), parts
+        restored = play_results(output, "Wait for the restore that received the stream")[target]
+        assert sorted(restored["group"]["members"]) == ["x-consumer", "x-producer"] and restored["group"]["held_seconds"]
+        assert [row.get("resumed") for row in restored["results"]] == [True, True], restored["results"]
+        assert status(here, "x-producer") == status(there, "x-consumer") == "exited"  # kept stopped, a fallback
+        wait_beyond(target, "x-consumer", "got", at + 20000)
+        assert gaps(target, "x-consumer") == []
+    finally:
+        for host in (here, there):
+            sh(host, "docker unpause x-consumer >/dev/null 2>&1; docker rm -f x-producer x-consumer >/dev/null 2>&1; "
+                     "rm -f /root/.ssh/id_ed25519 /root/.ssh/known_hosts; true")
+        sh(target, WORKING_CRIU)
+        sh(target, "docker rm -f x-producer x-consumer >/dev/null 2>&1; true")
+        unroute_here(target)
+        route((here, there), undo=True)
