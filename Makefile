@@ -160,7 +160,7 @@ soak: host collection ## SOAK_CYCLES (default 20) host_reboot cycles over 3 lab 
 	SOAK_CYCLES=$${SOAK_CYCLES:-20} pytest -p no:cacheprovider -s -m soak tests/integration
 
 bench: host collection ## Benchmarks on the lab (several minutes): writes docs/performance.md, .json and .png
-	tests/lab/up.sh
+	LAB_HOSTS=9 tests/lab/up.sh
 	python tools/bench/run.py --mode full --out $(BUILD)/bench/results.json
 	cp $(BUILD)/bench/results.json docs/performance.json
 	python tools/bench/report.py docs/performance.json --doc docs/performance.md --png docs/performance.png

@@ -17,7 +17,8 @@ ONE_CONTAINER = ("dump.criu", "restore.criu", "dump.docker", "restore.docker", "
                  "dump.module-fast", "dumpop.module-fast", "dumptask.module-fast", "restore.module-fast")
 OTHERS = ("many.cli-dump", "many.cli-restore", "many.module-dump", "many.module-restore", "overhead.cli-host",
           "overhead.cli-task", "overhead.module-api-task", "overhead.module-auto-task", "fleet.checkpoint",
-          "fleet.reboot", "fleet.restore", "fleet.total", "migrate.dump", "migrate.transfer", "migrate.restore",
+          "fleet.reboot", "fleet.docker", "fleet.restore", "fleet.total", "migrate.dump", "migrate.transfer",
+          "migrate.restore",
           "migrate.downtime", "transfer.ours", "transfer.copy", "transfer.plain", "migrate-controller.dump",
           "migrate-controller.transfer", "migrate-controller.restore", "migrate-controller.downtime",
           "transfer.controller", "transfer.plain-relay", "relay.peak-rss", "migrate-disk.empty",
@@ -28,7 +29,8 @@ PAIRED = tuple(f"paired.{step}-{tool}" for step in ("dump", "restore") for tool 
 TARGETED = ("many_vs_cli_loop", "small_module_vs_command_task", "migrate_overhead_share", "transfer_vs_plain_copy",
             "controller_vs_direct_downtime", "controller_transfer_vs_plain_relay", "volume_downtime_vs_without",
             "fast_vs_criu_dump_paired", "fast_vs_podman_dump_paired", "restore_vs_podman_paired",
-            "lazy_big_vs_stop_small", "lazy_vs_stop_same", "group_vs_slowest_single")
+            "lazy_big_vs_stop_small", "lazy_vs_stop_same", "group_vs_slowest_single", "fleet_cpu_per_host_scaling",
+            "fleet_outside_share")
 
 
 def problems(results):

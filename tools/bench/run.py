@@ -25,7 +25,9 @@ from pathlib import Path
 
 import yaml
 
+import controller_cost
 import disk_case
+import fleet_case
 import group_case
 import lazy_case
 
@@ -39,9 +41,11 @@ EVENTS_DIR = None  # set by main(): <out>/../events
 MODES = {
     # sizes (MiB) of the one-container cases, repetitions, the 8-container case, fleet and migration sizes
     "full": {"sizes": [64, 256, 1024], "reps": 5, "many": 8, "many_mib": 64, "fleet_reps": 3, "fleet_mib": 64,
+             "fleet_hosts": [3, 6, 9],
              "migrate_mib": 256, "migrate_reps": 3, "small_reps": 15, "paired_reps": 9, "volume_mb": 500,
              "lazy_small_mib": 64, "lazy_big_mib": 1024, "lazy_reps": 3, "group_count": 8, "group_mib": 64},
     "smoke": {"sizes": [64], "reps": 1, "many": 2, "many_mib": 16, "fleet_reps": 1, "fleet_mib": 16,
+              "fleet_hosts": [1, 3],
               "migrate_mib": 64, "migrate_reps": 1, "small_reps": 1, "paired_reps": 1, "volume_mb": 32,
               "lazy_small_mib": 16, "lazy_big_mib": 128, "lazy_reps": 1, "group_count": 4, "group_mib": 16},
 }
@@ -89,15 +93,23 @@ def onhost(host, *args):
     return json.loads(proc.stdout)
 
 
-def playbook(path, extra_vars, limit=None):
-    """Run a playbook with the bench_log callback; returns its events."""
+def playbook(path, extra_vars, limit=None, cost=None, forks=None):
+    """Run a playbook with the bench_log callback; returns its events. With `cost` (a dict), what the run cost the
+    controller is put in it: `cpu` seconds and `peak_mib` (controller_cost.py). `forks`: Ansible's (default 5)."""
     with tempfile.NamedTemporaryFile("r", suffix=".jsonl", delete=False) as events:
         env = {"BENCH_LOG": events.name, "ANSIBLE_CALLBACK_PLUGINS": str(BENCH / "callback"),
-               "ANSIBLE_CALLBACKS_ENABLED": "bench_log", "ANSIBLE_PIPELINING": "True"}
+               "ANSIBLE_CALLBACKS_ENABLED": "bench_log", "ANSIBLE_PIPELINING": "True",
+               **({"ANSIBLE_FORKS": str(forks)} if forks else {})}
         argv = ["ansible-playbook", "-i", str(INVENTORY), str(path), "-e", json.dumps(extra_vars)]
         if limit:
             argv += ["--limit", limit]
-        run(argv, env=env, timeout=3600)
+        if cost is None:
+            run(argv, env=env, timeout=3600)
+        else:
+            proc, cost["cpu"], cost["peak_mib"] = controller_cost.run_measured(argv, {**os.environ, **env}, 3600)
+            if proc.returncode != 0:
+                raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                                 f"{proc.stderr[-3000:]}")
         lines = [json.loads(line) for line in open(events.name, encoding="utf-8")]
     os.unlink(events.name)
     if EVENTS_DIR:  # kept for analysis: every task's times and the module's figures
@@ -302,40 +314,6 @@ def case_small(results, host, cfg):
                             ("module-auto-task", "Module auto checkpoint", "docker_checkpoint method=auto (Ansible "
                              "task)")):
         results.add(f"overhead.{tag}", "overhead", what, [t["wall"] for t in tasks if t["name"] == name], 4)
-
-
-def case_fleet(results, hostnames, cfg):
-    mib, per_host = cfg["fleet_mib"], 4
-    log(f"host_reboot.yml: {len(hostnames)} hosts x {per_host} containers x {mib} MiB")
-    for host in hostnames:
-        onhost(host, "workload", "start", per_host, mib, "bench-fleet")
-    parts = {"checkpoint": [], "reboot": [], "restore": [], "overhead": [], "total": []}
-    try:
-        for _rep in range(cfg["fleet_reps"]):
-            events = playbook(ROOT / "playbooks" / "host_reboot.yml", {
-                "fleet_checkpoint_hosts": ",".join(hostnames), "fleet_checkpoint_reboot": "always",
-                "fleet_checkpoint_serial": len(hostnames)})
-            tasks = tasks_of(events)
-            total = events[-1]["t"] - events[0]["t"]
-            split = {"checkpoint": 0.0, "reboot": 0.0, "restore": 0.0}
-            for task in tasks:
-                if task["action"].endswith("reboot"):
-                    split["reboot"] += task["wall"]
-                elif figure(task, "dump_call_seconds") is not None:
-                    split["checkpoint"] += task["wall"]
-                elif figure(task, "restore_call_seconds") is not None:
-                    split["restore"] += task["wall"]
-            split["overhead"] = total - sum(split.values())
-            split["total"] = total
-            for key, value in split.items():
-                parts[key].append(value)
-    finally:
-        for host in hostnames:
-            onhost(host, "workload", "remove", per_host, mib, "bench-fleet")
-    for key, values in parts.items():
-        results.add(f"fleet.{key}", "fleet", f"host_reboot.yml: {key}", values, mib, per_host * len(hostnames))
-    results.splits["fleet"] = median_run(parts, "total", f"host_reboot.yml, {len(hostnames)} hosts x {per_host} "
-                                         f"containers x {mib} MiB")
 
 
 def median_run(parts, total_key, what):
@@ -543,6 +521,7 @@ def ratios(results, cfg):
     disk_case.ratios(sys.modules[__name__], results, cfg)
     lazy_case.ratios(sys.modules[__name__], results, cfg)
     group_case.ratios(sys.modules[__name__], results, cfg)
+    fleet_case.ratios(sys.modules[__name__], results, cfg)
     ratio(results, "controller_transfer_vs_plain_relay", "migration transfer through the controller / plain ssh | ssh "
           "relay throughput", "transfer.controller", "transfer.plain-relay", ">= 0.7")
 
@@ -587,7 +566,8 @@ def main():
     cases = {"floor": lambda: case_floor(results, host, cfg), "baselines": lambda: case_baselines(results, host, cfg),
              "module": lambda: case_module(results, host, cfg), "paired": lambda: case_paired(results, host, cfg),
              "many": lambda: case_many(results, host, cfg), "small": lambda: case_small(results, host, cfg),
-             "fleet": lambda: case_fleet(results, hostnames, cfg), "migrate": lambda: case_migrate(results, hostnames, cfg),
+             "fleet": lambda: fleet_case.case_fleet(results, hostnames, cfg, sys.modules[__name__]),
+             "migrate": lambda: case_migrate(results, hostnames, cfg),
              "migrate-disk": lambda: disk_case.case_migrate_disk(results, hostnames, cfg, sys.modules[__name__]),
              "migrate-lazy": lambda: lazy_case.case_migrate_lazy(results, hostnames, cfg, sys.modules[__name__]),
              "group": lambda: group_case.case_group(results, hostnames, cfg, sys.modules[__name__])}
