@@ -413,7 +413,7 @@ def pytest_collection_modifyitems(items):
 # `pytest -n 2 --durations=0`, 2026-12-04: the sum of each module's call, setup and teardown seconds over its tests):
 # what the plan below shares out.
 SECONDS_PER_TEST = {"test_lab": 4, "test_docker_experimental": 5, "test_criu": 14, "test_fleet_ops": 22,
-                    "test_soak": 58, "test_faults": 20, "test_bad_inputs": 36, "test_security": 11, "test_awx": 14,
+                    "test_soak": 58, "test_faults": 20, "test_bad_inputs": 36, "test_security": 11, "test_awx": 18,
                     "test_docker_checkpoint": 12, "test_migrate_disk": 15, "test_group": 36, "test_lazy": 23,
                     "test_lab_again": 13}
 

@@ -1,15 +1,14 @@
-"""What AWX needs: an execution environment definition that ansible-builder accepts, and host_reboot run through
-ansible-runner (the engine AWX uses) with AWX-style extra vars and an SSH inventory."""
+"""What AWX needs: an execution environment definition that ansible-builder accepts, host_reboot run through
+ansible-runner (the engine AWX uses) as the jobs of a sliced job template, and migrate inside an EE."""
 
 import json
 import shutil
+import subprocess
 import time
 
-import ansible_runner
-import pytest
 import yaml
 
-from conftest import INVENTORY, ROOT, counts, lab_exec, ready, run
+from conftest import INVENTORY, ROOT, counts, lab_exec, run
 
 IMAGE = "fleet-lab-workload:busybox"
 
@@ -32,46 +31,99 @@ def test_execution_environment_builds_a_valid_context(tmp_path):
     assert any("zstd" in line for line in introspected["system"]), introspected
 
 
-@pytest.fixture
-def ready_host(trixie_hosts):
-    """A host prepared by the install playbook, shared (conftest.ready). The first one: test_docker_checkpoint, often
-    just before, leaves live-restore on on the second (which would have to be prepared again)."""
-    return ready([trixie_hosts[0]])[0]
+def slice_dir(tmp_path, name, hosts):
+    """An ansible-runner private data dir whose inventory holds `hosts` only: what AWX gives each job of a sliced
+    job template (its share of the inventory)."""
+    lab = yaml.safe_load(INVENTORY.read_text())["all"]
+    found = {}
+
+    def walk(group):
+        found.update(group.get("hosts") or {})
+        for child in (group.get("children") or {}).values():
+            walk(child or {})
+
+    walk(lab)
+    private = tmp_path / name
+    (private / "inventory").mkdir(parents=True)
+    (private / "inventory" / "hosts.yml").write_text(yaml.safe_dump(
+        {"all": {"vars": lab.get("vars") or {}, "hosts": {host: found[host] for host in hosts}}}))
+    return private
 
 
-def test_host_reboot_through_ansible_runner(ready_host, tmp_path):
-    host = ready_host
-    lab_exec(host, "docker", "rm", "-f", "awx-counter", check=False)
-    lab_exec(host, "docker", "run", "-d", "--name", "awx-counter", "--restart", "unless-stopped",
-             "-e", "COUNTER_INTERVAL=0.2", IMAGE)
-    time.sleep(2)
-    booted = lab_exec(host, "systemctl", "show", "-p", "UserspaceTimestamp", "--value").stdout
-    (tmp_path / "inventory").mkdir()
-    shutil.copy(INVENTORY, tmp_path / "inventory" / "hosts.yml")
-    # As an AWX job template sends them: extra vars only, nothing prompted.
-    extravars = {"fleet_checkpoint_hosts": host, "fleet_checkpoint_reboot": "always", "fleet_checkpoint_serial": 1,
-                 "restore_fallback": "cold_start"}
-    result = ansible_runner.run(
-        private_data_dir=str(tmp_path), playbook="fleet.checkpoint.host_reboot", extravars=extravars,
-        envvars={"ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_SHOW_CUSTOM_STATS": "1"},
-        quiet=True, timeout=900,
-    )
-    assert result.status == "successful", f"rc={result.rc}\n" + "".join(
-        event.get("stdout", "") + "\n" for event in result.events)[-6000:]
-    events = list(result.events)
+def start_slice(private, run_id, **extra):
+    """host_reboot over the slice's hosts, as AWX sends a job template's extra vars (nothing prompted): an
+    ansible-runner process of its own, started at once."""
+    (private / "env").mkdir(exist_ok=True)
+    (private / "env" / "extravars").write_text(json.dumps({
+        "fleet_checkpoint_reboot": "always", "fleet_checkpoint_serial": "100%", "fleet_checkpoint_run_id": run_id,
+        "restore_fallback": "cold_start", **extra}))
+    (private / "env" / "envvars").write_text(json.dumps({"ANSIBLE_HOST_KEY_CHECKING": "False"}))
+    return private, subprocess.Popen([str(ROOT / ".venv" / "bin" / "ansible-runner"), "run", str(private), "-p",
+                                      "fleet.checkpoint.host_reboot"], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+
+
+def ended(started):
+    """(status, the slice's set_stats summary {host: outcome}, the hosts its Reboot task ran on) once it ended."""
+    private, proc = started
+    unused, err = proc.communicate(timeout=960)
+    (job,) = (private / "artifacts").iterdir()
+    events = [json.loads(path.read_text()) for path in sorted((job / "job_events").glob("*.json"),
+                                                              key=lambda path: int(path.name.split("-")[0]))]
     stats = [event for event in events if event["event"] == "playbook_on_stats"]
-    assert stats and stats[0]["event_data"]["failures"] == {}
-    summary = stats[0]["event_data"]["artifact_data"]["fleet_checkpoint_host_reboot"][host]
-    assert summary["rebooted"] is True
-    assert lab_exec(host, "systemctl", "show", "-p", "UserspaceTimestamp", "--value").stdout != booted
-    row = [item for item in summary["containers"] if item["container"] == "awx-counter"][0]
-    assert row["status"] == "restored" and row["resumed"] is True, row
-    artifacts = tmp_path / "artifacts"
-    job = next(artifacts.iterdir())
-    assert (job / "status").read_text().strip() == "successful"
-    assert json.loads((job / "job_events" / sorted(p.name for p in (job / "job_events").iterdir())[0]).read_text())
-    assert lab_exec(host, "docker", "inspect", "-f", "{{.State.Running}} {{.HostConfig.RestartPolicy.Name}}",
-                    "awx-counter").stdout.split() == ["true", "unless-stopped"]
+    assert stats, f"rc={proc.returncode} {err[-2000:]}" + "".join(event.get("stdout", "") + "\n"
+                                                                  for event in events)[-4000:]
+    rebooted = {event["event_data"]["host"] for event in events if event["event"] == "runner_on_ok"
+                and event["event_data"].get("task") == "Reboot"}
+    status = (job / "status").read_text().strip()
+    return status, stats[0]["event_data"]["artifact_data"]["fleet_checkpoint_host_reboot"], rebooted
+
+
+def boot(host):
+    return lab_exec(host, "systemctl", "show", "-p", "UserspaceTimestamp", "--value").stdout
+
+
+def test_two_slices_of_a_sliced_job_at_once_share_the_fleet_and_never_a_host(fleet, tmp_path):
+    """Two jobs of a sliced AWX job template - host_reboot through ansible-runner (the engine AWX uses), each over its
+    own inventory, at the same time. Over disjoint halves both succeed, each summary complete for its hosts, every
+    container restored. Over overlapping halves, the second (started once the first holds the shared host, with
+    fleet_checkpoint_preflight_strict=false) is refused on that host, naming the run that holds it, and goes on with
+    its other host: the shared host is rebooted once, by the first, and its summary entry in the second says why."""
+    a, b, c = fleet
+    for host in fleet:
+        lab_exec(host, "docker", "rm", "-f", "awx-counter", check=False)
+        lab_exec(host, "docker", "run", "-d", "--name", "awx-counter", "--restart", "unless-stopped",
+                 "-e", "COUNTER_INTERVAL=0.2", IMAGE)
+    time.sleep(2)
+    booted = {host: boot(host) for host in fleet}
+    first, second = start_slice(slice_dir(tmp_path, "s1", [a]), "slice-1"), \
+        start_slice(slice_dir(tmp_path, "s2", [b, c]), "slice-2")
+    for (status, summary, rebooted), hosts in ((ended(first), [a]), (ended(second), [b, c])):
+        assert status == "successful" and sorted(summary) == hosts and rebooted == set(hosts), (status, summary)
+        for host in hosts:
+            (row,) = [row for row in summary[host]["containers"] if row["container"] == "awx-counter"]
+            assert summary[host]["rebooted"] and row["status"] == "restored" and row["resumed"], summary[host]
+    assert all(boot(host) != booted[host] for host in fleet)
+    assert {lab_exec(host, "docker", "inspect", "-f", "{{.State.Running}} {{.HostConfig.RestartPolicy.Name}}",
+                     "awx-counter").stdout.strip() for host in fleet} == {"true unless-stopped"}
+
+    booted = {host: boot(host) for host in fleet}
+    first = start_slice(slice_dir(tmp_path, "o1", [a, b]), "overlap-1")
+    deadline = time.monotonic() + 120
+    while "overlap-1" not in lab_exec(b, "cat", "/var/lib/fleet-checkpoint/run.lock", check=False).stdout:
+        assert time.monotonic() < deadline, "the first slice did not take the shared host"
+        time.sleep(0.2)
+    second = start_slice(slice_dir(tmp_path, "o2", [b, c]), "overlap-2", fleet_checkpoint_preflight_strict=False)
+    (status1, summary1, rebooted1), (status2, summary2, rebooted2) = ended(first), ended(second)
+    assert status1 == "successful" and rebooted1 == {a, b} and sorted(summary1) == [a, b], summary1
+    assert status2 == "failed" and rebooted2 == {c} and sorted(summary2) == [b, c], summary2
+    assert summary2[b]["rebooted"] is False and "in use by run 'overlap-1'" in summary2[b]["error"], summary2[b]
+    assert summary2[c]["rebooted"] and not summary2[c]["error"], summary2[c]
+    assert all(boot(host) != booted[host] for host in fleet)
+    for host in fleet:
+        assert lab_exec(host, "docker", "inspect", "-f", "{{.State.Running}}", "awx-counter").stdout.strip() == "true"
+        numbers = counts(host, "awx-counter")
+        assert all(after == before + 1 for before, after in zip(numbers, numbers[1:])), f"{host}: a gap or a restart"
 
 
 def test_migrate_through_the_controller_inside_an_execution_environment(fleet, tmp_path):
