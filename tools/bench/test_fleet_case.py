@@ -36,8 +36,9 @@ def test_the_controller_cost_counts_every_process_of_the_run():
     # A child busy for ~0.3 CPU-seconds under the measured process, and 20 MiB held a moment.
     busy = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3:\n    pass\n"
     hold = "import time\nx = bytearray(20 * 1024 * 1024)\nx[::4096] = b'1' * len(x[::4096])\ntime.sleep(0.8)\n"
-    argv = [sys.executable, "-c", f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', {busy!r}])\n"
-                                   f"subprocess.run([sys.executable, '-c', {hold!r}])\n"]
+    script = (f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', {busy!r}])\n"
+              f"subprocess.run([sys.executable, '-c', {hold!r}])\n")
+    argv = [sys.executable, "-c", script]
     proc, cpu, peak = controller_cost.run_measured(argv, {}, 60)
     assert proc.returncode == 0, proc.stderr
     assert 0.3 <= cpu < 3, cpu
