@@ -344,10 +344,13 @@ options:
         runs). C(ended) says the module has finished. Earlier markers are removed when it starts.
       - With O(send_to) (straight to the target over SSH, not through the controller's relay), this host's part of
         a group moved from several hosts to one target (the C(fleet.checkpoint.migrate) playbook's
-        C(fleet_checkpoint_migrate_sources)) - its connections are made and its disk state pre-copied, then it is
-        frozen and waits as above, and its checkpoints are sent once the barrier opened. The target receives every
-        member of every source in one call (O(receive_timeout), without O(barrier_dir)) and restores them together;
-        C(abort) thaws this host's part and aborts its streams, so that the target restores none.
+        C(fleet_checkpoint_migrate_sources)) meets the others twice. Once its connections are made and its disk
+        state pre-copied, the module writes C(prepared) and waits, running, for C(freeze) (at most the longer of
+        O(barrier_timeout) and O(timeout): nothing is frozen yet); then it freezes its members, writes C(frozen) and
+        waits for C(go) as above, and sends its checkpoints once they are dumped. The target receives every member
+        of every source in one call (O(receive_timeout), without O(barrier_dir)) and restores them together;
+        C(abort) at either meeting thaws this host's part (if frozen) and aborts its streams, so that the target
+        restores none.
     type: path
   barrier_timeout:
     description:

@@ -97,7 +97,9 @@ def _present_group(ctx: HostContext, refs: list[str], opts: dump.DumpOptions, wo
             return _fail_all(refs, {}, f"the group was refused, nothing was touched ({message_of(exc)})"), group
         if barrier is not None:  # moved from several hosts: none freezes before every host is prepared
             barrier.arrive("prepared", members=group["members"])
-            outcome = barrier.wait(fleet_barrier.FREEZE)
+            # The others may still be pre-copying their disk state (as long as a transfer may take): nothing is
+            # frozen while this waits, so it waits that long.
+            outcome = barrier.wait(fleet_barrier.FREEZE, timeout=max(barrier.timeout, opts.timeout))
             if outcome != fleet_barrier.GO:
                 group["barrier"] = outcome
                 why = f"{fleet_barrier.explain(outcome, barrier.timeout, barrier.reason())}; nothing was frozen"

@@ -48,10 +48,10 @@ class FleetBarrier:
         private_files.write_private(os.path.join(self.directory, marker),
                                     json.dumps(dict(facts, at=round(time.time(), 3))).encode())
 
-    def wait(self, marker: str = GO) -> str:
+    def wait(self, marker: str = GO, timeout: float | None = None) -> str:
         """GO once the playbook wrote `marker` (GO, or FREEZE), ABORT, or TIMEOUT when it said nothing within the
-        timeout."""
-        deadline = time.monotonic() + self.timeout
+        timeout (`timeout`, else the barrier's)."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while True:
             if os.path.exists(os.path.join(self.directory, ABORT)):
                 return ABORT

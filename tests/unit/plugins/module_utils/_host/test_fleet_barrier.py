@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host import fleet_barrier
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host.fleet_barrier import FleetBarrier
@@ -44,3 +45,16 @@ def test_abort_says_why_and_silence_times_out(tmp_path):
         "the fleet's barrier was aborted: hosts not frozen: web-2 (did not run)")
     barrier.end()
     assert (tmp_path / "barrier" / "ended").exists()
+
+
+def test_the_round_before_the_freeze_opens_on_freeze_and_waits_as_long_as_it_is_told(tmp_path):
+    barrier = FleetBarrier(str(tmp_path / "barrier"), 60)
+    barrier.prepare()
+    (tmp_path / "barrier" / "go").write_text("")  # (the go of the frozen round does not open this one)
+    started = time.monotonic()
+    assert barrier.wait(fleet_barrier.FREEZE, timeout=0.05) == fleet_barrier.TIMEOUT
+    assert time.monotonic() - started < 5  # its own bound, not the barrier's 60 s
+    threading.Timer(0.05, lambda: (tmp_path / "barrier" / "freeze").write_text("")).start()
+    assert barrier.wait(fleet_barrier.FREEZE, timeout=5) == fleet_barrier.GO
+    barrier.prepare()
+    assert not (tmp_path / "barrier" / "freeze").exists()  # a new run starts without it
