@@ -346,7 +346,7 @@ options:
         a group moved from several hosts to one target (the C(fleet.checkpoint.migrate) playbook's
         C(fleet_checkpoint_migrate_sources)) meets the others twice. Once its connections are made and its disk
         state pre-copied, the module writes C(prepared) and waits, running, for C(freeze) (at most the longer of
-        O(barrier_timeout) and O(timeout): nothing is frozen yet); then it freezes its members, writes C(frozen) and
+        O(barrier_timeout) and O(timeout), as nothing is frozen yet); then it freezes its members, writes C(frozen) and
         waits for C(go) as above, and sends its checkpoints once they are dumped. The target receives every member
         of every source in one call (O(receive_timeout), without O(barrier_dir)) and restores them together;
         C(abort) at either meeting thaws this host's part (if frozen) and aborts its streams, so that the target
