@@ -432,8 +432,9 @@ def test_a_group_spread_over_two_hosts_moves_to_a_third_together(fleet):
     """A producer on one host sends to a consumer on another; both move to a third with one migrate run
     (fleet_checkpoint_migrate_sources). Two names that would clash on the target are refused before any host is
     touched. One source that cannot take part (its member paused) stops both before anything freezes. A restore
-    that fails on the target leaves no member running there, and each source restores its own part from the same
-    instant: the messages go on with no gap. Then the move: both parts frozen before either is dumped (the barrier
+    that fails on the target leaves no member running there, and the sources restore their parts from the same
+    instant, held until both are restored (one let run before its partner's socket is back would be reset by the
+    partner's host): the messages go on with no gap. Then the move: both parts frozen before either is dumped (the barrier
     across the sources), one receive on the target restores both together, and the messages go on there with no
     gap."""
     here, there, target = fleet
@@ -478,6 +479,8 @@ def test_a_group_spread_over_two_hosts_moves_to_a_third_together(fleet):
         restored = play_results(output, "Wait for the restore that received the stream")[target]
         assert restored["group"]["aborted"] and len(restored["results"]) == 2, restored
         assert lab_exec(target, "docker", "ps", "-aq", "--filter", "name=x-").stdout.strip() == ""
+        back = play_results(output, "Wait for this source's restore to end")  # both parts held, then let run
+        assert all(back[host]["group"]["barrier"] == "go" for host in (here, there)), back
         assert status(here, "x-producer") == status(there, "x-consumer") == "running"
         wait_beyond(there, "x-consumer", "got", at + 20000)
         assert gaps(there, "x-consumer") == []
