@@ -70,18 +70,22 @@ def describe(record: LockRecord, path: str) -> str:
             f"{record.get('controller') or 'an unknown controller'}, since {when})")
 
 
-def _create(path: str, record: LockRecord) -> None:
+def _create(path: str, record: LockRecord, replace: bool = False) -> None:
     """Write the record to a private temporary file, then link it into place: the lock file appears complete or not
-    at all, and never replaces another run's."""
+    at all, and never replaces another run's (replace: our own, renewed, is replaced in one step)."""
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(json.dumps(record, sort_keys=True))
-        os.link(tmp, path)
+        if replace:
+            os.replace(tmp, path)  # (tmp is gone: it is the lock now)
+        else:
+            os.link(tmp, path)
     finally:
-        os.remove(tmp)
+        if os.path.lexists(tmp):
+            os.remove(tmp)
 
 
 def acquire(path: str, record: LockRecord, timeout: float = 0, force: bool = False, check_mode: bool = False,
@@ -121,8 +125,13 @@ def _expired(current: LockRecord, clock: Callable[[], float]) -> bool:
 
 def _take(path: str, record: LockRecord, current: LockRecord, force: bool,
           clock: Callable[[], float]) -> tuple[bool, LockRecord | None] | None:
-    """Under the guard: (changed, previous) when the lock is (already) ours now, None when another run keeps it."""
+    """Under the guard: (changed, previous) when the lock is (already) ours now, None when another run keeps it.
+
+    Ours already: its lease is renewed from now (a run that claimed the host early, in a pre-flight, claims it again
+    when it comes to work on it), which is not a change of holder."""
     if current and current.get("owner") == record["owner"]:
+        if (record.get("expires") or 0) > (current.get("expires") or 0):
+            _create(path, dict(record, since=current.get("since", record.get("since"))), replace=True)
         return False, None
     if current and not (_expired(current, clock) or force):
         return None

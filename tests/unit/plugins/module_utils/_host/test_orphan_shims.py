@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -16,7 +17,17 @@ import time
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host.orphan_shims import find_shims, lingering_shims, stop_shims
 
-CID = "9abd1e16c3bdd54bb6ba162a3af36ac28c2a4a5453151c09f7f2c410b211120e"
+# Container ids of this process's own: two runs of these tests at once (make fast-gates runs the units with both
+# ansible-cores side by side) must not find - and stop - each other's shims.
+_RUN = f"{os.getpid()}-{os.urandom(8).hex()}"
+
+
+def cid_for(name):
+    return hashlib.sha256(f"{name}-{_RUN}".encode()).hexdigest()
+
+
+CID = cid_for("main")
+OTHER_CID = cid_for("other")
 CHILD = "sleep 60 & wait"
 UID = os.getuid()  # the tests' shims are this user's (the module requires root's)
 SHIM_DIR = tempfile.mkdtemp(prefix="fleet-test-shim-")
@@ -72,14 +83,14 @@ def test_a_shim_for_the_container_is_found_with_its_processes_and_stopped():
 
 
 def test_shims_of_other_containers_or_namespaces_are_not_found():
-    others = [fake_shim(cid="0" * 64), fake_shim(namespace="k8s.io")]
+    others = [fake_shim(cid=OTHER_CID), fake_shim(namespace="k8s.io")]
     try:
         time.sleep(0.3)
         assert find(CID) == {}
-        assert list(find("0" * 64)) == [others[0].pid]
+        assert list(find(OTHER_CID)) == [others[0].pid]
         assert list(find(CID, namespace="k8s.io")) == [others[1].pid]
     finally:
-        stop_shims({**find("0" * 64), **find(CID, namespace="k8s.io")}, wait=2, uid=UID)
+        stop_shims({**find(OTHER_CID), **find(CID, namespace="k8s.io")}, wait=2, uid=UID)
         for other in others:
             other.kill()
             other.wait()
@@ -90,8 +101,8 @@ def test_stopping_what_is_already_gone_is_not_an_error():
 
 
 # Tests run in parallel (ansible-test units: pytest -n auto): each test's shims serve a container id of its own.
-ENDING_CID = "5e" * 32
-COPY_CID = "5c" * 32
+ENDING_CID = cid_for("ending")
+COPY_CID = cid_for("copy")
 
 
 def test_a_shim_with_nothing_under_it_is_given_time_to_end():
@@ -123,7 +134,7 @@ def test_a_shim_with_processes_under_it_is_a_copy_at_once():
 
 
 # Issue 20, finding 8: what any user can fake is not enough.
-FAKE_CID = "fa" * 32
+FAKE_CID = cid_for("fake")
 
 
 def test_a_process_only_named_like_a_shim_is_not_one():

@@ -34,6 +34,20 @@ def test_the_first_run_takes_it_root_only_and_taking_it_again_changes_nothing(tm
     assert acquire(path, record("a"), clock=clock, sleep=clock.sleep) == (False, None)
 
 
+def test_the_holder_claiming_again_renews_its_lease_keeping_since(tmp_path):
+    path = str(tmp_path / "run.lock")
+    clock = Clock()
+    acquire(path, record("a"), clock=clock, sleep=clock.sleep)
+    assert acquire(path, record("a", since=3000.0, expires=9000.0), clock=clock, sleep=clock.sleep) == (False, None)
+    assert (read(path)["since"], read(path)["expires"]) == (1000.0, 9000.0)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    # A shorter lease does not cut the one held; check mode writes nothing.
+    acquire(path, record("a", expires=2000.0), clock=clock, sleep=clock.sleep)
+    acquire(path, record("a", expires=99000.0), check_mode=True, clock=clock, sleep=clock.sleep)
+    assert read(path)["expires"] == 9000.0
+    assert sorted(os.listdir(tmp_path)) == ["run.lock"]
+
+
 def test_a_second_run_waits_then_refuses_naming_the_holder(tmp_path):
     path = str(tmp_path / "run.lock")
     clock = Clock()
