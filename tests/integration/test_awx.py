@@ -50,21 +50,22 @@ def slice_dir(tmp_path, name, hosts):
     return private
 
 
-def start_slice(private, run_id, **extra):
-    """host_reboot over the slice's hosts, as AWX sends a job template's extra vars (nothing prompted): an
-    ansible-runner process of its own, started at once."""
+def start_slice(private, run_id, playbook="host_reboot", **extra):
+    """host_reboot (or `playbook`) over the slice's hosts, as AWX sends a job template's extra vars (nothing
+    prompted): an ansible-runner process of its own, started at once."""
     (private / "env").mkdir(exist_ok=True)
     (private / "env" / "extravars").write_text(json.dumps({
         "fleet_checkpoint_reboot": "always", "fleet_checkpoint_serial": "100%", "fleet_checkpoint_run_id": run_id,
         "restore_fallback": "cold_start", **extra}))
     (private / "env" / "envvars").write_text(json.dumps({"ANSIBLE_HOST_KEY_CHECKING": "False"}))
     return private, subprocess.Popen([str(ROOT / ".venv" / "bin" / "ansible-runner"), "run", str(private), "-p",
-                                      "fleet.checkpoint.host_reboot"], stdout=subprocess.DEVNULL,
+                                      f"fleet.checkpoint.{playbook}"], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True)
 
 
-def ended(started):
-    """(status, the slice's set_stats summary {host: outcome}, the hosts its Reboot task ran on) once it ended."""
+def ended(started, key="fleet_checkpoint_host_reboot"):
+    """(status, the slice's set_stats summary {host: outcome} under `key`, the hosts its Reboot task ran on) once it
+    ended."""
     private, proc = started
     unused, err = proc.communicate(timeout=960)
     (job,) = (private / "artifacts").iterdir()
@@ -76,7 +77,7 @@ def ended(started):
     rebooted = {event["event_data"]["host"] for event in events if event["event"] == "runner_on_ok"
                 and event["event_data"].get("task") == "Reboot"}
     status = (job / "status").read_text().strip()
-    return status, stats[0]["event_data"]["artifact_data"]["fleet_checkpoint_host_reboot"], rebooted
+    return status, stats[0]["event_data"]["artifact_data"][key], rebooted
 
 
 def boot(host):
@@ -124,6 +125,36 @@ def test_two_slices_of_a_sliced_job_at_once_share_the_fleet_and_never_a_host(fle
         assert lab_exec(host, "docker", "inspect", "-f", "{{.State.Running}}", "awx-counter").stdout.strip() == "true"
         numbers = counts(host, "awx-counter")
         assert all(after == before + 1 for before, after in zip(numbers, numbers[1:])), f"{host}: a gap or a restart"
+
+
+def test_slices_of_checkpoint_then_restore_each_publish_their_own_hosts(fleet, tmp_path):
+    """checkpoint.yml, then restore.yml, each as two jobs of a sliced job template at once over disjoint shares: every
+    slice successful, its set_stats summary listing exactly its hosts; the counters stopped by the checkpoint go on
+    after the restore without a gap."""
+    a, b, c = fleet
+    for host in fleet:
+        lab_exec(host, "docker", "rm", "-f", "awx-counter", check=False)
+        lab_exec(host, "docker", "run", "-d", "--name", "awx-counter", "-e", "COUNTER_INTERVAL=0.2", IMAGE)
+    time.sleep(2)
+    shares = ([a], [b, c])
+    for playbook in ("checkpoint", "restore"):
+        started = [start_slice(slice_dir(tmp_path, f"{playbook}-{number}", share), f"{playbook}-{number}", playbook,
+                               checkpoint_containers=["awx-counter"]) for number, share in enumerate(shares)]
+        for run, share in zip(started, shares):
+            status, summary, unused = ended(run, f"fleet_checkpoint_{playbook}")
+            assert status == "successful" and sorted(summary) == share, (status, summary)
+            for host in share:
+                assert not summary[host]["error"] and summary[host]["checkpoint"], summary[host]
+                assert [(row["container"], row["changed"], row["failed"]) for row in summary[host]["containers"]] == \
+                    [("awx-counter", True, False)], summary[host]
+        running = {lab_exec(host, "docker", "inspect", "-f", "{{.State.Running}}", "awx-counter").stdout.strip()
+                   for host in fleet}
+        assert running == ({"false"} if playbook == "checkpoint" else {"true"}), (playbook, running)
+    time.sleep(1)
+    for host in fleet:
+        numbers = counts(host, "awx-counter")
+        assert all(after == before + 1 for before, after in zip(numbers, numbers[1:])), f"{host}: a gap or a restart"
+        lab_exec(host, "docker", "rm", "-f", "awx-counter")
 
 
 def test_migrate_through_the_controller_inside_an_execution_environment(fleet, tmp_path):
