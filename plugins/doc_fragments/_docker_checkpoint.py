@@ -383,6 +383,14 @@ options:
     type: str
     choices: [cold_start, leave_stopped, fail]
     default: fail
+  release_run_lock:
+    description:
+      - With O(manifest_path) and O(state=restored), the id of the run that holds the host's run lock
+        (M(fleet.checkpoint.run_lock), C(/var/lib/fleet-checkpoint/run.lock)). Once the restore went through (the
+        task does not fail), the lock is given back in the same call, and RV(run_lock_released) says so; a playbook
+        then needs no task of its own to give the host back (one Python start less per host). A lock held by another
+        run is left alone, with a warning.
+    type: str
 """
 
     RETENTION = r"""

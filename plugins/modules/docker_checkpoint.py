@@ -254,6 +254,12 @@ summary:
   elements: dict
   sample: [{"container": "web", "checkpoint": "fleet-20261123T165000Z", "status": "restored", "resumed": true,
             "size": 173450, "method": "containerd", "dump_seconds": 0.27, "restore_seconds": 0.42, "msg": ""}]
+run_lock_released:
+  description: Whether the host's run lock held by O(release_run_lock) was given back by this call (false in check
+    mode, when the task fails, when nobody held it, or when another run holds it).
+  returned: with release_run_lock
+  type: bool
+  sample: true
 group:
   description: With O(consistent=true), the group as a whole.
   returned: with consistent=true

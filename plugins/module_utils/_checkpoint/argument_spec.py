@@ -40,6 +40,7 @@ def argument_spec() -> dict[str, Any]:
         parallel=dict(type="int"),
         timeout=dict(type="int", default=600),
         manifest_path=dict(type="path"),
+        release_run_lock=dict(type="str"),
         lock_timeout=dict(type="int", default=300),
         create=dict(type="bool", default=False),
         send_to=dict(type="dict", options=dict(

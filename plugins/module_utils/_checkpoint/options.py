@@ -49,6 +49,9 @@ def check_options(params: Mapping[str, Any]) -> list[str]:
             errors.append(str(exc))
     if params["manifest_path"] and state not in ("present", "restored"):
         errors.append("manifest_path is used only with state=present (written) or state=restored (read)")
+    if params.get("release_run_lock") is not None and (not from_manifest or not params["release_run_lock"].strip()):
+        errors.append("release_run_lock (the id of the run holding the host's run lock) is used only with "
+                      "state=restored and manifest_path, and must not be empty")
     if params["fallback"] != "fail" and not from_manifest:
         errors.append("fallback is used only with state=restored and manifest_path (the manifest records what to "
                       "cold-start and with which restart policy)")

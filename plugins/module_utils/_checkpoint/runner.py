@@ -47,6 +47,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._containerd.task 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu.log import criu_log_path
 from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPI, DockerAPIError
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host import private_files
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host import run_lock
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host import run_manifest as host_manifest
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host import scratch
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host.change_lock import HostLock, LockTimeout
@@ -89,9 +90,17 @@ def _refuse(msg: str, **answer: Any) -> Finished:
 def run(module: Module, diff: bool = False) -> tuple[Answer, bool]:
     """The module's answer and whether it failed."""
     try:
-        return _run(module, diff)
+        answer, failed = _run(module, diff)
     except Finished as done:
-        return done.answer, done.failed
+        answer, failed = done.answer, done.failed
+    owner = module.params.get("release_run_lock")
+    if owner:
+        # The run's work on this host is done: its run lock is given back in the same call.
+        released, warning = (False, None) if failed else run_lock.give_back(owner, check_mode=module.check_mode)
+        if warning:
+            module.warn(warning)
+        answer["run_lock_released"] = released
+    return answer, failed
 
 
 def _run(module: Module, diff: bool) -> tuple[Answer, bool]:

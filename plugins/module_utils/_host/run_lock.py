@@ -160,3 +160,19 @@ def _release(path: str, owner: str, force: bool, check_mode: bool) -> tuple[bool
     if not check_mode:
         os.remove(path)
     return True, current
+
+
+def give_back(owner: str, path: str | None = None, check_mode: bool = False) -> tuple[bool, str | None]:
+    """The lock given back as the last act of a call that finished a run's work on the host (docker_checkpoint's
+    release_run_lock): (released, warning). Nobody holding it is no error; another run holding it is left alone,
+    with a warning. Check mode gives nothing back."""
+    path = path or DEFAULT_PATH
+    if check_mode:
+        return False, None
+    try:
+        released, unused = release(path, owner)
+    except LockHeld as exc:
+        return False, str(exc)
+    except OSError as exc:
+        return False, f"the run lock {path} could not be given back: {exc}"
+    return released, None

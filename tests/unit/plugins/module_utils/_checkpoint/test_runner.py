@@ -12,6 +12,7 @@ import os
 from ansible.module_utils.common.parameters import remove_values
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import runner
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host import run_lock
 from ansible_collections.fleet.checkpoint.plugins.modules.docker_checkpoint import argument_spec
 
 KEY = "k3y-f1le-c0ntents-never-shown-4a9e"
@@ -61,3 +62,34 @@ def test_without_a_key_file_nothing_is_registered(tmp_path):
     answer, failed = runner.run(module)
     assert failed, answer
     assert module.no_log_values == set()
+
+
+def test_a_restore_that_went_through_gives_the_run_lock_back_and_one_that_failed_keeps_it(tmp_path, monkeypatch):
+    path = tmp_path / "run.lock"
+    monkeypatch.setattr(run_lock, "DEFAULT_PATH", str(path))
+    outcome = {"failed": False}
+
+    def restore(module, diff):
+        return {"changed": True, "msg": "restored"}, outcome["failed"]
+
+    monkeypatch.setattr(runner, "_run", restore)
+    for failed in (True, False):
+        path.write_text(json.dumps({"owner": "run-1", "expires": 9e12}))
+        outcome["failed"] = failed
+        module = FakeModule(state="restored", manifest_path="/m.json", release_run_lock="run-1")
+        module.check_mode = False
+        answer, unused = runner.run(module)
+        assert answer["run_lock_released"] is not failed and path.exists() is failed, answer
+    # Another run's lock stays, with a warning; without release_run_lock nothing is said about it.
+    path.write_text(json.dumps({"owner": "run-2", "expires": 9e12}))
+    answer, unused = runner.run(module)
+    assert answer["run_lock_released"] is False and path.exists() and "run-2" in module.warnings[-1]
+    answer, unused = runner.run(FakeModule(state="restored", manifest_path="/m.json"))
+    assert "run_lock_released" not in answer
+
+
+def test_release_run_lock_goes_only_with_a_restore_from_the_manifest(tmp_path):
+    module = FakeModule(name="cp", container="web", release_run_lock="run-1",
+                        docker_host=f"unix://{tmp_path}/no-docker.sock")
+    answer, failed = runner.run(module)
+    assert failed and "release_run_lock" in answer["msg"] and answer["run_lock_released"] is False, answer

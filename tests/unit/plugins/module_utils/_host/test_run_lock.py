@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from ansible_collections.fleet.checkpoint.plugins.module_utils._host.run_lock import LockHeld, acquire, read, release
+from ansible_collections.fleet.checkpoint.plugins.module_utils._host.run_lock import LockHeld, acquire, give_back, read, release
 
 
 class Clock:
@@ -126,3 +126,15 @@ def test_no_temporary_files_are_left_behind(tmp_path):
     acquire(str(path), record("a"), clock=Clock(), sleep=Clock().sleep)
     release(str(path), "a")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_give_back_releases_its_own_lock_and_leaves_another_runs_with_a_warning(tmp_path):
+    path = str(tmp_path / "run.lock")
+    clock = Clock()
+    assert give_back("a", path) == (False, None)  # nobody holds it: nothing to give back, no error
+    acquire(path, record("a"), clock=clock, sleep=clock.sleep)
+    assert give_back("a", path, check_mode=True) == (False, None) and read(path)["owner"] == "a"
+    assert give_back("a", path) == (True, None) and read(path) == {}
+    acquire(path, record("b"), clock=clock, sleep=clock.sleep)
+    released, warning = give_back("a", path)
+    assert not released and "belongs to run 'b'" in warning and read(path)["owner"] == "b"
