@@ -541,15 +541,18 @@ def test_a_host_that_fails_preflight_stops_the_reboot_before_anything_is_touched
     start_workloads(host)
     lab_exec(host, "docker", "run", "-d", "--rm", "--name", "ephemeral", IMAGE)
     pids = {name: lab_exec(host, "docker", "inspect", "-f", "{{.State.Pid}}", name).stdout for name in WORKLOADS}
-    booted = boot_time(host)
+    booted = {each: boot_time(each) for each in fleet}
     try:
         rc, output = ansible_playbook(PLAYBOOKS / "host_reboot.yml", check=False, extra_vars={
-            "fleet_checkpoint_hosts": host, "fleet_checkpoint_reboot": "always"})
+            "fleet_checkpoint_hosts": ",".join(fleet), "fleet_checkpoint_reboot": "always"})
     finally:
         lab_exec(host, "docker", "rm", "-f", "ephemeral", check=False)
     assert rc != 0
     assert "--rm" in json.dumps(output)
-    assert boot_time(host) == booted
+    # No host rebooted, and every host's run lock (taken by the pre-flight) given back.
+    assert {each: boot_time(each) for each in fleet} == booted
+    assert [each for each in fleet if sh(each, "test -e /var/lib/fleet-checkpoint/run.lock", check=False)
+            .returncode == 0] == []
     assert {name: lab_exec(host, "docker", "inspect", "-f", "{{.State.Pid}}", name).stdout
             for name in WORKLOADS} == pids
 
