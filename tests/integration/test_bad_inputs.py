@@ -146,6 +146,8 @@ PLAYBOOK_CASES = [
      "fleet_checkpoint_reboot must be one of: if_required, always"),
     ("host_reboot.yml", {"fleet_checkpoint_reboot_timeout": "soon"}, "fleet_checkpoint_reboot_timeout"),
     ("host_reboot.yml", {"fleet_checkpoint_max_fail_percentage": "some"}, "fleet_checkpoint_max_fail_percentage"),
+    # The roles' variables are checked by the pre-flight, before any host is touched (not after the reboot).
+    ("host_reboot.yml", {"restore_fallback": "sometimes", "fleet_checkpoint_reboot": "always"}, "restore_fallback"),
     ("host_reboot.yml", {"checkpoint_leave_running": True, "fleet_checkpoint_reboot": "always"},
      "cannot be used with host_reboot"),
     ("host_reboot.yml", {"checkpoint_name": "../escape", "fleet_checkpoint_reboot": "always"},
