@@ -37,8 +37,9 @@ options:
     required: true
   state:
     description:
-      - V(present) takes the lock; if this O(owner) already holds it, its lease is renewed to O(lease) seconds from now,
-        which is not reported as a change. V(absent) gives it back (no change if nobody holds it).
+      - V(present) takes the lock; if this O(owner) already holds it, its expiry is moved to O(lease) seconds from now
+        when that is later (never earlier), which is not reported as a change. V(absent) gives it back (no change if
+        nobody holds it).
     type: str
     choices: [present, absent]
     default: present
