@@ -92,10 +92,33 @@ def reboot_fleet(hosts, extra_vars):
     return output
 
 
-def test_host_reboot_one_host_at_a_time_keeps_every_count(fleet):
+def batches(output, play_name):
+    """The hosts of each batch of a serial play, in order (ansible runs the play once per batch)."""
+    return [sorted({host for task in play["tasks"] for host in task["hosts"]})
+            for play in output["plays"] if play["play"]["name"] == play_name]
+
+
+def task_results(output, task_name):
+    """(host, result) of every run of the tasks whose name ends with task_name (a role's are prefixed with it)."""
+    return [(host, result) for play in output["plays"] for task in play["tasks"]
+            if task["task"]["name"].endswith(task_name) for host, result in task["hosts"].items()]
+
+
+def test_host_reboot_batch_by_batch_keeps_every_count(fleet):
+    """serial as a percentage (67 % of 3 hosts: a batch of 2, then 1), each batch's pre-flight counted old
+    (fleet_checkpoint_preflight_max_age=0): every batch claims its hosts again and pre-flights them again."""
     for host in fleet:
         sh(host, "touch /run/reboot-required")
-    output = reboot_fleet(fleet, {})
+    output = reboot_fleet(fleet, {"fleet_checkpoint_serial": "67%", "fleet_checkpoint_preflight_max_age": 0})
+    assert batches(output, "Checkpoint, reboot, restore, batch by batch") == [sorted(fleet[:2]), fleet[2:]]
+    claims = task_results(output, "Claim the host for this run (refused if another run holds it)")
+    assert sorted(host for host, result in claims if not result.get("skipped")) == sorted(fleet * 2), claims
+    preflight = "Pre-flight - what would be checkpointed, and what cannot be (changes nothing)"
+    # (the module's results: the role's include has that name too)
+    preflights = [host for host, result in task_results(output, preflight) if "checkpoint" in result]
+    assert sorted(preflights) == sorted(fleet * 2), preflights
+    assert [each for each in fleet if sh(each, "test -e /var/lib/fleet-checkpoint/run.lock", check=False)
+            .returncode == 0] == []
     stats = output["global_custom_stats"]["fleet_checkpoint_host_reboot"]
     for host in fleet:
         rows = {row["container"]: row for row in stats[host]["containers"]}
@@ -146,7 +169,7 @@ def test_host_reboot_all_hosts_at_once_each_host_one_group(fleet):
     together after its reboot; on the first host a TCP pair among them loses no message."""
     start_pair(fleet[0])
     try:
-        reboot_fleet(fleet, {"fleet_checkpoint_serial": len(fleet), "fleet_checkpoint_reboot": "always",
+        reboot_fleet(fleet, {"fleet_checkpoint_serial": "100%", "fleet_checkpoint_reboot": "always",
                              "checkpoint_consistent": True})
         for host in fleet:
             manifest = json.loads(lab_exec(host, "cat", "/var/lib/fleet-checkpoint/manifest.json").stdout)
