@@ -165,6 +165,11 @@ PLAYBOOK_CASES = [
     ("migrate.yml", {"fleet_checkpoint_migrate_containers": ["ghost"]}, "ghost"),
     ("migrate.yml", {"fleet_checkpoint_migrate_target": "no-such-host",
                      "fleet_checkpoint_migrate_containers": ["victim"]}, "no-such-host"),
+    ("migrate.yml", {"fleet_checkpoint_migrate_source": "no-such-source",
+                     "fleet_checkpoint_migrate_containers": ["victim"]}, "no-such-source, named by this move, is not"),
+    # A Limit (or an AWX job slice) that leaves the target out: the move is refused, not half made.
+    ("migrate.yml", {"--limit": "SOURCE", "fleet_checkpoint_migrate_containers": ["victim"]},
+     "named by this move, is not among this run's hosts"),
     ("migrate.yml", {"fleet_checkpoint_migrate_transfer": "carrier-pigeon",
                      "fleet_checkpoint_migrate_containers": ["victim"]}, "fleet_checkpoint_migrate_transfer"),
     # Survey answers that ssh or scp would read as options (issue 20, finding 7).
@@ -218,7 +223,9 @@ def test_bad_job_variables_are_refused_and_change_nothing(hosts, record_bad_inpu
                 extra["fleet_checkpoint_migrate_target"] = source
         else:
             extra["fleet_checkpoint_hosts"] = source
-        rc, output = ansible_playbook(PLAYBOOKS / playbook, check=False, extra_vars=extra)
+        limit = {"SOURCE": source}.get(extra.get("--limit"), extra.get("--limit"))
+        extra.pop("--limit", None)
+        rc, output = ansible_playbook(PLAYBOOKS / playbook, check=False, extra_vars=extra, limit=limit)
         assert rc != 0, f"{playbook} {extra} was not refused"
         messages = failures(output)
         assert fragment in messages, f"{playbook} {extra}: expected {fragment!r} in {messages!r}"
