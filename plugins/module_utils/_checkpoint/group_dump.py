@@ -4,8 +4,8 @@
 
 """docker_checkpoint consistent=true, state=present: several containers checkpointed at one instant.
 
-Every member is planned first (nothing touched; one refusal refuses the group). Then all are frozen (Docker's pause:
-their cgroups' freezer), then dumped - all at once, each by CRIU from its frozen state - and only when every dump is
+Every member is planned first (nothing touched; one refusal refuses the group). Then all are frozen at once (Docker's
+pause: their cgroups' freezer), then dumped - all at once, each by CRIU from its frozen state - and only when every dump is
 done are they thawed together (leave_running) or, stopping, each ends with its dump while the others are still frozen.
 No member runs between the first freeze and the last dump, so every checkpoint shows the same instant: a message one
 has sent and the other not yet received is in the sender's socket queue or the receiver's, never lost in between.
@@ -110,8 +110,20 @@ def _present_group(ctx: HostContext, refs: list[str], opts: dump.DumpOptions, wo
     return _run(ctx, plans, member_opts, workers or len(plans), group, barrier)
 
 
-def _pause(ctx: HostContext, cid: str) -> None:
-    ctx.api.post(f"/containers/{cid}/pause")
+def _freeze(ctx: HostContext, ids: list[str]) -> Optional[tuple[str, DockerAPIError]]:
+    """Pause every member at once (Docker's pause returns once the cgroup is frozen: one after the other, the first
+    would wait frozen for every other's round trip); the first that would not, with why. Any of them may then be
+    frozen."""
+    def pause(cid: str) -> Optional[DockerAPIError]:
+        try:
+            ctx.api.post(f"/containers/{cid}/pause")
+        except DockerAPIError as exc:
+            return exc
+        return None
+
+    with ThreadPoolExecutor(max_workers=len(ids)) as pool:
+        errors = list(pool.map(pause, ids))
+    return next(((cid, exc) for cid, exc in zip(ids, errors) if exc is not None), None)
 
 
 def _thaw(ctx: HostContext, ids: list[str]) -> list[str]:
@@ -131,15 +143,11 @@ def _run(ctx: HostContext, plans: list[dump.DumpPlan], opts: dump.DumpOptions, w
          group: Group, barrier: Optional[FleetBarrier] = None) -> tuple[List[Result], Group]:
     ids = [planned.inspect["Id"] for planned in plans]
     first = time.monotonic()
-    frozen: list[str] = []
-    try:
-        for cid in ids:
-            _pause(ctx, cid)
-            frozen.append(cid)
-    except DockerAPIError as exc:
-        problems = _thaw(ctx, frozen)
-        name = plans[len(frozen)].result["container"]
-        why = f"{name} could not be frozen ({exc}); the others were thawed, nothing was checkpointed"
+    refused = _freeze(ctx, ids) if ids else None
+    if refused is not None:
+        problems = _thaw(ctx, ids)
+        name = plans[ids.index(refused[0])].result["container"]
+        why = f"{name} could not be frozen ({refused[1]}); the others were thawed, nothing was checkpointed"
         if problems:
             why += f" (but could not thaw {', '.join(problems)})"
         return _fail_all([planned.result["container"] for planned in plans], {}, why), group

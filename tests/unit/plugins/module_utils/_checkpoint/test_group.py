@@ -24,6 +24,7 @@ from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint impor
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.context import HostContext
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.errors import OpError
 from ansible_collections.fleet.checkpoint.plugins.module_utils._criu import restore_barrier
+from ansible_collections.fleet.checkpoint.plugins.module_utils._docker.api import DockerAPIError
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host import fleet_barrier
 from ansible_collections.fleet.checkpoint.plugins.module_utils._host.fleet_barrier import FleetBarrier
 
@@ -109,6 +110,28 @@ def test_every_member_is_frozen_before_any_dump_and_thawed_after_the_last(member
     assert last_dump < first_thaw and actions.count("unpause") == 3, log
     assert 0 <= group["freeze_seconds"] <= group["frozen_seconds"] <= group["thawed_after_seconds"]
     assert all(r["group"]["members"] == NAMES for r in results)
+
+
+def test_the_members_are_paused_at_once_and_one_that_will_not_freeze_thaws_the_others(members, tmp_path):
+    """The pauses run side by side (each waits here until all three have arrived: one after the other they would
+    not); one refused, every member is thawed and none dumped."""
+    log = members["log"] = []
+    arrived = threading.Barrier(len(NAMES), timeout=5)
+
+    class SlowAPI(FakeAPI):
+        def post(self, path, **unused):
+            if path.endswith("/pause"):
+                arrived.wait()  # (BrokenBarrierError if the pauses came one at a time)
+                if path.split("/")[2] == cid(NAMES[1]):
+                    super().post(path)
+                    raise DockerAPIError("cannot pause: the container is restarting", status=409)
+            super().post(path)
+
+    api = SlowAPI(log)
+    results, group = group_dump.present_group(ctx_of(api, tmp_path), NAMES, dump.DumpOptions("gr", leave_running=True))
+    assert all(r.get("failed") for r in results)
+    assert f"{NAMES[1]} could not be frozen (cannot pause: the container is restarting)" in results[0]["msg"]
+    assert api.paused == set() and "dumped" not in [action for action, unused in log], log
 
 
 def test_a_stopping_group_is_not_thawed_each_member_ends_with_its_dump(members, tmp_path):
