@@ -92,6 +92,14 @@ options:
         The new name must be free here (or, with O(replace=true), taken by a stopped container).
     type: dict
     default: {}
+  alongside:
+    description:
+      - With O(side=target), when several sources move one group here together, the RV(plan)s of the other sources,
+        by source host (this host's O(plan) is one source's part). A volume name, a published host port or a fixed
+        address on one network that this part and another both bring is a problem, and the free disk counted is that
+        of every part together.
+    type: dict
+    default: {}
   allow_older_kernel:
     description:
       - With O(side=target), a kernel here older (major.minor) than the source's is not a problem. By default it is - the
@@ -188,6 +196,7 @@ def main() -> None:
             replace=dict(type="bool", default=False),
             rename=dict(type="dict", default={}),
             allow_older_kernel=dict(type="bool", default=False),
+            alongside=dict(type="dict", default={}),
             mode=dict(type="str", default="stop", choices=["stop", "lazy", "precopy"]),
             consistent=dict(type="bool", default=False),
             **docker_host_argument_spec(),
@@ -216,7 +225,8 @@ def main() -> None:
         problems = migration_preflight.target_problems(api, params["plan"], params["transfer"], params["image"],
                                                        module.run_command, module.get_bin_path, kernel,
                                                        replaced=replaced, rename=params["rename"],
-                                                       allow_older_kernel=params["allow_older_kernel"])
+                                                       allow_older_kernel=params["allow_older_kernel"],
+                                                       alongside=params["alongside"])
         answer["replaced"] = replaced or []
     api_version = None
     if params["side"] == "target" and params["mode"] == "lazy":

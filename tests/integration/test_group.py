@@ -430,8 +430,8 @@ def unroute_here(host):
 
 def test_a_group_spread_over_two_hosts_moves_to_a_third_together(fleet):
     """A producer on one host sends to a consumer on another; both move to a third with one migrate run
-    (fleet_checkpoint_migrate_sources). Two names that would clash on the target are refused before any host is
-    touched. One source that cannot take part (its member paused) stops both before anything freezes. A restore
+    (fleet_checkpoint_migrate_sources). Two names, or two volumes, that would clash on the target are refused before
+    any host is touched. One source that cannot take part (its member paused) stops both before anything freezes. A restore
     that fails on the target leaves no member running there, and the sources restore their parts from the same
     instant, held until both are restored (one let run before its partner's socket is back would be reset by the
     partner's host): the messages go on with no gap. Then the move: both parts frozen before either is dumped (the barrier
@@ -461,6 +461,18 @@ def test_a_group_spread_over_two_hosts_moves_to_a_third_together(fleet):
         rc, output = ansible_playbook(ROOT / "playbooks" / "migrate.yml", check=False, extra_vars=dict(
             move, fleet_checkpoint_migrate_sources={here: ["x-producer"], there: ["x-producer"]}))
         assert rc != 0 and "names on the target x-producer, x-producer" in json.dumps(output), json.dumps(output)[-2000:]
+
+        # Each source's part is pre-flighted on the target with the other's alongside: a volume of one name that both
+        # carry (the target can hold one) is refused before anything freezes.
+        for host, name in ((here, "x-a"), (there, "x-b")):
+            lab_exec(host, "docker", "run", "-d", "--name", name, "-v", "x-clash:/data", IMAGE)
+        rc, output = ansible_playbook(ROOT / "playbooks" / "migrate.yml", check=False, extra_vars=dict(
+            move, fleet_checkpoint_migrate_sources={here: ["x-a"], there: ["x-b"]}))
+        assert rc != 0 and "x-a and x-b (from " in json.dumps(output), json.dumps(output)[-2000:]
+        assert "both carry a volume named x-clash" in json.dumps(output)
+        assert [status(host, name) for host, name in ((here, "x-a"), (there, "x-b"))] == ["running", "running"]
+        for host, name in ((here, "x-a"), (there, "x-b")):
+            sh(host, f"docker rm -f {name} >/dev/null; docker volume rm x-clash >/dev/null")
 
         lab_exec(there, "docker", "pause", "x-consumer")  # its pre-flight refuses: neither source freezes
         rc, output = ansible_playbook(ROOT / "playbooks" / "migrate.yml", check=False, extra_vars=move)
@@ -502,8 +514,9 @@ def test_a_group_spread_over_two_hosts_moves_to_a_third_together(fleet):
         assert gaps(target, "x-consumer") == []
     finally:
         for host in (here, there):
-            sh(host, "docker unpause x-consumer >/dev/null 2>&1; docker rm -f x-producer x-consumer >/dev/null 2>&1; "
-                     "rm -f /root/.ssh/id_ed25519 /root/.ssh/known_hosts; true")
+            sh(host, "docker unpause x-consumer >/dev/null 2>&1; docker rm -f x-producer x-consumer x-a x-b >/dev/null "
+                     "2>&1; docker volume rm x-clash >/dev/null 2>&1; rm -f /root/.ssh/id_ed25519 /root/.ssh/known_hosts; "
+                     "true")
         sh(target, WORKING_CRIU)
         sh(target, "docker rm -f x-producer x-consumer >/dev/null 2>&1; true")
         unroute_here(target)

@@ -23,6 +23,7 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Callable, Optional, Tuple
 
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import disk_walk
+from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import migration_alongside
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint import port_conflicts
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.errors import OpError
 from ansible_collections.fleet.checkpoint.plugins.module_utils._checkpoint.manifest import container_config
@@ -195,11 +196,13 @@ def target_problems(api: DockerAPI, the_plan: Mapping[str, Any], transfer: str, 
                     path_exists: Callable[[str], bool] = os.path.exists,
                     free_bytes: Callable[[str], int] | None = None,
                     replaced: list[str] | None = None, rename: Mapping[str, str] | None = None,
-                    allow_older_kernel: bool = False) -> list[str]:
+                    allow_older_kernel: bool = False, alongside: Mapping[str, Any] | None = None) -> list[str]:
     """Everything that would make the move fail on this host (the target), as messages; an empty list when it can
     take the containers. With `replaced` (a list), a stopped container of a moving one's name is not a problem: its
     name is added there (the playbook sets it aside, and removes it once the move is done). `rename` gives moving
-    containers another name here ({name on the source: name here})."""
+    containers another name here ({name on the source: name here}). `alongside`: the plans of the other sources of
+    a group that moves here together, by source host - what both bring, and the disk for all of them."""
+    alongside = dict(alongside or {})
     rename = dict(rename or {})
     moving = [str(container["name"]) for container in the_plan.get("containers") or []]
     problems = missing_commands("target", transfer, which) + rename_problems(rename, moving)
@@ -256,17 +259,27 @@ def target_problems(api: DockerAPI, the_plan: Mapping[str, Any], transfer: str, 
                             "target: free it, or move the container that holds it first")
         problems += [f"{name}: {problem}" for problem in missing_host_parts(api, config, path_exists)]
         problems += disk_problems(api, info, name, container.get("disk") or {})
-        needed += int(container.get("memory") or 0) + int((container.get("disk") or {}).get("bytes") or 0)
-        image_id = (config.get("image") or {}).get("id")
-        if image_mode == "load" and image_id and image_id not in images and not _has_image(api, image_id):
-            needed += int(container.get("image_size") or 0)  # once per image: it is sent once
-        images.add(image_id)
+        needed += _bytes_needed(api, container, image_mode, images)
+    problems += migration_alongside.clashes(the_plan, alongside)
+    needed += sum(_bytes_needed(api, container, image_mode, images)
+                  for container in migration_alongside.containers_of(alongside))
     root = info.get("DockerRootDir") or "/var/lib/docker"
     free = (free_bytes or _free_bytes)(root)
     if free < needed:
         problems.append(f"the target has {free // 2**20} MiB free in {root}, the images it lacks and the checkpoints "
                         f"need about {needed // 2**20} MiB: free some space there")
     return problems
+
+
+def _bytes_needed(api: DockerAPI, container: Mapping[str, Any], image_mode: str, images: set[str | None]) -> int:
+    """The target's disk one moving container needs: its checkpoint (about its memory), its disk state, and its image
+    when the target lacks it and it is not counted in `images` yet (an image is sent once)."""
+    needed = int(container.get("memory") or 0) + int((container.get("disk") or {}).get("bytes") or 0)
+    image_id = ((container.get("config") or {}).get("image") or {}).get("id")
+    if image_mode == "load" and image_id and image_id not in images and not _has_image(api, image_id):
+        needed += int(container.get("image_size") or 0)
+    images.add(image_id)
+    return needed
 
 
 def kernel_problems(source: str, target: str) -> list[str]:

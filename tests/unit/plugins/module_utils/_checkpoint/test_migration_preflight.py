@@ -315,3 +315,66 @@ def test_post_copy_needs_a_target_docker_that_takes_annotations(monkeypatch, sid
                                 version)
     assert [problem[:len(want)] for problem, want in zip(problems, expected)] == expected and \
         len(problems) == len(expected), problems
+
+
+def part(name, volumes=(), ports=None, address=None, memory=0, image=None, image_size=0):
+    """One container of a source's plan, as docker_migration_preflight side=source describes it."""
+    config = {"port_bindings": ports or {}, "networks": {"appnet": {"aliases": [name]}}}
+    if address:
+        config["networks"]["appnet"]["ipv4_address"] = address
+    if image:
+        config["image"] = {"id": image}
+    return {"name": name, "config": config, "memory": memory, "image_size": image_size,
+            "disk": {"volumes": list(volumes), "bytes": 0}}
+
+
+class SubnetApi(FakeApi):
+    """appnet has the subnet of the fixed addresses."""
+
+    def get(self, path, **query):
+        if path == "/networks/appnet":
+            return {"Name": "appnet", "IPAM": {"Config": [{"Subnet": "172.31.243.0/24"}]}}
+        return super().get(path, **query)
+
+
+def test_the_parts_of_a_group_from_several_sources_are_checked_against_each_other():
+    """Each source's part is pre-flighted alone on the target: a volume name, a host port or a fixed address that
+    two sources bring is found only with the other parts alongside."""
+    mine = {"containers": [part("producer", volumes=["data"], ports={"80/tcp": [{"HostIp": "", "HostPort": "8080"}]},
+                                address="172.31.243.11")], "criu": None}
+    theirs = {"containers": [part("consumer", volumes=["data", "logs"],
+                                  ports={"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]},
+                                  address="172.31.243.11")]}
+    args = dict(read=lambda path: "", path_exists=lambda path: True, free_bytes=lambda path: 2**40)
+    alone = mp.target_problems(SubnetApi(networks=["appnet"]), mine, "direct", "load", criu(), which(), "6.18.44", **args)
+    assert alone == []
+    problems = mp.target_problems(SubnetApi(networks=["appnet"]), mine, "direct", "load", criu(), which(), "6.18.44",
+                                  alongside={"web-2": theirs}, **args)
+    assert problems == [
+        "producer and consumer (from web-2) both carry a volume named data, and the target can hold one: rename one "
+        "of them on its source, or set fleet_checkpoint_migrate_volumes to none",
+        "producer and consumer (from web-2) both publish 0.0.0.0:8080/tcp on the target: publish another port for "
+        "one of them, or move them to different targets",
+        "producer and consumer (from web-2) both have the address 172.31.243.11 on network appnet: give one of them "
+        "another address, or move them to different targets"]
+    # Different names, ports and addresses: nothing in common.
+    apart = {"containers": [part("consumer", volumes=["logs"], ports={"80/tcp": [{"HostIp": "", "HostPort": "8081"}]},
+                                 address="172.31.243.10")]}
+    assert mp.target_problems(SubnetApi(networks=["appnet"]), mine, "direct", "load", criu(), which(), "6.18.44",
+                              alongside={"web-2": apart}, **args) == []
+
+
+def test_the_disk_of_a_group_from_several_sources_is_counted_together():
+    """Two parts of 300 MiB each and one image they share: the target must hold both checkpoints, the image once."""
+    mine = {"containers": [part("producer", memory=300 * 2**20, image=IMAGE_ID, image_size=500 * 2**20)],
+            "criu": None}
+    theirs = {"containers": [part("consumer", memory=300 * 2**20, image=IMAGE_ID, image_size=500 * 2**20)]}
+    free = (300 + 500 + 256 + 100) * 2**20  # this part, the image and the margin fit; the other part too would not
+
+    def check(alongside):
+        return mp.target_problems(SubnetApi(networks=["appnet"]), mine, "direct", "load", criu(), which(), "6.18.44",
+                                  read=lambda path: "", free_bytes=lambda path: free, alongside=alongside)
+    assert check({}) == []
+    assert [problem for problem in check({"web-2": theirs}) if "MiB free" in problem] == [
+        "the target has 1156 MiB free in /var/lib/docker, the images it lacks and the checkpoints need about 1356 MiB: "
+        "free some space there"]
