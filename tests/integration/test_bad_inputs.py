@@ -170,6 +170,8 @@ PLAYBOOK_CASES = [
     # A Limit (or an AWX job slice) that leaves the target out: the move is refused, not half made.
     ("migrate.yml", {"--limit": "SOURCE", "fleet_checkpoint_migrate_containers": ["victim"]},
      "named by this move, is not among this run's hosts"),
+    ("migrate.yml", {"--limit": "SOURCE", "fleet_checkpoint_migrate_source": "no-such-source",
+                     "fleet_checkpoint_migrate_containers": ["victim"]}, "named by this move, are not among"),
     ("migrate.yml", {"fleet_checkpoint_migrate_transfer": "carrier-pigeon",
                      "fleet_checkpoint_migrate_containers": ["victim"]}, "fleet_checkpoint_migrate_transfer"),
     # Survey answers that ssh or scp would read as options (issue 20, finding 7).
@@ -226,9 +228,10 @@ def test_bad_job_variables_are_refused_and_change_nothing(hosts, record_bad_inpu
         limit = {"SOURCE": source}.get(extra.get("--limit"), extra.get("--limit"))
         extra.pop("--limit", None)
         rc, output = ansible_playbook(PLAYBOOKS / playbook, check=False, extra_vars=extra, limit=limit)
-        assert rc != 0, f"{playbook} {extra} was not refused"
+        case = f"{playbook} {extra}" + (f" --limit {limit}" if limit else "")
+        assert rc != 0, f"{case} was not refused"
         messages = failures(output)
-        assert fragment in messages, f"{playbook} {extra}: expected {fragment!r} in {messages!r}"
-        assert {host: snapshot(host) for host in hosts} == before, f"{playbook} {extra} changed a host"
+        assert fragment in messages, f"{case}: expected {fragment!r} in {messages!r}"
+        assert {host: snapshot(host) for host in hosts} == before, f"{case} changed a host"
         refused += 1
     record_bad_inputs("playbook job variables", len(PLAYBOOK_CASES), refused)

@@ -113,6 +113,11 @@ def test_host_reboot_batch_by_batch_keeps_every_count(fleet):
     assert batches(output, "Checkpoint, reboot, restore, batch by batch") == [sorted(fleet[:2]), fleet[2:]]
     claims = task_results(output, "Claim the host for this run (refused if another run holds it)")
     assert sorted(host for host, result in claims if not result.get("skipped")) == sorted(fleet * 2), claims
+    # The pre-flight's claim has its short lease; a batch's claim, the whole 4 hours.
+    expiry = {}
+    for host, result in claims:
+        expiry.setdefault(host, []).append(result["lock"]["expires"])
+    assert all(later - first > 10000 for first, later in expiry.values()), expiry
     preflight = "Pre-flight - what would be checkpointed, and what cannot be (changes nothing)"
     # (the module's results: the role's include has that name too)
     preflights = [host for host, result in task_results(output, preflight) if "checkpoint" in result]

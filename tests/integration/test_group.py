@@ -518,6 +518,7 @@ def test_a_group_spread_over_two_hosts_moves_to_a_third_together(fleet):
                      "2>&1; docker volume rm x-clash >/dev/null 2>&1; rm -f /root/.ssh/id_ed25519 /root/.ssh/known_hosts; "
                      "true")
         sh(target, WORKING_CRIU)
-        sh(target, "docker rm -f x-producer x-consumer >/dev/null 2>&1; true")
+        sh(target, "docker rm -f x-producer x-consumer x-a x-b >/dev/null 2>&1; docker volume rm x-clash >/dev/null 2>&1; "
+                   "true")
         unroute_here(target)
         route((here, there), undo=True)

@@ -110,10 +110,9 @@ def _present_group(ctx: HostContext, refs: list[str], opts: dump.DumpOptions, wo
     return _run(ctx, plans, member_opts, workers or len(plans), group, barrier)
 
 
-def _freeze(ctx: HostContext, ids: list[str]) -> Optional[tuple[str, DockerAPIError]]:
+def _freeze(ctx: HostContext, ids: list[str]) -> list[tuple[str, DockerAPIError]]:
     """Pause every member at once (Docker's pause returns once the cgroup is frozen: one after the other, the first
-    would wait frozen for every other's round trip); the first that would not, with why. Any of them may then be
-    frozen."""
+    would wait frozen for every other's round trip); those that would not, with why."""
     def pause(cid: str) -> Optional[DockerAPIError]:
         try:
             ctx.api.post(f"/containers/{cid}/pause")
@@ -123,7 +122,7 @@ def _freeze(ctx: HostContext, ids: list[str]) -> Optional[tuple[str, DockerAPIEr
 
     with ThreadPoolExecutor(max_workers=len(ids)) as pool:
         errors = list(pool.map(pause, ids))
-    return next(((cid, exc) for cid, exc in zip(ids, errors) if exc is not None), None)
+    return [(cid, exc) for cid, exc in zip(ids, errors) if exc is not None]
 
 
 def _thaw(ctx: HostContext, ids: list[str]) -> list[str]:
@@ -143,11 +142,14 @@ def _run(ctx: HostContext, plans: list[dump.DumpPlan], opts: dump.DumpOptions, w
          group: Group, barrier: Optional[FleetBarrier] = None) -> tuple[List[Result], Group]:
     ids = [planned.inspect["Id"] for planned in plans]
     first = time.monotonic()
-    refused = _freeze(ctx, ids) if ids else None
-    if refused is not None:
-        problems = _thaw(ctx, ids)
-        name = plans[ids.index(refused[0])].result["container"]
-        why = f"{name} could not be frozen ({refused[1]}); the others were thawed, nothing was checkpointed"
+    refused = _freeze(ctx, ids) if ids else []
+    if refused:
+        # Thawed: what this froze, and what may have frozen all the same (a pause that timed out). Not a member Docker
+        # refused (409: paused already, by someone else, or not running).
+        kept = {cid for cid, exc in refused if exc.status == 409}
+        problems = _thaw(ctx, [cid for cid in ids if cid not in kept])
+        names = ", ".join(f"{plans[ids.index(cid)].result['container']} ({exc})" for cid, exc in refused)
+        why = f"could not be frozen: {names}; the others were thawed, nothing was checkpointed"
         if problems:
             why += f" (but could not thaw {', '.join(problems)})"
         return _fail_all([planned.result["container"] for planned in plans], {}, why), group

@@ -42,8 +42,9 @@ def clashes(the_plan: Plan, alongside: Mapping[str, Plan]) -> list[str]:
                 both = f"{mine['name']} and {theirs['name']} (from {host}) both"
                 for volume in sorted(set((mine.get("disk") or {}).get("volumes") or [])
                                      & set((theirs.get("disk") or {}).get("volumes") or [])):
-                    problems.append(f"{both} carry a volume named {volume}, and the target can hold one: rename one "
-                                    "of them on its source, or set fleet_checkpoint_migrate_volumes to none")
+                    problems.append(f"{both} carry a volume named {volume}, and the target can hold only one: on "
+                                    "one source, copy it into a volume of another name and recreate its container "
+                                    "with that one")
                 held = set(port_conflicts.bindings(theirs.get("config") or {}))
                 for address, port, proto in port_conflicts.taken(port_conflicts.bindings(mine.get("config") or {}),
                                                                  held):

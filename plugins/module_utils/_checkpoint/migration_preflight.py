@@ -266,8 +266,9 @@ def target_problems(api: DockerAPI, the_plan: Mapping[str, Any], transfer: str, 
     root = info.get("DockerRootDir") or "/var/lib/docker"
     free = (free_bytes or _free_bytes)(root)
     if free < needed:
+        together = "(with the group's other parts) " if alongside else ""
         problems.append(f"the target has {free // 2**20} MiB free in {root}, the images it lacks and the checkpoints "
-                        f"need about {needed // 2**20} MiB: free some space there")
+                        f"{together}need about {needed // 2**20} MiB: free some space there")
     return problems
 
 

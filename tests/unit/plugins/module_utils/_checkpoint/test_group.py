@@ -114,24 +114,26 @@ def test_every_member_is_frozen_before_any_dump_and_thawed_after_the_last(member
 
 def test_the_members_are_paused_at_once_and_one_that_will_not_freeze_thaws_the_others(members, tmp_path):
     """The pauses run side by side (each waits here until all three have arrived: one after the other they would
-    not); one refused, every member is thawed and none dumped."""
+    not). One refused (paused already, by someone else): the others are thawed, that one is left as it was, and it
+    is named; none is dumped."""
     log = members["log"] = []
     arrived = threading.Barrier(len(NAMES), timeout=5)
+    other = cid(NAMES[1])
 
     class SlowAPI(FakeAPI):
         def post(self, path, **unused):
             if path.endswith("/pause"):
                 arrived.wait()  # (BrokenBarrierError if the pauses came one at a time)
-                if path.split("/")[2] == cid(NAMES[1]):
-                    super().post(path)
-                    raise DockerAPIError("cannot pause: the container is restarting", status=409)
+                if path.split("/")[2] == other:
+                    raise DockerAPIError(f"Container {other} is already paused", status=409)
             super().post(path)
 
     api = SlowAPI(log)
+    api.paused.add(other)
     results, group = group_dump.present_group(ctx_of(api, tmp_path), NAMES, dump.DumpOptions("gr", leave_running=True))
     assert all(r.get("failed") for r in results)
-    assert f"{NAMES[1]} could not be frozen (cannot pause: the container is restarting)" in results[0]["msg"]
-    assert api.paused == set() and "dumped" not in [action for action, unused in log], log
+    assert f"could not be frozen: {NAMES[1]} (Container {other} is already paused)" in results[0]["msg"]
+    assert api.paused == {other} and "dumped" not in [action for action, unused in log], log
 
 
 def test_a_stopping_group_is_not_thawed_each_member_ends_with_its_dump(members, tmp_path):

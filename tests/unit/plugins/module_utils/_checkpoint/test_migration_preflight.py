@@ -351,8 +351,8 @@ def test_the_parts_of_a_group_from_several_sources_are_checked_against_each_othe
     problems = mp.target_problems(SubnetApi(networks=["appnet"]), mine, "direct", "load", criu(), which(), "6.18.44",
                                   alongside={"web-2": theirs}, **args)
     assert problems == [
-        "producer and consumer (from web-2) both carry a volume named data, and the target can hold one: rename one "
-        "of them on its source, or set fleet_checkpoint_migrate_volumes to none",
+        "producer and consumer (from web-2) both carry a volume named data, and the target can hold only one: on one "
+        "source, copy it into a volume of another name and recreate its container with that one",
         "producer and consumer (from web-2) both publish 0.0.0.0:8080/tcp on the target: publish another port for "
         "one of them, or move them to different targets",
         "producer and consumer (from web-2) both have the address 172.31.243.11 on network appnet: give one of them "
@@ -376,5 +376,5 @@ def test_the_disk_of_a_group_from_several_sources_is_counted_together():
                                   read=lambda path: "", free_bytes=lambda path: free, alongside=alongside)
     assert check({}) == []
     assert [problem for problem in check({"web-2": theirs}) if "MiB free" in problem] == [
-        "the target has 1156 MiB free in /var/lib/docker, the images it lacks and the checkpoints need about 1356 MiB: "
-        "free some space there"]
+        "the target has 1156 MiB free in /var/lib/docker, the images it lacks and the checkpoints (with the group's "
+        "other parts) need about 1356 MiB: free some space there"]
